@@ -1,0 +1,26 @@
+# Sourced by scripts/test and scripts/demo: installs what podq needs on a fresh machine
+# (Debian's redis-server, a .venv with podq, the control-plane binaries) and is quick
+# when everything is already there.
+
+log() { printf '\033[1m==> %s\033[0m\n' "$*"; }
+
+bootstrap() {
+  local extras=$1
+  if ! command -v redis-server >/dev/null 2>&1; then
+    log "installing redis-server (Debian package)"
+    local sudo=
+    [ "$(id -u)" -eq 0 ] || sudo=sudo
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq redis-server >/dev/null
+    # the package starts a system service on 6379; podq runs its own servers
+    $sudo systemctl disable --now redis-server >/dev/null 2>&1 || true
+  fi
+  if [ ! -x .venv/bin/python ]; then
+    log "creating .venv"
+    python3 -m venv .venv
+  fi
+  log "installing podq[$extras] into .venv"
+  .venv/bin/pip install -q --disable-pip-version-check -e ".[$extras]"
+  log "Kubernetes control plane binaries (built once from Go modules, then cached)"
+  scripts/control-plane install
+}
