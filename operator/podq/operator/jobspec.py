@@ -1,0 +1,76 @@
+"""From a Job resource's spec to the keyword arguments of podq's engine Job."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+# kopf stores the last handled spec in an annotation and all annotations together are
+# capped at 256 KiB; the API server caps objects near 1.5 MiB. Keep job arguments
+# well below both: big payloads belong in object storage, referenced from kwargs.
+MAX_KWARGS_BYTES = 64 * 1024
+
+# camelCase resource field -> engine field, for the fields copied as they are.
+_PLAIN_FIELDS = {
+    "function": "function",
+    "kwargs": "kwargs",
+    "timeout": "timeout",
+    "heartbeat": "heartbeat",
+    "retries": "retries",
+    "ttl": "ttl",
+    "retryDelay": "retry_delay",
+    "retryBackoff": "retry_backoff",
+    "meta": "meta",
+    "priority": "priority",
+}
+
+
+class InvalidJobSpec(ValueError):
+    """The spec passed the schema but cannot become a job; `reason` is CamelCase."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+def kwargs_size(spec: Mapping[str, Any]) -> int:
+    """Bytes of the kwargs as compact JSON, the form in which they travel."""
+    kwargs = spec.get("kwargs")
+    if kwargs is None:
+        return 0
+    return len(json.dumps(kwargs, separators=(",", ":")).encode())
+
+
+def rfc3339_to_epoch(value: str) -> float:
+    """Epoch seconds of an RFC 3339 time (the API server already checked the format)."""
+    return datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00")).timestamp()
+
+
+def engine_fields(spec: Mapping[str, Any], key: str) -> dict[str, Any]:
+    """Keyword arguments for podq.Job built from a validated spec.
+
+    Raises InvalidJobSpec for what the CRD schema cannot express (the kwargs size).
+    """
+    size = kwargs_size(spec)
+    if size > MAX_KWARGS_BYTES:
+        raise InvalidJobSpec(
+            "KwargsTooLarge",
+            f"spec.kwargs is {size} bytes as JSON, more than the {MAX_KWARGS_BYTES} allowed;"
+            " store large inputs elsewhere and pass a reference",
+        )
+    fields: dict[str, Any] = {"key": key}
+    for camel, snake in _PLAIN_FIELDS.items():
+        if spec.get(camel) is not None:
+            fields[snake] = spec[camel]
+    if fields.get("retry_backoff") is not None and not isinstance(fields["retry_backoff"], bool):
+        fields["retry_backoff"] = float(fields["retry_backoff"])
+    if spec.get("scheduled"):
+        fields["scheduled"] = int(rfc3339_to_epoch(spec["scheduled"]))
+    return fields
+
+
+def queue_name(spec: Mapping[str, Any]) -> str:
+    return spec.get("queue") or "default"

@@ -1,0 +1,52 @@
+"""Names the operator owns: API coordinates, annotations, labels and derived keys."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+GROUP = "podq.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+JOBS = "jobs"
+CRONJOBS = "cronjobs"
+
+# kopf keeps handler progress and the last handled spec in annotations under this
+# prefix, and holds resources with this finalizer until the delete handler ran.
+ANNOTATION_PREFIX = GROUP
+FINALIZER = f"{GROUP}/finalizer"
+
+# Worker Deployments opt in to autoscaling with this label (value: queue name).
+LABEL_QUEUE = f"{GROUP}/queue"
+ANNOTATION_MIN_REPLICAS = f"{GROUP}/min-replicas"
+ANNOTATION_MAX_REPLICAS = f"{GROUP}/max-replicas"
+ANNOTATION_CONCURRENCY = f"{GROUP}/concurrency"
+POD_DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
+
+# Child Jobs of a CronJob carry these, so history and concurrency can find them.
+LABEL_CRONJOB = f"{GROUP}/cronjob"
+ANNOTATION_SCHEDULED_TIME = f"{GROUP}/scheduled-time"
+
+MAX_CRONJOB_NAME = 52  # 63 (label value limit) minus "-" and a 10-digit epoch
+
+
+def job_key(namespace: str, name: str, uid: str, spec_key: str | None = None) -> str:
+    """The Redis key of the job a Job resource stands for.
+
+    Deterministic, so a restarted operator, a re-delivered event or a second operator
+    computes the same key and the queue's uniqueness refuses the duplicate. The uid makes
+    a deleted and re-created resource of the same name a new job. A key set in the spec
+    wins: the user asked to share deduplication with jobs enqueued from Python.
+    """
+    if spec_key:
+        return spec_key
+    return f"{namespace}/{name}/{uid}"
+
+
+def cron_child_name(cronjob_name: str, slot: datetime) -> str:
+    """Name of the Job a CronJob creates for one schedule slot.
+
+    One name per slot makes AlreadyExists the guard against firing twice for it, across
+    restarts and operators. Epoch seconds (not minutes as batch/v1 does) because
+    6-field schedules fire more than once a minute.
+    """
+    return f"{cronjob_name}-{int(slot.timestamp())}"

@@ -1,0 +1,282 @@
+"""What a Job resource's status should say, computed from the job in Redis.
+
+Pure functions: the status writer (mirror.py) feeds them the engine's job and the
+resource's current status and patches only the difference.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+MAX_RESULT_BYTES = 16 * 1024
+MAX_ERROR_BYTES = 8 * 1024
+MAX_CONDITION_MESSAGE = 1024
+
+TERMINAL = frozenset({"complete", "failed", "aborted"})
+# How workers word a job for a function they do not have (lower-cased substrings).
+_UNREGISTERED_MARKERS = (
+    "not registered", "unregistered", "unknown function", "no function",
+)
+
+
+@dataclass(frozen=True)
+class JobView:
+    """The fields of an engine job that the resource status shows."""
+
+    status: str
+    attempts: int = 0
+    retries: int = 1
+    progress: float = 0.0
+    queued: int = 0  # epoch ms, as the engine stores them
+    started: int = 0
+    completed: int = 0
+    scheduled: int = 0  # epoch s
+    worker: str | None = None
+    result: Any = None
+    error: str | None = None
+    function: str = ""
+
+
+def view_of(job: Any) -> JobView:
+    """A JobView from a podq.Job (or anything with the same attribute names)."""
+    status = getattr(job, "status", "new")
+    return JobView(
+        status=getattr(status, "value", status) or "new",
+        attempts=int(getattr(job, "attempts", 0) or 0),
+        retries=int(getattr(job, "retries", 1) or 1),
+        progress=float(getattr(job, "progress", 0.0) or 0.0),
+        queued=int(getattr(job, "queued", 0) or 0),
+        started=int(getattr(job, "started", 0) or 0),
+        completed=int(getattr(job, "completed", 0) or 0),
+        scheduled=int(getattr(job, "scheduled", 0) or 0),
+        worker=getattr(job, "worker_id", None) or getattr(job, "worker", None),
+        result=getattr(job, "result", None),
+        error=getattr(job, "error", None),
+        function=getattr(job, "function", "") or "",
+    )
+
+
+def rfc3339(epoch_s: float, *, millis: bool = False) -> str:
+    moment = datetime.fromtimestamp(epoch_s, UTC)
+    if millis:
+        return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _ms_time(epoch_ms: int) -> str | None:
+    return rfc3339(epoch_ms / 1000, millis=True) if epoch_ms else None
+
+
+def cap_result(result: Any) -> tuple[Any, bool]:
+    """The result as stored in status, and whether it was cut.
+
+    A result too large for the resource becomes a string holding the start of its JSON
+    text followed by a marker; the full value stays in Redis for the job's ttl.
+    """
+    try:
+        text = json.dumps(result, separators=(",", ":"), default=str)
+    except (TypeError, ValueError):
+        text = json.dumps(repr(result))
+        result = repr(result)
+    if len(text.encode()) <= MAX_RESULT_BYTES:
+        return json.loads(text), False
+    size = len(text.encode())
+    head = text.encode()[: MAX_RESULT_BYTES - 200].decode(errors="ignore")
+    marker = f"... [truncated: result is {size} bytes as JSON; the full value is in Redis]"
+    return head + marker, True
+
+
+def cap_error(error: str | None) -> tuple[str | None, bool]:
+    """The error as stored in status, and whether it was cut (the end is kept:
+    the last lines of a traceback name the exception)."""
+    if error is None:
+        return None, False
+    raw = error.encode()
+    if len(raw) <= MAX_ERROR_BYTES:
+        return error, False
+    tail = raw[-(MAX_ERROR_BYTES - 100) :].decode(errors="ignore")
+    return f"[truncated: {len(raw)} bytes in total, the full text is in Redis] ...{tail}", True
+
+
+def error_summary(error: str | None) -> str:
+    """One line for a condition message: the last non-empty line of a traceback."""
+    if not error:
+        return ""
+    lines = [line.strip() for line in error.strip().splitlines() if line.strip()]
+    return lines[-1][:MAX_CONDITION_MESSAGE] if lines else ""
+
+
+def failure_reason(view: JobView) -> str:
+    """CamelCase reason for a failed or aborted job, from what the engine recorded."""
+    if view.status == "aborted":
+        if view.error and "swept" in view.error:
+            return "WorkerLost"
+        return "Aborted"
+    text = (view.error or "").lower()
+    if any(marker in text for marker in _UNREGISTERED_MARKERS):
+        return "FunctionNotRegistered"
+    if "timeout" in text or "timed out" in text:
+        return "Timeout"
+    if "heartbeat" in text:
+        return "HeartbeatMissed"
+    return "JobFailed"
+
+
+def phase_conditions(view: JobView, now_s: float) -> list[tuple[str, str, str, str]]:
+    """The conditions a job in this state has, without timestamps.
+
+    Complete/Failed as batch/v1 Job has them (for `kubectl wait`); Ready, Reconciling and
+    Stalled for kstatus: in progress while queued or running, Current when complete,
+    Failed (Stalled) when failed or aborted.
+    """
+    attempt = f"attempt {view.attempts} of {view.retries}"
+    status = view.status
+    if status == "complete":
+        return [
+            ("Complete", "True", "Completed", f"{view.function} completed after {attempt}"),
+            ("Ready", "True", "Completed", "the job completed"),
+            ("Reconciling", "False", "Completed", "the job completed"),
+            ("Stalled", "False", "Completed", "the job completed"),
+        ]
+    if status in ("failed", "aborted"):
+        reason = failure_reason(view)
+        summary = error_summary(view.error) or status
+        message = f"{view.function} {status} after {attempt}: {summary}"[:MAX_CONDITION_MESSAGE]
+        return [
+            ("Failed", "True", reason, message),
+            ("Ready", "False", reason, message),
+            ("Reconciling", "False", reason, message),
+            ("Stalled", "True", reason, message),
+        ]
+    if status == "active":
+        reason, message = "Running", f"{attempt} running on {view.worker or 'a worker'}"
+    elif status == "aborting":
+        reason, message = "Aborting", "the job is being aborted"
+    elif status == "queued" and view.scheduled > now_s and view.attempts > 0:
+        reason = "RetryScheduled"
+        message = f"{attempt} failed; next attempt at {rfc3339(view.scheduled)}"
+    elif status == "queued" and view.scheduled > now_s:
+        reason, message = "Scheduled", f"waiting until {rfc3339(view.scheduled)}"
+    elif status == "queued" and view.attempts > 0:
+        reason, message = "Retrying", f"{attempt} failed; waiting for a worker"
+    elif status == "queued":
+        reason, message = "Queued", "waiting for a worker"
+    else:
+        reason, message = "Pending", "not yet enqueued"
+    return [
+        ("Ready", "False", reason, message),
+        ("Reconciling", "True", reason, message),
+        ("Stalled", "False", reason, message),
+    ]
+
+
+def build_conditions(
+    facts: Sequence[tuple[str, str, str, str]],
+    previous: Sequence[Mapping[str, Any]] | None,
+    generation: int,
+    now_s: float,
+) -> list[dict[str, Any]]:
+    """metav1.Condition dicts; lastTransitionTime moves only when status changes."""
+    before = {c.get("type"): c for c in previous or ()}
+    conditions = []
+    for type_, status, reason, message in facts:
+        old = before.get(type_)
+        changed = old is None or old.get("status") != status
+        conditions.append(
+            {
+                "type": type_,
+                "status": status,
+                "reason": reason,
+                "message": message,
+                "lastTransitionTime": rfc3339(now_s) if changed else old["lastTransitionTime"],
+                "observedGeneration": generation,
+            }
+        )
+    return conditions
+
+
+def job_status(
+    view: JobView,
+    *,
+    key: str,
+    queue: str,
+    generation: int,
+    previous: Mapping[str, Any] | None,
+    now_s: float,
+) -> dict[str, Any]:
+    """The full status a Job resource should have for this job."""
+    result, result_cut = cap_result(view.result) if view.status == "complete" else (None, False)
+    error, error_cut = cap_error(view.error)
+    retry_pending = view.status == "queued" and view.attempts > 0 and view.scheduled > now_s
+    status: dict[str, Any] = {
+        "status": view.status,
+        "jobKey": key,
+        "queue": queue,
+        "attempts": view.attempts,
+        "progress": round(view.progress, 4),
+        "queuedTime": _ms_time(view.queued),
+        "startedTime": _ms_time(view.started),
+        "completedTime": _ms_time(view.completed),
+        "scheduledTime": rfc3339(view.scheduled) if view.scheduled else None,
+        "nextRetryTime": rfc3339(view.scheduled) if retry_pending else None,
+        "worker": view.worker,
+        "result": result,
+        "resultTruncated": result_cut or None,
+        "error": error,
+        "errorTruncated": error_cut or None,
+        "observedGeneration": generation,
+    }
+    previous_conditions = (previous or {}).get("conditions")
+    status["conditions"] = build_conditions(
+        phase_conditions(view, now_s), previous_conditions, generation, now_s
+    )
+    return status
+
+
+def refused_status(
+    reason: str, message: str, *, key: str, queue: str, generation: int,
+    previous: Mapping[str, Any] | None, now_s: float,
+) -> dict[str, Any]:
+    """Status of a Job the operator refused to enqueue (e.g. kwargs too large)."""
+    facts = [
+        ("Failed", "True", reason, message),
+        ("Ready", "False", reason, message),
+        ("Reconciling", "False", reason, message),
+        ("Stalled", "True", reason, message),
+    ]
+    return {
+        "status": "failed",
+        "jobKey": key,
+        "queue": queue,
+        "attempts": 0,
+        "error": message,
+        "observedGeneration": generation,
+        "conditions": build_conditions(
+            facts, (previous or {}).get("conditions"), generation, now_s
+        ),
+    }
+
+
+def status_patch(current: Mapping[str, Any] | None, desired: Mapping[str, Any]) -> dict[str, Any]:
+    """The merge-patch turning `current` into `desired` at the top level of status.
+
+    A field now None is sent as null (merge-patch deletes it) only if it is present.
+    Empty when nothing changed, so the writer can skip the API call.
+    """
+    current = current or {}
+    patch: dict[str, Any] = {}
+    for field, value in desired.items():
+        if value is None:
+            if current.get(field) is not None:
+                patch[field] = None
+        elif current.get(field) != value:
+            patch[field] = value
+    return patch
+
+
+def is_finished(status: Mapping[str, Any] | None) -> bool:
+    return bool(status) and status.get("status") in TERMINAL

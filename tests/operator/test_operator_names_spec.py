@@ -1,0 +1,65 @@
+"""Naming and spec translation of the operator (pure, no servers)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from podq.operator.jobspec import MAX_KWARGS_BYTES, InvalidJobSpec, engine_fields, kwargs_size
+from podq.operator.names import cron_child_name, job_key
+
+
+def test_job_key_is_deterministic_and_changes_with_uid() -> None:
+    assert job_key("ns", "a", "u1") == job_key("ns", "a", "u1") == "ns/a/u1"
+    assert job_key("ns", "a", "u2") != job_key("ns", "a", "u1")
+    assert job_key("ns", "a", "u1", spec_key="mine") == "mine"
+
+
+def test_cron_child_name_is_one_per_slot() -> None:
+    slot = datetime(2026, 1, 1, 10, 0, 5, tzinfo=UTC)
+    assert cron_child_name("nightly", slot) == f"nightly-{int(slot.timestamp())}"
+    assert cron_child_name("nightly", slot.replace(second=6)) != cron_child_name("nightly", slot)
+    assert len(cron_child_name("x" * 52, slot)) <= 63
+
+
+def test_engine_fields_maps_camel_case_and_time() -> None:
+    spec = {
+        "function": "add",
+        "kwargs": {"a": 1},
+        "queue": "q",
+        "timeout": 5,
+        "retries": 3,
+        "retryDelay": 0.5,
+        "retryBackoff": 4,
+        "scheduled": "2030-01-01T00:00:00Z",
+        "meta": {"team": "x"},
+        "priority": 2,
+        "ttl": 0,
+        "heartbeat": 1,
+    }
+    fields = engine_fields(spec, "ns/n/u")
+    assert fields == {
+        "key": "ns/n/u",
+        "function": "add",
+        "kwargs": {"a": 1},
+        "timeout": 5,
+        "heartbeat": 1,
+        "retries": 3,
+        "ttl": 0,
+        "retry_delay": 0.5,
+        "retry_backoff": 4.0,
+        "meta": {"team": "x"},
+        "priority": 2,
+        "scheduled": int(datetime(2030, 1, 1, tzinfo=UTC).timestamp()),
+    }
+    assert engine_fields({"function": "f", "retryBackoff": True}, "k")["retry_backoff"] is True
+
+
+def test_oversized_kwargs_are_refused_with_the_field_named() -> None:
+    spec = {"function": "f", "kwargs": {"blob": "x" * MAX_KWARGS_BYTES}}
+    assert kwargs_size(spec) > MAX_KWARGS_BYTES
+    with pytest.raises(InvalidJobSpec) as refused:
+        engine_fields(spec, "k")
+    assert refused.value.reason == "KwargsTooLarge"
+    assert "spec.kwargs" in refused.value.message

@@ -1,0 +1,123 @@
+"""Status mapping and conditions of Job resources (pure)."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+from podq.operator.status import (
+    MAX_ERROR_BYTES,
+    MAX_RESULT_BYTES,
+    JobView,
+    cap_error,
+    cap_result,
+    failure_reason,
+    job_status,
+    refused_status,
+    status_patch,
+    view_of,
+)
+
+NOW = 1_800_000_000.0
+
+
+def conditions(status: dict) -> dict[str, dict]:
+    return {c["type"]: c for c in status["conditions"]}
+
+
+def build(view: JobView, previous: dict | None = None, now: float = NOW) -> dict:
+    return job_status(view, key="ns/j/u", queue="default", generation=1, previous=previous,
+                      now_s=now)
+
+
+def test_complete_job_has_result_and_complete_condition() -> None:
+    view = JobView(status="complete", attempts=1, progress=1.0, queued=1_000, started=2_000,
+                   completed=3_500, result={"sum": 3}, function="add", worker="w1")
+    status = build(view)
+    assert status["result"] == {"sum": 3}
+    assert status["completedTime"] == "1970-01-01T00:00:03.500Z"
+    cond = conditions(status)
+    assert cond["Complete"]["status"] == "True"
+    assert cond["Ready"]["status"] == "True"
+    assert cond["Reconciling"]["status"] == "False"
+    assert "Failed" not in cond
+    assert all(c["observedGeneration"] == 1 for c in status["conditions"])
+
+
+def test_failed_job_names_the_error_and_is_stalled() -> None:
+    view = JobView(status="failed", attempts=2, retries=2, function="boom",
+                   error="Traceback...\nValueError: nope\n")
+    cond = conditions(build(view))
+    assert cond["Failed"]["status"] == "True"
+    assert cond["Failed"]["reason"] == "JobFailed"
+    assert "ValueError: nope" in cond["Failed"]["message"]
+    assert cond["Stalled"]["status"] == "True"
+    assert "Complete" not in cond
+
+
+def test_failure_reasons() -> None:
+    assert failure_reason(JobView(status="failed", error="function 'nope' is not registered"))\
+        == "FunctionNotRegistered"
+    assert failure_reason(JobView(status="failed", error="TimeoutError: job timed out")) \
+        == "Timeout"
+    assert failure_reason(JobView(status="aborted", error="swept")) == "WorkerLost"
+    assert failure_reason(JobView(status="aborted", error="deleted")) == "Aborted"
+
+
+def test_retry_pending_shows_next_retry_time() -> None:
+    view = JobView(status="queued", attempts=1, retries=3, scheduled=int(NOW) + 30)
+    status = build(view)
+    assert status["nextRetryTime"] == status["scheduledTime"]
+    assert conditions(status)["Reconciling"]["reason"] == "RetryScheduled"
+    later = build(JobView(status="queued", attempts=0, scheduled=int(NOW) + 30))
+    assert later["nextRetryTime"] is None
+    assert conditions(later)["Reconciling"]["reason"] == "Scheduled"
+
+
+def test_transition_time_moves_only_when_condition_status_changes() -> None:
+    queued = build(JobView(status="queued"), now=NOW)
+    active = build(JobView(status="active", attempts=1), previous=queued, now=NOW + 5)
+    assert conditions(active)["Reconciling"]["lastTransitionTime"] == \
+        conditions(queued)["Reconciling"]["lastTransitionTime"]
+    done = build(JobView(status="complete", attempts=1), previous=active, now=NOW + 9)
+    assert conditions(done)["Reconciling"]["lastTransitionTime"] != \
+        conditions(active)["Reconciling"]["lastTransitionTime"]
+
+
+def test_large_result_and_error_are_capped_with_a_marker() -> None:
+    big = {"rows": ["x" * 100] * 1000}
+    capped, cut = cap_result(big)
+    assert cut and isinstance(capped, str) and "truncated" in capped
+    assert len(capped.encode()) <= MAX_RESULT_BYTES
+    assert cap_result([1, 2]) == ([1, 2], False)
+    error = "line\n" * 10_000 + "KeyError: last"
+    capped_error, cut = cap_error(error)
+    assert cut and capped_error.startswith("[truncated") and capped_error.endswith("KeyError: last")
+    assert len(capped_error.encode()) <= MAX_ERROR_BYTES
+    assert cap_result(object())[0].startswith("<object")  # not JSON: kept as its repr
+    json.dumps(build(JobView(status="complete", result=big)))
+
+
+def test_status_patch_is_empty_when_nothing_changed_and_nulls_dropped_fields() -> None:
+    status = build(JobView(status="active", attempts=1, worker="w"))
+    assert status_patch(status, status) == {}
+    after = build(JobView(status="queued", attempts=1), previous=status)
+    patch = status_patch(status, after)
+    assert patch["status"] == "queued"
+    assert patch["worker"] is None  # removed by merge-patch
+    assert "resultTruncated" not in patch
+
+
+def test_refused_status_is_failed_with_reason() -> None:
+    status = refused_status("KwargsTooLarge", "spec.kwargs too big", key="k", queue="q",
+                            generation=1, previous=None, now_s=NOW)
+    assert status["status"] == "failed"
+    assert conditions(status)["Failed"]["reason"] == "KwargsTooLarge"
+
+
+def test_view_of_reads_engine_like_objects() -> None:
+    job = SimpleNamespace(status=SimpleNamespace(value="active"), attempts=1, retries=2,
+                          progress=0.5, queued=1, started=2, completed=0, scheduled=0,
+                          worker_id="w9", result=None, error=None, function="f")
+    view = view_of(job)
+    assert view.status == "active" and view.worker == "w9" and view.progress == 0.5
