@@ -1,0 +1,291 @@
+"""The `podq` command: worker, enqueue, info, operator."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import re
+import sys
+import time
+import typing as t
+
+from redis import asyncio as aioredis
+from redis.exceptions import RedisError
+
+from podq.queue import Queue, list_queues
+from podq.worker import Worker, import_settings
+
+DEFAULT_REDIS_URL = "redis://localhost:6379/0"
+EXIT_BAD_INPUT = 2
+EXIT_UNAVAILABLE = 1
+
+
+class CliError(Exception):
+    def __init__(self, message: str, code: int = EXIT_BAD_INPUT) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def redact(url: str) -> str:
+    """The URL without its password."""
+    return re.sub(r"(//[^:/@]*:)[^@/]*@", r"\1***@", url)
+
+
+def redis_url(args: argparse.Namespace) -> str:
+    return args.redis_url or os.environ.get("PODQ_REDIS_URL") or DEFAULT_REDIS_URL
+
+
+async def check_redis(queue: Queue, url: str) -> None:
+    try:
+        await asyncio.wait_for(queue.redis.ping(), 5)
+    except (RedisError, OSError, TimeoutError) as e:
+        raise CliError(f"cannot reach Redis at {redact(url)}: {e}", EXIT_UNAVAILABLE) from None
+
+
+def _add_redis(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--redis-url",
+        help=f"Redis URL (default: $PODQ_REDIS_URL or {DEFAULT_REDIS_URL})",
+    )
+    p.add_argument("--queue", default=None, help="queue name (default: default)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="podq", description="podq: async Python jobs on Redis")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    w = sub.add_parser("worker", help="run a worker from a settings dict (module.name)")
+    w.add_argument("settings", help="dotted path to a settings dict or a callable returning one")
+    _add_redis(w)
+    w.add_argument("--concurrency", type=int)
+    w.add_argument(
+        "--burst", action="store_true", default=None, help="stop when the queue is empty"
+    )
+    w.add_argument("--max-burst-jobs", type=int)
+    w.add_argument("--shutdown-grace-period-s", type=float)
+    w.add_argument("--timeout", type=int, help="default timeout (s) of jobs enqueued without one")
+    w.add_argument("-v", "--verbose", action="count", default=0)
+
+    e = sub.add_parser("enqueue", help="enqueue one job and print its key and id")
+    e.add_argument("function")
+    e.add_argument("--kwargs", default="{}", help="keyword arguments as a JSON object")
+    _add_redis(e)
+    e.add_argument("--key")
+    e.add_argument("--timeout", type=int)
+    e.add_argument("--heartbeat", type=int)
+    e.add_argument("--retries", type=int)
+    e.add_argument("--retry-delay", type=float)
+    e.add_argument("--ttl", type=int)
+    e.add_argument("--scheduled", help="epoch seconds, or +N for N seconds from now (default: now)")
+    e.add_argument("--priority", type=int, help="lower runs first (default 0)")
+    e.add_argument("--no-check", action="store_true", help="skip the registered-function check")
+    e.add_argument("--json", action="store_true", help="print the job as JSON")
+
+    i = sub.add_parser("info", help="queues, counts and live workers")
+    i.add_argument("--redis-url")
+    i.add_argument("--queue", action="append", help="only these queues (repeatable)")
+    i.add_argument("--json", action="store_true")
+
+    sub.add_parser("operator", help="run the Kubernetes operator (needs podq[operator])")
+    return parser
+
+
+# -- worker ---------------------------------------------------------------------------
+
+
+def load_worker_settings(args: argparse.Namespace) -> tuple[dict[str, t.Any], str]:
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        settings = dict(import_settings(args.settings))
+    except ModuleNotFoundError as e:
+        raise CliError(f"cannot import settings {args.settings!r}: {e}") from None
+    except AttributeError as e:
+        raise CliError(f"settings {args.settings!r} not found: {e}") from None
+    except (ValueError, TypeError) as e:
+        raise CliError(str(e)) from None
+    url = redis_url(args)
+    queue = settings.get("queue")
+    if args.redis_url or queue is None or isinstance(queue, str):
+        if isinstance(queue, str) and not args.redis_url:
+            url = queue
+        name = (
+            args.queue
+            or settings.pop("queue_name", None)
+            or (queue.name if isinstance(queue, Queue) else "default")
+        )
+        settings["queue"] = Queue.from_url(url, name=name)
+    elif isinstance(queue, Queue):
+        kw = queue.redis.connection_pool.connection_kwargs
+        url = f"redis://{kw.get('host', '?')}:{kw.get('port', '?')}/{kw.get('db', 0)}"
+    else:
+        raise CliError(f"settings 'queue' must be a podq.Queue or a Redis URL, not {queue!r}")
+    settings.pop("queue_name", None)
+    for opt in ("concurrency", "burst", "max_burst_jobs", "shutdown_grace_period_s", "timeout"):
+        value = getattr(args, opt)
+        if value is not None:
+            settings[opt] = value
+    if not settings.get("functions") and not settings.get("cron_jobs"):
+        raise CliError(f"settings {args.settings!r} register no functions")
+    return settings, url
+
+
+async def cmd_worker(args: argparse.Namespace) -> int:
+    settings, url = load_worker_settings(args)
+    queue: Queue = settings["queue"]
+    await check_redis(queue, url)
+    try:
+        worker = Worker(**settings)
+    except TypeError as e:
+        raise CliError(f"bad worker settings: {e}") from None
+    try:
+        await worker.start()
+    finally:
+        await queue.disconnect()
+    return 0
+
+
+# -- enqueue ----------------------------------------------------------------------------
+
+
+async def cmd_enqueue(args: argparse.Namespace) -> int:
+    try:
+        kwargs = json.loads(args.kwargs)
+    except json.JSONDecodeError as e:
+        raise CliError(f"--kwargs is not valid JSON: {e}") from None
+    if not isinstance(kwargs, dict):
+        raise CliError("--kwargs must be a JSON object, e.g. '{\"a\": 1}'")
+    url = redis_url(args)
+    queue = Queue.from_url(url, name=args.queue or "default")
+    try:
+        await check_redis(queue, url)
+        if not args.no_check:
+            workers = await queue.workers()
+            known = sorted({f for w in workers for f in w.get("functions", [])})
+            if workers and args.function not in known:
+                raise CliError(
+                    f"unknown function {args.function!r}: the workers of queue "
+                    f"{queue.name!r} know {', '.join(known) or 'no functions'}"
+                )
+            if not workers:
+                print(
+                    f"podq: warning: no live worker on queue {queue.name!r}; "
+                    "cannot check the function name",
+                    file=sys.stderr,
+                )
+        options: dict[str, t.Any] = {}
+        for opt in ("key", "timeout", "heartbeat", "retries", "retry_delay", "ttl", "priority"):
+            value = getattr(args, opt)
+            if value is not None:
+                options[opt] = value
+        if args.scheduled:
+            text = args.scheduled
+            try:
+                options["scheduled"] = (
+                    time.time() + float(text[1:]) if text.startswith("+") else float(text)
+                )
+            except ValueError:
+                raise CliError(f"--scheduled must be epoch seconds or +N, not {text!r}") from None
+        try:
+            job = await queue.enqueue(args.function, kwargs=kwargs, **options)
+        except (TypeError, ValueError) as e:
+            raise CliError(str(e)) from None
+        if job is None:
+            raise CliError(
+                f"a job with key {options.get('key')!r} is already pending in queue "
+                f"{queue.name!r} (queued, scheduled, active or aborting)",
+                EXIT_UNAVAILABLE,
+            )
+        if args.json:
+            print(json.dumps({"id": job.id, **job.to_dict()}))
+        else:
+            print(f"{job.key}\t{job.id}")
+        return 0
+    finally:
+        await queue.disconnect()
+
+
+# -- info -------------------------------------------------------------------------------
+
+
+async def cmd_info(args: argparse.Namespace) -> int:
+    url = redis_url(args)
+    client = aioredis.from_url(url)
+    try:
+        try:
+            await asyncio.wait_for(client.ping(), 5)
+        except (RedisError, OSError, TimeoutError) as e:
+            raise CliError(f"cannot reach Redis at {redact(url)}: {e}", EXIT_UNAVAILABLE) from None
+        names = args.queue or await list_queues(client)
+        out = []
+        for name in names:
+            queue = Queue(client, name=name)
+            out.append(
+                {
+                    "name": name,
+                    "queued": await queue.count("queued"),
+                    "scheduled": await queue.count("scheduled"),
+                    "active": await queue.count("active"),
+                    "depth": await queue.depth(),
+                    "workers": await queue.workers(),
+                }
+            )
+    finally:
+        await client.aclose()
+    if args.json:
+        print(json.dumps(out, indent=2))
+        return 0
+    if not out:
+        print("no queues")
+    for q in out:
+        print(
+            f"queue {q['name']}: queued {q['queued']}, scheduled {q['scheduled']}, "
+            f"active {q['active']}, workers {len(q['workers'])}"
+        )
+        for w in q["workers"]:
+            print(
+                f"  worker {w['id']} host {w['hostname']} pid {w['pid']} "
+                f"concurrency {w['concurrency']} active {len(w['active'])} "
+                f"functions {','.join(w['functions'])}"
+            )
+    return 0
+
+
+# -- operator ---------------------------------------------------------------------------
+
+
+def cmd_operator(argv: list[str]) -> int:
+    try:
+        from podq.operator.main import main as operator_main
+    except ImportError:
+        print(
+            "podq operator needs the operator extra: pip install 'podq[operator]'", file=sys.stderr
+        )
+        return 2
+    return int(operator_main(argv) or 0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "operator":
+        return cmd_operator(argv[1:])
+    args = build_parser().parse_args(argv)
+    level = logging.INFO
+    if getattr(args, "verbose", 0):
+        level = logging.DEBUG
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handlers = {"worker": cmd_worker, "enqueue": cmd_enqueue, "info": cmd_info}
+    try:
+        return asyncio.run(handlers[args.command](args))
+    except CliError as e:
+        print(f"podq: error: {e}", file=sys.stderr)
+        return e.code
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,290 @@
+"""Jobs: the unit of work, with SAQ's fields, defaults and methods.
+
+Timestamps `queued`, `started`, `touched` and `completed` are epoch **milliseconds**;
+`scheduled` is epoch **seconds**.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import typing as t
+
+from podq.utils import exponential_backoff, now, seconds, uuid1
+
+if t.TYPE_CHECKING:
+    from podq.queue import Queue
+
+ID_PREFIX = "podq:"
+ID_JOB_MARK = "}:job:"
+
+
+def get_default_job_key() -> str:
+    return uuid1()
+
+
+class Status(str, enum.Enum):
+    """Job status. Terminal: complete, failed, aborted."""
+
+    NEW = "new"
+    QUEUED = "queued"
+    ACTIVE = "active"
+    ABORTING = "aborting"
+    ABORTED = "aborted"
+    FAILED = "failed"
+    COMPLETE = "complete"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+ACTIVE_STATUSES = {Status.NEW, Status.QUEUED, Status.ACTIVE}
+TERMINAL_STATUSES = {Status.COMPLETE, Status.FAILED, Status.ABORTED}
+UNSUCCESSFUL_TERMINAL_STATUSES = TERMINAL_STATUSES - {Status.COMPLETE}
+
+DurationKind = t.Literal["process", "start", "total", "running"]
+
+
+@dataclasses.dataclass
+class CronJob:
+    """Repeated job with a cron expression (croniter).
+
+    A 6-field expression has seconds as its **last** field. unique=True keeps at most
+    one pending job for this cron job; unique=False enqueues exactly one job per slot.
+    The remaining fields are passed to the Job (None = the Job default).
+    """
+
+    function: t.Any
+    cron: str
+    unique: bool = True
+    timeout: int | None = None
+    heartbeat: int | None = None
+    retries: int | None = None
+    ttl: int | None = None
+    kwargs: dict[str, t.Any] | None = None
+    retry_delay: float | None = None
+    retry_backoff: bool | float | None = None
+    priority: int | None = None
+    meta: dict[str, t.Any] | None = None
+
+    @property
+    def function_name(self) -> str:
+        if isinstance(self.function, str):
+            return self.function
+        if isinstance(self.function, tuple):
+            return self.function[0]
+        return self.function.__qualname__
+
+
+@dataclasses.dataclass
+class Job:
+    """One run of a registered function.
+
+    User fields: function, kwargs, queue, key, timeout (s, 0 = none), heartbeat
+    (s, 0 = none), retries (max total attempts), ttl (s a finished job is kept; 0 =
+    forever, negative = delete at finish), retry_delay, retry_backoff, scheduled
+    (epoch seconds, 0 = now), progress, meta, priority (lower runs first).
+
+    Framework fields: attempts, completed/queued/started/touched (epoch ms), result,
+    error, status, worker_id.
+    """
+
+    function: str
+    kwargs: dict[str, t.Any] | None = None
+    queue: Queue | None = None
+    key: str = dataclasses.field(default_factory=get_default_job_key)
+    timeout: int = 10
+    heartbeat: int = 0
+    retries: int = 1
+    ttl: int = 600
+    retry_delay: float = 0.0
+    retry_backoff: bool | float = False
+    scheduled: int = 0
+    progress: float = 0.0
+    attempts: int = 0
+    completed: int = 0
+    queued: int = 0
+    started: int = 0
+    touched: int = 0
+    result: t.Any = None
+    error: str | None = None
+    status: Status = Status.NEW
+    priority: int = 0
+    meta: dict[t.Any, t.Any] = dataclasses.field(default_factory=dict)
+    worker_id: str | None = None
+
+    _EXCLUDE_NON_FULL: t.ClassVar[set[str]] = {
+        "kwargs",
+        "timeout",
+        "heartbeat",
+        "retries",
+        "ttl",
+        "retry_delay",
+        "retry_backoff",
+        "scheduled",
+        "progress",
+        "result",
+        "error",
+        "status",
+        "priority",
+        "meta",
+    }
+
+    def __post_init__(self) -> None:
+        if isinstance(self.status, str) and not isinstance(self.status, Status):
+            self.status = Status(self.status.lower())
+
+    def info(self, full: bool = False) -> str:
+        """`Job<...>` with the non-default fields; abridged unless full."""
+        kwargs: dict[str, t.Any] = {}
+        for field in dataclasses.fields(self):
+            name = field.name
+            value = getattr(self, name)
+            if (full or name not in self._EXCLUDE_NON_FULL) and not _is_default(field, value):
+                kwargs[name] = value
+        if "queue" in kwargs:
+            kwargs["queue"] = kwargs["queue"].name
+        if "status" in kwargs:
+            kwargs["status"] = kwargs["status"].value
+        if not kwargs.get("meta"):
+            kwargs.pop("meta", None)
+        return "Job<" + ", ".join(f"{k}: {v}" for k, v in kwargs.items()) + ">"
+
+    def __repr__(self) -> str:
+        return self.info(True)
+
+    def __hash__(self) -> int:
+        return hash(self.key)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Job) and self.key == other.key
+
+    @property
+    def id(self) -> str:
+        """The job's full id (its Redis key): `podq:{queue}:job:<key>`."""
+        return self.get_queue().job_id(self.key)
+
+    @staticmethod
+    def key_from_id(job_id: str) -> str:
+        """Inverse of `id`: the key, also for keys that contain ':' or '}:job:'."""
+        if isinstance(job_id, bytes):
+            job_id = job_id.decode()
+        if job_id.startswith(ID_PREFIX + "{"):
+            mark = job_id.find(ID_JOB_MARK)
+            if mark != -1:
+                return job_id[mark + len(ID_JOB_MARK) :]
+        raise ValueError(f"not a podq job id: {job_id!r}")
+
+    def to_dict(self) -> dict[str, t.Any]:
+        """The non-default fields as a JSON-ready dict (queue as its name, status as text)."""
+        result: dict[str, t.Any] = {}
+        for field in dataclasses.fields(self):
+            name = field.name
+            value = getattr(self, name)
+            if _is_default(field, value):
+                continue
+            if name == "meta" and not value:
+                continue
+            if name == "queue":
+                value = value.name
+            elif name == "status":
+                value = Status(value).value
+            result[name] = value
+        return result
+
+    def duration(self, kind: DurationKind) -> int | None:
+        """Milliseconds: process, start, total or running; None when an operand is 0."""
+        if kind == "process":
+            return self._duration(self.completed, self.started)
+        if kind == "start":
+            return self._duration(self.started, self.queued)
+        if kind == "total":
+            return self._duration(self.completed, self.queued)
+        if kind == "running":
+            return self._duration(now(), self.started)
+        raise ValueError(f"Unknown duration type: {kind}")
+
+    @staticmethod
+    def _duration(a: int, b: int) -> int | None:
+        return a - b if a and b else None
+
+    @property
+    def stuck(self) -> bool:
+        """Active or aborting, past its timeout or its heartbeat."""
+        current = now()
+        return self.status in (Status.ACTIVE, Status.ABORTING) and bool(
+            (self.timeout and seconds(current - self.started) > self.timeout)
+            or (self.heartbeat and seconds(current - self.touched) > self.heartbeat)
+        )
+
+    @property
+    def retryable(self) -> bool:
+        return self.retries > self.attempts
+
+    def next_retry_delay(self) -> float:
+        """Seconds before the next attempt (retry_delay, or exponential with full jitter)."""
+        if self.retry_backoff is not False:
+            max_delay = None if self.retry_backoff is True else float(self.retry_backoff)
+            return exponential_backoff(self.attempts, self.retry_delay, max_delay, jitter=True)
+        return self.retry_delay
+
+    async def enqueue(self, queue: Queue | None = None) -> None:
+        """Enqueue to its queue (or the given one); a duplicate refreshes from the store."""
+        queue = queue or self.get_queue()
+        if not await queue.enqueue(self):
+            await self.refresh()
+
+    async def abort(self, error: str, ttl: int = 5) -> None:
+        await self.get_queue().abort(self, error, ttl=ttl)
+
+    async def finish(
+        self, status: Status, *, result: t.Any = None, error: str | None = None
+    ) -> None:
+        await self.get_queue().finish(self, status, result=result, error=error)
+
+    async def retry(self, error: str | None) -> None:
+        await self.get_queue().retry(self, error)
+
+    async def update(self, **kwargs: t.Any) -> None:
+        """Set fields, refresh `touched` (a heartbeat) and notify listeners."""
+        await self.get_queue().update(self, **kwargs)
+
+    async def refresh(self, until_complete: float | None = None) -> None:
+        """Reload from the store; with a number, wait that long (0 = forever) for a
+        terminal status, driven by notifications, raising TimeoutError past it."""
+        queue = self.get_queue()
+        if until_complete is None:
+            job = await queue.job(self.key)
+            if not job:
+                raise RuntimeError(f"{self} doesn't exist")
+            self.replace(job)
+            return
+        job = await queue.wait_for_terminal(self.key, until_complete or None)
+        if not job:
+            raise RuntimeError(f"{self} doesn't exist")
+        self.replace(job)
+
+    def replace(self, job: Job) -> None:
+        """Replace current attributes with those of job."""
+        for field in dataclasses.fields(job):
+            setattr(self, field.name, getattr(job, field.name))
+
+    def get_queue(self) -> Queue:
+        if self.queue is None:
+            raise TypeError("`Job` must be associated with a `Queue` before this operation")
+        return self.queue
+
+
+def _is_default(field: dataclasses.Field[t.Any], value: t.Any) -> bool:
+    if field.default is not dataclasses.MISSING:
+        default = field.default
+    elif field.default_factory is not dataclasses.MISSING and field.name != "key":
+        default = field.default_factory()
+    else:
+        return False
+    try:
+        return (type(value) is type(default) and bool(value == default)) or (
+            value is None and default is None
+        )
+    except ValueError:
+        return False

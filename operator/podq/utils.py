@@ -1,0 +1,72 @@
+"""Small helpers shared by the engine: clock, backoff, JSON checks."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+import uuid
+from typing import Any
+
+
+def now() -> int:
+    """Current time in epoch milliseconds (the unit of queued/started/touched/completed)."""
+    return int(time.time() * 1000)
+
+
+def now_seconds() -> float:
+    """Current time in epoch seconds (the unit of `scheduled`)."""
+    return time.time()
+
+
+def uuid1() -> str:
+    return str(uuid.uuid1())
+
+
+def millis(s: float) -> float:
+    return s * 1000
+
+
+def seconds(ms: float) -> float:
+    return ms / 1000
+
+
+def exponential_backoff(
+    attempts: int, base_delay: float, max_delay: float | None = None, jitter: bool = True
+) -> float:
+    """`base_delay * 2**(attempts-1)`, capped at max_delay, then full jitter."""
+    cap = float("inf") if max_delay is None else max_delay
+    backoff = min(cap, base_delay * 2 ** max(attempts - 1, 0))
+    return backoff * random.random() if jitter else backoff
+
+
+def _describe_path(value: Any, path: str) -> str | None:
+    """The first path inside value that json cannot encode, or None."""
+    try:
+        json.dumps(value)
+        return None
+    except (TypeError, ValueError, RecursionError):
+        pass
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if not isinstance(k, str | int | float | bool) and k is not None:
+                return f"{path} has a key of type {type(k).__name__}"
+            found = _describe_path(v, f"{path}[{k!r}]")
+            if found:
+                return found
+    elif isinstance(value, list | tuple):
+        for i, v in enumerate(value):
+            found = _describe_path(v, f"{path}[{i}]")
+            if found:
+                return found
+    return f"{path} is a {type(value).__name__}"
+
+
+def json_problem(value: Any, what: str) -> str | None:
+    """A readable reason why `value` is not JSON-serialisable, or None if it is."""
+    try:
+        json.dumps(value)
+        return None
+    except (TypeError, ValueError, RecursionError) as e:
+        where = _describe_path(value, what)
+        return f"{where}, which is not JSON-serialisable ({e})"

@@ -1,0 +1,578 @@
+"""Workers: take jobs from a Queue and run registered functions.
+
+A worker takes jobs atomically (one Lua call for as many free slots as it has), wakes
+on the queue's pub/sub channel instead of polling, keeps a liveness record in Redis
+that expires when it dies, sweeps jobs of dead workers, runs cron jobs, and drains
+gracefully on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import functools
+import importlib
+import logging
+import os
+import signal
+import socket
+import threading
+import traceback
+import typing as t
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, tzinfo
+
+from croniter import croniter
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from podq.job import CronJob, Job, Status
+from podq.queue import Queue
+from podq.utils import json_problem, now, now_seconds
+
+if t.TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Collection
+
+logger = logging.getLogger("podq")
+
+Context = dict[str, t.Any]
+REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
+
+
+def _as_list(funcs: t.Any) -> list[Callable[..., t.Any]]:
+    if funcs is None:
+        return []
+    if callable(funcs):
+        return [funcs]
+    return list(funcs)
+
+
+class Worker:
+    """Process jobs of one queue.
+
+    Args:
+        queue: the Queue
+        functions: functions (registered by __qualname__), (name, function) tuples or a
+            dict name -> function
+        concurrency: jobs run at once
+        cron_jobs, cron_tz: CronJob list and their time zone (UTC default)
+        startup/shutdown/before_process/after_process: hooks taking the context dict
+        timers: seconds for "schedule" (idle wake-up), "worker_info" (liveness refresh),
+            "sweep", "abort" (fallback abort check)
+        dequeue_timeout: in burst mode, how long to wait for new jobs before stopping
+        burst, max_burst_jobs: stop once the queue is empty / after that many jobs
+        shutdown_grace_period_s: on stop, how long running jobs may finish before they
+            are cancelled and put back in the queue
+        metadata: arbitrary JSON put in the liveness record
+        timeout: default timeout (s) for jobs enqueued without one (fix 7)
+        liveness_ttl: seconds after which a silent worker counts as dead
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(
+        self,
+        queue: Queue,
+        functions: t.Any,
+        *,
+        id: str | None = None,
+        concurrency: int = 10,
+        cron_jobs: Collection[CronJob] | None = None,
+        cron_tz: tzinfo = UTC,
+        startup: t.Any = None,
+        shutdown: t.Any = None,
+        before_process: t.Any = None,
+        after_process: t.Any = None,
+        timers: dict[str, float] | None = None,
+        dequeue_timeout: float = 0.0,
+        burst: bool = False,
+        max_burst_jobs: int | None = None,
+        shutdown_grace_period_s: float | None = None,
+        cancellation_hard_deadline_s: float = 1.0,
+        metadata: dict[str, t.Any] | None = None,
+        timeout: int | None = None,
+        liveness_ttl: float | None = None,
+        handle_signals: bool = True,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        self.queue = queue
+        self.concurrency = concurrency
+        self.hostname = socket.gethostname()
+        self.pid = os.getpid()
+        self.id = id or f"{self.hostname}:{self.pid}:{uuid.uuid4().hex[:8]}"
+        self.timers: dict[str, float] = {"schedule": 1, "worker_info": 2, "sweep": 3, "abort": 1}
+        self.timers.update(timers or {})
+        self.liveness_ttl = liveness_ttl or max(3 * self.timers["worker_info"], 2.0)
+        self.timeout = timeout
+        self.cron_jobs = list(cron_jobs or [])
+        self.cron_tz = cron_tz
+        self.startup = _as_list(startup)
+        self.shutdown = _as_list(shutdown)
+        self.before_process = _as_list(before_process)
+        self.after_process = _as_list(after_process)
+        self.dequeue_timeout = dequeue_timeout
+        self.burst = burst
+        self.max_burst_jobs = max_burst_jobs
+        self.shutdown_grace_period_s = shutdown_grace_period_s
+        self.cancellation_hard_deadline_s = cancellation_hard_deadline_s
+        self.metadata = metadata
+        self.handle_signals = handle_signals
+        self.pool = ThreadPoolExecutor(max_workers=max(concurrency, 4))
+        self.functions: dict[str, Callable[..., t.Any]] = {}
+        items = functions.items() if isinstance(functions, dict) else functions
+        for item in items or []:
+            if isinstance(item, tuple):
+                name, fn = item
+            else:
+                name, fn = item.__qualname__, item
+            self.functions[name] = fn
+        for cron_job in self.cron_jobs:
+            if not croniter.is_valid(cron_job.cron):
+                raise ValueError(f"Cron is invalid {cron_job.cron}")
+            if not isinstance(cron_job.function, str):
+                fn = (
+                    cron_job.function[1]
+                    if isinstance(cron_job.function, tuple)
+                    else cron_job.function
+                )
+                self.functions.setdefault(cron_job.function_name, fn)
+        self.context: Context = {"worker": self, "queue": queue}
+        # running state
+        self.jobs: dict[str, Job] = {}  # taken and not yet written back
+        self._tasks: dict[str, asyncio.Task[None]] = {}  # one per taken job, until written back
+        self._running: set[str] = set()  # keys whose function is executing
+        self._aborts: dict[str, str] = {}
+        self._bg: set[asyncio.Task[None]] = set()  # key -> abort error, for cancelled tasks
+        self._executing = 0
+        self._processed = 0
+        self._upkeep: list[asyncio.Task[None]] = []
+        self._stop_event = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._slot = asyncio.Event()
+        self._draining = False
+        self._done = asyncio.Event()
+        self._started = False
+        self._cron_last: dict[int, float] = {}
+        self.complete = self.failed = self.retried = self.aborted = 0
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Run until stop() or SIGTERM/SIGINT, then drain."""
+        loop = asyncio.get_running_loop()
+        self._stop_event = asyncio.Event()
+        self._done = asyncio.Event()
+        self._started = True
+        installed = []
+        if self.handle_signals and threading.current_thread() is threading.main_thread():
+            for signum in self.SIGNALS:
+                with contextlib.suppress(NotImplementedError, RuntimeError):
+                    loop.add_signal_handler(signum, self._on_signal, signum)
+                    installed.append(signum)
+        try:
+            await self._retrying("connect", self.queue.connect)
+            for hook in self.startup:
+                await self._call(hook, self.context)
+            self.queue._notifier.callbacks.add(self._on_change)
+            await self._retrying("subscribe", self.queue._notifier.start)
+            await self._retrying("write liveness", self.write_liveness)
+            self._upkeep = [
+                asyncio.create_task(self._loop(self.write_liveness, "worker_info")),
+                asyncio.create_task(self._loop(self._sweep, "sweep")),
+                asyncio.create_task(self._loop(self._check_aborts, "abort")),
+            ]
+            if self.cron_jobs:
+                self._upkeep.append(
+                    asyncio.create_task(self._loop(self._schedule_cron, "schedule"))
+                )
+            logger.info(
+                "Worker %s started on queue %s (concurrency %d, functions: %s)",
+                self.id,
+                self.queue.name,
+                self.concurrency,
+                ", ".join(sorted(self.functions)),
+            )
+            await self._dispatch()
+        except asyncio.CancelledError:
+            pass
+        finally:
+            for signum in installed:
+                loop.remove_signal_handler(signum)
+            await self._drain()
+
+    def _on_signal(self, signum: int) -> None:
+        logger.info("Worker %s got %s: draining", self.id, signal.Signals(signum).name)
+        self._request_stop()
+
+    def _request_stop(self) -> None:
+        self._stop_event.set()
+        self._wake.set()
+        self._slot.set()
+
+    async def stop(self) -> None:
+        """Stop taking jobs, let running ones finish within the grace period, put the
+        rest back, run shutdown hooks."""
+        self._request_stop()
+        if self._started:
+            await self._done.wait()
+
+    async def _drain(self) -> None:
+        if self._done.is_set():
+            return
+        self._draining = True
+        self._request_stop()
+        try:
+            grace = self.shutdown_grace_period_s or 0
+            tasks = list(self._tasks.values())
+            if tasks and grace > 0:
+                logger.info("Waiting up to %ss for %d running jobs", grace, len(tasks))
+                await asyncio.wait(tasks, timeout=grace)
+            unfinished = [self._tasks[k] for k in self._running if k in self._tasks]
+            for task in unfinished:
+                task.cancel()
+            if unfinished:
+                logger.warning("Putting %d unfinished jobs back in the queue", len(unfinished))
+            tasks = list(self._tasks.values())
+            if tasks:
+                await asyncio.wait(tasks)
+            for task in self._upkeep:
+                task.cancel()
+            await asyncio.gather(*self._upkeep, return_exceptions=True)
+            self.queue._notifier.callbacks.discard(self._on_change)
+            with contextlib.suppress(*REDIS_ERRORS):
+                await asyncio.wait_for(self.queue.remove_worker_info(self.id), 2)
+            for hook in self.shutdown:
+                try:
+                    await self._call(hook, self.context)
+                except Exception:
+                    logger.exception("shutdown hook failed")
+            self.pool.shutdown(wait=False, cancel_futures=True)
+        finally:
+            self._done.set()
+            logger.info("Worker %s stopped", self.id)
+
+    # -- dispatch --------------------------------------------------------------------
+
+    async def _dispatch(self) -> None:
+        backoff = 0.1
+        burst_idle_since: float | None = None
+        while not self._stop_event.is_set():
+            free = self.concurrency - self._executing
+            if self.burst and self.max_burst_jobs is not None:
+                free = min(free, self.max_burst_jobs - self._processed)
+                if free <= 0 and self._executing == 0 and not self.jobs:
+                    return
+            if free <= 0:
+                self._slot.clear()
+                await self._slot.wait()
+                continue
+            self._wake.clear()
+            try:
+                jobs, next_at = await self.queue.take(free, self.id, self.timeout)
+                backoff = 0.1
+            except REDIS_ERRORS as e:
+                logger.warning(
+                    "Worker %s cannot reach Redis (%s); retrying in %.1fs", self.id, e, backoff
+                )
+                await self._sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            for job in jobs:
+                self._start_job(job)
+            if jobs:
+                burst_idle_since = None
+                continue
+            if self.burst:
+                if self._executing == 0 and not self.jobs:
+                    burst_idle_since = burst_idle_since or now_seconds()
+                    if now_seconds() - burst_idle_since >= self.dequeue_timeout:
+                        return
+                wait = 0.05 if self._executing == 0 else self.timers["schedule"]
+            else:
+                wait = self.timers["schedule"]
+            if next_at is not None:
+                wait = max(0.0, min(wait, next_at - now_seconds()))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), wait)
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop_event.wait(), seconds)
+
+    def _on_change(self, key: str | None, status: str) -> None:
+        if key is None or status == "queued":
+            self._wake.set()
+        if status == "aborting" and key in self._running:
+            task = asyncio.get_running_loop().create_task(self._abort_key(key))
+            self._bg.add(task)
+            task.add_done_callback(self._bg.discard)
+
+    def _start_job(self, job: Job) -> None:
+        self.jobs[job.key] = job
+        self._running.add(job.key)
+        self._executing += 1
+        self._processed += 1
+        task = asyncio.create_task(self._execute(job), name=f"podq-job-{job.key}")
+        self._tasks[job.key] = task
+        task.add_done_callback(functools.partial(self._job_done, job))
+
+    def _release(self, job: Job) -> None:
+        if job.key in self._running:
+            self._running.discard(job.key)
+            self._executing -= 1
+            self._slot.set()
+
+    def _job_done(self, job: Job, task: asyncio.Task[None]) -> None:
+        self._release(job)
+        self._tasks.pop(job.key, None)
+        self.jobs.pop(job.key, None)
+        if not task.cancelled() and task.exception():
+            logger.error("job task %s crashed", job.key, exc_info=task.exception())
+
+    # -- running a job ---------------------------------------------------------------
+
+    async def _execute(self, job: Job) -> None:
+        context: Context = {**self.context, "job": job}
+        outcome: tuple[str, t.Any]
+        try:
+            function = self.functions.get(job.function)
+            if function is None:
+                known = ", ".join(sorted(self.functions)) or "(none)"
+                outcome = (
+                    "fail",
+                    f"function {job.function!r} is not registered on worker {self.id}; "
+                    f"registered functions: {known}",
+                )
+            else:
+                for hook in self.before_process:
+                    await self._call(hook, context)
+                logger.debug("Processing %s", job.info(False))
+                timeout = job.timeout or None
+                try:
+                    result = await asyncio.wait_for(
+                        self._call(function, context, **(job.kwargs or {})), timeout
+                    )
+                    problem = json_problem(result, "result")
+                    outcome = (
+                        ("fail", f"job {job.key} ({job.function}): {problem}")
+                        if problem
+                        else ("complete", result)
+                    )
+                except TimeoutError:
+                    if job.key in self._aborts:
+                        raise asyncio.CancelledError() from None
+                    outcome = (
+                        "error",
+                        f"TimeoutError: job {job.key} ({job.function}) exceeded its timeout "
+                        f"of {job.timeout}s",
+                    )
+                except asyncio.CancelledError:
+                    raise
+                except Exception as e:
+                    context["exception"] = e
+                    outcome = ("error", traceback.format_exc())
+        except asyncio.CancelledError:
+            if job.key in self._aborts:
+                outcome = ("aborted", self._aborts.pop(job.key))
+            else:
+                outcome = ("back", "cancelled: worker shutting down")
+        except Exception as e:  # a before_process hook failed
+            context["exception"] = e
+            outcome = ("error", traceback.format_exc())
+        self._release(job)
+        await self._write_back(job, *outcome)
+        for hook in self.after_process:
+            try:
+                await self._call(hook, context)
+            except Exception:
+                logger.exception("after_process hook failed")
+
+    async def _write_back(self, job: Job, kind: str, value: t.Any) -> None:
+        async def write() -> None:
+            if kind == "complete":
+                await self.queue.finish(job, Status.COMPLETE, result=value, expect=True)
+                self.complete += 1
+            elif kind == "aborted":
+                await self.queue.finish(job, Status.ABORTED, error=value, expect=True)
+                self.aborted += 1
+            elif kind == "back":
+                await self.queue.retry(job, value, expect=True)
+            elif kind == "error" and job.retryable:
+                logger.info(
+                    "Job %s failed (attempt %d of %d); retrying", job.key, job.attempts, job.retries
+                )
+                await self.queue.retry(job, value, expect=True)
+                self.retried += 1
+            else:
+                logger.warning(
+                    "Job %s (%s) failed: %s",
+                    job.key,
+                    job.function,
+                    str(value).strip().splitlines()[-1:],
+                )
+                await self.queue.finish(job, Status.FAILED, error=value, expect=True)
+                self.failed += 1
+
+        # keep trying through a Redis outage so a taken job is never lost
+        await self._retrying(f"write back job {job.key}", write, forever=True)
+
+    async def _retrying(
+        self, what: str, fn: Callable[[], Awaitable[t.Any]], forever: bool = False
+    ) -> t.Any:
+        backoff = 0.1
+        while True:
+            try:
+                return await fn()
+            except REDIS_ERRORS as e:
+                if self._stop_event.is_set() and not forever:
+                    raise
+                logger.warning(
+                    "podq: %s failed, Redis unreachable (%s); retrying in %.1fs", what, e, backoff
+                )
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    async def _call(self, fn: Callable[..., t.Any], *args: t.Any, **kwargs: t.Any) -> t.Any:
+        if asyncio.iscoroutinefunction(fn):
+            return await fn(*args, **kwargs)
+        ctx = contextvars.copy_context()
+        loop = asyncio.get_running_loop()
+        result = await loop.run_in_executor(self.pool, lambda: ctx.run(fn, *args, **kwargs))
+        if asyncio.iscoroutine(result):
+            result = await result
+        return result
+
+    # -- aborts ----------------------------------------------------------------------
+
+    async def _abort_key(self, key: str, error: str | None = None) -> None:
+        task = self._tasks.get(key)
+        if task is None or key not in self._running or key in self._aborts:
+            return
+        if error is None:
+            job = await self.queue.job(key)
+            if not job or job.status not in (Status.ABORTING, Status.ABORTED):
+                return
+            error = job.error or "aborted"
+        task = self._tasks.get(key)
+        if task is None or key not in self._running:
+            return
+        logger.info("Aborting job %s", key)
+        self._aborts[key] = error
+        task.cancel()
+
+    async def _check_aborts(self) -> None:
+        keys = list(self._running)
+        if not keys:
+            return
+        for key, job in zip(keys, await self.queue.jobs(keys), strict=True):
+            if job and job.status in (Status.ABORTING, Status.ABORTED):
+                await self._abort_key(key, job.error or "aborted")
+
+    # -- upkeep ----------------------------------------------------------------------
+
+    async def _loop(self, fn: Callable[[], Awaitable[t.Any]], timer: str) -> None:
+        while not self._stop_event.is_set():
+            try:
+                await fn()
+            except asyncio.CancelledError:
+                raise
+            except REDIS_ERRORS as e:
+                logger.warning("podq: %s: Redis unreachable (%s)", timer, e)
+            except Exception:
+                logger.exception("podq: upkeep %s failed", timer)
+            await self._sleep(self.timers[timer])
+
+    def info(self) -> dict[str, t.Any]:
+        return {
+            "id": self.id,
+            "hostname": self.hostname,
+            "pid": self.pid,
+            "queue": self.queue.name,
+            "concurrency": self.concurrency,
+            "functions": sorted(self.functions),
+            "active": sorted(self.jobs),
+            "ts": now(),
+            "stats": {
+                "complete": self.complete,
+                "failed": self.failed,
+                "retried": self.retried,
+                "aborted": self.aborted,
+            },
+            "metadata": self.metadata,
+            "draining": self._draining,
+        }
+
+    async def write_liveness(self) -> None:
+        await self.queue.write_worker_info(self.id, self.info(), ttl=self.liveness_ttl)
+
+    async def _sweep(self) -> None:
+        swept = await self.queue.sweep(lock=max(self.timers["sweep"] - 0.1, 0.1))
+        if swept:
+            logger.info("Swept %d jobs", len(swept))
+
+    async def _schedule_cron(self) -> None:
+        for cron_job in self.cron_jobs:
+            await self._enqueue_cron(cron_job)
+
+    async def _enqueue_cron(self, cron_job: CronJob) -> Job | None:
+        name = cron_job.function_name
+        slot = croniter(cron_job.cron, datetime.now(self.cron_tz)).get_next(float)
+        fields = {
+            k: getattr(cron_job, k)
+            for k in (
+                "timeout",
+                "heartbeat",
+                "retries",
+                "ttl",
+                "retry_delay",
+                "retry_backoff",
+                "priority",
+                "meta",
+            )
+            if getattr(cron_job, k) is not None
+        }
+        if "timeout" not in fields and self.timeout is not None:
+            fields["timeout"] = self.timeout
+        scheduled = int(slot) if float(slot).is_integer() else slot
+        if cron_job.unique:
+            key = f"cron:{name}"
+        else:
+            # exactly one job per slot (fix 5): claim the slot once, across workers/ticks
+            key = f"cron:{name}:{int(slot)}"
+            if self._cron_last.get(id(cron_job)) == slot:
+                return None
+            claim = self.queue.namespace(f"cron-slot:{name}:{int(slot)}")
+            keep_ms = int(max(slot - now_seconds(), 0) * 1000) + 86_400_000
+            if not await self.queue.redis.set(claim, "1", nx=True, px=keep_ms):
+                self._cron_last[id(cron_job)] = slot
+                return None
+            self._cron_last[id(cron_job)] = slot
+        return await self.queue.enqueue(
+            name, key=key, scheduled=scheduled, kwargs=cron_job.kwargs, **fields
+        )
+
+
+def import_settings(settings: str) -> dict[str, t.Any]:
+    """Import `module.name`; the object is a dict or a callable returning one."""
+    module_path, _, name = settings.strip().rpartition(".")
+    if not module_path:
+        raise ValueError(f"settings must be 'module.name', got {settings!r}")
+    module = importlib.import_module(module_path)
+    obj = getattr(module, name)
+    if callable(obj):
+        obj = obj()
+    if not isinstance(obj, dict):
+        raise TypeError(f"settings {settings} must be a dict or a callable returning one")
+    return obj
+
+
+async def run_worker(settings: dict[str, t.Any]) -> None:
+    """Create a worker from a settings dict (queue must be a Queue) and run it."""
+    worker = Worker(**settings)
+    try:
+        await worker.start()
+    finally:
+        await worker.queue.disconnect()
