@@ -32,6 +32,13 @@ class TokenBucket:
         self.tokens -= granted
         return granted
 
+    async def acquire(self) -> None:
+        """Wait for one token."""
+        while True:
+            if self.take(1):
+                return
+            await asyncio.sleep(self.seconds_until(1))
+
     def seconds_until(self, tokens: int = 1) -> float:
         self._refill()
         missing = tokens - self.tokens

@@ -129,6 +129,7 @@ class Child:
     scheduled: datetime
     state: Literal["active", "complete", "failed"] = "active"
     completed: datetime | None = field(default=None, compare=False)
+    uid: str = field(default="", compare=False)
 
 
 def children_to_delete(

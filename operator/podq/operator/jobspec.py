@@ -11,6 +11,9 @@ from typing import Any
 # capped at 256 KiB; the API server caps objects near 1.5 MiB. Keep job arguments
 # well below both: big payloads belong in object storage, referenced from kwargs.
 MAX_KWARGS_BYTES = 64 * 1024
+# A finished job must outlive the status writer's lag, or the operator would find it
+# gone, take it for lost and run it again. 0 (keep forever) is left alone.
+MIN_TTL_S = 60
 
 # camelCase resource field -> engine field, for the fields copied as they are.
 _PLAIN_FIELDS = {
@@ -67,6 +70,8 @@ def engine_fields(spec: Mapping[str, Any], key: str) -> dict[str, Any]:
             fields[snake] = spec[camel]
     if fields.get("retry_backoff") is not None and not isinstance(fields["retry_backoff"], bool):
         fields["retry_backoff"] = float(fields["retry_backoff"])
+    if 0 < fields.get("ttl", MIN_TTL_S) < MIN_TTL_S:
+        fields["ttl"] = MIN_TTL_S
     if spec.get("scheduled"):
         fields["scheduled"] = int(rfc3339_to_epoch(spec["scheduled"]))
     return fields

@@ -1,0 +1,211 @@
+"""Scales worker Deployments on queue depth and marks busy pods costly to delete.
+
+Driven by the queue's change notifications (so the first job of an idle queue scales
+its Deployment from zero within about a second) and by a slow periodic pass.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from kubernetes_asyncio.client.rest import ApiException
+
+from podq.operator.kube import EventRecorder, KubeClients, ObjectRef
+from podq.operator.names import LABEL_QUEUE, POD_DELETION_COST
+from podq.operator.queues import QueuePool
+from podq.operator.scaling import (
+    Stabiliser,
+    deletion_costs,
+    desired_replicas,
+    settings_from_annotations,
+)
+
+log = logging.getLogger("podq.operator")
+
+
+@dataclass
+class WorkerDeployment:
+    namespace: str
+    name: str
+    uid: str
+    queue: str
+    annotations: dict[str, str]
+    match_labels: dict[str, str]
+    replicas: int
+    stabiliser: Stabiliser
+    costs: dict[str, int] = field(default_factory=dict)  # what we last wrote per pod
+
+    @property
+    def ref(self) -> ObjectRef:
+        return ObjectRef("apps/v1", "Deployment", self.namespace, self.name, self.uid)
+
+
+@dataclass(frozen=True)
+class ScaleOutcome:
+    replicas: int  # before
+    desired: int  # after stabilisation
+    applied: bool
+    reason: str = ""
+
+
+class Autoscaler:
+    def __init__(
+        self,
+        kube: KubeClients,
+        pool: QueuePool,
+        events: EventRecorder,
+        *,
+        stabilisation_s: float = 60.0,
+        interval_s: float = 5.0,
+        owner_check_s: float = 10.0,
+    ) -> None:
+        self.kube = kube
+        self.pool = pool
+        self.events = events
+        self.stabilisation_s = stabilisation_s
+        self.interval_s = interval_s
+        self.owner_check_s = owner_check_s
+        self.deployments: dict[tuple[str, str], WorkerDeployment] = {}
+        self._poked = asyncio.Event()
+        self._owners: dict[str, tuple[float, set[str]]] = {}  # namespace -> (when, names)
+
+    # -- inputs -----------------------------------------------------------------------
+
+    def observe(self, body: Mapping[str, Any]) -> WorkerDeployment:
+        meta, spec = body["metadata"], body.get("spec") or {}
+        key = (meta["namespace"], meta["name"])
+        known = self.deployments.get(key)
+        deployment = WorkerDeployment(
+            namespace=meta["namespace"],
+            name=meta["name"],
+            uid=meta["uid"],
+            queue=(meta.get("labels") or {})[LABEL_QUEUE],
+            annotations=dict(meta.get("annotations") or {}),
+            match_labels=dict((spec.get("selector") or {}).get("matchLabels") or {}),
+            replicas=int(spec.get("replicas") if spec.get("replicas") is not None else 1),
+            stabiliser=known.stabiliser if known else Stabiliser(self.stabilisation_s),
+            costs=known.costs if known else {},
+        )
+        self.deployments[key] = deployment
+        self.pool.listen(deployment.queue)
+        self._poked.set()
+        return deployment
+
+    def forget(self, namespace: str, name: str) -> None:
+        self.deployments.pop((namespace, name), None)
+
+    def on_change(self, queue: str, _key: str, status: str) -> None:
+        """QueuePool callback. Enqueues and finishes change the depth."""
+        if any(d.queue == queue for d in self.deployments.values()):
+            self._poked.set()
+
+    # -- loop -------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._poked.wait(), self.interval_s)
+            except TimeoutError:
+                pass
+            self._poked.clear()
+            for deployment in list(self.deployments.values()):
+                try:
+                    await self.reconcile(deployment)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("autoscaling %s/%s failed", deployment.namespace,
+                                  deployment.name)
+            await asyncio.sleep(0.2)  # bound the pass rate under a storm of changes
+
+    async def reconcile(self, deployment: WorkerDeployment) -> ScaleOutcome:
+        """Mark pod deletion costs, then scale: costs first, so that a scale-down that
+        follows removes idle pods."""
+        queue = self.pool.get(deployment.queue)
+        workers = await queue.workers()
+        await self.mark_pods(deployment, workers)
+        return await self.scale(deployment, await queue.depth())
+
+    async def scale(self, deployment: WorkerDeployment, depth: int) -> ScaleOutcome:
+        current = deployment.replicas
+        if await self._externally_scaled(deployment):
+            return ScaleOutcome(current, current, False, "ScaledByHPAOrKEDA")
+        try:
+            settings = settings_from_annotations(deployment.annotations)
+        except ValueError as invalid:
+            await self.events.post(deployment.ref, "Warning", "InvalidScalingAnnotation",
+                                   str(invalid))
+            return ScaleOutcome(current, current, False, "InvalidScalingAnnotation")
+        wanted = desired_replicas(depth, settings)
+        desired = deployment.stabiliser.recommend(time.monotonic(), wanted)
+        if desired == current:
+            return ScaleOutcome(current, desired, False)
+        await self.kube.apps.patch_namespaced_deployment_scale(
+            deployment.name, deployment.namespace, {"spec": {"replicas": desired}}
+        )
+        deployment.replicas = desired
+        log.info("scaled %s/%s from %d to %d replicas (queue %s depth %d)",
+                 deployment.namespace, deployment.name, current, desired, deployment.queue, depth)
+        await self.events.post(
+            deployment.ref, "Normal", "Scaled",
+            f"scaled from {current} to {desired} replicas for {depth} due or running jobs"
+            f" on queue {deployment.queue}",
+        )
+        return ScaleOutcome(current, desired, True, "Scaled")
+
+    async def mark_pods(self, deployment: WorkerDeployment, workers: list[dict]) -> int:
+        """Annotate pods with pod-deletion-cost from their worker's running jobs; returns
+        how many pods were patched (only changed values are written)."""
+        if not deployment.match_labels:
+            return 0
+        selector = ",".join(f"{k}={v}" for k, v in deployment.match_labels.items())
+        pods = await self.kube.core.list_namespaced_pod(deployment.namespace,
+                                                        label_selector=selector)
+        live = {
+            pod.metadata.name: (pod.metadata.annotations or {}).get(POD_DELETION_COST)
+            for pod in pods.items if not pod.metadata.deletion_timestamp
+        }
+        patched = 0
+        for pod, cost in deletion_costs(workers, live).items():
+            if live[pod] == str(cost):
+                continue
+            try:
+                await self.kube.core.patch_namespaced_pod(
+                    pod, deployment.namespace,
+                    {"metadata": {"annotations": {POD_DELETION_COST: str(cost)}}},
+                )
+                patched += 1
+            except ApiException as error:
+                if error.status != 404:
+                    raise
+        deployment.costs = {pod: cost for pod, cost in deletion_costs(workers, live).items()}
+        return patched
+
+    async def _externally_scaled(self, deployment: WorkerDeployment) -> bool:
+        """True when an HPA or a KEDA ScaledObject targets the Deployment: two scalers
+        fighting over replicas is worse than none."""
+        checked = self._owners.get(deployment.namespace)
+        if checked is None or time.monotonic() - checked[0] > self.owner_check_s:
+            names: set[str] = set()
+            hpas = await self.kube.autoscaling.list_namespaced_horizontal_pod_autoscaler(
+                deployment.namespace)
+            names.update(h.spec.scale_target_ref.name for h in hpas.items
+                         if h.spec.scale_target_ref.kind == "Deployment")
+            try:
+                scaled = await self.kube.custom.list_namespaced_custom_object(
+                    "keda.sh", "v1alpha1", deployment.namespace, "scaledobjects")
+                names.update(
+                    s["spec"]["scaleTargetRef"]["name"] for s in scaled.get("items", ())
+                    if s.get("spec", {}).get("scaleTargetRef", {}).get("kind", "Deployment")
+                    == "Deployment"
+                )
+            except ApiException as error:
+                if error.status != 404:  # 404: KEDA is not installed
+                    raise
+            checked = self._owners[deployment.namespace] = (time.monotonic(), names)
+        return deployment.name in checked[1]

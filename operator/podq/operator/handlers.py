@@ -1,0 +1,181 @@
+"""kopf wiring: each handler is a few lines that call a domain function.
+
+State shared by handlers (API clients, queues, the status writer, the autoscaler)
+lives in kopf's memo, built at startup from the options main() put there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+
+from podq.operator import kube
+from podq.operator.autoscaler import Autoscaler
+from podq.operator.cronjobs import CronMemory, tick
+from podq.operator.jobs import abort_job, enqueue_job
+from podq.operator.metrics import serve_metrics
+from podq.operator.mirror import StatusMirror
+from podq.operator.names import (
+    ANNOTATION_PREFIX,
+    CRONJOBS,
+    FINALIZER,
+    GROUP,
+    JOBS,
+    LABEL_QUEUE,
+    VERSION,
+    job_key,
+)
+from podq.operator.queues import QueuePool
+from podq.operator.registry import JobRegistry
+
+LAST_HANDLED = "last-handled-configuration"
+
+
+@dataclass(frozen=True)
+class Options:
+    """Run options from the command line (see main.py)."""
+
+    redis_url: str
+    reconcile_interval: float = 10.0
+    flush_interval: float = 0.1
+    status_patch_rate: float = 200.0
+    stabilisation_window: float = 60.0
+    autoscale_interval: float = 5.0
+    cron_refresh: float = 10.0
+    metrics_port: int | None = None
+
+
+@kopf.on.startup()
+async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logging.Logger,
+                  **_: Any) -> None:
+    # podq's own annotation prefix and finalizer, so podq never collides with other kopf
+    # operators; spec.kwargs and spec.meta stay out of the last-handled annotation
+    # (spec is immutable, and that annotation shares a 256 KiB cap with all others).
+    settings.persistence.finalizer = FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
+        prefix=ANNOTATION_PREFIX)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=ANNOTATION_PREFIX, key=LAST_HANDLED, ignored_fields=["spec.kwargs", "spec.meta"])
+    settings.posting.level = logging.WARNING  # podq posts its own, rate-limited Events
+    settings.watching.server_timeout = 300
+    options: Options = memo.options
+    memo.kube = await kube.connect()
+    memo.pool = QueuePool(options.redis_url)
+    memo.registry = JobRegistry()
+    memo.events = kube.EventRecorder(memo.kube.core)
+    memo.mirror = StatusMirror(
+        custom=memo.kube.custom, events=memo.events, pool=memo.pool, registry=memo.registry,
+        patch_rate=options.status_patch_rate, flush_interval=options.flush_interval,
+        reconcile_interval=options.reconcile_interval,
+    )
+    memo.autoscaler = Autoscaler(
+        memo.kube, memo.pool, memo.events, stabilisation_s=options.stabilisation_window,
+        interval_s=options.autoscale_interval,
+    )
+    memo.pool.callbacks.extend([memo.mirror.on_change, memo.autoscaler.on_change])
+    memo.pool.listen("default")
+    memo.tasks = [
+        asyncio.create_task(memo.mirror.run(), name="podq-status-mirror"),
+        asyncio.create_task(memo.autoscaler.run(), name="podq-autoscaler"),
+    ]
+    if options.metrics_port is not None:
+        memo.tasks.append(asyncio.create_task(serve_metrics(memo, options.metrics_port)))
+    logger.info("podq operator started (redis %s)", kube_redacted(options.redis_url))
+
+
+def kube_redacted(url: str) -> str:
+    head, sep, tail = url.rpartition("@")
+    return f"{head.split('//')[0]}//***@{tail}" if sep else url
+
+
+@kopf.on.cleanup()
+async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    for task in getattr(memo, "tasks", ()):
+        task.cancel()
+    for task in getattr(memo, "tasks", ()):
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+    if hasattr(memo, "pool"):
+        await memo.mirror.close()
+        await memo.pool.close()
+        await memo.kube.close()
+
+
+# -- Job --------------------------------------------------------------------------------
+
+
+@kopf.on.event(GROUP, VERSION, JOBS)
+def job_event(event: dict, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """Keep the registry current; a resource seen for the first time gets a status sync
+    (after a restart this is how the status catches up)."""
+    if event["type"] == "DELETED":
+        memo.registry.forget(body.metadata.uid)
+        memo.mirror.forget(body.metadata.uid)
+        return
+    handled = any(k.endswith("/" + LAST_HANDLED) and k.startswith(ANNOTATION_PREFIX)
+                  for k in body.metadata.annotations)
+    resource, new = memo.registry.observe(body, handled=handled)
+    if new:
+        memo.pool.listen(resource.queue)
+        memo.mirror.mark(resource.uid)
+
+
+@kopf.on.create(GROUP, VERSION, JOBS, backoff=1.0)
+async def job_created(body: kopf.Body, memo: kopf.Memo, logger: logging.Logger,
+                      **_: Any) -> None:
+    resource, _ = memo.registry.observe(body)
+    outcome = await enqueue_job(memo.pool.get(resource.queue), resource)
+    if outcome.action == "refused":
+        resource.refusal = (outcome.reason, outcome.message)
+        await memo.events.post(resource.ref, "Warning", outcome.reason, outcome.message)
+    resource.handled = True
+    memo.mirror.mark(resource.uid)
+    logger.info("%s: %s", outcome.action, outcome.message)
+
+
+@kopf.on.delete(GROUP, VERSION, JOBS, backoff=1.0)
+async def job_deleted(body: kopf.Body, memo: kopf.Memo, logger: logging.Logger,
+                      **_: Any) -> None:
+    meta, spec = body.metadata, body.spec
+    key = job_key(meta.namespace, meta.name, meta.uid, spec.get("key"))
+    outcome = await abort_job(memo.pool.get(spec.get("queue") or "default"), key)
+    logger.info("deleted: %s %s", outcome.action, outcome.message)
+
+
+# -- CronJob ----------------------------------------------------------------------------
+
+
+@kopf.daemon(GROUP, VERSION, CRONJOBS, cancellation_timeout=5.0)
+async def cronjob_daemon(body: kopf.Body, memo: kopf.Memo, stopped: kopf.DaemonStopped,
+                         logger: logging.Logger, **_: Any) -> None:
+    """Tick at each schedule slot, and at least every cron_refresh seconds so that spec
+    changes (suspend, schedule) and finished children are noticed."""
+    memory = CronMemory()
+    refresh = memo.options.cron_refresh
+    while not stopped:
+        wait = refresh
+        try:
+            now = datetime.now(UTC)
+            outcome = await tick(memo.kube.custom, memo.events, body, now, memory)
+            if outcome.next_slot is not None:
+                wait = min(refresh, (outcome.next_slot - datetime.now(UTC)).total_seconds())
+        except Exception:  # one CronJob's trouble must not stop its daemon for good
+            logger.exception("cronjob tick failed")
+        await stopped.wait(max(wait, 0.0) + 0.005)
+
+
+# -- worker Deployments -------------------------------------------------------------------
+
+
+@kopf.on.event("apps", "v1", "deployments", labels={LABEL_QUEUE: kopf.PRESENT})
+def deployment_event(event: dict, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    if event["type"] == "DELETED":
+        memo.autoscaler.forget(body.metadata.namespace, body.metadata.name)
+    else:
+        memo.autoscaler.observe(body)

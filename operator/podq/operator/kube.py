@@ -1,0 +1,142 @@
+"""Kubernetes API access: clients, status patches, Events (with rate limits)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from kubernetes_asyncio import client, config
+from kubernetes_asyncio.client.rest import ApiException
+
+from podq.operator.coalesce import TokenBucket
+from podq.operator.names import CRONJOBS, GROUP, JOBS, VERSION
+
+log = logging.getLogger("podq.operator")
+
+MERGE_PATCH = "application/merge-patch+json"
+
+
+@dataclass
+class KubeClients:
+    api: client.ApiClient
+    custom: client.CustomObjectsApi
+    core: client.CoreV1Api
+    apps: client.AppsV1Api
+    autoscaling: client.AutoscalingV2Api
+
+    async def close(self) -> None:
+        await self.api.close()
+
+
+async def connect(pool_size: int = 32) -> KubeClients:
+    """Clients for the cluster we run in, else for $KUBECONFIG / ~/.kube/config."""
+    configuration = client.Configuration()
+    if os.environ.get("KUBERNETES_SERVICE_HOST"):
+        config.load_incluster_config(client_configuration=configuration)
+    else:
+        await config.load_kube_config(client_configuration=configuration)
+    configuration.connection_pool_maxsize = pool_size
+    api = client.ApiClient(configuration)
+    return KubeClients(
+        api=api,
+        custom=client.CustomObjectsApi(api),
+        core=client.CoreV1Api(api),
+        apps=client.AppsV1Api(api),
+        autoscaling=client.AutoscalingV2Api(api),
+    )
+
+
+def is_status(error: BaseException, *codes: int) -> bool:
+    return isinstance(error, ApiException) and error.status in codes
+
+
+async def patch_job_status(
+    custom: client.CustomObjectsApi, namespace: str, name: str, status: Mapping[str, Any]
+) -> bool:
+    """Merge-patch a Job resource's status; False when the resource is gone."""
+    try:
+        await custom.patch_namespaced_custom_object_status(
+            GROUP, VERSION, namespace, JOBS, name, {"status": dict(status)},
+            _content_type=MERGE_PATCH,
+        )
+    except ApiException as error:
+        if error.status == 404:
+            return False
+        raise
+    return True
+
+
+async def patch_cronjob_status(
+    custom: client.CustomObjectsApi, namespace: str, name: str, status: Mapping[str, Any]
+) -> None:
+    await custom.patch_namespaced_custom_object_status(
+        GROUP, VERSION, namespace, CRONJOBS, name, {"status": dict(status)},
+        _content_type=MERGE_PATCH,
+    )
+
+
+@dataclass(frozen=True)
+class ObjectRef:
+    """Enough of an object to attach an Event to it."""
+
+    api_version: str
+    kind: str
+    namespace: str
+    name: str
+    uid: str
+
+
+class EventRecorder:
+    """Posts Events, rate-limited, and at most one Warning per object and reason.
+
+    kopf does not aggregate events; a failing job that retries must not flood the
+    namespace. Normal events beyond the rate are dropped (logged at debug level).
+    """
+
+    def __init__(self, core: client.CoreV1Api, rate: float = 20, burst: float = 100,
+                 component: str = "podq-operator") -> None:
+        self.core = core
+        self.bucket = TokenBucket(rate, burst)
+        self.component = component
+        self._warned: dict[tuple[str, str], float] = {}
+
+    async def post(self, ref: ObjectRef, type_: str, reason: str, message: str) -> bool:
+        """Post one Event; returns whether it was posted."""
+        if type_ == "Warning":
+            mark = (ref.uid, reason)
+            if mark in self._warned:
+                return False
+            self._warned[mark] = time.monotonic()
+            if len(self._warned) > 50_000:  # forget the oldest half, bounded memory
+                for key in sorted(self._warned, key=self._warned.__getitem__)[:25_000]:
+                    del self._warned[key]
+        if not self.bucket.take(1):
+            log.debug("event dropped by the rate limit: %s %s %s", ref.name, reason, message)
+            return False
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        body = {
+            "metadata": {"generateName": f"{ref.name}.", "namespace": ref.namespace},
+            "involvedObject": {
+                "apiVersion": ref.api_version, "kind": ref.kind, "namespace": ref.namespace,
+                "name": ref.name, "uid": ref.uid,
+            },
+            "type": type_,
+            "reason": reason,
+            "message": message[:1024],
+            "source": {"component": self.component},
+            "reportingComponent": self.component,
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        try:
+            await self.core.create_namespaced_event(ref.namespace, body)
+        except ApiException as error:  # an Event is never worth failing a reconcile for
+            log.warning("could not post event %s on %s: %s", reason, ref.name, error.reason)
+            return False
+        return True

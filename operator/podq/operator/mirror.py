@@ -1,0 +1,243 @@
+"""The single writer of Job resource status.
+
+Redis change notifications mark resources dirty; a flush loop reads the dirty jobs
+from Redis in one pipelined round trip per queue, computes each status and patches only
+what changed, within a patch rate limit. Ten changes of one job between two flushes
+cost one patch. A periodic reconcile marks every unfinished resource dirty, which
+repairs anything a lost notification or a Redis restart hid, and re-enqueues jobs that
+Redis lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from kubernetes_asyncio import client
+
+from podq.operator.coalesce import Coalescer, TokenBucket
+from podq.operator.jobs import enqueue_job
+from podq.operator.kube import EventRecorder, is_status, patch_job_status
+from podq.operator.names import GROUP, JOBS, VERSION
+from podq.operator.queues import QueuePool
+from podq.operator.registry import JobRegistry, JobResource
+from podq.operator.status import (
+    TERMINAL,
+    error_summary,
+    is_finished,
+    job_status,
+    refused_status,
+    status_patch,
+    view_of,
+)
+
+log = logging.getLogger("podq.operator")
+
+
+def _merged(current: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    merged = {**current, **patch}
+    return {k: v for k, v in merged.items() if v is not None}
+
+
+def _epoch(rfc3339: str) -> float:
+    return datetime.fromisoformat(rfc3339.replace("Z", "+00:00")).timestamp()
+
+
+class StatusMirror:
+    def __init__(
+        self,
+        *,
+        custom: client.CustomObjectsApi,
+        events: EventRecorder,
+        pool: QueuePool,
+        registry: JobRegistry,
+        patch_rate: float = 200.0,
+        flush_interval: float = 0.1,
+        reconcile_interval: float = 10.0,
+        batch_size: int = 500,
+        parallel: int = 16,
+    ) -> None:
+        self.custom = custom
+        self.events = events
+        self.pool = pool
+        self.registry = registry
+        self.flush_interval = flush_interval
+        self.reconcile_interval = reconcile_interval
+        self.batch_size = batch_size
+        self.bucket = TokenBucket(patch_rate, patch_rate)
+        self.dirty: Coalescer[str] = Coalescer()
+        self.parallel = asyncio.Semaphore(parallel)
+        self.counts: Counter[str] = Counter()  # patches, recovered, deleted, ... (metrics)
+        self._ttl_timers: dict[str, asyncio.TimerHandle] = {}
+
+    # -- inputs -----------------------------------------------------------------------
+
+    def mark(self, uid: str) -> None:
+        self.dirty.mark(uid)
+
+    def on_change(self, queue: str, key: str, _status: str) -> None:
+        """QueuePool callback: a job changed in Redis."""
+        for resource in self.registry.for_key(queue, key):
+            self.dirty.mark(resource.uid)
+
+    def mark_unfinished(self) -> int:
+        """Mark every resource that may need work; returns how many."""
+        uids = [r.uid for r in self.registry if not is_finished(r.status) or r.refusal]
+        self.dirty.mark_many(uids)
+        return len(uids)
+
+    # -- loops ------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        await asyncio.gather(self._flush_loop(), self._reconcile_loop())
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await self.dirty.wait(1.0)
+            uids = self.dirty.take(self.batch_size)
+            if not uids:
+                continue
+            try:
+                await self.sync(uids)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("status sync failed; retrying those resources")
+                self.dirty.mark_many(uids)
+                await asyncio.sleep(1.0)
+            # the coalescing window: changes arriving meanwhile merge into one patch
+            await asyncio.sleep(self.flush_interval)
+
+    async def _reconcile_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.reconcile_interval)
+            for name in self.registry.queues():
+                self.pool.listen(name)
+            self.mark_unfinished()
+
+    # -- one pass ---------------------------------------------------------------------
+
+    async def sync(self, uids: Iterable[str]) -> Counter[str]:
+        """Bring the status of these resources in line with Redis; returns what was done."""
+        done: Counter[str] = Counter()
+        by_queue: dict[str, list[JobResource]] = {}
+        for uid in uids:
+            resource = self.registry.by_uid.get(uid)
+            if resource is not None and not resource.deleting:
+                by_queue.setdefault(resource.queue, []).append(resource)
+        work = []
+        for queue_name, resources in by_queue.items():
+            queue = self.pool.get(queue_name)
+            jobs = await queue.jobs([r.key for r in resources])
+            work.extend(zip(resources, jobs, strict=True))
+        results = await asyncio.gather(*(self._sync_one(r, j) for r, j in work))
+        done.update(results)
+        self.counts.update(results)
+        return done
+
+    async def _sync_one(self, resource: JobResource, job: Any) -> str:
+        async with self.parallel:
+            now = time.time()
+            common = dict(key=resource.key, queue=resource.queue, generation=resource.generation,
+                          previous=resource.status, now_s=now)
+            if resource.refusal:
+                desired = refused_status(*resource.refusal, **common)
+            elif job is None:
+                return await self._job_missing(resource)
+            else:
+                desired = job_status(view_of(job), **common)
+            patch = status_patch(resource.status, desired)
+            if not patch:
+                self._schedule_ttl(resource, now)
+                return "unchanged"
+            await self.bucket.acquire()
+            if not await patch_job_status(self.custom, resource.namespace, resource.name, patch):
+                return "gone"
+            before = resource.status.get("status")
+            resource.status = _merged(resource.status, patch)
+            await self._post_transition(resource, before, desired)
+            self._schedule_ttl(resource, now)
+            return "patched"
+
+    async def _job_missing(self, resource: JobResource) -> str:
+        if is_finished(resource.status):
+            self._schedule_ttl(resource, time.time())
+            return "finished"
+        if not resource.handled and not resource.status:
+            return "pending"  # kopf's create handler has not enqueued it yet
+        # Redis lost it (restarted empty, flushed, failover): the resource is the truth.
+        attempts = int(resource.status.get("attempts") or 0)
+        outcome = await enqueue_job(self.pool.get(resource.queue), resource, attempts=attempts)
+        if outcome.action == "enqueued":
+            log.info("re-enqueued lost job %s (attempts so far: %d)", resource.key, attempts)
+            await self.events.post(resource.ref, "Normal", "Recovered",
+                                   f"job was missing from Redis; enqueued again after"
+                                   f" {attempts} attempt(s)")
+            self.dirty.mark(resource.uid)
+            return "recovered"
+        if outcome.action == "refused":
+            resource.refusal = (outcome.reason, outcome.message)
+            self.dirty.mark(resource.uid)
+        return outcome.action
+
+    async def _post_transition(
+        self, resource: JobResource, before: str | None, desired: dict[str, Any]
+    ) -> None:
+        after = desired.get("status")
+        if after == before:
+            return
+        failed = next((c for c in desired["conditions"] if c["type"] == "Failed"), None)
+        if after == "complete":
+            await self.events.post(resource.ref, "Normal", "Completed",
+                                   f"{resource.spec.get('function')} completed")
+        elif after in TERMINAL and failed is not None:
+            await self.events.post(resource.ref, "Warning", failed["reason"], failed["message"])
+        elif after == "queued" and before == "active":
+            await self.events.post(
+                resource.ref, "Normal", "Retrying",
+                f"attempt {desired.get('attempts')} failed: {error_summary(desired.get('error'))}",
+            )
+
+    # -- ttlSecondsAfterFinished --------------------------------------------------------
+
+    def _schedule_ttl(self, resource: JobResource, now: float) -> None:
+        ttl = resource.spec.get("ttlSecondsAfterFinished")
+        if ttl is None or not is_finished(resource.status) or resource.uid in self._ttl_timers:
+            return
+        completed = resource.status.get("completedTime")
+        finished_at = _epoch(completed) if completed else now
+        delay = max(0.0, finished_at + ttl - now)
+        self._ttl_timers[resource.uid] = asyncio.get_running_loop().call_later(
+            delay, lambda: asyncio.ensure_future(self._expire(resource))
+        )
+
+    async def _expire(self, resource: JobResource) -> None:
+        self._ttl_timers.pop(resource.uid, None)
+        if resource.uid not in self.registry.by_uid:
+            return
+        try:
+            await self.custom.delete_namespaced_custom_object(
+                GROUP, VERSION, resource.namespace, JOBS, resource.name,
+                body={"preconditions": {"uid": resource.uid}, "propagationPolicy": "Background"},
+            )
+            self.counts["expired"] += 1
+            log.info("deleted %s/%s: ttlSecondsAfterFinished passed",
+                     resource.namespace, resource.name)
+        except Exception as error:
+            if not is_status(error, 404, 409):
+                log.warning("could not delete expired %s: %s", resource.name, error)
+
+    def forget(self, uid: str) -> None:
+        timer = self._ttl_timers.pop(uid, None)
+        if timer is not None:
+            timer.cancel()
+
+    async def close(self) -> None:
+        for timer in self._ttl_timers.values():
+            timer.cancel()
+        self._ttl_timers.clear()

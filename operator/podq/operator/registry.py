@@ -1,0 +1,93 @@
+"""The operator's in-memory view of Job resources, fed by kopf's watch events.
+
+The status writer needs, for a job key from Redis, the resource(s) to patch, and for a
+resource its spec and the status the API server last showed. Keeping that here saves
+an API read per status patch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from podq.operator.jobspec import queue_name
+from podq.operator.kube import ObjectRef
+from podq.operator.names import API_VERSION, job_key
+
+
+@dataclass
+class JobResource:
+    namespace: str
+    name: str
+    uid: str
+    generation: int
+    spec: dict[str, Any]
+    status: dict[str, Any]
+    key: str
+    queue: str
+    handled: bool = False  # kopf's create handler finished (enqueued or refused)
+    refusal: tuple[str, str] | None = None  # (reason, message) when never enqueued
+    deleting: bool = False
+
+    @property
+    def ref(self) -> ObjectRef:
+        return ObjectRef(API_VERSION, "Job", self.namespace, self.name, self.uid)
+
+
+@dataclass
+class JobRegistry:
+    by_uid: dict[str, JobResource] = field(default_factory=dict)
+    by_key: dict[tuple[str, str], set[str]] = field(default_factory=dict)  # (queue, key)
+
+    def observe(self, body: Mapping[str, Any], *, handled: bool | None = None) -> tuple[
+            JobResource, bool]:
+        """Record what a watch event showed; returns (resource, whether it is new)."""
+        meta = body["metadata"]
+        uid = meta["uid"]
+        spec = dict(body.get("spec") or {})
+        known = self.by_uid.get(uid)
+        if known is None:
+            resource = JobResource(
+                namespace=meta["namespace"],
+                name=meta["name"],
+                uid=uid,
+                generation=int(meta.get("generation") or 1),
+                spec=spec,
+                status=dict(body.get("status") or {}),
+                key=job_key(meta["namespace"], meta["name"], uid, spec.get("key")),
+                queue=queue_name(spec),
+                handled=bool(handled),
+            )
+            self.by_uid[uid] = resource
+            self.by_key.setdefault((resource.queue, resource.key), set()).add(uid)
+            resource.deleting = bool(meta.get("deletionTimestamp"))
+            return resource, True
+        known.status = dict(body.get("status") or {})
+        known.generation = int(meta.get("generation") or known.generation)
+        known.deleting = bool(meta.get("deletionTimestamp"))
+        if handled:
+            known.handled = True
+        return known, False
+
+    def forget(self, uid: str) -> JobResource | None:
+        resource = self.by_uid.pop(uid, None)
+        if resource is not None:
+            uids = self.by_key.get((resource.queue, resource.key))
+            if uids is not None:
+                uids.discard(uid)
+                if not uids:
+                    del self.by_key[(resource.queue, resource.key)]
+        return resource
+
+    def for_key(self, queue: str, key: str) -> list[JobResource]:
+        return [self.by_uid[uid] for uid in self.by_key.get((queue, key), ()) if uid in self.by_uid]
+
+    def __iter__(self) -> Iterator[JobResource]:
+        return iter(list(self.by_uid.values()))
+
+    def __len__(self) -> int:
+        return len(self.by_uid)
+
+    def queues(self) -> set[str]:
+        return {queue for queue, _ in self.by_key}
