@@ -178,17 +178,21 @@ class Job:
     def to_dict(self) -> dict[str, t.Any]:
         """The non-default fields as a JSON-ready dict (queue as its name, status as text)."""
         result: dict[str, t.Any] = {}
-        for field in dataclasses.fields(self):
-            name = field.name
-            value = getattr(self, name)
-            if _is_default(field, value):
-                continue
-            if name == "meta" and not value:
+        values = self.__dict__
+        for name, default in _DEFAULTS:
+            value = values[name]
+            if value is default or (
+                default is not _NO_DEFAULT and type(value) is type(default) and value == default
+            ):
                 continue
             if name == "queue":
+                if value is None:
+                    continue
                 value = value.name
             elif name == "status":
-                value = Status(value).value
+                value = value.value if isinstance(value, Status) else Status(value).value
+            elif name == "meta" and not value:
+                continue
             result[name] = value
         return result
 
@@ -273,6 +277,22 @@ class Job:
         if self.queue is None:
             raise TypeError("`Job` must be associated with a `Queue` before this operation")
         return self.queue
+
+
+_NO_DEFAULT = object()
+_DEFAULTS: list[tuple[str, t.Any]] = [
+    (
+        f.name,
+        f.default
+        if f.default is not dataclasses.MISSING
+        else (
+            f.default_factory()  # type: ignore[misc]
+            if f.default_factory is not dataclasses.MISSING and f.name != "key"
+            else _NO_DEFAULT
+        ),
+    )
+    for f in dataclasses.fields(Job)
+]
 
 
 def _is_default(field: dataclasses.Field[t.Any], value: t.Any) -> bool:

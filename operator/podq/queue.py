@@ -81,8 +81,9 @@ class _Notifier:
     meaning messages may have been missed.
     """
 
-    def __init__(self, queue: Queue) -> None:
+    def __init__(self, queue: Queue, channel: str) -> None:
         self.queue = queue
+        self.channel = channel
         self.callbacks: set[Callable[[str | None, str], None]] = set()
         self.task: asyncio.Task[None] | None = None
         self.ready = asyncio.Event()
@@ -105,7 +106,7 @@ class _Notifier:
         while True:
             pubsub = self.queue.redis.pubsub()
             try:
-                await pubsub.subscribe(self.queue.channel)
+                await pubsub.subscribe(self.channel)
                 async for msg in pubsub.listen():
                     kind = _s(msg["type"])
                     if kind == "message":
@@ -234,11 +235,14 @@ class Queue:
         self._workers = self.prefix + "workers"
         self._sweep_lock = self.prefix + "sweep-lock"
         self._enqueue_script = redis.register_script(_load_script("enqueue.lua"))
+        self._enqueue_many_script = redis.register_script(_load_script("enqueue_many.lua"))
         self._take_script = redis.register_script(_load_script("take.lua"))
         self._write_script = redis.register_script(_load_script("write.lua"))
         self._abort_script = redis.register_script(_load_script("abort.lua"))
         self._sweep_script = redis.register_script(_load_script("sweep.lua"))
-        self._notifier = _Notifier(self)
+        self._notifier = _Notifier(self, self.channel)
+        # workers listen here only: new ready work and aborts, not every change
+        self._wake_notifier = _Notifier(self, self.prefix + "wake")
         self._before_enqueues: dict[int, Callable[[Job], t.Awaitable[None]]] = {}
         self._registered = False
         self._op_sem = asyncio.Semaphore(max_concurrent_ops)
@@ -282,6 +286,7 @@ class Queue:
 
     async def disconnect(self) -> None:
         await self._notifier.close()
+        await self._wake_notifier.close()
         await self.redis.aclose()
         await self.redis.connection_pool.disconnect()
 
@@ -304,33 +309,29 @@ class Queue:
     def copy(self, job: Job) -> Job:
         return t.cast(Job, self.deserialize(job.to_dict()))
 
-    def _fields(self, job: Job) -> list[str]:
-        """The job hash: the JSON document plus the fields the Lua scripts read/write."""
+    def _json(self, job: Job) -> str:
+        try:
+            return self.serialize(job)
+        except (TypeError, ValueError) as e:
+            problem = (
+                json_problem(job.kwargs, "kwargs")
+                or json_problem(job.meta, "meta")
+                or json_problem(job.result, "result")
+            )
+            raise TypeError(f"cannot store job {job.function!r}: {problem or e}") from None
+
+    def _state(self, job: Job) -> list[t.Any]:
+        """The job JSON and the hash fields the Lua scripts read and write."""
         return [
-            "job",
-            self.serialize(job),
-            "status",
-            Status(job.status).value,
-            "attempts",
-            str(job.attempts),
-            "started",
-            str(job.started),
-            "touched",
-            str(job.touched),
-            "completed",
-            str(job.completed),
-            "worker_id",
+            self._json(job),
+            job.attempts,
+            job.started,
+            job.touched,
+            job.completed,
             job.worker_id or "",
-            "error",
             job.error or "",
-            "timeout",
-            str(job.timeout or 0),
-            "heartbeat",
-            str(job.heartbeat or 0),
-            "priority",
-            str(job.priority),
-            "ttl",
-            str(job.ttl),
+            job.timeout or 0,
+            job.heartbeat or 0,
         ]
 
     def _from_hash(self, raw: t.Any) -> Job | None:
@@ -377,26 +378,43 @@ class Queue:
             raise ValueError(
                 f"priority must be an integer between -{PRIORITY_LIMIT} and {PRIORITY_LIMIT}"
             )
-        problem = json_problem(job.kwargs, "kwargs") or json_problem(job.meta, "meta")
-        if problem:
-            raise TypeError(f"cannot enqueue job {job.function!r}: {problem}")
         job.queue = self
         job.queued = now()
         job.status = Status.QUEUED
         return job, explicit_timeout
 
+    def _payload(self, job: Job) -> str:
+        try:
+            return self.serialize(job)
+        except (TypeError, ValueError) as e:
+            problem = json_problem(job.kwargs, "kwargs") or json_problem(job.meta, "meta")
+            raise TypeError(f"cannot enqueue job {job.function!r}: {problem or e}") from None
+
     def _enqueue_call(self, job: Job, explicit_timeout: bool, client: t.Any = None) -> t.Any:
-        fields = [*self._fields(job), "tdef", "" if explicit_timeout else "1"]
+        payload = self._payload(job)
+        key = job.key
         return self._enqueue_script(
             keys=[
-                self.job_id(job.key),
+                self.job_prefix + key,
                 self._queued,
                 self._scheduled,
-                self.abort_id(job.key),
+                self.prefix + "abort:" + key,
                 self._seq,
                 self._stats,
             ],
-            args=[job.key, self.channel, job.scheduled or 0, now_seconds(), job.priority, *fields],
+            args=[
+                key,
+                self.prefix,
+                job.scheduled or 0,
+                now_seconds(),
+                job.priority,
+                payload,
+                job.attempts,
+                job.timeout or 0,
+                job.heartbeat or 0,
+                job.ttl,
+                "0" if explicit_timeout else "1",
+            ],
             client=client or self.redis,
         )
 
@@ -413,7 +431,8 @@ class Queue:
             await self._register()
         if not await self._enqueue_call(job, explicit):
             return None
-        logger.debug("Enqueued %s", job.info(False))
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("Enqueued %s", job.info(False))
         return job
 
     async def enqueue_many(self, jobs: Iterable[Job | str | dict[str, t.Any]]) -> list[Job]:
@@ -437,14 +456,26 @@ class Queue:
         if not self._registered:
             await self._register()
         enqueued: list[Job] = []
-        chunk = 1000
-        for start in range(0, len(prepared), chunk):
-            part = prepared[start : start + chunk]
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for job, explicit in part:
-                    self._enqueue_call(job, explicit, client=pipe)
-                results = await pipe.execute()
-            enqueued.extend(job for (job, _), ok in zip(part, results, strict=True) if ok)
+        chunk = 200
+        current = now_seconds()
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for start in range(0, len(prepared), chunk):
+                args: list[t.Any] = [self.channel, current, self.prefix]
+                for job, explicit in prepared[start : start + chunk]:
+                    args += [
+                        job.key,
+                        self._payload(job),
+                        f"{job.scheduled or 0} {job.priority} {job.attempts} {job.timeout or 0} "
+                        f"{job.heartbeat or 0} {job.ttl} {0 if explicit else 1}",
+                    ]
+                await self._enqueue_many_script(
+                    keys=[self._queued, self._scheduled, self._seq, self._stats],
+                    args=args,
+                    client=pipe,
+                )
+            results = await pipe.execute()
+        flags = "".join(_s(part) for part in results)
+        enqueued.extend(job for (job, _), ok in zip(prepared, flags, strict=True) if ok == "1")
         return enqueued
 
     def register_before_enqueue(self, callback: Callable[[Job], t.Awaitable[None]]) -> None:
@@ -509,16 +540,15 @@ class Queue:
         self,
         job: Job,
         mode: str,
-        fields: list[str],
+        fields: list[t.Any],
         *,
-        ttl: int = 0,
         ready_at: float = 0,
         expect: bool = False,
-        client: t.Any = None,
     ) -> t.Any:
+        key = job.key
         return self._write_script(
             keys=[
-                self.job_id(job.key),
+                self.job_prefix + key,
                 self._queued,
                 self._scheduled,
                 self._active,
@@ -526,19 +556,19 @@ class Queue:
                 self._stats,
             ],
             args=[
-                job.key,
-                self.channel,
+                key,
+                self.prefix,
                 mode,
                 Status(job.status).value,
-                ttl,
+                job.ttl,
                 ready_at,
                 now_seconds(),
-                str(job.attempts) if expect else "",
+                job.attempts if expect else "",
                 job.worker_id or "",
                 job.priority,
                 *fields,
             ],
-            client=client or self.redis,
+            client=self.redis,
         )
 
     async def finish(
@@ -561,12 +591,7 @@ class Queue:
         job.completed = now()
         if job.status == Status.COMPLETE:
             job.progress = 1.0
-        problem = json_problem(result, "result")
-        if problem:
-            raise TypeError(f"cannot store the result of job {job.key!r}: {problem}")
-        wrote = bool(
-            await self._write(job, "finish", self._fields(job), ttl=job.ttl, expect=expect)
-        )
+        wrote = bool(await self._write(job, "finish", self._state(job), expect=expect))
         if wrote:
             if job.status == Status.COMPLETE:
                 self.complete += 1
@@ -574,7 +599,8 @@ class Queue:
                 self.failed += 1
             elif job.status == Status.ABORTED:
                 self.aborted += 1
-            logger.debug("Finished %s", job.info(False))
+            if logger.isEnabledFor(logging.DEBUG):
+                logger.debug("Finished %s", job.info(False))
         return wrote
 
     async def retry(self, job: Job, error: str | None, *, expect: bool = False) -> bool:
@@ -591,11 +617,12 @@ class Queue:
         if ready_at > current and delay:
             job.scheduled = int(ready_at) if float(ready_at).is_integer() else ready_at
         wrote = bool(
-            await self._write(job, "retry", self._fields(job), ready_at=ready_at, expect=expect)
+            await self._write(job, "retry", self._state(job), ready_at=ready_at, expect=expect)
         )
         if wrote:
             self.retried += 1
-            logger.debug("Retrying %s", job.info(False))
+            if logger.isEnabledFor(logging.DEBUG):
+                logger.debug("Retrying %s", job.info(False))
         return wrote
 
     async def update(self, job: Job, **kwargs: t.Any) -> None:
@@ -605,11 +632,14 @@ class Queue:
             if hasattr(job, k):
                 setattr(job, k, v)
         copy = self.copy(job)
-        fields = ["job", self.serialize(copy), "touched", str(copy.touched)]
-        full = dict(zip(self._fields(copy)[::2], self._fields(copy)[1::2], strict=True))
+        fields: list[t.Any] = ["job", self._json(copy), "touched", copy.touched]
         for k in kwargs:
-            if k in full and k != "job":
-                fields += [k, full[k]]
+            if k == "status":
+                fields += ["status", Status(copy.status).value]
+            elif k in _INT_FIELDS or k == "heartbeat":
+                fields += [k, getattr(copy, k) or 0]
+            elif k in ("worker_id", "error"):
+                fields += [k, getattr(copy, k) or ""]
         await self._write(copy, "update", fields)
 
     async def abort(self, job: Job, error: str, ttl: float = 5) -> None:
@@ -624,7 +654,7 @@ class Queue:
                 self.abort_id(job.key),
                 self._stats,
             ],
-            args=[job.key, self.channel, error, int(ttl * 1000), now()],
+            args=[job.key, self.prefix, error, int(ttl * 1000), now()],
             client=self.redis,
         )
         state = _s(result) if result else None

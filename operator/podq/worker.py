@@ -30,7 +30,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from podq.job import CronJob, Job, Status
 from podq.queue import Queue
-from podq.utils import json_problem, now, now_seconds
+from podq.utils import now, now_seconds
 
 if t.TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Collection
@@ -176,8 +176,8 @@ class Worker:
             await self._retrying("connect", self.queue.connect)
             for hook in self.startup:
                 await self._call(hook, self.context)
-            self.queue._notifier.callbacks.add(self._on_change)
-            await self._retrying("subscribe", self.queue._notifier.start)
+            self.queue._wake_notifier.callbacks.add(self._on_change)
+            await self._retrying("subscribe", self.queue._wake_notifier.start)
             await self._retrying("write liveness", self.write_liveness)
             self._upkeep = [
                 asyncio.create_task(self._loop(self.write_liveness, "worker_info")),
@@ -241,7 +241,9 @@ class Worker:
             for task in self._upkeep:
                 task.cancel()
             await asyncio.gather(*self._upkeep, return_exceptions=True)
-            self.queue._notifier.callbacks.discard(self._on_change)
+            self.queue._wake_notifier.callbacks.discard(self._on_change)
+            if not self.queue._wake_notifier.callbacks:
+                await self.queue._wake_notifier.close()
             with contextlib.suppress(*REDIS_ERRORS):
                 await asyncio.wait_for(self.queue.remove_worker_info(self.id), 2)
             for hook in self.shutdown:
@@ -349,18 +351,14 @@ class Worker:
             else:
                 for hook in self.before_process:
                     await self._call(hook, context)
-                logger.debug("Processing %s", job.info(False))
+                if logger.isEnabledFor(logging.DEBUG):
+                    logger.debug("Processing %s", job.info(False))
                 timeout = job.timeout or None
                 try:
                     result = await asyncio.wait_for(
                         self._call(function, context, **(job.kwargs or {})), timeout
                     )
-                    problem = json_problem(result, "result")
-                    outcome = (
-                        ("fail", f"job {job.key} ({job.function}): {problem}")
-                        if problem
-                        else ("complete", result)
-                    )
+                    outcome = ("complete", result)
                 except TimeoutError:
                     if job.key in self._aborts:
                         raise asyncio.CancelledError() from None
@@ -393,8 +391,13 @@ class Worker:
     async def _write_back(self, job: Job, kind: str, value: t.Any) -> None:
         async def write() -> None:
             if kind == "complete":
-                await self.queue.finish(job, Status.COMPLETE, result=value, expect=True)
-                self.complete += 1
+                try:
+                    await self.queue.finish(job, Status.COMPLETE, result=value, expect=True)
+                    self.complete += 1
+                except TypeError as e:  # the result is not JSON-serialisable
+                    logger.warning("Job %s (%s) failed: %s", job.key, job.function, e)
+                    await self.queue.finish(job, Status.FAILED, error=str(e), expect=True)
+                    self.failed += 1
             elif kind == "aborted":
                 await self.queue.finish(job, Status.ABORTED, error=value, expect=True)
                 self.aborted += 1

@@ -2,7 +2,7 @@
 -- active one becomes aborting (its worker cancels it). The abort marker lives in the
 -- queue's own key space (fix 4).
 -- KEYS: 1 job hash, 2 queued zset, 3 scheduled zset, 4 abort marker, 5 stats
--- ARGV: 1 key, 2 channel, 3 error, 4 marker ttl (ms), 5 now (ms)
+-- ARGV: 1 key, 2 key prefix ('podq:{q}:'), 3 error, 4 marker ttl (ms), 5 now (ms)
 local f = redis.call('HMGET', KEYS[1], 'status', 'ttl')
 local st = f[1]
 if not st then return false end
@@ -18,11 +18,12 @@ if st == 'queued' or st == 'new' then
     redis.call('EXPIRE', KEYS[1], ttl)
   end
   redis.call('HINCRBY', KEYS[5], 'aborted', 1)
-  redis.call('PUBLISH', ARGV[2], 'aborted:' .. ARGV[1])
+  redis.call('PUBLISH', ARGV[2] .. 'changes', 'aborted:' .. ARGV[1])
   return 'aborted'
 elseif st == 'active' then
   redis.call('HSET', KEYS[1], 'status', 'aborting', 'error', ARGV[3])
-  redis.call('PUBLISH', ARGV[2], 'aborting:' .. ARGV[1])
+  redis.call('PUBLISH', ARGV[2] .. 'changes', 'aborting:' .. ARGV[1])
+  redis.call('PUBLISH', ARGV[2] .. 'wake', 'aborting:' .. ARGV[1])
   return 'aborting'
 end
 return st
