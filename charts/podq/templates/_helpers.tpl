@@ -191,7 +191,16 @@ the top-level worker settings. Returns YAML: {pools: [...]} */}}
 {{- fail (printf "podq: workers.pools has two pools named %q" $p.name) -}}
 {{- end -}}
 {{- $_ := set $seen $p.name true -}}
-{{- $pool := mergeOverwrite (deepCopy $base) (deepCopy $p) -}}
+{{- $pool := deepCopy $base -}}
+{{- range $key, $value := $p -}}
+{{- if and (has $key (list "image" "autoscaling" "livenessProbe")) (kindIs "map" $value) -}}
+{{- /* partial overrides of these merge: {autoscaling: {enabled: false}} keeps the bounds */ -}}
+{{- $_ := set $pool $key (mergeOverwrite (deepCopy (index $base $key)) (deepCopy $value)) -}}
+{{- else -}}
+{{- /* everything else (resources, nodeSelector, affinity, ...) replaces the default */ -}}
+{{- $_ := set $pool $key (deepCopy $value) -}}
+{{- end -}}
+{{- end -}}
 {{- if not (hasKey $p "queue") -}}
 {{- $_ := set $pool "queue" $p.name -}}
 {{- end -}}

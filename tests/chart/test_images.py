@@ -1,0 +1,252 @@
+"""The images, without a Docker engine: what their Dockerfiles run, run as local processes.
+
+The final stage's ENTRYPOINT + CMD (and the chart's arguments for them) are started with
+the venv's `podq` in a folder laid out as the image's WORKDIR, against a real
+redis-server, and must serve a job; the worker liveness probe the chart renders must
+pass while the worker lives and fail once it is gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from chart_helpers import ROOT
+
+from podq.queue import Queue
+
+VENV_BIN = Path(sys.executable).parent
+IMAGES = ROOT / "worker_image"
+
+
+def final_stage(dockerfile: Path) -> list[tuple[str, str]]:
+    """(INSTRUCTION, argument) of the last stage, continuation lines joined."""
+    text = dockerfile.read_text().replace("\\\n", " ")
+    stages: list[list[tuple[str, str]]] = []
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        instruction, _, argument = line.partition(" ")
+        instruction = instruction.upper()
+        if instruction == "FROM":
+            stages.append([])
+        if stages:
+            stages[-1].append((instruction, argument.strip()))
+    assert stages, f"{dockerfile}: no FROM"
+    return stages[-1]
+
+
+def exec_form(stage: list[tuple[str, str]], instruction: str) -> list[str]:
+    values = [arg for ins, arg in stage if ins == instruction]
+    assert values, f"no {instruction}"
+    parsed = json.loads(values[-1])  # exec form only: a shell form would swallow signals
+    assert isinstance(parsed, list) and all(isinstance(a, str) for a in parsed)
+    return parsed
+
+
+def image_env(stage: list[tuple[str, str]]) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for ins, arg in stage:
+        if ins == "ENV":
+            for pair in arg.split():
+                name, _, value = pair.partition("=")
+                env[name] = value
+    return env
+
+
+def lay_out_workdir(stage: list[tuple[str, str]], into: Path) -> Path:
+    """Copy what the final stage COPYs from the build context into the WORKDIR."""
+    workdir = [arg for ins, arg in stage if ins == "WORKDIR"][-1]
+    root = into / "image"
+    for ins, arg in stage:
+        if ins == "COPY" and not arg.startswith("--from"):
+            *sources, dest = arg.split()
+            target = root / dest.lstrip("/")
+            target.mkdir(parents=True, exist_ok=True)
+            for src in sources:
+                shutil.copy(ROOT / src, target)
+    folder = root / workdir.lstrip("/")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def local(argv: list[str]) -> list[str]:
+    """The image's `podq` is the venv's here."""
+    assert argv[0] == "podq", argv
+    return [str(VENV_BIN / "podq"), *argv[1:]]
+
+
+def process_env(stage: list[tuple[str, str]], redis_url: str, home: Path) -> dict[str, str]:
+    env = {**os.environ, **image_env(stage)}
+    env["PATH"] = f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}"
+    env["HOME"] = str(home)
+    env["PODQ_REDIS_URL"] = redis_url
+    env.pop("PYTHONPATH", None)
+    return env
+
+
+@pytest.fixture
+def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
+    started: list[subprocess.Popen[bytes]] = []
+    yield started
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+async def run_echo_job(redis_url: str, queue_name: str, deadline_s: float = 30) -> Any:
+    queue = Queue.from_url(redis_url, name=queue_name)
+    try:
+        job = await queue.enqueue("echo", kwargs={"message": "from the image"})
+        assert job is not None
+        await job.refresh(until_complete=deadline_s)
+        assert job.status == "complete", (job.status, job.error)
+        return job.result
+    finally:
+        await queue.disconnect()
+
+
+async def wait_exit(cmd: list[str], want: int, env: dict[str, str], cwd: Path,
+                    deadline_s: float) -> tuple[str, str]:
+    """Run cmd until it exits with `want`; its (stdout, stderr) then."""
+    deadline = time.monotonic() + deadline_s
+    while True:
+        proc = await asyncio.create_subprocess_exec(
+            *cmd, env=env, cwd=cwd, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE)
+        out, err = await asyncio.wait_for(proc.communicate(), 30)
+        if proc.returncode == want:
+            return out.decode(), err.decode()
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{cmd} did not exit {want} within {deadline_s}s: "
+                                 f"{proc.returncode} {out.decode()}{err.decode()}")
+        await asyncio.sleep(0.3)
+
+
+def start(cmd: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(cmd, cwd=cwd, env=env)
+
+
+# ---------------------------------------------------------------- Dockerfiles
+
+
+@pytest.mark.parametrize("name", ["Dockerfile", "Dockerfile.operator"])
+def test_dockerfile_is_slim_non_root_and_installs_the_repo(name: str) -> None:
+    text = (IMAGES / name).read_text()
+    stage = final_stage(IMAGES / name)
+    bases = [arg for ins, arg in stage if ins == "FROM"]
+    assert bases == ["${PYTHON_IMAGE}"] and "python:3.12-slim" in text
+    users = [arg for ins, arg in stage if ins == "USER"]
+    assert users and users[-1] == "10001:10001"  # numeric: runAsNonRoot can verify it
+    # installed from this repository's source, in the build stage only
+    assert "COPY operator/ ./operator/" in text and "pip install ." in text.replace("'", "")
+    assert ("COPY", "--from=build /opt/podq /opt/podq") in stage
+    ignore = (IMAGES / f"{name}.dockerignore").read_text().split()
+    assert ignore[ignore.index("*") + 1:].count("!operator/") == 1
+
+
+def test_operator_image_runs_podq_operator_with_args_the_cli_accepts() -> None:
+    from podq.operator.main import build_parser
+
+    stage = final_stage(IMAGES / "Dockerfile.operator")
+    assert exec_form(stage, "ENTRYPOINT") == ["podq", "operator"]
+    args = build_parser().parse_args(exec_form(stage, "CMD"))
+    assert args.all_namespaces and args.log_format == "json"
+    assert args.liveness == "http://0.0.0.0:8080/healthz"
+    assert "[operator]" in (IMAGES / "Dockerfile.operator").read_text()
+
+
+def test_operator_cli_accepts_the_args_the_chart_renders(render) -> None:
+    from podq.operator.main import build_parser
+
+    for values in ({}, {"operator": {"watchNamespaces": ["a", "b"]}, "metrics": {
+            "enabled": True}}):
+        objs = render(values)
+        (operator,) = [o for o in objs if o["kind"] == "Deployment"
+                       and o["metadata"]["name"] == "podq-operator"]
+        container = operator["spec"]["template"]["spec"]["containers"][0]
+        assert "command" not in container  # the image's entrypoint, `podq operator`
+        args = build_parser().parse_args(container["args"])
+        assert args.liveness == "http://0.0.0.0:8080/healthz"
+        if values:
+            assert args.namespace == ["a", "b"] and args.metrics_port == 9090
+        else:
+            assert args.all_namespaces
+
+
+# ---------------------------------------------------------------- the worker image, run
+
+
+async def test_worker_image_default_command_serves_a_job(
+    redis_url: str, tmp_path: Path, processes: list[subprocess.Popen[bytes]]
+) -> None:
+    stage = final_stage(IMAGES / "Dockerfile")
+    entrypoint, cmd = exec_form(stage, "ENTRYPOINT"), exec_form(stage, "CMD")
+    assert entrypoint == ["podq", "worker"]
+    workdir = lay_out_workdir(stage, tmp_path)
+    env = process_env(stage, redis_url, tmp_path)
+    processes.append(start(local(entrypoint + cmd), workdir, env))
+
+    result = await run_echo_job(redis_url, "default")
+    assert result["message"] == "from the image"
+
+
+async def test_worker_with_chart_args_serves_jobs_and_its_liveness_probe_tracks_it(
+    redis_url: str, tmp_path: Path, processes: list[subprocess.Popen[bytes]], render
+) -> None:
+    """What Kubernetes runs for the chart's worker pool: the image's entrypoint with the
+    chart's args, and the chart's exec liveness probe beside it."""
+    objs = render({"workers": {"queue": "images", "concurrency": 3}})
+    (worker,) = [o for o in objs if o["kind"] == "Deployment"
+                 and o["metadata"]["name"] == "podq-worker"]
+    container = worker["spec"]["template"]["spec"]["containers"][0]
+    assert "command" not in container
+    probe = container["livenessProbe"]["exec"]["command"]
+
+    stage = final_stage(IMAGES / "Dockerfile")
+    workdir = lay_out_workdir(stage, tmp_path)
+    env = process_env(stage, redis_url, tmp_path)
+    # no live worker yet: the probe fails
+    await wait_exit(local(probe), 1, env, workdir, deadline_s=10)
+
+    worker_proc = start(local(exec_form(stage, "ENTRYPOINT") + container["args"]), workdir, env)
+    processes.append(worker_proc)
+    result = await run_echo_job(redis_url, "images")
+    assert result["message"] == "from the image"
+    healthy, _ = await wait_exit(local(probe), 0, env, workdir, deadline_s=10)
+    assert f":{worker_proc.pid}:" in healthy  # the worker id holds host and pid
+
+    # the probe does not confuse another host's worker with this one
+    _, other = await wait_exit(local([*probe, "--hostname", "other-pod"]), 1, env, workdir, 10)
+    assert "no live worker of host 'other-pod'" in other
+
+    # a worker killed without cleaning up: its record expires, the probe fails
+    worker_proc.send_signal(signal.SIGKILL)
+    await asyncio.to_thread(worker_proc.wait, 10)
+    await wait_exit(local(probe), 1, env, workdir, deadline_s=30)
+
+
+async def test_worker_liveness_probe_is_healthy_when_redis_is_unreachable(
+    tmp_path: Path,
+) -> None:
+    """Restarting every worker pod during a Redis outage would only add to it."""
+    from podq.testing import free_port
+
+    stage = final_stage(IMAGES / "Dockerfile")
+    workdir = lay_out_workdir(stage, tmp_path)
+    env = process_env(stage, f"redis://127.0.0.1:{free_port()}/0", tmp_path)
+    _, err = await wait_exit(local(["podq", "worker-health", "podq_hello.settings"]), 0, env,
+                             workdir, deadline_s=20)
+    assert "cannot reach Redis" in err
