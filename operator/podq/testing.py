@@ -2,17 +2,27 @@
 
 `RedisServer` starts Debian's `redis-server` on a free loopback port in a
 temporary folder and stops exactly that process.
+
+`ControlPlane` drives `scripts/control-plane` (etcd, kube-apiserver,
+kube-controller-manager on free loopback ports; no kubelet) in a run folder of
+its own, and stops exactly what it started.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
 import subprocess
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 
 def free_port() -> int:
@@ -31,7 +41,9 @@ def wait_for_port(port: int, deadline_s: float = 10.0, host: str = "127.0.0.1") 
                 return
         except OSError:
             if time.monotonic() > deadline:
-                raise TimeoutError(f"nothing listens on {host}:{port} after {deadline_s}s") from None
+                raise TimeoutError(
+                    f"nothing listens on {host}:{port} after {deadline_s}s"
+                ) from None
             time.sleep(0.02)
 
 
@@ -107,3 +119,141 @@ class RedisServer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+CONTROL_PLANE_SCRIPT = Path(
+    os.environ.get("PODQ_CONTROL_PLANE_SCRIPT")
+    or Path(__file__).resolve().parents[2] / "scripts" / "control-plane"
+)
+
+
+def run_control_plane_script(
+    *args: str,
+    run_dir: Path | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 3600,
+) -> subprocess.CompletedProcess[str]:
+    """Run scripts/control-plane ARGS (in run_dir if given); output captured as text."""
+    full_env = dict(os.environ if env is None else env)
+    if run_dir is not None:
+        full_env["PODQ_CONTROL_PLANE_DIR"] = str(run_dir)
+    return subprocess.run(
+        [str(CONTROL_PLANE_SCRIPT), *args],
+        capture_output=True, text=True, env=full_env, timeout=timeout, check=False,
+    )
+
+
+@dataclass
+class ControlPlane:
+    """A running local control plane, as `scripts/control-plane up` recorded it.
+
+    `ControlPlane.up(run_dir)` starts one (building the binaries the first time);
+    `down()` stops it and removes its data. Also a context manager.
+    """
+
+    run_dir: Path
+    kubeconfig: Path
+    server: str
+    bin: Path
+    unprivileged_kubeconfig: Path
+    admin_context: str
+    unprivileged_context: str
+    unprivileged_user: str
+    state: dict[str, Any] = field(repr=False)
+
+    @classmethod
+    def up(cls, run_dir: Path | None = None) -> ControlPlane:
+        run_dir = Path(run_dir or tempfile.mkdtemp(prefix="podq-control-plane-"))
+        result = run_control_plane_script("up", "--quiet", run_dir=run_dir)
+        if result.returncode != 0:
+            raise RuntimeError(
+                f"`scripts/control-plane up` failed (exit {result.returncode}):\n"
+                f"{result.stderr}{result.stdout}"
+            )
+        return cls.from_run_dir(run_dir)
+
+    @classmethod
+    def from_run_dir(cls, run_dir: Path) -> ControlPlane:
+        state = json.loads((run_dir / "state.json").read_text())
+        return cls(
+            run_dir=run_dir,
+            kubeconfig=Path(state["kubeconfig"]),
+            server=state["server"],
+            bin=Path(state["bin_dir"]),
+            unprivileged_kubeconfig=Path(state["unprivileged_kubeconfig"]),
+            admin_context=state["admin_context"],
+            unprivileged_context=state["unprivileged_context"],
+            unprivileged_user=state["unprivileged_user"],
+            state=state,
+        )
+
+    def down(self) -> None:
+        result = run_control_plane_script("down", run_dir=self.run_dir, timeout=120)
+        if result.returncode != 0:
+            raise RuntimeError(
+                f"`scripts/control-plane down` failed:\n{result.stderr}{result.stdout}"
+            )
+
+    def __enter__(self) -> ControlPlane:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.down()
+
+    @property
+    def env(self) -> dict[str, str]:
+        """os.environ with KUBECONFIG and PATH (our kubectl and helm first) for this cluster."""
+        return {
+            **os.environ,
+            "KUBECONFIG": str(self.kubeconfig),
+            "PATH": f"{self.bin}{os.pathsep}{os.environ.get('PATH', '')}",
+            "PODQ_CONTROL_PLANE_DIR": str(self.run_dir),
+        }
+
+    def kubectl(
+        self,
+        *args: str,
+        input: str | None = None,
+        check: bool = True,
+        unprivileged: bool = False,
+        timeout: float = 60,
+    ) -> subprocess.CompletedProcess[str]:
+        """Our kubectl (never the machine's) against this cluster; raises on failure if check."""
+        kubeconfig = self.unprivileged_kubeconfig if unprivileged else self.kubeconfig
+        cmd = [str(self.bin / "kubectl"), f"--kubeconfig={kubeconfig}", *args]
+        result = subprocess.run(
+            cmd, input=input, capture_output=True, text=True, env=self.env, timeout=timeout,
+            check=False,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(
+                f"kubectl {' '.join(args)} failed ({result.returncode}):\n"
+                f"{result.stderr}{result.stdout}"
+            )
+        return result
+
+    def kubectl_json(self, *args: str, **kwargs: Any) -> Any:
+        """kubectl ARGS -o json, parsed."""
+        return json.loads(self.kubectl(*args, "-o", "json", **kwargs).stdout)
+
+    def wait_for(
+        self, what: str, predicate: Callable[[], Any], timeout: float = 60, interval: float = 0.2
+    ) -> Any:
+        """Poll predicate() until it returns something truthy, and return that."""
+        deadline = time.monotonic() + timeout
+        while True:
+            value = predicate()
+            if value:
+                return value
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+            time.sleep(interval)
+
+    def wait_for_service_account(self, namespace: str, name: str = "default") -> None:
+        """The serviceaccount controller creates `default` in each namespace shortly after it."""
+        self.wait_for(
+            f"serviceaccount {namespace}/{name}",
+            lambda: self.kubectl(
+                "get", "serviceaccount", name, "-n", namespace, check=False
+            ).returncode == 0,
+        )
