@@ -27,7 +27,10 @@ def walk(node: dict, path: str = ""):
 
 def test_every_field_has_a_description() -> None:
     for name in ("jobs.podq.dev.yaml", "cronjobs.podq.dev.yaml"):
-        missing = [path for path, node in walk(schema(load(name))) if not node.get("description")]
+        missing = [
+            path for path, node in walk(schema(load(name)))
+            if not node.get("description") and path != ".metadata"  # the API server's own
+        ]
         assert missing == [], f"{name}: fields without description: {missing}"
 
 

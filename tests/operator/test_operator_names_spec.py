@@ -63,3 +63,16 @@ def test_oversized_kwargs_are_refused_with_the_field_named() -> None:
         engine_fields(spec, "k")
     assert refused.value.reason == "KwargsTooLarge"
     assert "spec.kwargs" in refused.value.message
+
+
+@pytest.mark.parametrize("backoff", ["fast", -1, [1], {"a": 1}])
+def test_bad_retry_backoff_is_refused(backoff: object) -> None:
+    with pytest.raises(InvalidJobSpec) as refused:
+        engine_fields({"function": "f", "retryBackoff": backoff}, "k")
+    assert "spec.retryBackoff" in refused.value.message
+
+
+def test_short_ttl_is_raised_so_the_outcome_stays_readable() -> None:
+    assert engine_fields({"function": "f", "ttl": 5}, "k")["ttl"] == 60
+    assert engine_fields({"function": "f", "ttl": 0}, "k")["ttl"] == 0
+    assert engine_fields({"function": "f", "ttl": 600}, "k")["ttl"] == 600

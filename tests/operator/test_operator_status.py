@@ -60,7 +60,7 @@ def test_failure_reasons() -> None:
         == "FunctionNotRegistered"
     assert failure_reason(JobView(status="failed", error="TimeoutError: job timed out")) \
         == "Timeout"
-    assert failure_reason(JobView(status="aborted", error="swept")) == "WorkerLost"
+    assert failure_reason(JobView(status="aborted", error="swept")) == "Swept"
     assert failure_reason(JobView(status="aborted", error="deleted")) == "Aborted"
 
 

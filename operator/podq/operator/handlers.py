@@ -35,6 +35,7 @@ from podq.operator.queues import QueuePool
 from podq.operator.registry import JobRegistry
 
 LAST_HANDLED = "last-handled-configuration"
+log = logging.getLogger("podq.operator")
 
 
 @dataclass(frozen=True)
@@ -136,7 +137,7 @@ async def job_created(body: kopf.Body, memo: kopf.Memo, logger: logging.Logger,
         await memo.events.post(resource.ref, "Warning", outcome.reason, outcome.message)
     resource.handled = True
     memo.mirror.mark(resource.uid)
-    logger.info("%s: %s", outcome.action, outcome.message)
+    log.info("%s/%s: %s %s", resource.namespace, resource.name, outcome.action, outcome.message)
 
 
 @kopf.on.delete(GROUP, VERSION, JOBS, backoff=1.0)
@@ -145,7 +146,7 @@ async def job_deleted(body: kopf.Body, memo: kopf.Memo, logger: logging.Logger,
     meta, spec = body.metadata, body.spec
     key = job_key(meta.namespace, meta.name, meta.uid, spec.get("key"))
     outcome = await abort_job(memo.pool.get(spec.get("queue") or "default"), key)
-    logger.info("deleted: %s %s", outcome.action, outcome.message)
+    log.info("%s/%s deleted: %s %s", meta.namespace, meta.name, outcome.action, outcome.message)
 
 
 # -- CronJob ----------------------------------------------------------------------------

@@ -57,5 +57,6 @@ async def abort_job(queue: Queue, key: str, error: str = ABORTED_BY_DELETE) -> O
         return Outcome("missing")
     if _state(job) in TERMINAL:
         return Outcome("finished", message=f"job {key} already {_state(job)}")
+    state = _state(job)
     await queue.abort(job, error)
-    return Outcome("aborted", message=f"aborted job {key} ({_state(job)})")
+    return Outcome("aborted", message=f"aborted job {key}, which was {state}")

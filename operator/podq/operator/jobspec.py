@@ -68,8 +68,16 @@ def engine_fields(spec: Mapping[str, Any], key: str) -> dict[str, Any]:
     for camel, snake in _PLAIN_FIELDS.items():
         if spec.get(camel) is not None:
             fields[snake] = spec[camel]
-    if fields.get("retry_backoff") is not None and not isinstance(fields["retry_backoff"], bool):
-        fields["retry_backoff"] = float(fields["retry_backoff"])
+    backoff = fields.get("retry_backoff")
+    if backoff is not None and not isinstance(backoff, bool):
+        # the schema cannot type a bool-or-number field (CEL does not see it), so check here
+        if not isinstance(backoff, int | float) or backoff < 0:
+            raise InvalidJobSpec(
+                "InvalidSpec",
+                f"spec.retryBackoff must be true, false or a non-negative number of seconds,"
+                f" not {backoff!r}",
+            )
+        fields["retry_backoff"] = float(backoff)
     if 0 < fields.get("ttl", MIN_TTL_S) < MIN_TTL_S:
         fields["ttl"] = MIN_TTL_S
     if spec.get("scheduled"):

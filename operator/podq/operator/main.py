@@ -54,8 +54,11 @@ def configure_logging(log_format: str, verbose: bool) -> None:
         verbose=verbose,
         log_format=kopf.LogFormat.JSON if log_format == "json" else kopf.LogFormat.FULL,
     )
-    # kubernetes_asyncio and aiohttp are chatty at debug level
+    # kubernetes_asyncio and aiohttp are chatty at debug level; kopf logs every handler
+    # call at INFO, which at thousands of Jobs drowns what podq itself reports
     logging.getLogger("aiohttp").setLevel(logging.WARNING)
+    if not verbose:
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
 
 
 def main(argv: list[str]) -> int:

@@ -114,7 +114,7 @@ def failure_reason(view: JobView) -> str:
     """CamelCase reason for a failed or aborted job, from what the engine recorded."""
     if view.status == "aborted":
         if view.error and "swept" in view.error:
-            return "WorkerLost"
+            return "Swept"  # stuck: worker lost, timeout or heartbeat missed
         return "Aborted"
     text = (view.error or "").lower()
     if any(marker in text for marker in _UNREGISTERED_MARKERS):
