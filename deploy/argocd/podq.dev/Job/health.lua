@@ -52,13 +52,6 @@ if generation ~= nil and observed ~= nil and observed < generation then
   return hs
 end
 
-local stalled = condition("Stalled")
-if stalled ~= nil and stalled.status == "True" then
-  hs.status = "Degraded"
-  hs.message = (stalled.reason or "Stalled") .. ": " .. (stalled.message or "")
-  return hs
-end
-
 local state = obj.status.status
 
 if state == "complete" then
@@ -69,21 +62,29 @@ end
 
 if state == "failed" or state == "aborted" then
   hs.status = "Degraded"
-  local detail = nil
+  -- the operator's Failed condition says what happened, in one line
   local failed = condition("Failed")
   if failed ~= nil and failed.status == "True" and failed.message ~= nil and failed.message ~= "" then
-    detail = failed.message
-  else
-    detail = lastLine(obj.status.error)
+    hs.message = failed.message
+    return hs
   end
-  local verb = "Job failed"
   if state == "aborted" then
-    verb = "Job aborted"
+    hs.message = "Job aborted" .. attempts()
+  else
+    hs.message = "Job failed" .. attempts()
   end
-  hs.message = verb .. attempts()
+  local detail = lastLine(obj.status.error)
   if detail ~= nil then
     hs.message = hs.message .. ": " .. detail
   end
+  return hs
+end
+
+-- not finished, but the operator cannot go on with it
+local stalled = condition("Stalled")
+if stalled ~= nil and stalled.status == "True" then
+  hs.status = "Degraded"
+  hs.message = (stalled.reason or "Stalled") .. ": " .. (stalled.message or "")
   return hs
 end
 
