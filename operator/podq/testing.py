@@ -162,9 +162,21 @@ class ControlPlane:
     state: dict[str, Any] = field(repr=False)
 
     @classmethod
-    def up(cls, run_dir: Path | None = None) -> ControlPlane:
+    def up(
+        cls, run_dir: Path | None = None, exit_with: int | None = None, port: int | None = None
+    ) -> ControlPlane:
+        """Start one in run_dir (default: a new temporary folder).
+
+        exit_with: a pid; the control plane takes itself down once that process is gone
+        (so a killed test run leaves nothing behind). port: the API server's port if free.
+        """
         run_dir = Path(run_dir or tempfile.mkdtemp(prefix="podq-control-plane-"))
-        result = run_control_plane_script("up", "--quiet", run_dir=run_dir)
+        args = ["up", "--quiet"]
+        if exit_with:
+            args += ["--exit-with", str(exit_with)]
+        if port:
+            args += ["--port", str(port)]
+        result = run_control_plane_script(*args, run_dir=run_dir)
         if result.returncode != 0:
             raise RuntimeError(
                 f"`scripts/control-plane up` failed (exit {result.returncode}):\n"

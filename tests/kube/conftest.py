@@ -17,6 +17,7 @@ the tests with the build log's tail.
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -55,7 +56,8 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlP
     if _install_error:
         pytest.fail(_install_error, pytrace=False)
     try:
-        plane = ControlPlane.up(tmp_path_factory.mktemp("control-plane"))
+        # exit_with: should this run be killed, the control plane goes down by itself
+        plane = ControlPlane.up(tmp_path_factory.mktemp("control-plane"), exit_with=os.getpid())
     except RuntimeError as err:
         pytest.fail(str(err), pytrace=False)
     with plane:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -148,3 +150,33 @@ def test_two_control_planes_run_at_once_and_down_stops_exactly_its_own(
     assert control_plane.kubectl("get", "--raw", "/readyz").stdout.strip() == "ok"
     status = run_control_plane_script("status", run_dir=tmp_path / "second")
     assert status.returncode == 1
+
+
+def test_a_taken_port_is_retried_with_another(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_control_plane_script("up", "--port", str(port), run_dir=tmp_path / "cp")
+        try:
+            assert result.returncode == 0, result.stderr
+            assert f"port {port} is taken; the API server listens on" in result.stderr
+            plane = ControlPlane.from_run_dir(tmp_path / "cp")
+            assert plane.state["ports"]["apiserver"] != port
+            assert plane.kubectl("get", "--raw", "/readyz").stdout.strip() == "ok"
+        finally:
+            run_control_plane_script("down", run_dir=tmp_path / "cp")
+
+
+def test_exit_with_takes_the_control_plane_down_when_its_owner_dies(tmp_path: Path) -> None:
+    owner = subprocess.Popen(["sleep", "600"])
+    try:
+        plane = ControlPlane.up(tmp_path / "cp", exit_with=owner.pid)
+    finally:
+        owner.kill()
+        owner.wait()
+    pids = [p["pid"] for p in plane.state["processes"].values()]
+    deadline = time.monotonic() + 30
+    while any(pid_alive(pid) for pid in pids) or (tmp_path / "cp").exists():
+        assert time.monotonic() < deadline, "the watchdog did not take it down"
+        time.sleep(0.2)
