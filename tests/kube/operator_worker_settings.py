@@ -1,0 +1,50 @@
+"""Worker functions for the operator's integration tests (run as `podq worker
+operator_worker_settings.settings` with tests/kube on PYTHONPATH)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from typing import Any
+
+# In a pod, the hostname is the pod's name and the autoscaler maps workers to pods by
+# it. These local worker processes stand in for the pods of a Deployment, so the test
+# hands each one the name of the pod it plays.
+if os.environ.get("PODQ_TEST_POD_NAME"):
+    socket.gethostname = lambda: os.environ["PODQ_TEST_POD_NAME"]
+
+RUNS = "podq-test:runs"  # hash: job key -> times the function ran
+
+
+async def echo(ctx: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+    return kwargs
+
+
+async def noop(ctx: dict[str, Any]) -> None:
+    return None
+
+
+async def always_fail(ctx: dict[str, Any], *, message: str = "boom") -> None:
+    raise ValueError(f"{message} (attempt {ctx['job'].attempts})")
+
+
+async def nap(ctx: dict[str, Any], *, seconds: float) -> str:
+    """Sleep without heartbeats (for timeout, heartbeat and abort tests)."""
+    await asyncio.sleep(seconds)
+    return "rested"
+
+
+async def count_run(ctx: dict[str, Any], *, seconds: float = 0.0) -> str:
+    """Record each run in Redis, so a test can prove no job ran twice."""
+    job = ctx["job"]
+    await job.queue.redis.hincrby(RUNS, job.key, 1)
+    if seconds:
+        await asyncio.sleep(seconds)
+    return job.key
+
+
+settings = {
+    "functions": [echo, noop, always_fail, nap, count_run],
+    "concurrency": int(os.environ.get("PODQ_TEST_CONCURRENCY", "20")),
+}

@@ -1,0 +1,179 @@
+"""Job resources end to end: real API server, real Redis, real operator and workers."""
+
+from __future__ import annotations
+
+import pytest
+from operator_harness import (  # noqa: F401 (fixtures)
+    Harness,
+    condition,
+    eventually,
+    harness_fixture,
+    podq_crds_fixture,
+)
+
+
+def status(body: dict) -> dict:
+    return body.get("status") or {}
+
+
+async def test_create_runs_to_complete_with_result_in_status(harness: Harness) -> None:
+    harness.start_operator()
+    harness.start_worker()
+    await harness.create_job("adder", "echo", kwargs={"a": 1, "b": [2, 3]})
+    body = await harness.wait_status("adder", "complete")
+    assert status(body)["result"] == {"a": 1, "b": [2, 3]}
+    assert status(body)["attempts"] == 1
+    assert status(body)["progress"] == 1
+    assert status(body)["completedTime"].endswith("Z")
+    assert condition(body, "Complete")["status"] == "True"
+    assert condition(body, "Ready")["status"] == "True"
+    assert status(body)["observedGeneration"] == body["metadata"]["generation"]
+    # kubectl wait works on the condition, and the printer columns show the state
+    harness.plane.kubectl("wait", "-n", harness.namespace, "--for=condition=Complete",
+                          "pqjob/adder", "--timeout=10s")
+    table = harness.plane.kubectl("get", "podq", "-n", harness.namespace).stdout
+    assert "echo" in table and "complete" in table
+    job = await harness.queue().job(status(body)["jobKey"])
+    assert job is not None and job.result == {"a": 1, "b": [2, 3]}
+
+
+async def test_failure_with_retries_and_backoff_is_visible(harness: Harness) -> None:
+    harness.start_operator()
+    await harness.create_job("flaky", "always_fail", retries=3, retryDelay=2,
+                             retryBackoff=True, kwargs={"message": "nope"})
+    harness.start_worker()
+    # between attempts the status says when the next one may start
+    waiting = await harness.wait_job(
+        "flaky", lambda b: status(b).get("nextRetryTime") is not None, within=30,
+        what="a pending retry")
+    assert status(waiting)["status"] == "queued" and status(waiting)["attempts"] >= 1
+    assert condition(waiting, "Reconciling")["reason"] == "RetryScheduled"
+    body = await harness.wait_status("flaky", "failed", within=60)
+    assert status(body)["attempts"] == 3
+    assert "ValueError: nope (attempt 3)" in status(body)["error"]
+    failed = condition(body, "Failed")
+    assert failed["status"] == "True" and failed["reason"] == "JobFailed"
+    assert "nope" in failed["message"]
+    assert condition(body, "Stalled")["status"] == "True"
+    harness.plane.kubectl("wait", "-n", harness.namespace, "--for=condition=Failed",
+                          "pqjob/flaky", "--timeout=10s")
+
+    async def one_warning() -> list:
+        warnings = [e for e in await harness.events("flaky") if e.type == "Warning"]
+        return warnings
+    warnings = await eventually(one_warning, what="the failure's Warning event")
+    assert len(warnings) == 1 and warnings[0].reason == "JobFailed"
+
+
+async def test_timeout_fails_the_job_with_reason_timeout(harness: Harness) -> None:
+    harness.start_operator()
+    harness.start_worker()
+    await harness.create_job("slow", "nap", kwargs={"seconds": 30}, within=1)
+    body = await harness.wait_status("slow", "failed", within=30)
+    assert condition(body, "Failed")["reason"] == "Timeout"
+    assert "timeout" in status(body)["error"].lower()
+
+
+async def test_missed_heartbeat_ends_the_job(harness: Harness) -> None:
+    harness.start_operator()
+    harness.start_worker()
+    await harness.create_job("silent", "nap", kwargs={"seconds": 60}, heartbeat=1, within=0)
+    body = await harness.wait_status("silent", "aborted", "failed", within=45)
+    assert condition(body, "Failed")["status"] == "True"
+
+
+async def test_unregistered_function_fails_naming_it(harness: Harness) -> None:
+    harness.start_operator()
+    harness.start_worker()
+    await harness.create_job("typo", "no_such_function")
+    body = await harness.wait_status("typo", "failed")
+    failed = condition(body, "Failed")
+    assert failed["reason"] == "FunctionNotRegistered"
+    assert "no_such_function" in failed["message"]
+
+
+async def test_deleting_a_running_job_aborts_it(harness: Harness) -> None:
+    harness.start_operator()
+    harness.start_worker()
+    await harness.create_job("long", "nap", kwargs={"seconds": 120}, within=300)
+    body = await harness.wait_status("long", "active")
+    key = status(body)["jobKey"]
+    await harness.delete_job("long")
+
+    async def aborted() -> bool:
+        job = await harness.queue().job(key)
+        return job is not None and job.status.value == "aborted"
+    await eventually(aborted, within=20, what="the job to be aborted in Redis")
+    await eventually(lambda: _gone(harness, "long"), within=20, what="the resource to go")
+
+
+async def _gone(harness: Harness, name: str) -> bool:
+    return await harness.get_job(name) is None
+
+
+async def test_ttl_seconds_after_finished_deletes_the_resource(harness: Harness) -> None:
+    harness.start_operator()
+    harness.start_worker()
+    await harness.create_job("short-lived", "noop", ttlSecondsAfterFinished=2)
+    await harness.create_job("kept", "noop")
+    await harness.wait_status("kept", "complete")
+    await eventually(lambda: _gone(harness, "short-lived"), within=30,
+                     what="ttlSecondsAfterFinished to delete the resource")
+    assert await harness.get_job("kept") is not None  # unset keeps it
+
+
+async def test_oversized_kwargs_are_refused_with_a_condition(harness: Harness) -> None:
+    harness.start_operator()
+    await harness.create_job("huge", "echo", kwargs={"blob": "x" * 70_000})
+    body = await harness.wait_status("huge", "failed")
+    failed = condition(body, "Failed")
+    assert failed["reason"] == "KwargsTooLarge" and "spec.kwargs" in failed["message"]
+    assert await harness.queue().job(status(body)["jobKey"]) is None
+
+
+async def test_redis_restarted_empty_jobs_are_enqueued_again(
+    harness: Harness, redis_server
+) -> None:
+    harness.start_operator()
+    for index in range(5):
+        await harness.create_job(f"survivor-{index}", "count_run")
+    for index in range(5):
+        await harness.wait_status(f"survivor-{index}", "queued")
+    redis_server.restart()  # comes back empty: --save "" and no AOF
+    harness.start_worker()
+    for index in range(5):
+        body = await harness.wait_status(f"survivor-{index}", "complete", within=60)
+        assert status(body)["attempts"] == 1
+    runs = await harness.queue().redis.hgetall("podq-test:runs")
+    assert sorted(int(v) for v in runs.values()) == [1] * 5
+    events = await harness.events("survivor-0")
+    assert any(e.reason == "Recovered" for e in events)
+
+
+@pytest.mark.timeout(240)
+async def test_operator_killed_mid_burst_loses_nothing_and_runs_nothing_twice(
+    harness: Harness,
+) -> None:
+    operator = harness.start_operator()
+    harness.start_worker()
+    count = 150
+    for index in range(count):
+        await harness.create_job(f"burst-{index:03d}", "count_run", kwargs={"seconds": 0.05})
+
+    async def some_done() -> bool:
+        done = [j for j in await harness.list_jobs() if status(j).get("status") == "complete"]
+        return len(done) >= 10
+    await eventually(some_done, within=60, what="the burst to be under way")
+    operator.kill()
+    for index in range(count, count + 50):  # more work arrives while it is down
+        await harness.create_job(f"burst-{index:03d}", "count_run")
+    harness.start_operator()
+
+    async def all_done() -> bool:
+        jobs = await harness.list_jobs()
+        return len(jobs) == count + 50 and all(
+            status(j).get("status") == "complete" for j in jobs)
+    await eventually(all_done, within=150, what="every Job to complete", interval=0.5)
+    runs = await harness.queue().redis.hgetall("podq-test:runs")
+    assert len(runs) == count + 50
+    assert {int(v) for v in runs.values()} == {1}, "a job ran twice"
