@@ -219,6 +219,13 @@ def podq_crds_fixture(control_plane: ControlPlane) -> ControlPlane:
     control_plane.kubectl("apply", "-f", str(REPO / "crds"))
     control_plane.kubectl("wait", "--for=condition=Established", "crd/jobs.podq.dev",
                           "crd/cronjobs.podq.dev", "--timeout=60s")
+    # Established comes before the storage serves ("storage is (re)initializing", 429)
+    deadline = time.monotonic() + 60
+    for resource in ("jobs.podq.dev", "cronjobs.podq.dev"):
+        while control_plane.kubectl("get", resource, "-A", check=False).returncode != 0:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{resource} not served 60s after Established")
+            time.sleep(0.1)
     return control_plane
 
 

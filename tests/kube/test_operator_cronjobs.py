@@ -1,0 +1,167 @@
+"""CronJob resources on the real control plane: firing, policies, suspend, downtime."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from typing import Any
+
+from operator_harness import (  # noqa: F401 (fixtures)
+    GROUP,
+    VERSION,
+    Harness,
+    condition,
+    eventually,
+    harness_fixture,
+    podq_crds_fixture,
+)
+
+EVERY_SECOND = "* * * * * *"
+EVERY_2_SECONDS = "* * * * * */2"
+
+
+def cron_spec(function: str, schedule: str, **extra: Any) -> dict[str, Any]:
+    kwargs = extra.pop("kwargs", {})
+    return {"schedule": schedule, "jobTemplate": {
+        "metadata": {"labels": {"app": "cron-test"}},
+        "spec": {"function": function, "kwargs": kwargs, "timeout": 120}}, **extra}
+
+
+def state(job: dict) -> str:
+    return (job.get("status") or {}).get("status", "new")
+
+
+def slot_of(job: dict) -> float:
+    return datetime.fromisoformat(
+        job["metadata"]["annotations"]["podq.dev/scheduled-time"].replace("Z", "+00:00")
+    ).timestamp()
+
+
+async def children(harness: Harness, cron: str) -> list[dict]:
+    return await harness.list_jobs(label_selector=f"podq.dev/cronjob={cron}")
+
+
+async def test_fires_children_with_owner_and_trims_history(harness: Harness) -> None:
+    harness.start_operator()
+    harness.start_worker()
+    made = await harness.create("cronjobs", "tick", cron_spec(
+        "noop", EVERY_2_SECONDS, successfulJobsHistoryLimit=2))
+    seen: set[str] = set()
+
+    async def fired_four() -> bool:
+        for child in await children(harness, "tick"):
+            seen.add(child["metadata"]["name"])
+        return len(seen) >= 4
+    await eventually(fired_four, within=40, what="four firings")
+    child = (await children(harness, "tick"))[0]
+    owner = child["metadata"]["ownerReferences"][0]
+    assert owner["kind"] == "CronJob" and owner["controller"] is True
+    assert owner["uid"] == made["metadata"]["uid"]
+    assert child["metadata"]["labels"]["app"] == "cron-test"
+    assert child["metadata"]["name"] == f"tick-{int(slot_of(child))}"
+    assert int(slot_of(child)) % 2 == 0
+
+    async def trimmed() -> bool:
+        done = [c for c in await children(harness, "tick") if state(c) == "complete"]
+        return 0 < len(done) <= 2
+    await eventually(trimmed, within=30, what="history trimmed to 2 successful Jobs")
+    cron = await harness.get("cronjobs", "tick")
+    status = cron["status"]
+    assert status["lastScheduleTime"] and status["nextScheduleTime"]
+    assert status["lastSuccessfulTime"]
+    assert condition(cron, "Ready")["status"] == "True"
+
+
+async def test_forbid_skips_while_a_child_runs(harness: Harness) -> None:
+    harness.start_operator()
+    harness.start_worker()
+    await harness.create("cronjobs", "forbid", cron_spec(
+        "nap", EVERY_SECOND, concurrencyPolicy="Forbid", kwargs={"seconds": 30}))
+
+    async def skipped() -> bool:
+        events = await harness.events("forbid")
+        return any(e.reason == "ConcurrencyForbidden" for e in events)
+    await eventually(skipped, within=30, what="a firing skipped by Forbid")
+    running = await children(harness, "forbid")
+    assert len(running) == 1
+
+
+async def test_allow_runs_firings_side_by_side(harness: Harness) -> None:
+    harness.start_operator()
+    harness.start_worker()
+    await harness.create("cronjobs", "allow", cron_spec("nap", EVERY_SECOND,
+                                                        kwargs={"seconds": 30}))
+
+    async def two_active() -> bool:
+        return len([c for c in await children(harness, "allow") if state(c) == "active"]) >= 2
+    await eventually(two_active, within=30, what="two Jobs running at once")
+
+
+async def test_replace_aborts_the_running_child(harness: Harness) -> None:
+    harness.start_operator()
+    harness.start_worker()
+    await harness.create("cronjobs", "replace", cron_spec(
+        "nap", EVERY_2_SECONDS, concurrencyPolicy="Replace", kwargs={"seconds": 60}))
+
+    async def first_running() -> dict | None:
+        running = [c for c in await children(harness, "replace") if state(c) == "active"]
+        return running[0] if running else None
+    first = await eventually(first_running, within=30, what="a running child")
+    key = first["status"]["jobKey"]
+
+    async def replaced() -> bool:
+        names = {c["metadata"]["name"] for c in await children(harness, "replace")}
+        return first["metadata"]["name"] not in names and bool(names)
+    await eventually(replaced, within=30, what="the first child replaced")
+
+    async def aborted() -> bool:
+        job = await harness.queue().job(key)
+        return job is not None and job.status.value == "aborted"
+    await eventually(aborted, within=20, what="the replaced child's job aborted")
+
+
+async def test_suspend_holds_firings_until_resumed(harness: Harness) -> None:
+    harness.start_operator()
+    harness.start_worker()
+    await harness.create("cronjobs", "paused", cron_spec("noop", EVERY_SECOND, suspend=True))
+
+    async def suspended() -> dict | None:
+        cron = await harness.get("cronjobs", "paused")
+        ready = condition(cron, "Ready") if cron else None
+        return cron if ready and ready["reason"] == "Suspended" else None
+    cron = await eventually(suspended, within=30, what="the Suspended condition")
+    assert "nextScheduleTime" not in cron["status"]
+    assert await children(harness, "paused") == []
+    await harness.custom.patch_namespaced_custom_object(
+        GROUP, VERSION, harness.namespace, "cronjobs", "paused", {"spec": {"suspend": False}},
+        _content_type="application/merge-patch+json")
+    await eventually(lambda: children(harness, "paused"), within=30, what="a firing after resume")
+
+
+async def test_after_downtime_only_the_latest_missed_slot_runs(harness: Harness) -> None:
+    operator = harness.start_operator()
+    harness.start_worker()
+    await harness.create("cronjobs", "catchup", cron_spec("noop", EVERY_SECOND))
+    await eventually(lambda: children(harness, "catchup"), within=30, what="a first firing")
+    operator.kill()
+    down_at = time.time()
+    before = {c["metadata"]["name"] for c in await children(harness, "catchup")}
+    # the operator stays down while several slots pass (every second, by the wall clock)
+    await eventually(_after(down_at + 4), within=10, what="four missed slots")
+    harness.start_operator()
+    back_at = time.time()
+
+    async def caught_up() -> list[dict]:
+        return [c for c in await children(harness, "catchup")
+                if c["metadata"]["name"] not in before]
+    new = await eventually(caught_up, within=30, what="a firing after the restart")
+    missed = [c for c in new if slot_of(c) < back_at - 1]
+    # of the >= 4 missed slots, only the latest (the slot before restart) ran
+    assert len(missed) <= 1, [c["metadata"]["name"] for c in missed]
+    assert len({c["metadata"]["name"] for c in new}) == len(new)
+
+
+def _after(moment: float):
+    async def probe() -> bool:
+        return time.time() >= moment
+    return probe
