@@ -73,6 +73,7 @@ class Autoscaler:
         self.deployments: dict[tuple[str, str], WorkerDeployment] = {}
         self._poked = asyncio.Event()
         self._owners: dict[str, tuple[float, set[str]]] = {}  # namespace -> (when, names)
+        self._left_alone: set[str] = set()  # uids of Deployments another scaler owns
 
     # -- inputs -----------------------------------------------------------------------
 
@@ -134,7 +135,14 @@ class Autoscaler:
     async def scale(self, deployment: WorkerDeployment, depth: int) -> ScaleOutcome:
         current = deployment.replicas
         if await self._externally_scaled(deployment):
+            if deployment.uid not in self._left_alone:
+                self._left_alone.add(deployment.uid)
+                await self.events.post(
+                    deployment.ref, "Normal", "ScalingLeftToOthers",
+                    "an HPA or KEDA ScaledObject targets this Deployment; podq does not scale it",
+                )
             return ScaleOutcome(current, current, False, "ScaledByHPAOrKEDA")
+        self._left_alone.discard(deployment.uid)
         try:
             settings = settings_from_annotations(deployment.annotations)
         except ValueError as invalid:

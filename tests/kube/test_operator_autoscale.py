@@ -1,0 +1,136 @@
+"""The autoscaler on a real control plane: kube-controller-manager runs the Deployment
+and ReplicaSet controllers (Pods stay Pending without a kubelet), and local worker
+processes play the Pods, each reporting its Pod's name as hostname."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from kubernetes_asyncio import client
+from operator_harness import (  # noqa: F401 (fixtures)
+    Harness,
+    Process,
+    eventually,
+    harness_fixture,
+    podq_crds_fixture,
+)
+
+COST = "controller.kubernetes.io/pod-deletion-cost"
+
+
+def deployment(name: str, queue: str, **annotations: str) -> dict:
+    labels = {"app": name}
+    return {
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": name, "labels": {"podq.dev/queue": queue},
+                     "annotations": annotations},
+        "spec": {
+            "replicas": 0,
+            "selector": {"matchLabels": labels},
+            "template": {"metadata": {"labels": labels}, "spec": {
+                "automountServiceAccountToken": False,
+                "containers": [{"name": "worker", "image": "podq-worker:test"}]}},
+        },
+    }
+
+
+async def replicas(harness: Harness, name: str) -> int:
+    scale = await harness.apps.read_namespaced_deployment_scale(name, harness.namespace)
+    return scale.spec.replicas or 0
+
+
+async def live_pods(harness: Harness, app: str) -> dict[str, dict]:
+    pods = await harness.core.list_namespaced_pod(harness.namespace, label_selector=f"app={app}")
+    return {p.metadata.name: (p.metadata.annotations or {}) for p in pods.items
+            if not p.metadata.deletion_timestamp}
+
+
+@pytest.mark.timeout(240)
+async def test_scales_zero_to_n_to_zero_and_spares_busy_pods(harness: Harness) -> None:
+    queue = "scaled"
+    harness.start_operator()
+    await harness.apps.create_namespaced_deployment(harness.namespace, deployment(
+        "workers", queue, **{"podq.dev/max-replicas": "3", "podq.dev/concurrency": "2"}))
+
+    # from zero: the first Job's enqueue notification scales the Deployment up
+    started = time.monotonic()
+    await harness.create_job("long", "nap", queue=queue, kwargs={"seconds": 120}, timeout=300)
+    await eventually(lambda: replicas(harness, "workers"), within=10, what="scale from zero",
+                     interval=0.05)
+    from_zero_s = time.monotonic() - started
+    assert from_zero_s < 3, f"scaled from zero after {from_zero_s:.2f}s"
+    for index in range(4):
+        await harness.create_job(f"short-{index}", "noop", queue=queue)
+
+    async def three() -> bool:
+        return await replicas(harness, "workers") == 3
+    await eventually(three, within=20, what="3 replicas for 5 jobs at concurrency 2")
+
+    # the ReplicaSet made Pods; a worker process plays each one
+    pods = await eventually(lambda: _pods_exactly(harness, 3), within=30, what="3 pods")
+    workers: dict[str, Process] = {
+        name: harness.start_worker(queue, pod_name=name, concurrency=2) for name in pods}
+    for index in range(4):
+        await harness.wait_status(f"short-{index}", "complete", within=60)
+    long_job = await harness.wait_status("long", "active", within=60)
+    busy_worker = long_job["status"]["worker"]
+
+    async def busy_pod_marked() -> str | None:
+        marked = {n: a.get(COST) for n, a in (await live_pods(harness, "workers")).items()}
+        busy = [n for n, cost in marked.items() if cost and int(cost) > 0]
+        return busy[0] if len(busy) == 1 and all(c is not None for c in marked.values()) \
+            else None
+    busy = await eventually(busy_pod_marked, within=20, what="the busy pod's deletion cost")
+    assert busy_worker.startswith(busy + ":")
+
+    # depth is now 1 (the long job): after the stabilisation window, one replica, and
+    # the ReplicaSet removes the idle pods, not the busy one
+    async def one() -> bool:
+        return await replicas(harness, "workers") == 1
+    await eventually(one, within=30, what="scale down to 1")
+
+    async def only_busy_left() -> bool:
+        return list(await live_pods(harness, "workers")) == [busy]
+    await eventually(only_busy_left, within=30, what="idle pods deleted first")
+    for name, process in workers.items():
+        if name != busy:
+            process.stop()  # the kubelet would have stopped them
+    assert (await harness.get_job("long"))["status"]["status"] == "active"
+
+    # the last job goes: down to zero
+    await harness.delete_job("long")
+
+    async def zero() -> bool:
+        return await replicas(harness, "workers") == 0
+    await eventually(zero, within=30, what="scale down to 0")
+
+
+async def _pods_exactly(harness: Harness, count: int) -> dict[str, dict] | None:
+    pods = await live_pods(harness, "workers")
+    return pods if len(pods) == count else None
+
+
+async def test_leaves_deployments_owned_by_an_hpa_alone(harness: Harness) -> None:
+    harness.start_operator()
+    await harness.apps.create_namespaced_deployment(harness.namespace,
+                                                    deployment("hpa-workers", "hpa-queue"))
+    autoscaling = client.AutoscalingV2Api(harness.core.api_client)
+    await autoscaling.create_namespaced_horizontal_pod_autoscaler(harness.namespace, {
+        "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": "hpa-workers"},
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment",
+                               "name": "hpa-workers"},
+            "minReplicas": 1, "maxReplicas": 2,
+            "metrics": [{"type": "Resource", "resource": {
+                "name": "cpu", "target": {"type": "Utilization", "averageUtilization": 80}}}],
+        },
+    })
+    await harness.create_job("wants-workers", "noop", queue="hpa-queue")
+
+    async def left_alone() -> bool:
+        events = await harness.events("hpa-workers")
+        return any(e.reason == "ScalingLeftToOthers" for e in events)
+    await eventually(left_alone, within=30, what="the operator to step aside")
+    assert [e for e in await harness.events("hpa-workers") if e.reason == "Scaled"] == []
