@@ -18,7 +18,7 @@ import kopf
 from podq.operator import kube
 from podq.operator.autoscaler import Autoscaler
 from podq.operator.cronjobs import CronMemory, tick
-from podq.operator.jobs import abort_job, enqueue_job
+from podq.operator.jobs import abort_job
 from podq.operator.metrics import serve_metrics
 from podq.operator.mirror import StatusMirror
 from podq.operator.names import (
@@ -113,31 +113,18 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
 
 @kopf.on.event(GROUP, VERSION, JOBS)
 def job_event(event: dict, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    """Keep the registry current; a resource seen for the first time gets a status sync
-    (after a restart this is how the status catches up)."""
+    """Keep the registry current. A resource seen for the first time is marked for the
+    status writer's next pass, which enqueues its job (pipelined with the others of the
+    pass, and idempotent: the key is derived from the resource) and writes its status.
+    After a restart this is also how every status catches up."""
     if event["type"] == "DELETED":
         memo.registry.forget(body.metadata.uid)
         memo.mirror.forget(body.metadata.uid)
         return
-    handled = any(k.endswith("/" + LAST_HANDLED) and k.startswith(ANNOTATION_PREFIX)
-                  for k in body.metadata.annotations)
-    resource, new = memo.registry.observe(body, handled=handled)
+    resource, new = memo.registry.observe(body)
     if new:
         memo.pool.listen(resource.queue)
         memo.mirror.mark(resource.uid)
-
-
-@kopf.on.create(GROUP, VERSION, JOBS, backoff=1.0)
-async def job_created(body: kopf.Body, memo: kopf.Memo, logger: logging.Logger,
-                      **_: Any) -> None:
-    resource, _ = memo.registry.observe(body)
-    outcome = await enqueue_job(memo.pool.get(resource.queue), resource)
-    if outcome.action == "refused":
-        resource.refusal = (outcome.reason, outcome.message)
-        await memo.events.post(resource.ref, "Warning", outcome.reason, outcome.message)
-    resource.handled = True
-    memo.mirror.mark(resource.uid)
-    log.info("%s/%s: %s %s", resource.namespace, resource.name, outcome.action, outcome.message)
 
 
 @kopf.on.delete(GROUP, VERSION, JOBS, backoff=1.0)

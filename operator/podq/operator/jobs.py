@@ -25,29 +25,34 @@ def _state(job: Job) -> str:
     return getattr(job.status, "value", job.status)
 
 
-async def enqueue_job(queue: Queue, resource: JobResource, attempts: int = 0) -> Outcome:
-    """Enqueue the job of a Job resource unless it is already in Redis.
+async def enqueue_jobs(
+    queue: Queue, resources: list[JobResource]
+) -> dict[str, Outcome]:
+    """Enqueue the jobs of resources whose job is not in Redis, in one pipelined round
+    trip; returns an Outcome per resource uid.
 
-    Idempotent: the key is derived from the resource, so a repeated call (restart,
-    re-delivered event, second operator) finds the job, or the queue's uniqueness
-    refuses it. `attempts` carries the count over when a lost job is re-created.
+    Safe to repeat: the queue refuses a key that is queued or running, so a second
+    operator or a repeated pass cannot start a job twice. A resource that already has
+    a status (Redis lost the job) keeps its attempt count.
     """
-    try:
-        fields = engine_fields(resource.spec, resource.key)
-    except InvalidJobSpec as invalid:
-        return Outcome("refused", invalid.reason, invalid.message)
-    existing = await queue.job(resource.key)
-    # A finished job under a user-chosen key is an earlier run: SAQ replaces those.
-    replaceable = (
-        existing is not None and _state(existing) in TERMINAL
-        and bool(resource.spec.get("key")) and not resource.status
-    )
-    if existing is not None and not replaceable:
-        return Outcome("exists", message=f"job {resource.key} is {_state(existing)}")
-    job = Job(**fields, attempts=attempts)
-    if await queue.enqueue(job) is None:
-        return Outcome("exists", message=f"job {resource.key} is already queued or running")
-    return Outcome("enqueued", message=f"enqueued {job.function} as {resource.key} on {queue.name}")
+    outcomes: dict[str, Outcome] = {}
+    jobs: list[tuple[JobResource, Job]] = []
+    for resource in resources:
+        try:
+            fields = engine_fields(resource.spec, resource.key)
+        except InvalidJobSpec as invalid:
+            outcomes[resource.uid] = Outcome("refused", invalid.reason, invalid.message)
+            continue
+        attempts = int(resource.status.get("attempts") or 0)
+        jobs.append((resource, Job(**fields, attempts=attempts)))
+    enqueued = {job.key for job in await queue.enqueue_many([job for _, job in jobs])}
+    for resource, job in jobs:
+        if job.key in enqueued:
+            outcomes[resource.uid] = Outcome(
+                "enqueued", message=f"enqueued {job.function} as {job.key} on {queue.name}")
+        else:
+            outcomes[resource.uid] = Outcome("exists", message=f"job {job.key} is in the queue")
+    return outcomes
 
 
 async def abort_job(queue: Queue, key: str, error: str = ABORTED_BY_DELETE) -> Outcome:

@@ -95,13 +95,16 @@ class EventRecorder:
     """Posts Events, rate-limited, and at most one Warning per object and reason.
 
     kopf does not aggregate events; a failing job that retries must not flood the
-    namespace. Normal events beyond the rate are dropped (logged at debug level).
+    namespace, and a burst of thousands of completions must not double the API load.
+    Events beyond the rate are dropped (logged at debug level); Warnings have their own,
+    larger budget so that routine Normal events never crowd them out.
     """
 
-    def __init__(self, core: client.CoreV1Api, rate: float = 20, burst: float = 100,
+    def __init__(self, core: client.CoreV1Api, normal_rate: float = 5, warning_rate: float = 10,
                  component: str = "podq-operator") -> None:
         self.core = core
-        self.bucket = TokenBucket(rate, burst)
+        self.buckets = {"Normal": TokenBucket(normal_rate, normal_rate * 4),
+                        "Warning": TokenBucket(warning_rate, warning_rate * 5)}
         self.component = component
         self._warned: dict[tuple[str, str], float] = {}
 
@@ -115,7 +118,7 @@ class EventRecorder:
             if len(self._warned) > 50_000:  # forget the oldest half, bounded memory
                 for key in sorted(self._warned, key=self._warned.__getitem__)[:25_000]:
                     del self._warned[key]
-        if not self.bucket.take(1):
+        if not self.buckets[type_].take(1):
             log.debug("event dropped by the rate limit: %s %s %s", ref.name, reason, message)
             return False
         now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

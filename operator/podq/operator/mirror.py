@@ -21,7 +21,7 @@ from typing import Any
 from kubernetes_asyncio import client
 
 from podq.operator.coalesce import Coalescer, TokenBucket
-from podq.operator.jobs import enqueue_job
+from podq.operator.jobs import enqueue_jobs
 from podq.operator.kube import EventRecorder, is_status, patch_job_status
 from podq.operator.names import GROUP, JOBS, VERSION
 from podq.operator.queues import QueuePool
@@ -123,7 +123,8 @@ class StatusMirror:
     # -- one pass ---------------------------------------------------------------------
 
     async def sync(self, uids: Iterable[str]) -> Counter[str]:
-        """Bring the status of these resources in line with Redis; returns what was done."""
+        """Bring these resources in line with Redis: enqueue jobs that are not there
+        (new resources, or lost by Redis), then patch each status that differs."""
         done: Counter[str] = Counter()
         by_queue: dict[str, list[JobResource]] = {}
         for uid in uids:
@@ -134,10 +135,46 @@ class StatusMirror:
         for queue_name, resources in by_queue.items():
             queue = self.pool.get(queue_name)
             jobs = await queue.jobs([r.key for r in resources])
+            missing = [r for r, job in zip(resources, jobs, strict=True)
+                       if self._needs_enqueue(r, job)]
+            if missing:
+                done.update(await self._enqueue(queue, missing))
+                jobs = await queue.jobs([r.key for r in resources])
             work.extend(zip(resources, jobs, strict=True))
         results = await asyncio.gather(*(self._sync_one(r, j) for r, j in work))
         done.update(results)
-        self.counts.update(results)
+        self.counts.update(done)
+        return done
+
+    @staticmethod
+    def _needs_enqueue(resource: JobResource, job: Any) -> bool:
+        if resource.refusal or is_finished(resource.status):
+            return False
+        if job is None:
+            return True
+        # a finished job under a user-chosen key is an earlier run, which SAQ replaces
+        return bool(resource.spec.get("key")) and not resource.status \
+            and getattr(job.status, "value", job.status) in TERMINAL
+
+    async def _enqueue(self, queue: Any, resources: list[JobResource]) -> Counter[str]:
+        done: Counter[str] = Counter()
+        outcomes = await enqueue_jobs(queue, resources)
+        for resource in resources:
+            outcome = outcomes[resource.uid]
+            if outcome.action == "refused":
+                resource.refusal = (outcome.reason, outcome.message)
+                await self.events.post(resource.ref, "Warning", outcome.reason, outcome.message)
+                done["refused"] += 1
+            elif outcome.action == "enqueued" and resource.status:
+                # it had a status, so Redis lost it (restarted empty, flushed, failover)
+                attempts = resource.status.get("attempts") or 0
+                log.info("re-enqueued lost job %s (attempts so far: %s)", resource.key, attempts)
+                await self.events.post(resource.ref, "Normal", "Recovered",
+                                       f"job was missing from Redis; enqueued again after"
+                                       f" {attempts} attempt(s)")
+                done["recovered"] += 1
+            else:
+                done[outcome.action] += 1
         return done
 
     async def _sync_one(self, resource: JobResource, job: Any) -> str:
@@ -148,7 +185,8 @@ class StatusMirror:
             if resource.refusal:
                 desired = refused_status(*resource.refusal, **common)
             elif job is None:
-                return await self._job_missing(resource)
+                self._schedule_ttl(resource, now)
+                return "missing"
             else:
                 desired = job_status(view_of(job), **common)
             patch = status_patch(resource.status, desired)
@@ -163,27 +201,6 @@ class StatusMirror:
             await self._post_transition(resource, before, desired)
             self._schedule_ttl(resource, now)
             return "patched"
-
-    async def _job_missing(self, resource: JobResource) -> str:
-        if is_finished(resource.status):
-            self._schedule_ttl(resource, time.time())
-            return "finished"
-        if not resource.handled and not resource.status:
-            return "pending"  # kopf's create handler has not enqueued it yet
-        # Redis lost it (restarted empty, flushed, failover): the resource is the truth.
-        attempts = int(resource.status.get("attempts") or 0)
-        outcome = await enqueue_job(self.pool.get(resource.queue), resource, attempts=attempts)
-        if outcome.action == "enqueued":
-            log.info("re-enqueued lost job %s (attempts so far: %d)", resource.key, attempts)
-            await self.events.post(resource.ref, "Normal", "Recovered",
-                                   f"job was missing from Redis; enqueued again after"
-                                   f" {attempts} attempt(s)")
-            self.dirty.mark(resource.uid)
-            return "recovered"
-        if outcome.action == "refused":
-            resource.refusal = (outcome.reason, outcome.message)
-            self.dirty.mark(resource.uid)
-        return outcome.action
 
     async def _post_transition(
         self, resource: JobResource, before: str | None, desired: dict[str, Any]

@@ -26,7 +26,6 @@ class JobResource:
     status: dict[str, Any]
     key: str
     queue: str
-    handled: bool = False  # kopf's create handler finished (enqueued or refused)
     refusal: tuple[str, str] | None = None  # (reason, message) when never enqueued
     deleting: bool = False
 
@@ -40,8 +39,7 @@ class JobRegistry:
     by_uid: dict[str, JobResource] = field(default_factory=dict)
     by_key: dict[tuple[str, str], set[str]] = field(default_factory=dict)  # (queue, key)
 
-    def observe(self, body: Mapping[str, Any], *, handled: bool | None = None) -> tuple[
-            JobResource, bool]:
+    def observe(self, body: Mapping[str, Any]) -> tuple[JobResource, bool]:
         """Record what a watch event showed; returns (resource, whether it is new)."""
         meta = body["metadata"]
         uid = meta["uid"]
@@ -57,7 +55,6 @@ class JobRegistry:
                 status=dict(body.get("status") or {}),
                 key=job_key(meta["namespace"], meta["name"], uid, spec.get("key")),
                 queue=queue_name(spec),
-                handled=bool(handled),
             )
             self.by_uid[uid] = resource
             self.by_key.setdefault((resource.queue, resource.key), set()).add(uid)
@@ -66,8 +63,6 @@ class JobRegistry:
         known.status = dict(body.get("status") or {})
         known.generation = int(meta.get("generation") or known.generation)
         known.deleting = bool(meta.get("deletionTimestamp"))
-        if handled:
-            known.handled = True
         return known, False
 
     def forget(self, uid: str) -> JobResource | None:
