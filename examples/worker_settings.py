@@ -1,6 +1,6 @@
 """Functions the example manifests in this folder call.
 
-Run a worker for them with:  podq worker examples.worker_settings --redis-url redis://...
+Run a worker for them with:  podq worker examples.worker_settings.settings --redis-url redis://...
 (from the repository root, or with the root on PYTHONPATH).
 """
 

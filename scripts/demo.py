@@ -36,7 +36,7 @@ def exported(env_script: str) -> dict[str, str]:
     for line in env_script.splitlines():
         if line.startswith("export "):
             name, _, value = line[len("export "):].partition("=")
-            found[name] = shlex.split(value)[0] if value else ""
+            found[name] = os.path.expandvars(shlex.split(value)[0]) if value else ""
     return found
 
 
@@ -70,10 +70,16 @@ def job_states(env: dict[str, str]) -> list[tuple[str, str, bool]]:
     ]
 
 
-def wait_for_examples(env: dict[str, str], deadline_s: float) -> bool:
+def wait_for_examples(
+    env: dict[str, str], deadline_s: float, processes: list[subprocess.Popen[bytes]]
+) -> bool:
     """True once every Job finished and a CronJob's child did too."""
     deadline = time.monotonic() + deadline_s
     while time.monotonic() < deadline:
+        for process in processes:
+            if process.poll() is not None:
+                print(f"{shlex.join(process.args)} exited with {process.returncode}")
+                return False
         states = job_states(env)
         if states and all(s in TERMINAL for _, s, _ in states) and any(c for *_, c in states):
             return True
@@ -107,17 +113,18 @@ def main() -> int:
         env["PYTHONPATH"] = str(REPO)
         processes.append(start("operator", [podq, "operator", "--all-namespaces",
                                             "--redis-url", redis.url], env))
-        processes.append(start("worker", [podq, "worker", "examples.worker_settings",
+        processes.append(start("worker", [podq, "worker", "examples.worker_settings.settings",
                                           "--redis-url", redis.url], env))
         print("==> kubectl apply -f examples/")
         kubectl("apply", "-f", str(REPO / "examples"), env=env)
-        done = wait_for_examples(env, args.timeout)
+        done = wait_for_examples(env, args.timeout, processes)
         kubectl("get", "podq", env=env)
         if not done:
-            print(f"examples did not finish within {args.timeout:.0f}s; logs in {RUN_DIR}")
+            print(f"examples did not finish (limit {args.timeout:.0f}s); logs in {RUN_DIR}")
             return 1
         print("\nAll example Jobs finished. To look around, in another shell:")
-        print(f"    export KUBECONFIG={env['KUBECONFIG']} PATH={shlex.quote(env['PATH'])}")
+        print(f"    eval \"$(PODQ_CONTROL_PLANE_DIR={env['PODQ_CONTROL_PLANE_DIR']}"
+              " scripts/control-plane env)\"")
         print("    kubectl get podq -w")
         if args.exit_when_done:
             return 0
