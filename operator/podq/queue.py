@@ -15,6 +15,8 @@ import typing as t
 from importlib import resources
 
 from redis import asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
 
 from podq.job import (
     TERMINAL_STATUSES,
@@ -249,8 +251,13 @@ class Queue:
 
     @classmethod
     def from_url(cls, url: str, name: str = "default", **kwargs: t.Any) -> Queue:
-        """A queue on the Redis at url (redis://, rediss://, unix://)."""
-        return cls(aioredis.from_url(url), name=name, **kwargs)
+        """A queue on the Redis at url (redis://, rediss://, unix://).
+
+        Commands are retried on a dropped connection (3 times, backoff up to 1 s), so a
+        Redis restart costs a retry rather than an error.
+        """
+        retry = Retry(ExponentialBackoff(cap=1.0, base=0.05), 3)
+        return cls(aioredis.from_url(url, retry=retry), name=name, **kwargs)
 
     def __repr__(self) -> str:
         return f"Queue<name={self.name!r}, redis={self.redis!r}>"

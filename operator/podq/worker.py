@@ -264,9 +264,11 @@ class Worker:
         while not self._stop_event.is_set():
             free = self.concurrency - self._executing
             if self.burst and self.max_burst_jobs is not None:
-                free = min(free, self.max_burst_jobs - self._processed)
-                if free <= 0 and self._executing == 0 and not self.jobs:
+                if self._processed >= self.max_burst_jobs:
+                    if self._tasks:
+                        await asyncio.wait(list(self._tasks.values()))
                     return
+                free = min(free, self.max_burst_jobs - self._processed)
             if free <= 0:
                 self._slot.clear()
                 await self._slot.wait()
@@ -326,6 +328,8 @@ class Worker:
             self._running.discard(job.key)
             self._executing -= 1
             self._slot.set()
+            if self.burst:
+                self._wake.set()  # the queue may be done: let the dispatcher check
 
     def _job_done(self, job: Job, task: asyncio.Task[None]) -> None:
         self._release(job)

@@ -71,7 +71,8 @@ async def test_job_jobs_and_iter_jobs(queue: Queue) -> None:
     await queue.enqueue("f", key="b")
     assert (await queue.job("a")) == a
     assert await queue.job("missing") is None
-    assert [j.key if j else None for j in await queue.jobs(["a", "missing", "b"])] == ["a", None, "b"]
+    found = await queue.jobs(["a", "missing", "b"])
+    assert [j.key if j else None for j in found] == ["a", None, "b"]
     [taken], _ = await queue.take(1, "w")
     assert taken.key == "a"
     found = {j.key: j.status async for j in queue.iter_jobs()}
@@ -406,7 +407,7 @@ async def test_sweep_recovers_jobs_of_a_worker_without_liveness(queue: Queue) ->
 async def test_sweep_aborts_stuck_jobs_of_live_workers(queue: Queue) -> None:
     await queue.write_worker_info("w", {"id": "w"}, ttl=30)
     await queue.enqueue("f", key="hb", heartbeat=1, timeout=0, retries=1)
-    [job], _ = await queue.take(1, "w")
+    await queue.take(1, "w")
     assert await queue.sweep(lock=0.01, abort=0.1) == []
     await asyncio.sleep(1.1)
     assert await queue.sweep(lock=0.01, abort=0.1) == [queue.job_id("hb")]
