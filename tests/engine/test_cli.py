@@ -1,0 +1,214 @@
+"""The `podq` command as a subprocess: good and bad input, SIGKILL and SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import types
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from engine_helpers import Workers, wait_for
+
+from podq import Queue, Status
+from podq.cli import main as cli_main
+from podq.testing import free_port
+
+HERE = Path(__file__).resolve().parent
+PODQ = [str(Path(sys.executable).parent / "podq")]
+if not Path(PODQ[0]).exists():
+    PODQ = [sys.executable, "-m", "podq.cli"]
+SETTINGS = "podq_test_settings.settings"
+
+
+def podq(*args: str, timeout: float = 20) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*PODQ, *args], cwd=HERE, capture_output=True, text=True, timeout=timeout,
+        env={**os.environ, "PODQ_REDIS_URL": ""},
+    )
+
+
+@pytest.fixture
+def spawn(redis_url: str) -> Iterator[list[subprocess.Popen[str]]]:
+    procs: list[subprocess.Popen[str]] = []
+    yield procs
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+        p.wait(10)
+
+
+def start_worker(procs: list, redis_url: str, *extra: str) -> subprocess.Popen[str]:
+    proc = subprocess.Popen(
+        [*PODQ, "worker", SETTINGS, "--redis-url", redis_url, *extra],
+        cwd=HERE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    procs.append(proc)
+    return proc
+
+
+async def live_worker(queue: Queue) -> dict:
+    return await wait_for(queue.workers, 10)
+
+
+def unreachable_url() -> str:
+    return f"redis://127.0.0.1:{free_port()}/0"
+
+
+async def test_enqueue_prints_key_and_id_and_stores_options(queue: Queue, redis_url: str) -> None:
+    r = podq("enqueue", "add", "--kwargs", '{"a": 1, "b": 2}', "--redis-url", redis_url,
+             "--queue", "test", "--key", "k1", "--retries", "2", "--priority", "3",
+             "--ttl", "60", "--timeout", "5")
+    assert r.returncode == 0, r.stderr
+    key, job_id = r.stdout.split()
+    assert key == "k1" and job_id == "podq:{test}:job:k1"
+    job = await queue.job("k1")
+    assert job.kwargs == {"a": 1, "b": 2} and (job.retries, job.priority, job.ttl) == (2, 3, 60)
+    assert job.timeout == 5 and job.status is Status.QUEUED
+    r = podq("enqueue", "add", "--redis-url", redis_url, "--queue", "test", "--scheduled", "+60",
+             "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["scheduled"] > time.time()
+    assert await queue.count("scheduled") == 1
+    dup = podq("enqueue", "add", "--redis-url", redis_url, "--queue", "test", "--key", "k1")
+    assert dup.returncode == 1 and "already pending" in dup.stderr
+
+
+def test_enqueue_bad_input(redis_url: str) -> None:
+    r = podq("enqueue", "add", "--kwargs", "{not json", "--redis-url", redis_url)
+    assert r.returncode == 2 and "--kwargs is not valid JSON" in r.stderr
+    r = podq("enqueue", "add", "--kwargs", "[1]", "--redis-url", redis_url)
+    assert r.returncode == 2 and "JSON object" in r.stderr
+    r = podq("enqueue", "add", "--redis-url", redis_url, "--scheduled", "soon")
+    assert r.returncode == 2 and "--scheduled" in r.stderr
+    url = unreachable_url()
+    r = podq("enqueue", "add", "--redis-url", url)
+    assert r.returncode == 1 and f"cannot reach Redis at {url}" in r.stderr
+    r = podq("info", "--redis-url", url)
+    assert r.returncode == 1 and url in r.stderr
+
+
+def test_worker_bad_input(redis_url: str) -> None:
+    r = podq("worker", "no_such_module.settings", "--redis-url", redis_url)
+    assert r.returncode == 2 and "cannot import settings 'no_such_module.settings'" in r.stderr
+    r = podq("worker", "podq_test_settings.missing", "--redis-url", redis_url)
+    assert r.returncode == 2 and "not found" in r.stderr
+    r = podq("worker", "podq_test_settings.not_a_dict", "--redis-url", redis_url)
+    assert r.returncode == 2 and "must be a dict" in r.stderr
+    url = unreachable_url()
+    r = podq("worker", SETTINGS, "--redis-url", url)
+    assert r.returncode == 1 and f"cannot reach Redis at {url}" in r.stderr
+
+
+async def test_worker_burst_runs_jobs_and_exits(redis_url: str) -> None:
+    q = Queue.from_url(redis_url, name="cli")
+    try:
+        job = await q.enqueue("add", a=2, b=3)
+        r = podq("worker", "podq_test_settings.make_settings", "--redis-url", redis_url,
+                 "--burst")
+        assert r.returncode == 0, r.stderr
+        await job.refresh()
+        assert job.status is Status.COMPLETE and job.result == 5
+    finally:
+        await q.disconnect()
+
+
+async def test_unknown_function_and_info_with_a_live_worker(
+    redis_url: str, spawn: list, queue: Queue
+) -> None:
+    default = Queue.from_url(redis_url)
+    try:
+        start_worker(spawn, redis_url)
+        [record] = await live_worker(default)
+        r = podq("enqueue", "nope", "--redis-url", redis_url)
+        assert r.returncode == 2
+        assert "unknown function 'nope'" in r.stderr and "add, slow" in r.stderr
+        r = podq("info", "--redis-url", redis_url)
+        assert r.returncode == 0 and "queue default" in r.stdout and record["id"] in r.stdout
+        r = podq("info", "--redis-url", redis_url, "--json")
+        [info] = [q for q in json.loads(r.stdout) if q["name"] == "default"]
+        assert info["workers"][0]["functions"] == ["add", "slow"]
+        assert info["workers"][0]["hostname"] and info["workers"][0]["pid"] == spawn[0].pid
+    finally:
+        await default.disconnect()
+
+
+async def test_worker_killed_with_sigkill_has_its_jobs_recovered(
+    redis_url: str, spawn: list, workers: Workers
+) -> None:
+    q = Queue.from_url(redis_url)
+    try:
+        proc = start_worker(spawn, redis_url)
+        await live_worker(q)
+        again = await q.enqueue("slow", seconds=60, key="again", retries=2, timeout=0)
+        lost = await q.enqueue("slow", seconds=60, key="lost", retries=1, timeout=0)
+        await wait_for(lambda: q.count("active"), 5)
+        assert await q.count("active") == 2
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(5)
+        killed_at = time.monotonic()
+        # a healthy worker notices the dead one's expired liveness record and sweeps
+        await workers.start(q, [("slow", lambda ctx, seconds: "rerun")])
+        await again.refresh(until_complete=10)
+        assert again.status is Status.COMPLETE and again.result == "rerun"
+        assert again.attempts == 2  # the killed attempt counted; retried once
+        await lost.refresh(until_complete=10)
+        assert lost.status is Status.ABORTED and lost.error == "swept"
+        assert time.monotonic() - killed_at < 5
+    finally:
+        await q.disconnect()
+
+
+async def test_sigterm_drains_running_jobs(redis_url: str, spawn: list) -> None:
+    q = Queue.from_url(redis_url)
+    try:
+        proc = start_worker(spawn, redis_url, "--shutdown-grace-period-s", "10")
+        await live_worker(q)
+        job = await q.enqueue("slow", seconds=1.0)
+        await wait_for(lambda: q.count("active"), 5)
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.sleep(0.2)
+        late = await q.enqueue("add", a=1, b=1)  # not taken: the worker is draining
+        rc = await asyncio.to_thread(proc.wait, 10)
+        assert rc == 0
+        await job.refresh()
+        assert job.status is Status.COMPLETE and job.result == "slow done"
+        await late.refresh()
+        assert late.status is Status.QUEUED
+        assert await q.workers() == []
+    finally:
+        await q.disconnect()
+
+
+async def test_sigterm_past_grace_puts_jobs_back(redis_url: str, spawn: list) -> None:
+    q = Queue.from_url(redis_url)
+    try:
+        proc = start_worker(spawn, redis_url, "--shutdown-grace-period-s", "0.3")
+        await live_worker(q)
+        job = await q.enqueue("slow", seconds=60, timeout=120)
+        await wait_for(lambda: q.count("active"), 5)
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(proc.wait, 10) == 0
+        await job.refresh()
+        assert job.status is Status.QUEUED and await q.count("queued") == 1
+    finally:
+        await q.disconnect()
+
+
+def test_operator_subcommand_forwards_argv(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    seen: list[list[str]] = []
+    fake = types.ModuleType("podq.operator.main")
+    fake.main = lambda argv: seen.append(argv) or 7  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "podq.operator.main", fake)
+    assert cli_main(["operator", "run", "--namespace", "x"]) == 7
+    assert seen == [["run", "--namespace", "x"]]
+    monkeypatch.setitem(sys.modules, "podq.operator.main", None)  # import fails
+    assert cli_main(["operator"]) == 2
+    assert "pip install 'podq[operator]'" in capsys.readouterr().err
