@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import time
@@ -180,3 +181,28 @@ def test_exit_with_takes_the_control_plane_down_when_its_owner_dies(tmp_path: Pa
     while any(pid_alive(pid) for pid in pids) or (tmp_path / "cp").exists():
         assert time.monotonic() < deadline, "the watchdog did not take it down"
         time.sleep(0.2)
+
+
+def test_status_reports_a_dead_process_and_up_starts_afresh(tmp_path: Path) -> None:
+    run = tmp_path / "cp"
+    plane = ControlPlane.up(run)
+    try:
+        apiserver = plane.state["processes"]["kube-apiserver"]["pid"]
+        os.kill(apiserver, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while pid_alive(apiserver):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        status = run_control_plane_script("status", run_dir=run)
+        assert status.returncode == 1
+        assert "NOT healthy" in status.stdout and "STOPPED" in status.stdout
+
+        again = run_control_plane_script("up", run_dir=run)
+        assert again.returncode == 0, again.stderr
+        assert "cleaning up a stale or partial control plane" in again.stderr
+        old_pids = [p["pid"] for p in plane.state["processes"].values()]
+        assert not any(pid_alive(pid) for pid in old_pids)  # the survivors were stopped
+        fresh = ControlPlane.from_run_dir(run)
+        assert fresh.kubectl("get", "--raw", "/readyz").stdout.strip() == "ok"
+    finally:
+        run_control_plane_script("down", run_dir=run)
