@@ -538,3 +538,50 @@ def test_all_options_on_render_everything(render) -> None:
     ingress = policies["podq-operator"]["spec"]["ingress"]
     assert {"ports": [{"port": "healthz", "protocol": "TCP"}]} in ingress
     assert any(rule.get("from") == ALL_ON["networkPolicy"]["metricsFrom"] for rule in ingress)
+
+
+# ----------------------------------------------------------------- package and docs
+
+
+def test_packaged_chart_renders_the_same(helm_bin: str, tmp_path: Path, render) -> None:
+    """What users install from a chart repository: `helm package` keeps files/crds/."""
+    run_helm(helm_bin, "package", str(CHART), "--destination", str(tmp_path))
+    (package,) = tmp_path.glob("podq-*.tgz")
+    out = run_helm(helm_bin, "template", "podq", str(package), "--namespace", "podq-system",
+                   "--kube-version", KUBE_VERSION).stdout
+    from_package = [d for d in yaml.safe_load_all(out) if d]
+    assert from_package == render()
+    assert len(by_kind(from_package, "CustomResourceDefinition")) == 2
+
+
+def chart_values_in(text: str) -> list[dict[str, Any]]:
+    """The ```yaml blocks of a Markdown text that are chart values (top-level keys of
+    values.yaml only)."""
+    known = set(yaml.safe_load((CHART / "values.yaml").read_text()))
+    found = []
+    for block in text.split("```yaml\n")[1:]:
+        doc = yaml.safe_load(block.split("```", 1)[0])
+        if isinstance(doc, dict) and doc and set(doc) <= known:
+            found.append(doc)
+    return found
+
+
+def test_values_shown_in_docs_install_render(render) -> None:
+    snippets = chart_values_in((ROOT / "docs" / "install.md").read_text())
+    assert len(snippets) >= 5
+    for values in snippets:
+        render(values)
+
+
+def test_values_in_the_gitops_examples_render(render) -> None:
+    app = yaml.safe_load((ROOT / "examples/gitops/argocd/podq-application.yaml").read_text())
+    assert app["spec"]["source"]["path"] == "charts/podq"
+    objs = render(app["spec"]["source"]["helm"]["valuesObject"])
+    worker = one(objs, "Deployment", "podq-worker")
+    assert "replicas" not in worker["spec"]
+
+    (release,) = [d for d in yaml.safe_load_all(
+        (ROOT / "examples/gitops/flux/podq-helmrelease.yaml").read_text())
+        if d["kind"] == "HelmRelease"]
+    assert release["spec"]["chart"]["spec"]["chart"] == "./charts/podq"
+    render(release["spec"]["values"])

@@ -184,6 +184,9 @@ def test_operator_cli_accepts_the_args_the_chart_renders(render) -> None:
             assert args.namespace == ["a", "b"] and args.metrics_port == 9090
         else:
             assert args.all_namespaces
+            # the image alone (docker run) behaves as the chart's default install
+            stage = final_stage(IMAGES / "Dockerfile.operator")
+            assert container["args"] == exec_form(stage, "CMD")
 
 
 # ---------------------------------------------------------------- the worker image, run
