@@ -402,6 +402,28 @@ def test_embedded_redis_is_official_image_with_generated_password(render) -> Non
     assert policy["spec"]["ingress"][0]["ports"] == [{"port": "redis", "protocol": "TCP"}]
 
 
+def test_embedded_redis_password_from_an_existing_secret(render) -> None:
+    """For Argo CD, which renders without the cluster: no generated Secret that would
+    change at every render."""
+    objs = render({"redis": {"embedded": {"enabled": True, "existingSecret": "my-redis",
+                                          "existingSecretKey": "pw"}}})
+    assert not by_kind(objs, "Secret")
+    for name, pod in pod_specs(objs).items():
+        env = env_of(pod["containers"][0])
+        key = "REDIS_PASSWORD" if name == "podq-redis" else "PODQ_REDIS_PASSWORD"
+        assert env[key]["valueFrom"]["secretKeyRef"] == {"name": "my-redis", "key": "pw"}, name
+
+
+def test_embedded_redis_without_auth(render) -> None:
+    objs = render({"redis": {"embedded": {"enabled": True, "auth": False}}})
+    assert not by_kind(objs, "Secret")
+    redis = one(objs, "Deployment", "podq-redis")["spec"]["template"]["spec"]["containers"][0]
+    assert "--requirepass" not in redis["args"]
+    operator = one(objs, "Deployment", "podq-operator")["spec"]["template"]["spec"]
+    assert env_of(operator["containers"][0])["PODQ_REDIS_URL"]["value"] == (
+        "redis://podq-redis:6379/0")
+
+
 @pytest.mark.parametrize(("values", "message"), [
     ({"redis": {"url": ""}}, "set redis.url"),
     ({"redis": {"url": "redis://:secret@r:6379"}}, "holds a password"),

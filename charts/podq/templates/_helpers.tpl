@@ -109,7 +109,7 @@ the CA file appended as redis-py's `ssl_ca_certs` query argument.
 {{- define "podq.redis.passwordSecret" -}}
 {{- if .Values.redis.embedded.enabled -}}
 {{- if .Values.redis.embedded.auth -}}
-{{- include "podq.redis.fullname" . -}}
+{{- default (include "podq.redis.fullname" .) .Values.redis.embedded.existingSecret -}}
 {{- end -}}
 {{- else -}}
 {{- .Values.redis.password.existingSecret -}}
@@ -118,7 +118,11 @@ the CA file appended as redis-py's `ssl_ca_certs` query argument.
 
 {{- define "podq.redis.passwordKey" -}}
 {{- if .Values.redis.embedded.enabled -}}
+{{- if .Values.redis.embedded.existingSecret -}}
+{{- .Values.redis.embedded.existingSecretKey -}}
+{{- else -}}
 redis-password
+{{- end -}}
 {{- else -}}
 {{- .Values.redis.password.key -}}
 {{- end -}}
