@@ -381,6 +381,9 @@ class Queue:
             raise ValueError(f"Job {job} registered to a different queue")
         if not explicit_timeout:
             job.timeout = self.default_timeout
+            # a queue configured with its own default counts as a choice; only jobs with
+            # no choice at all take the default timeout of the worker that runs them
+            explicit_timeout = self.default_timeout != 10
         if not isinstance(job.priority, int) or abs(job.priority) > PRIORITY_LIMIT:
             raise ValueError(
                 f"priority must be an integer between -{PRIORITY_LIMIT} and {PRIORITY_LIMIT}"
