@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import yaml
+
+from podq import Job
 
 CRDS = Path(__file__).resolve().parents[2] / "crds"
 
@@ -45,10 +48,17 @@ def test_cronjob_template_spec_is_the_job_spec() -> None:
 def test_job_defaults_match_the_engine() -> None:
     spec = schema(load("jobs.podq.dev.yaml"))["properties"]["spec"]["properties"]
     defaults = {name: field.get("default") for name, field in spec.items() if "default" in field}
+    engine = {f.name: f.default for f in dataclasses.fields(Job)}
     assert defaults == {
-        "queue": "default", "timeout": 10, "heartbeat": 0, "retries": 1, "ttl": 600,
-        "retryDelay": 0, "priority": 0,
+        "queue": "default",
+        "timeout": engine["timeout"],
+        "heartbeat": engine["heartbeat"],
+        "retries": engine["retries"],
+        "ttl": engine["ttl"],
+        "retryDelay": engine["retry_delay"],
+        "priority": engine["priority"],
     }
+    assert engine["retry_backoff"] is False and "default" not in spec["retryBackoff"]
 
 
 def test_names_and_categories() -> None:

@@ -76,3 +76,23 @@ def test_short_ttl_is_raised_so_the_outcome_stays_readable() -> None:
     assert engine_fields({"function": "f", "ttl": 5}, "k")["ttl"] == 60
     assert engine_fields({"function": "f", "ttl": 0}, "k")["ttl"] == 0
     assert engine_fields({"function": "f", "ttl": 600}, "k")["ttl"] == 600
+
+
+def test_registry_compacts_finished_resources_and_ignores_stale_events() -> None:
+    from podq.operator.registry import JobRegistry
+
+    body = {"metadata": {"namespace": "ns", "name": "j", "uid": "u", "generation": 1},
+            "spec": {"function": "f", "kwargs": {"big": "x" * 1000}, "queue": "q"},
+            "status": {"status": "active", "attempts": 1}}
+    registry = JobRegistry()
+    resource, new = registry.observe(body)
+    assert new and resource.spec["kwargs"] and registry.for_key("q", "ns/j/u") == [resource]
+    finished = {**body, "status": {"status": "complete", "attempts": 1, "result": [1] * 100,
+                                   "completedTime": "2030-01-01T00:00:00Z"}}
+    registry.observe(finished)
+    assert resource.spec == {"queue": "q"}
+    assert resource.status == {"status": "complete", "attempts": 1,
+                               "completedTime": "2030-01-01T00:00:00Z"}
+    registry.observe(body)  # a stale event from before the finish
+    assert resource.status["status"] == "complete"
+    assert registry.forget("u") is resource and registry.for_key("q", "ns/j/u") == []

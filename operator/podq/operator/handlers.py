@@ -65,6 +65,9 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
         prefix=ANNOTATION_PREFIX, key=LAST_HANDLED, ignored_fields=["spec.kwargs", "spec.meta"])
     settings.posting.level = logging.WARNING  # podq posts its own, rate-limited Events
     settings.watching.server_timeout = 300
+    # kopf keeps a worker (holding the latest body) per object until it idles this long
+    settings.queueing.idle_timeout = 1.0
+    settings.watching.chunk_size = 500  # list in pages: thousands of Jobs in one body is a spike
     options: Options = memo.options
     memo.kube = await kube.connect()
     memo.pool = QueuePool(options.redis_url)

@@ -11,6 +11,8 @@ Redis lost.
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
 import logging
 import time
 from collections import Counter
@@ -37,6 +39,24 @@ from podq.operator.status import (
 )
 
 log = logging.getLogger("podq.operator")
+
+
+def _load_malloc_trim() -> Any:
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc
+        return None
+
+
+_MALLOC_TRIM = _load_malloc_trim()
+
+
+def release_free_memory() -> None:
+    """Hand freed heap pages back to the OS. A burst (thousands of watch events, each
+    a decoded JSON body) leaves glibc's heap fragmented and RSS at its peak long after
+    the objects are gone; malloc_trim returns the free pages."""
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
 
 
 def _merged(current: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
@@ -119,6 +139,7 @@ class StatusMirror:
             for name in self.registry.queues():
                 self.pool.listen(name)
             self.mark_unfinished()
+            release_free_memory()
 
     # -- one pass ---------------------------------------------------------------------
 
@@ -129,8 +150,13 @@ class StatusMirror:
         by_queue: dict[str, list[JobResource]] = {}
         for uid in uids:
             resource = self.registry.by_uid.get(uid)
-            if resource is not None and not resource.deleting:
-                by_queue.setdefault(resource.queue, []).append(resource)
+            if resource is None or resource.deleting:
+                continue
+            if is_finished(resource.status):  # final, like a batch/v1 Job
+                self._schedule_ttl(resource, time.time())
+                done["finished"] += 1
+                continue
+            by_queue.setdefault(resource.queue, []).append(resource)
         work = []
         for queue_name, resources in by_queue.items():
             queue = self.pool.get(queue_name)
@@ -200,6 +226,7 @@ class StatusMirror:
             resource.status = _merged(resource.status, patch)
             await self._post_transition(resource, before, desired)
             self._schedule_ttl(resource, now)
+            resource.compact()
             return "patched"
 
     async def _post_transition(

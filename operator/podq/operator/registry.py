@@ -14,6 +14,11 @@ from typing import Any
 from podq.operator.jobspec import queue_name
 from podq.operator.kube import ObjectRef
 from podq.operator.names import API_VERSION, job_key
+from podq.operator.status import is_finished
+
+# What a finished resource still needs: its deletion after ttlSecondsAfterFinished.
+_KEPT_SPEC = ("queue", "key", "ttlSecondsAfterFinished")
+_KEPT_STATUS = ("status", "completedTime", "attempts")
 
 
 @dataclass
@@ -28,6 +33,14 @@ class JobResource:
     queue: str
     refusal: tuple[str, str] | None = None  # (reason, message) when never enqueued
     deleting: bool = False
+
+    def compact(self) -> None:
+        """Drop what a finished resource no longer needs (kwargs, result, conditions):
+        thousands of finished Jobs may sit in a namespace, the operator's memory must not
+        grow with their payloads. Finished resources are never synced again."""
+        if is_finished(self.status):
+            self.spec = {k: self.spec[k] for k in _KEPT_SPEC if k in self.spec}
+            self.status = {k: self.status[k] for k in _KEPT_STATUS if k in self.status}
 
     @property
     def ref(self) -> ObjectRef:
@@ -59,10 +72,18 @@ class JobRegistry:
             self.by_uid[uid] = resource
             self.by_key.setdefault((resource.queue, resource.key), set()).add(uid)
             resource.deleting = bool(meta.get("deletionTimestamp"))
+            resource.compact()
             return resource, True
-        known.status = dict(body.get("status") or {})
+        status = dict(body.get("status") or {})
+        # Events can trail our own patches (an event from before the patch arrives after
+        # it). The operator is the only status writer and a finished job stays finished,
+        # so an older, unfinished status never replaces a finished one.
+        if not (is_finished(known.status) and not is_finished(status)):
+            known.status = status
+            known.spec = spec
         known.generation = int(meta.get("generation") or known.generation)
         known.deleting = bool(meta.get("deletionTimestamp"))
+        known.compact()
         return known, False
 
     def forget(self, uid: str) -> JobResource | None:
