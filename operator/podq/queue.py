@@ -16,6 +16,7 @@ from importlib import resources
 
 from redis import asyncio as aioredis
 from redis.asyncio.retry import Retry
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.backoff import ExponentialBackoff
 
 from podq.job import (
@@ -90,11 +91,18 @@ class _Notifier:
         self.task: asyncio.Task[None] | None = None
         self.ready = asyncio.Event()
 
-    async def start(self) -> None:
+    async def start(self, timeout: float = 10.0) -> None:
+        """Make sure the channel is subscribed; ConnectionError if Redis cannot be
+        reached within timeout seconds (the reader keeps trying meanwhile)."""
         if self.task is None or self.task.done():
             self.ready = asyncio.Event()
             self.task = asyncio.create_task(self._run(), name=f"podq-notify-{self.queue.name}")
-        await self.ready.wait()
+        try:
+            await asyncio.wait_for(self.ready.wait(), timeout)
+        except TimeoutError:
+            raise RedisConnectionError(
+                f"cannot subscribe to {self.channel}: Redis unreachable"
+            ) from None
 
     def _dispatch(self, key: str | None, status: str) -> None:
         for cb in list(self.callbacks):

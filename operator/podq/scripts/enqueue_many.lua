@@ -26,12 +26,15 @@ for i = 4, #ARGV, 3 do
         redis.call('ZADD', KEYS[1], string.format('%.0f', tonumber(pri) * 1e12 + seq), key)
       end
       redis.call('PUBLISH', prefix .. 'changes', 'queued:' .. key)
-      redis.call('PUBLISH', prefix .. 'wake', 'queued:' .. key)
       ok = '1'
       enqueued = enqueued + 1
     end
   end
   out[#out + 1] = ok
 end
-if enqueued > 0 then redis.call('HINCRBY', KEYS[4], 'enqueued', enqueued) end
+if enqueued > 0 then
+  redis.call('HINCRBY', KEYS[4], 'enqueued', enqueued)
+  -- one wake-up for the whole batch: workers take as many jobs as they have slots
+  redis.call('PUBLISH', prefix .. 'wake', 'queued:')
+end
 return table.concat(out)
