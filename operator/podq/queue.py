@@ -16,8 +16,8 @@ from importlib import resources
 
 from redis import asyncio as aioredis
 from redis.asyncio.retry import Retry
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from podq.job import (
     TERMINAL_STATUSES,
