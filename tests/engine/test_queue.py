@@ -414,3 +414,24 @@ async def test_sweep_aborts_stuck_jobs_of_live_workers(queue: Queue) -> None:
     stored = await queue.job("hb")
     assert stored.status is Status.ABORTED and stored.error == "swept"
     assert await queue.count("active") == 0
+
+
+async def test_retry_puts_any_job_back_to_queued(queue: Queue) -> None:
+    await queue.enqueue("f", key="done", ttl=0)
+    [job], _ = await queue.take(1, "w")
+    await queue.finish(job, Status.FAILED, error="bad")
+    await job.retry("try again")
+    stored = await queue.job("done")
+    assert stored.status is Status.QUEUED and stored.error == "try again"
+    assert stored.completed == 0 and stored.started == 0
+    [again], _ = await queue.take(1, "w")
+    assert again.key == "done" and again.attempts == 2
+    assert await queue.redis.pttl(queue.job_id("done")) == -1  # pending jobs never expire
+
+
+async def test_update_of_a_vanished_job_stores_nothing(queue: Queue) -> None:
+    await queue.enqueue("f", key="gone", ttl=-1)
+    [job], _ = await queue.take(1, "w")
+    await queue.finish(job, Status.COMPLETE)
+    await job.update(progress=0.5)
+    assert await queue.job("gone") is None
