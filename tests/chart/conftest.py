@@ -7,19 +7,39 @@ Nothing here is skipped: without helm the tests fail with the reason.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 from chart_helpers import CHART, KUBE_VERSION, find_helm, run_helm
 
+CHART_TESTS = Path(__file__).resolve().parent
+_helm: dict[str, str] = {}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Find (on a cold machine: build) helm before the first test, so the build is not cut
+    short by the per-test timeout."""
+    if config.option.collectonly or _helm:
+        return
+    if any(CHART_TESTS in item.path.resolve().parents for item in items):
+        try:
+            _helm["path"] = find_helm()
+        except RuntimeError as err:
+            _helm["error"] = str(err)
+
 
 @pytest.fixture(scope="session")
 def helm_bin() -> str:
-    try:
-        return find_helm()
-    except RuntimeError as err:
-        pytest.fail(str(err), pytrace=False)
+    if "path" not in _helm and "error" not in _helm:
+        try:
+            _helm["path"] = find_helm()
+        except RuntimeError as err:
+            _helm["error"] = str(err)
+    if "error" in _helm:
+        pytest.fail(_helm["error"], pytrace=False)
+    return _helm["path"]
 
 
 Render = Callable[..., list[dict[str, Any]]]
