@@ -180,9 +180,10 @@ class Worker:
             await self._retrying("subscribe", self.queue._wake_notifier.start)
             await self._retrying("write liveness", self.write_liveness)
             self._upkeep = [
-                asyncio.create_task(self._loop(self.write_liveness, "worker_info")),
+                # liveness and aborts go on while draining: running jobs are still ours
+                asyncio.create_task(self._loop(self.write_liveness, "worker_info", True)),
+                asyncio.create_task(self._loop(self._check_aborts, "abort", True)),
                 asyncio.create_task(self._loop(self._sweep, "sweep")),
-                asyncio.create_task(self._loop(self._check_aborts, "abort")),
             ]
             if self.cron_jobs:
                 self._upkeep.append(
@@ -225,6 +226,9 @@ class Worker:
         self._draining = True
         self._request_stop()
         try:
+            if self._tasks:
+                with contextlib.suppress(*REDIS_ERRORS, TimeoutError):
+                    await asyncio.wait_for(self.write_liveness(), 2)  # tell: draining
             grace = self.shutdown_grace_period_s or 0
             tasks = list(self._tasks.values())
             if tasks and grace > 0:
@@ -480,8 +484,10 @@ class Worker:
 
     # -- upkeep ----------------------------------------------------------------------
 
-    async def _loop(self, fn: Callable[[], Awaitable[t.Any]], timer: str) -> None:
-        while not self._stop_event.is_set():
+    async def _loop(
+        self, fn: Callable[[], Awaitable[t.Any]], timer: str, while_draining: bool = False
+    ) -> None:
+        while while_draining or not self._stop_event.is_set():
             try:
                 await fn()
             except asyncio.CancelledError:
@@ -490,7 +496,10 @@ class Worker:
                 logger.warning("podq: %s: Redis unreachable (%s)", timer, e)
             except Exception:
                 logger.exception("podq: upkeep %s failed", timer)
-            await self._sleep(self.timers[timer])
+            if while_draining:
+                await asyncio.sleep(self.timers[timer])
+            else:
+                await self._sleep(self.timers[timer])
 
     def info(self) -> dict[str, t.Any]:
         return {

@@ -338,3 +338,15 @@ async def test_worker_survives_a_redis_outage_without_losing_jobs(tmp_path: Any)
         await queue.disconnect()
     finally:
         server.close()
+
+
+async def test_draining_worker_stays_alive_so_its_jobs_are_not_swept(
+    queue: Queue, workers: Workers
+) -> None:
+    draining = await workers.start(queue, FUNCTIONS, shutdown_grace_period_s=5, liveness_ttl=0.6)
+    job = await queue.enqueue("sleeps", seconds=1.5, retries=3)
+    await wait_for(lambda: queue.count("active"), 3)
+    await workers.start(queue, FUNCTIONS)  # sweeps every 0.3 s
+    await draining.stop()  # drains for longer than its liveness ttl
+    await job.refresh()
+    assert job.status is Status.COMPLETE and job.attempts == 1 and job.worker_id == draining.id
