@@ -142,7 +142,8 @@ def test_default_values_render_operator_worker_rbac_and_crds(render) -> None:
     assert wpod["terminationGracePeriodSeconds"] == 630  # longest job timeout 600 + 30
     (wc,) = wpod["containers"]
     assert wc["image"] == "ghcr.io/podq/worker:0.1.0"
-    assert wc["args"] == ["podq_hello.settings", "--queue=default", "--concurrency=10"]
+    assert wc["args"] == ["podq_hello.settings", "--queue=default", "--concurrency=10",
+                          "--shutdown-grace-period-s=600"]
     assert wc["livenessProbe"]["exec"]["command"] == ["podq", "worker-health",
                                                       "podq_hello.settings", "--queue=default"]
     assert env_of(wc)["PODQ_REDIS_URL"]["value"] == "redis://redis:6379/0"
@@ -315,6 +316,7 @@ def test_worker_pools_one_deployment_per_queue(render) -> None:
     assert emails["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 3630
     rpod = reports["spec"]["template"]["spec"]
     assert rpod["terminationGracePeriodSeconds"] == 7300
+    assert "--shutdown-grace-period-s=7200" in rpod["containers"][0]["args"]
     assert rpod["containers"][0]["args"][:2] == ["app.tasks.settings", "--queue=nightly-reports"]
     # resources replace the default as a whole (no stray default cpu/memory mixed in)
     assert rpod["containers"][0]["resources"] == {"requests": {"cpu": "1", "memory": "2Gi"},

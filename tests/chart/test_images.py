@@ -253,3 +253,41 @@ async def test_worker_liveness_probe_is_healthy_when_redis_is_unreachable(
     _, err = await wait_exit(local(["podq", "worker-health", "podq_hello.settings"]), 0, env,
                              workdir, deadline_s=20)
     assert "cannot reach Redis" in err
+
+
+async def test_worker_with_chart_args_finishes_running_jobs_on_sigterm(
+    redis_url: str, tmp_path: Path, processes: list[subprocess.Popen[bytes]], render
+) -> None:
+    """A pod being scaled down gets SIGTERM: with the chart's args the worker lets its
+    running job finish (within longestJobTimeoutSeconds), then exits by itself."""
+    objs = render({"workers": {"longestJobTimeoutSeconds": 30}})
+    (worker,) = [o for o in objs if o["kind"] == "Deployment"
+                 and o["metadata"]["name"] == "podq-worker"]
+    pod = worker["spec"]["template"]["spec"]
+    assert pod["terminationGracePeriodSeconds"] == 60
+    stage = final_stage(IMAGES / "Dockerfile")
+    workdir = lay_out_workdir(stage, tmp_path)
+    env = process_env(stage, redis_url, tmp_path)
+    proc = start(local(exec_form(stage, "ENTRYPOINT") + pod["containers"][0]["args"]),
+                 workdir, env)
+    processes.append(proc)
+
+    queue = Queue.from_url(redis_url, name="default")
+    try:
+        job = await queue.enqueue("sleep", kwargs={"seconds": 3.0}, timeout=30)
+        assert job is not None
+        deadline = time.monotonic() + 30
+        while True:  # wait until the worker runs it
+            await job.refresh()
+            if job.status == "active":
+                break
+            assert time.monotonic() < deadline, f"job never started: {job.status}"
+            await asyncio.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        await job.refresh(until_complete=30)
+        assert job.status == "complete", (job.status, job.error)
+        assert job.result == 3.0
+        code = await asyncio.to_thread(proc.wait, 30)
+        assert code == 0
+    finally:
+        await queue.disconnect()
