@@ -39,7 +39,6 @@ PRIORITY_LIMIT = 8000
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.:\-]+$")
 _JOB_FIELDS = set(Job.__dataclass_fields__)
 _INT_FIELDS = ("attempts", "started", "touched", "completed", "timeout")
-_TERMINAL_VALUES = {s.value for s in TERMINAL_STATUSES}
 
 
 class JobError(Exception):
@@ -211,6 +210,8 @@ class Queue:
         default_timeout: timeout (s) given to jobs enqueued here without one (fix 7)
         dump/load: JSON encoder/decoder for job payloads (default json.dumps/json.loads)
         swept_error_message: error of jobs recovered by a sweep (default "swept")
+        max_concurrent_ops: accepted for SAQ compatibility; the connection pool bounds
+            concurrency instead
     """
 
     def __init__(
@@ -255,7 +256,6 @@ class Queue:
         self._wake_notifier = _Notifier(self, self.prefix + "wake")
         self._before_enqueues: dict[int, Callable[[Job], t.Awaitable[None]]] = {}
         self._registered = False
-        self._op_sem = asyncio.Semaphore(max_concurrent_ops)
 
     @classmethod
     def from_url(cls, url: str, name: str = "default", **kwargs: t.Any) -> Queue:
@@ -372,11 +372,14 @@ class Queue:
 
     def _prepare(self, job_or_func: str | Job, kwargs: dict[str, t.Any]) -> tuple[Job, bool]:
         job_kwargs: dict[str, t.Any] = {}
+        extra: dict[str, t.Any] = {}
         for k, v in kwargs.items():
             if k in _JOB_FIELDS:
                 job_kwargs[k] = v
             else:
-                job_kwargs.setdefault("kwargs", {})[k] = v
+                extra[k] = v
+        if extra:
+            job_kwargs["kwargs"] = {**(job_kwargs.get("kwargs") or {}), **extra}
         if isinstance(job_or_func, str):
             job = Job(function=job_or_func, **job_kwargs)
             explicit_timeout = "timeout" in job_kwargs
@@ -691,8 +694,7 @@ class Queue:
     # -- read ------------------------------------------------------------------------
 
     async def job(self, job_key: str) -> Job | None:
-        async with self._op_sem:
-            return self._from_hash(await self.redis.hgetall(self.job_id(job_key)))
+        return self._from_hash(await self.redis.hgetall(self.job_id(job_key)))
 
     async def jobs(self, job_keys: Iterable[str]) -> list[Job | None]:
         keys = list(job_keys)
@@ -994,5 +996,3 @@ async def list_queues(redis: aioredis.Redis) -> list[str]:
     """Names of the queues registered on this Redis (by connect/enqueue/workers)."""
     return sorted(_s(n) for n in await redis.smembers(QUEUES_KEY))
 
-
-TERMINAL_STATUS_VALUES = _TERMINAL_VALUES

@@ -23,10 +23,6 @@ def uuid1() -> str:
     return str(uuid.uuid1())
 
 
-def millis(s: float) -> float:
-    return s * 1000
-
-
 def seconds(ms: float) -> float:
     return ms / 1000
 

@@ -584,11 +584,3 @@ def import_settings(settings: str) -> dict[str, t.Any]:
         raise TypeError(f"settings {settings} must be a dict or a callable returning one")
     return obj
 
-
-async def run_worker(settings: dict[str, t.Any]) -> None:
-    """Create a worker from a settings dict (queue must be a Queue) and run it."""
-    worker = Worker(**settings)
-    try:
-        await worker.start()
-    finally:
-        await worker.queue.disconnect()

@@ -18,7 +18,6 @@ import kopf
 from podq.operator import kube
 from podq.operator.autoscaler import Autoscaler
 from podq.operator.cronjobs import CronMemory, tick
-from podq.operator.jobs import abort_job
 from podq.operator.metrics import serve_metrics
 from podq.operator.mirror import StatusMirror
 from podq.operator.names import (
@@ -29,7 +28,6 @@ from podq.operator.names import (
     JOBS,
     LABEL_QUEUE,
     VERSION,
-    job_key,
 )
 from podq.operator.queues import QueuePool
 from podq.operator.registry import JobRegistry
@@ -115,28 +113,24 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
 
 
 @kopf.on.event(GROUP, VERSION, JOBS)
-def job_event(event: dict, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    """Keep the registry current. A resource seen for the first time is marked for the
-    status writer's next pass, which enqueues its job (pipelined with the others of the
-    pass, and idempotent: the key is derived from the resource) and writes its status.
-    After a restart this is also how every status catches up."""
+async def job_event(event: dict, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """Keep the registry current and hand work to the status writer, whose next pass
+    adds the finalizer, enqueues the job (pipelined with the others of that pass;
+    idempotent, the key derives from the resource) and writes the status. A resource
+    being deleted is released there too: job aborted, then our finalizer removed.
+    Doing this in the writer instead of kopf's create/delete handlers saves kopf's two
+    annotation patches per Job. After a restart this is how every status catches up."""
     if event["type"] == "DELETED":
-        memo.registry.forget(body.metadata.uid)
+        gone = memo.registry.forget(body.metadata.uid)
         memo.mirror.forget(body.metadata.uid)
+        if gone is not None:
+            await memo.mirror.abort_deleted(gone)
         return
     resource, new = memo.registry.observe(body)
     if new:
         memo.pool.listen(resource.queue)
+    if new or resource.deleting:
         memo.mirror.mark(resource.uid)
-
-
-@kopf.on.delete(GROUP, VERSION, JOBS, backoff=1.0)
-async def job_deleted(body: kopf.Body, memo: kopf.Memo, logger: logging.Logger,
-                      **_: Any) -> None:
-    meta, spec = body.metadata, body.spec
-    key = job_key(meta.namespace, meta.name, meta.uid, spec.get("key"))
-    outcome = await abort_job(memo.pool.get(spec.get("queue") or "default"), key)
-    log.info("%s/%s deleted: %s %s", meta.namespace, meta.name, outcome.action, outcome.message)
 
 
 # -- CronJob ----------------------------------------------------------------------------

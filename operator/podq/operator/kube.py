@@ -71,6 +71,48 @@ async def patch_job_status(
     return True
 
 
+JSON_PATCH = "application/json-patch+json"
+
+
+async def add_job_finalizer(
+    custom: client.CustomObjectsApi, namespace: str, name: str, current: list[str], finalizer: str
+) -> bool:
+    """Append our finalizer (a JSON patch, so other controllers' finalizers stay);
+    False when the resource is gone."""
+    ops = ([{"op": "add", "path": "/metadata/finalizers/-", "value": finalizer}] if current
+           else [{"op": "add", "path": "/metadata/finalizers", "value": [finalizer]}])
+    try:
+        await custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, JOBS, name, ops,
+                                                    _content_type=JSON_PATCH)
+    except ApiException as error:
+        if error.status in (404, 422):  # gone, or the list changed under us: next pass
+            return False
+        raise
+    return True
+
+
+async def remove_job_finalizer(
+    custom: client.CustomObjectsApi, namespace: str, name: str, current: list[str], finalizer: str
+) -> bool:
+    """Remove our finalizer; the `test` op makes a concurrent change of the list fail
+    (422) instead of removing someone else's entry. False when not done."""
+    if finalizer not in current:
+        return True
+    index = current.index(finalizer)
+    ops = [{"op": "test", "path": f"/metadata/finalizers/{index}", "value": finalizer},
+           {"op": "remove", "path": f"/metadata/finalizers/{index}"}]
+    try:
+        await custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, JOBS, name, ops,
+                                                    _content_type=JSON_PATCH)
+    except ApiException as error:
+        if error.status == 404:
+            return True
+        if error.status == 422:
+            return False
+        raise
+    return True
+
+
 async def patch_cronjob_status(
     custom: client.CustomObjectsApi, namespace: str, name: str, status: Mapping[str, Any]
 ) -> None:

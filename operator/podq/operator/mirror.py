@@ -23,9 +23,15 @@ from typing import Any
 from kubernetes_asyncio import client
 
 from podq.operator.coalesce import Coalescer, TokenBucket
-from podq.operator.jobs import enqueue_jobs
-from podq.operator.kube import EventRecorder, is_status, patch_job_status
-from podq.operator.names import GROUP, JOBS, VERSION
+from podq.operator.jobs import abort_job, enqueue_jobs
+from podq.operator.kube import (
+    EventRecorder,
+    add_job_finalizer,
+    is_status,
+    patch_job_status,
+    remove_job_finalizer,
+)
+from podq.operator.names import FINALIZER, GROUP, JOBS, VERSION
 from podq.operator.queues import QueuePool
 from podq.operator.registry import JobRegistry, JobResource
 from podq.operator.status import (
@@ -148,9 +154,13 @@ class StatusMirror:
         (new resources, or lost by Redis), then patch each status that differs."""
         done: Counter[str] = Counter()
         by_queue: dict[str, list[JobResource]] = {}
+        deleting: list[JobResource] = []
         for uid in uids:
             resource = self.registry.by_uid.get(uid)
-            if resource is None or resource.deleting:
+            if resource is None:
+                continue
+            if resource.deleting:
+                deleting.append(resource)
                 continue
             if is_finished(resource.status):  # final, like a batch/v1 Job
                 self._schedule_ttl(resource, time.time())
@@ -167,10 +177,37 @@ class StatusMirror:
                 done.update(await self._enqueue(queue, missing))
                 jobs = await queue.jobs([r.key for r in resources])
             work.extend(zip(resources, jobs, strict=True))
-        results = await asyncio.gather(*(self._sync_one(r, j) for r, j in work))
+        results = await asyncio.gather(*(self._sync_one(r, j) for r, j in work),
+                                       *(self._release(r) for r in deleting))
         done.update(results)
         self.counts.update(done)
         return done
+
+    async def _release(self, resource: JobResource) -> str:
+        """A resource marked for deletion: abort its job unless finished, then drop our
+        finalizer so the API server can remove it."""
+        async with self.parallel:
+            if FINALIZER not in resource.finalizers:
+                return "deleting"
+            if not is_finished(resource.status):
+                outcome = await abort_job(self.pool.get(resource.queue), resource.key)
+                log.info("%s/%s deleted: %s %s", resource.namespace, resource.name,
+                         outcome.action, outcome.message)
+            await self.bucket.acquire()
+            if await remove_job_finalizer(self.custom, resource.namespace, resource.name,
+                                          resource.finalizers, FINALIZER):
+                resource.finalizers = [f for f in resource.finalizers if f != FINALIZER]
+                return "released"
+            self.dirty.mark(resource.uid)  # the list changed meanwhile: again next pass
+            return "deleting"
+
+    async def abort_deleted(self, resource: JobResource) -> None:
+        """The resource vanished without our finalizer (removed by hand, or deleted before
+        the finalizer was added): abort its job all the same."""
+        if not is_finished(resource.status):
+            outcome = await abort_job(self.pool.get(resource.queue), resource.key)
+            log.info("%s/%s gone: %s %s", resource.namespace, resource.name,
+                     outcome.action, outcome.message)
 
     @staticmethod
     def _needs_enqueue(resource: JobResource, job: Any) -> bool:
@@ -215,6 +252,12 @@ class StatusMirror:
                 return "missing"
             else:
                 desired = job_status(view_of(job), **common)
+            if FINALIZER not in resource.finalizers:
+                # so that deleting the resource aborts its job even while we are down
+                await self.bucket.acquire()
+                if await add_job_finalizer(self.custom, resource.namespace, resource.name,
+                                           resource.finalizers, FINALIZER):
+                    resource.finalizers = [*resource.finalizers, FINALIZER]
             patch = status_patch(resource.status, desired)
             if not patch:
                 self._schedule_ttl(resource, now)

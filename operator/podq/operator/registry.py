@@ -33,6 +33,7 @@ class JobResource:
     queue: str
     refusal: tuple[str, str] | None = None  # (reason, message) when never enqueued
     deleting: bool = False
+    finalizers: list[str] = field(default_factory=list)
 
     def compact(self) -> None:
         """Drop what a finished resource no longer needs (kwargs, result, conditions):
@@ -72,6 +73,7 @@ class JobRegistry:
             self.by_uid[uid] = resource
             self.by_key.setdefault((resource.queue, resource.key), set()).add(uid)
             resource.deleting = bool(meta.get("deletionTimestamp"))
+            resource.finalizers = list(meta.get("finalizers") or ())
             resource.compact()
             return resource, True
         status = dict(body.get("status") or {})
@@ -83,6 +85,7 @@ class JobRegistry:
             known.spec = spec
         known.generation = int(meta.get("generation") or known.generation)
         known.deleting = bool(meta.get("deletionTimestamp"))
+        known.finalizers = list(meta.get("finalizers") or ())
         known.compact()
         return known, False
 
