@@ -82,10 +82,6 @@ async def test_enqueue_prints_key_and_id_and_stores_options(queue: Queue, redis_
 def test_enqueue_bad_input(redis_url: str) -> None:
     r = podq("enqueue", "add", "--kwargs", "{not json", "--redis-url", redis_url)
     assert r.returncode == 2 and "--kwargs is not valid JSON" in r.stderr
-    r = podq("enqueue", "add", "--kwargs", "[1]", "--redis-url", redis_url)
-    assert r.returncode == 2 and "JSON object" in r.stderr
-    r = podq("enqueue", "add", "--redis-url", redis_url, "--scheduled", "soon")
-    assert r.returncode == 2 and "--scheduled" in r.stderr
     url = unreachable_url()
     r = podq("enqueue", "add", "--redis-url", url)
     assert r.returncode == 1 and f"cannot reach Redis at {url}" in r.stderr
@@ -93,16 +89,34 @@ def test_enqueue_bad_input(redis_url: str) -> None:
     assert r.returncode == 1 and url in r.stderr
 
 
-def test_worker_bad_input(redis_url: str) -> None:
+def test_enqueue_more_bad_input_in_process(
+    redis_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli_main(["enqueue", "add", "--kwargs", "[1]", "--redis-url", redis_url]) == 2
+    assert "JSON object" in capsys.readouterr().err
+    assert cli_main(["enqueue", "add", "--redis-url", redis_url, "--scheduled", "soon"]) == 2
+    assert "--scheduled" in capsys.readouterr().err
+    assert cli_main(["enqueue", "add", "--redis-url", redis_url, "--priority", "99999"]) == 2
+    assert "priority" in capsys.readouterr().err
+    url = "redis://user:secret@127.0.0.1:1/0"
+    assert cli_main(["info", "--redis-url", url]) == 1
+    err = capsys.readouterr().err
+    assert "secret" not in err and "user:***@127.0.0.1:1" in err
+
+
+def test_worker_bad_input(
+    redis_url: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     r = podq("worker", "no_such_module.settings", "--redis-url", redis_url)
     assert r.returncode == 2 and "cannot import settings 'no_such_module.settings'" in r.stderr
-    r = podq("worker", "podq_test_settings.missing", "--redis-url", redis_url)
-    assert r.returncode == 2 and "not found" in r.stderr
-    r = podq("worker", "podq_test_settings.not_a_dict", "--redis-url", redis_url)
-    assert r.returncode == 2 and "must be a dict" in r.stderr
     url = unreachable_url()
     r = podq("worker", SETTINGS, "--redis-url", url)
     assert r.returncode == 1 and f"cannot reach Redis at {url}" in r.stderr
+    monkeypatch.chdir(HERE)
+    assert cli_main(["worker", "podq_test_settings.missing", "--redis-url", redis_url]) == 2
+    assert "not found" in capsys.readouterr().err
+    assert cli_main(["worker", "podq_test_settings.not_a_dict", "--redis-url", redis_url]) == 2
+    assert "must be a dict" in capsys.readouterr().err
 
 
 async def test_worker_burst_runs_jobs_and_exits(redis_url: str) -> None:
