@@ -1,0 +1,84 @@
+"""Fix 9 on a real cluster-mode Redis: one node that owns every slot, so Redis applies
+its cluster rules to every script (keys of one call must share a slot)."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from podq import Job, Queue, Status, Worker
+from podq.testing import free_port, wait_for_port
+
+
+def cluster_port() -> int:
+    """A free port whose cluster bus port (port + 10000) is valid and free too."""
+    for _ in range(100):
+        port = free_port()
+        if port + 10000 > 65535:
+            continue
+        with socket.socket() as bus:
+            try:
+                bus.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no free port pair for a cluster-mode redis-server")
+
+
+@pytest.fixture
+def cluster_url(tmp_path: Path) -> Iterator[str]:
+    binary = shutil.which("redis-server")
+    if not binary:
+        pytest.skip("redis-server not installed")
+    port = cluster_port()
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
+         "--cluster-config-file", str(tmp_path / "nodes.conf"), "--dir", str(tmp_path),
+         "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port(port)
+        client = redis.Redis(port=port)
+        client.execute_command("CLUSTER", "ADDSLOTSRANGE", 0, 16383)
+        deadline = time.monotonic() + 10
+        while b"cluster_state:ok" not in client.execute_command("CLUSTER", "INFO"):
+            assert time.monotonic() < deadline, "cluster did not come up"
+            time.sleep(0.05)
+        client.close()
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+async def add(ctx: dict, a: int, b: int) -> int:
+    return a + b
+
+
+async def test_fix9_every_script_runs_on_a_cluster_mode_redis(cluster_url: str) -> None:
+    queue = Queue.from_url(cluster_url, name="emails")
+    worker = Worker(queue, [add], handle_signals=False,
+                    timers={"schedule": 0.5, "worker_info": 0.2, "sweep": 0.3, "abort": 0.2})
+    task = asyncio.create_task(worker.start())
+    try:
+        assert await queue.apply("add", a=1, b=2, timeout=5) == 3
+        jobs = await queue.enqueue_many([Job("add", kwargs={"a": i, "b": 1}) for i in range(20)])
+        await jobs[-1].refresh(until_complete=5)
+        later = await queue.enqueue("add", a=0, b=0, scheduled=time.time() + 60)
+        await later.abort("not needed")
+        assert (await queue.job(later.key)).status is Status.ABORTED
+        assert await queue.sweep(lock=0.01) == []
+        assert [w["id"] for w in await queue.workers()] == [worker.id]
+    finally:
+        await worker.stop()
+        await task
+        await queue.disconnect()
