@@ -18,6 +18,7 @@ import os
 import signal
 import socket
 import threading
+import time
 import traceback
 import typing as t
 import uuid
@@ -156,6 +157,7 @@ class Worker:
         self._done = asyncio.Event()
         self._started = False
         self._cron_last: dict[int, float] = {}
+        self._redis_error_at = float("-inf")
         self.complete = self.failed = self.retried = self.aborted = 0
 
     # -- lifecycle -------------------------------------------------------------------
@@ -282,6 +284,7 @@ class Worker:
                 jobs, next_at = await self.queue.take(free, self.id, self.timeout)
                 backoff = 0.1
             except REDIS_ERRORS as e:
+                self._redis_error_at = time.monotonic()
                 logger.warning(
                     "Worker %s cannot reach Redis (%s); retrying in %.1fs", self.id, e, backoff
                 )
@@ -493,6 +496,7 @@ class Worker:
             except asyncio.CancelledError:
                 raise
             except REDIS_ERRORS as e:
+                self._redis_error_at = time.monotonic()
                 logger.warning("podq: %s: Redis unreachable (%s)", timer, e)
             except Exception:
                 logger.exception("podq: upkeep %s failed", timer)
@@ -525,6 +529,10 @@ class Worker:
         await self.queue.write_worker_info(self.id, self.info(), ttl=self.liveness_ttl)
 
     async def _sweep(self) -> None:
+        # after an outage, give every worker time to write its liveness record again,
+        # so live workers are not taken for dead ones
+        if time.monotonic() - self._redis_error_at < self.liveness_ttl + self.timers["worker_info"]:
+            return
         swept = await self.queue.sweep(lock=max(self.timers["sweep"] - 0.1, 0.1))
         if swept:
             logger.info("Swept %d jobs", len(swept))
