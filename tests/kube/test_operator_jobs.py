@@ -226,3 +226,22 @@ async def test_status_lag_at_rest_is_under_a_second(harness: Harness) -> None:
     lags.sort()
     # the median, polled every 0.1 s: one slow API response on a busy machine is not lag
     assert lags[2] < 1.0, lags
+
+
+async def test_deleted_while_the_operator_is_down_is_aborted_when_it_returns(
+    harness: Harness,
+) -> None:
+    operator = harness.start_operator()
+    harness.start_worker()
+    await harness.create_job("orphan", "nap", kwargs={"seconds": 120}, timeout=300)
+    body = await harness.wait_job(
+        "orphan", lambda b: status(b).get("status") == "active"
+        and "podq.dev/finalizer" in b["metadata"].get("finalizers", ()), what="running")
+    operator.kill()
+    await harness.delete_job("orphan")
+    held = await harness.get_job("orphan")
+    assert held is not None and held["metadata"].get("deletionTimestamp")  # the finalizer
+    harness.start_operator()
+    await eventually(lambda: _gone(harness, "orphan"), within=30, what="release on return")
+    job = await harness.queue().job(status(body)["jobKey"])
+    assert job is not None and job.status.value in ("aborting", "aborted")
