@@ -53,14 +53,16 @@ class Options:
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logging.Logger,
                   **_: Any) -> None:
-    # podq's own annotation prefix and finalizer, so podq never collides with other kopf
-    # operators; spec.kwargs and spec.meta stay out of the last-handled annotation
-    # (spec is immutable, and that annotation shares a 256 KiB cap with all others).
+    # podq's own annotation prefix and finalizer (kopf uses them on CronJobs, for their
+    # daemons), so podq never collides with other kopf operators; job arguments stay out
+    # of the last-handled annotation, which shares a 256 KiB cap with all annotations.
     settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
         prefix=ANNOTATION_PREFIX)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=ANNOTATION_PREFIX, key=LAST_HANDLED, ignored_fields=["spec.kwargs", "spec.meta"])
+        prefix=ANNOTATION_PREFIX, key=LAST_HANDLED,
+        ignored_fields=["spec.kwargs", "spec.meta", "spec.jobTemplate.spec.kwargs",
+                        "spec.jobTemplate.spec.meta"])
     settings.posting.level = logging.WARNING  # podq posts its own, rate-limited Events
     settings.watching.server_timeout = 300
     # kopf keeps a worker (holding the latest body) per object until it idles this long
