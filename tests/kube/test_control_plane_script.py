@@ -206,3 +206,24 @@ def test_status_reports_a_dead_process_and_up_starts_afresh(tmp_path: Path) -> N
         assert fresh.kubectl("get", "--raw", "/readyz").stdout.strip() == "ok"
     finally:
         run_control_plane_script("down", run_dir=run)
+
+
+def test_up_runs_on_kubebuilder_assets(control_plane: ControlPlane, tmp_path: Path) -> None:
+    """envtest's three binaries from KUBEBUILDER_ASSETS, the rest from podq's cache."""
+    assets = tmp_path / "assets"
+    assets.mkdir()
+    for name in ("kube-apiserver", "etcd", "kubectl"):
+        (assets / name).symlink_to((control_plane.bin / name).resolve())
+    run = tmp_path / "cp"
+    result = run_control_plane_script(
+        "up", run_dir=run, env={**os.environ, "KUBEBUILDER_ASSETS": str(assets)}
+    )
+    try:
+        assert result.returncode == 0, result.stderr
+        binaries = ControlPlane.from_run_dir(run).state["binaries"]
+        for name in ("kube-apiserver", "etcd", "kubectl"):
+            assert binaries[name] == str(assets / name)
+        for name in ("kube-controller-manager", "helm"):
+            assert binaries[name] == str((control_plane.bin / name).resolve())
+    finally:
+        run_control_plane_script("down", run_dir=run)
