@@ -236,7 +236,7 @@ async def test_deleted_while_the_operator_is_down_is_aborted_when_it_returns(
     await harness.create_job("orphan", "nap", kwargs={"seconds": 120}, timeout=300)
     body = await harness.wait_job(
         "orphan", lambda b: status(b).get("status") == "active"
-        and "podq.dev/finalizer" in b["metadata"].get("finalizers", ()), what="running")
+        and "podq.dev/abort-job" in b["metadata"].get("finalizers", ()), what="running")
     operator.kill()
     await harness.delete_job("orphan")
     held = await harness.get_job("orphan")

@@ -23,9 +23,9 @@ from podq.operator.mirror import StatusMirror
 from podq.operator.names import (
     ANNOTATION_PREFIX,
     CRONJOBS,
-    FINALIZER,
     GROUP,
     JOBS,
+    KOPF_FINALIZER,
     LABEL_QUEUE,
     VERSION,
 )
@@ -48,6 +48,7 @@ class Options:
     autoscale_interval: float = 5.0
     cron_refresh: float = 10.0
     metrics_port: int | None = None
+    api_parallelism: int = 48
 
 
 @kopf.on.startup()
@@ -56,7 +57,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
     # podq's own annotation prefix and finalizer (kopf uses them on CronJobs, for their
     # daemons), so podq never collides with other kopf operators; job arguments stay out
     # of the last-handled annotation, which shares a 256 KiB cap with all annotations.
-    settings.persistence.finalizer = FINALIZER
+    settings.persistence.finalizer = KOPF_FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
         prefix=ANNOTATION_PREFIX)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
@@ -69,14 +70,14 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
     settings.queueing.idle_timeout = 1.0
     settings.watching.chunk_size = 500  # list in pages: thousands of Jobs in one body is a spike
     options: Options = memo.options
-    memo.kube = await kube.connect()
+    memo.kube = await kube.connect(pool_size=options.api_parallelism + 16)
     memo.pool = QueuePool(options.redis_url)
     memo.registry = JobRegistry()
     memo.events = kube.EventRecorder(memo.kube.core)
     memo.mirror = StatusMirror(
         custom=memo.kube.custom, events=memo.events, pool=memo.pool, registry=memo.registry,
         patch_rate=options.status_patch_rate, flush_interval=options.flush_interval,
-        reconcile_interval=options.reconcile_interval,
+        reconcile_interval=options.reconcile_interval, parallel=options.api_parallelism,
     )
     memo.autoscaler = Autoscaler(
         memo.kube, memo.pool, memo.events, stabilisation_s=options.stabilisation_window,

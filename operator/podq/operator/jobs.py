@@ -25,18 +25,31 @@ def _state(job: Job) -> str:
     return getattr(job.status, "value", job.status)
 
 
+# How long an enqueue claim lives: longer than any job should wait or run. Redis losing
+# its data loses the claims with the jobs, which is what lets recovery re-enqueue.
+CLAIM_TTL_S = 30 * 24 * 3600
+
+
+def claim_key(queue: Queue, key: str) -> str:
+    """Redis key recording that an operator enqueued this job (same hash tag as the
+    queue, so it lives on the queue's shard)."""
+    return queue.namespace(f"operator-claim:{key}")
+
+
 async def enqueue_jobs(
     queue: Queue, resources: list[JobResource]
 ) -> dict[str, Outcome]:
-    """Enqueue the jobs of resources whose job is not in Redis, in one pipelined round
-    trip; returns an Outcome per resource uid.
+    """Enqueue the jobs of resources whose job is not in Redis, in two pipelined round
+    trips; returns an Outcome per resource uid.
 
-    Safe to repeat: the queue refuses a key that is queued or running, so a second
-    operator or a repeated pass cannot start a job twice. A resource that already has
-    a status (Redis lost the job) keeps its attempt count.
+    The queue's own uniqueness only covers queued and running jobs: a job that another
+    operator enqueued and a worker already finished would be replaced, and run again.
+    So each job is first claimed with SET NX; only the claimant enqueues. A resource
+    that already has a status (Redis lost the job, and the claim with it) keeps its
+    attempt count.
     """
     outcomes: dict[str, Outcome] = {}
-    jobs: list[tuple[JobResource, Job]] = []
+    candidates: list[tuple[JobResource, Job]] = []
     for resource in resources:
         try:
             fields = engine_fields(resource.spec, resource.key)
@@ -44,15 +57,27 @@ async def enqueue_jobs(
             outcomes[resource.uid] = Outcome("refused", invalid.reason, invalid.message)
             continue
         attempts = int(resource.status.get("attempts") or 0)
-        jobs.append((resource, Job(**fields, attempts=attempts)))
-    enqueued = {job.key for job in await queue.enqueue_many([job for _, job in jobs])}
-    for resource, job in jobs:
+        candidates.append((resource, Job(**fields, attempts=attempts)))
+    if not candidates:
+        return outcomes
+    async with queue.redis.pipeline(transaction=False) as pipe:
+        for resource, _ in candidates:
+            pipe.set(claim_key(queue, resource.key), resource.uid, nx=True, ex=CLAIM_TTL_S)
+        claimed = await pipe.execute()
+    mine = [(r, job) for (r, job), won in zip(candidates, claimed, strict=True) if won]
+    enqueued = {job.key for job in await queue.enqueue_many([job for _, job in mine])}
+    for resource, job in candidates:
         if job.key in enqueued:
             outcomes[resource.uid] = Outcome(
                 "enqueued", message=f"enqueued {job.function} as {job.key} on {queue.name}")
         else:
-            outcomes[resource.uid] = Outcome("exists", message=f"job {job.key} is in the queue")
+            outcomes[resource.uid] = Outcome("exists", message=f"job {job.key} was enqueued")
     return outcomes
+
+
+async def release_claim(queue: Queue, key: str) -> None:
+    """Forget the claim of a deleted resource's job."""
+    await queue.redis.delete(claim_key(queue, key))
 
 
 async def abort_job(queue: Queue, key: str, error: str = ABORTED_BY_DELETE) -> Outcome:

@@ -77,10 +77,17 @@ JSON_PATCH = "application/json-patch+json"
 async def add_job_finalizer(
     custom: client.CustomObjectsApi, namespace: str, name: str, current: list[str], finalizer: str
 ) -> bool:
-    """Append our finalizer (a JSON patch, so other controllers' finalizers stay);
-    False when the resource is gone."""
-    ops = ([{"op": "add", "path": "/metadata/finalizers/-", "value": finalizer}] if current
-           else [{"op": "add", "path": "/metadata/finalizers", "value": [finalizer]}])
+    """Add our finalizer with a JSON patch that keeps other controllers' entries; False
+    when the resource is gone or its list changed meanwhile (the next pass retries).
+
+    With a list present, `test` makes the patch fail if it changed (so two operators
+    cannot append two copies); without one, `add` sets it, and a second operator doing
+    the same sets the same one-entry list."""
+    if current:
+        ops = [{"op": "test", "path": "/metadata/finalizers", "value": list(current)},
+               {"op": "add", "path": "/metadata/finalizers/-", "value": finalizer}]
+    else:
+        ops = [{"op": "add", "path": "/metadata/finalizers", "value": [finalizer]}]
     try:
         await custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, JOBS, name, ops,
                                                     _content_type=JSON_PATCH)

@@ -40,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="coalescing window of status patches")
     tuning.add_argument("--status-patch-rate", type=float, default=200.0, metavar="PER_SECOND",
                         help="ceiling on status patches per second")
+    tuning.add_argument("--api-parallelism", type=int, default=48, metavar="N",
+                        help="Kubernetes API requests the status writer keeps in flight")
     tuning.add_argument("--stabilisation-window", type=float, default=60.0, metavar="SECONDS",
                         help="scale a worker Deployment down only after this long")
     tuning.add_argument("--autoscale-interval", type=float, default=5.0, metavar="SECONDS",
@@ -73,6 +75,7 @@ def main(argv: list[str]) -> int:
         autoscale_interval=args.autoscale_interval,
         cron_refresh=args.cron_refresh,
         metrics_port=args.metrics_port,
+        api_parallelism=args.api_parallelism,
     )
     assert handlers.startup  # the handlers register themselves with kopf on import
     clusterwide = args.all_namespaces or not args.namespace

@@ -23,7 +23,7 @@ from typing import Any
 from kubernetes_asyncio import client
 
 from podq.operator.coalesce import Coalescer, TokenBucket
-from podq.operator.jobs import abort_job, enqueue_jobs
+from podq.operator.jobs import abort_job, enqueue_jobs, release_claim
 from podq.operator.kube import (
     EventRecorder,
     add_job_finalizer,
@@ -31,7 +31,7 @@ from podq.operator.kube import (
     patch_job_status,
     remove_job_finalizer,
 )
-from podq.operator.names import FINALIZER, GROUP, JOBS, VERSION
+from podq.operator.names import GROUP, JOB_FINALIZER, JOBS, VERSION
 from podq.operator.queues import QueuePool
 from podq.operator.registry import JobRegistry, JobResource
 from podq.operator.status import (
@@ -85,8 +85,8 @@ class StatusMirror:
         patch_rate: float = 200.0,
         flush_interval: float = 0.1,
         reconcile_interval: float = 10.0,
-        batch_size: int = 500,
-        parallel: int = 16,
+        batch_size: int = 256,
+        parallel: int = 48,
     ) -> None:
         self.custom = custom
         self.events = events
@@ -98,6 +98,10 @@ class StatusMirror:
         self.bucket = TokenBucket(patch_rate, patch_rate)
         self.dirty: Coalescer[str] = Coalescer()
         self.parallel = asyncio.Semaphore(parallel)
+        self.max_in_flight = parallel * 8
+        self._in_flight: set[str] = set()
+        self._again: set[str] = set()  # marked while in flight: once more afterwards
+        self._slot_free = asyncio.Event()
         self.counts: Counter[str] = Counter()  # patches, recovered, deleted, ... (metrics)
         self._ttl_timers: dict[str, asyncio.TimerHandle] = {}
 
@@ -123,19 +127,29 @@ class StatusMirror:
         await asyncio.gather(self._flush_loop(), self._reconcile_loop())
 
     async def _flush_loop(self) -> None:
+        """Take dirty resources in batches and start their work without waiting for the
+        batch to finish: one slow API response must not hold up every other resource.
+        A resource already in flight stays dirty until its work ends."""
         while True:
             await self.dirty.wait(1.0)
-            uids = self.dirty.take(self.batch_size)
-            if not uids:
-                continue
-            try:
-                await self.sync(uids)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("status sync failed; retrying those resources")
-                self.dirty.mark_many(uids)
-                await asyncio.sleep(1.0)
+            while len(self._in_flight) >= self.max_in_flight:  # backpressure
+                self._slot_free.clear()
+                await self._slot_free.wait()
+            uids = []
+            for uid in self.dirty.take(self.batch_size):
+                if uid in self._in_flight:
+                    self._again.add(uid)
+                else:
+                    uids.append(uid)
+            if uids:
+                try:
+                    await self._dispatch(uids)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:  # Redis away, say: the same resources again shortly
+                    log.exception("status sync failed; retrying those resources")
+                    self.dirty.mark_many(uids)
+                    await asyncio.sleep(1.0)
             # the coalescing window: changes arriving meanwhile merge into one patch
             await asyncio.sleep(self.flush_interval)
 
@@ -150,56 +164,87 @@ class StatusMirror:
     # -- one pass ---------------------------------------------------------------------
 
     async def sync(self, uids: Iterable[str]) -> Counter[str]:
-        """Bring these resources in line with Redis: enqueue jobs that are not there
-        (new resources, or lost by Redis), then patch each status that differs."""
+        """One pass over these resources, awaited to the end; returns what was done."""
+        tasks = await self._dispatch(list(uids))
         done: Counter[str] = Counter()
+        for result in await asyncio.gather(*tasks, return_exceptions=True):
+            done[result if isinstance(result, str) else "error"] += 1
+        return done
+
+    async def _dispatch(self, uids: list[str]) -> list[asyncio.Task[str]]:
+        """Read the jobs of these resources from Redis (one pipelined round trip per
+        queue), enqueue the missing ones (pipelined), and start a task per resource that
+        writes what Kubernetes should know."""
         by_queue: dict[str, list[JobResource]] = {}
-        deleting: list[JobResource] = []
+        tasks = []
         for uid in uids:
             resource = self.registry.by_uid.get(uid)
             if resource is None:
                 continue
             if resource.deleting:
-                deleting.append(resource)
-                continue
-            if is_finished(resource.status):  # final, like a batch/v1 Job
+                tasks.append(self._start(resource, self._release(resource)))
+            elif is_finished(resource.status):  # final, like a batch/v1 Job
                 self._schedule_ttl(resource, time.time())
-                done["finished"] += 1
-                continue
-            by_queue.setdefault(resource.queue, []).append(resource)
-        work = []
+                self.counts["finished"] += 1
+            else:
+                by_queue.setdefault(resource.queue, []).append(resource)
         for queue_name, resources in by_queue.items():
             queue = self.pool.get(queue_name)
             jobs = await queue.jobs([r.key for r in resources])
             missing = [r for r, job in zip(resources, jobs, strict=True)
                        if self._needs_enqueue(r, job)]
             if missing:
-                done.update(await self._enqueue(queue, missing))
+                self.counts.update(await self._enqueue(queue, missing))
                 jobs = await queue.jobs([r.key for r in resources])
-            work.extend(zip(resources, jobs, strict=True))
-        results = await asyncio.gather(*(self._sync_one(r, j) for r, j in work),
-                                       *(self._release(r) for r in deleting))
-        done.update(results)
-        self.counts.update(done)
-        return done
+            tasks.extend(self._start(r, self._sync_one(r, j))
+                         for r, j in zip(resources, jobs, strict=True))
+        return tasks
+
+    def _start(self, resource: JobResource, work: Any) -> asyncio.Task[str]:
+        self._in_flight.add(resource.uid)
+        task = asyncio.create_task(work)
+        task.add_done_callback(lambda done: self._finished(resource.uid, done))
+        return task
+
+    def _finished(self, uid: str, task: asyncio.Task[str]) -> None:
+        self._in_flight.discard(uid)
+        if len(self._in_flight) < self.max_in_flight:
+            self._slot_free.set()
+        if task.cancelled():
+            return
+        error = task.exception()
+        if error is not None:
+            log.warning("status sync of %s failed (%s); retrying", uid, error)
+            self.counts["error"] += 1
+            self.dirty.mark(uid)
+        else:
+            self.counts[task.result()] += 1
+        if uid in self._again:
+            self._again.discard(uid)
+            self.dirty.mark(uid)
+
+    async def _api(self, call: Any) -> Any:
+        """One Kubernetes API call within the rate limit and the concurrency limit."""
+        await self.bucket.acquire()
+        async with self.parallel:
+            return await call
 
     async def _release(self, resource: JobResource) -> str:
         """A resource marked for deletion: abort its job unless finished, then drop our
         finalizer so the API server can remove it."""
-        async with self.parallel:
-            if FINALIZER not in resource.finalizers:
-                return "deleting"
-            if not is_finished(resource.status):
-                outcome = await abort_job(self.pool.get(resource.queue), resource.key)
-                log.info("%s/%s deleted: %s %s", resource.namespace, resource.name,
-                         outcome.action, outcome.message)
-            await self.bucket.acquire()
-            if await remove_job_finalizer(self.custom, resource.namespace, resource.name,
-                                          resource.finalizers, FINALIZER):
-                resource.finalizers = [f for f in resource.finalizers if f != FINALIZER]
-                return "released"
-            self.dirty.mark(resource.uid)  # the list changed meanwhile: again next pass
+        if JOB_FINALIZER not in resource.finalizers:
             return "deleting"
+        if not is_finished(resource.status):
+            outcome = await abort_job(self.pool.get(resource.queue), resource.key)
+            log.info("%s/%s deleted: %s %s", resource.namespace, resource.name,
+                     outcome.action, outcome.message)
+        await release_claim(self.pool.get(resource.queue), resource.key)
+        if await self._api(remove_job_finalizer(self.custom, resource.namespace, resource.name,
+                                                resource.finalizers, JOB_FINALIZER)):
+            resource.finalizers = [f for f in resource.finalizers if f != JOB_FINALIZER]
+            return "released"
+        self.dirty.mark(resource.uid)  # the list changed meanwhile: again next pass
+        return "deleting"
 
     async def abort_deleted(self, resource: JobResource) -> None:
         """The resource vanished without our finalizer (removed by hand, or deleted before
@@ -208,6 +253,7 @@ class StatusMirror:
             outcome = await abort_job(self.pool.get(resource.queue), resource.key)
             log.info("%s/%s gone: %s %s", resource.namespace, resource.name,
                      outcome.action, outcome.message)
+        await release_claim(self.pool.get(resource.queue), resource.key)
 
     @staticmethod
     def _needs_enqueue(resource: JobResource, job: Any) -> bool:
@@ -241,36 +287,43 @@ class StatusMirror:
         return done
 
     async def _sync_one(self, resource: JobResource, job: Any) -> str:
-        async with self.parallel:
-            now = time.time()
-            common = dict(key=resource.key, queue=resource.queue, generation=resource.generation,
-                          previous=resource.status, now_s=now)
-            if resource.refusal:
-                desired = refused_status(*resource.refusal, **common)
-            elif job is None:
-                self._schedule_ttl(resource, now)
-                return "missing"
-            else:
-                desired = job_status(view_of(job), **common)
-            if FINALIZER not in resource.finalizers:
-                # so that deleting the resource aborts its job even while we are down
-                await self.bucket.acquire()
-                if await add_job_finalizer(self.custom, resource.namespace, resource.name,
-                                           resource.finalizers, FINALIZER):
-                    resource.finalizers = [*resource.finalizers, FINALIZER]
-            patch = status_patch(resource.status, desired)
-            if not patch:
-                self._schedule_ttl(resource, now)
-                return "unchanged"
-            await self.bucket.acquire()
-            if not await patch_job_status(self.custom, resource.namespace, resource.name, patch):
-                return "gone"
-            before = resource.status.get("status")
-            resource.status = _merged(resource.status, patch)
-            await self._post_transition(resource, before, desired)
+        now = time.time()
+        common = dict(key=resource.key, queue=resource.queue, generation=resource.generation,
+                      previous=resource.status, now_s=now)
+        if resource.refusal:
+            desired = refused_status(*resource.refusal, **common)
+        elif job is None:
             self._schedule_ttl(resource, now)
-            resource.compact()
-            return "patched"
+            return "missing"
+        else:
+            desired = job_status(view_of(job), **common)
+        calls = []
+        if JOB_FINALIZER not in resource.finalizers:
+            # so that deleting the resource aborts its job even while we are down
+            calls.append(self._api(add_job_finalizer(
+                self.custom, resource.namespace, resource.name, resource.finalizers,
+                JOB_FINALIZER)))
+        patch = status_patch(resource.status, desired)
+        if patch:
+            calls.append(self._api(patch_job_status(
+                self.custom, resource.namespace, resource.name, patch)))
+        if not calls:
+            self._schedule_ttl(resource, now)
+            return "unchanged"
+        before = resource.status.get("status")  # before the awaits: our own patch's watch
+        # event may update resource.status while we wait
+        outcomes = await asyncio.gather(*calls)  # metadata and status: independent writes
+        if JOB_FINALIZER not in resource.finalizers and outcomes[0]:
+            resource.finalizers = [*resource.finalizers, JOB_FINALIZER]
+        if not patch:
+            return "finalized"
+        if not outcomes[-1]:
+            return "gone"
+        resource.status = _merged(resource.status, patch)
+        await self._post_transition(resource, before, desired)
+        self._schedule_ttl(resource, now)
+        resource.compact()
+        return "patched"
 
     async def _post_transition(
         self, resource: JobResource, before: str | None, desired: dict[str, Any]

@@ -11,9 +11,13 @@ JOBS = "jobs"
 CRONJOBS = "cronjobs"
 
 # kopf keeps handler progress and the last handled spec in annotations under this
-# prefix, and holds resources with this finalizer until the delete handler ran.
+# prefix, and holds CronJobs with KOPF_FINALIZER until their daemon stopped.
 ANNOTATION_PREFIX = GROUP
-FINALIZER = f"{GROUP}/finalizer"
+KOPF_FINALIZER = f"{GROUP}/finalizer"
+# The status writer holds Job resources with this one until their job is aborted. It
+# must differ from kopf's: kopf removes its own finalizer from resources on which no
+# kopf handler needs it, and no kopf handler deals with Job deletion.
+JOB_FINALIZER = f"{GROUP}/abort-job"
 
 # Worker Deployments opt in to autoscaling with this label (value: queue name).
 LABEL_QUEUE = f"{GROUP}/queue"
