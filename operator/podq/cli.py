@@ -1,4 +1,4 @@
-"""The `podq` command: worker, enqueue, info, operator."""
+"""The `podq` command: worker, enqueue, info, status, drain/resume, operator."""
 
 from __future__ import annotations
 
@@ -12,10 +12,13 @@ import socket
 import sys
 import time
 import typing as t
+from datetime import UTC, datetime
 
 from redis import asyncio as aioredis
 from redis.exceptions import RedisError
 
+from podq import drain as draining
+from podq.job import Job, Status
 from podq.queue import Queue, list_queues
 from podq.worker import Worker, import_settings
 
@@ -68,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--max-burst-jobs", type=int)
     w.add_argument("--shutdown-grace-period-s", type=float)
     w.add_argument("--timeout", type=int, help="default timeout (s) of jobs enqueued without one")
+    w.add_argument("--metrics-port", type=int,
+                   help="serve Prometheus metrics on this port (default: off)")
     w.add_argument("-v", "--verbose", action="count", default=0)
 
     h = sub.add_parser(
@@ -97,6 +102,25 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--redis-url")
     i.add_argument("--queue", action="append", help="only these queues (repeatable)")
     i.add_argument("--json", action="store_true")
+
+    s = sub.add_parser("status", help="a job's state, from Redis or from its Job resource")
+    s.add_argument("job", nargs="?",
+                   help="job key, job id (podq:{QUEUE}:job:KEY) or job.podq.dev/NAME")
+    _add_redis(s)
+    s.add_argument("--resource", metavar="NAME", help="read the Job resource NAME instead")
+    s.add_argument("-n", "--namespace", default="default",
+                   help="namespace of the Job resource (default: default)")
+    s.add_argument("--json", action="store_true")
+
+    d = sub.add_parser("drain", help="pause a queue and wait until no job of it runs")
+    d.add_argument("queue_name", metavar="queue")
+    d.add_argument("--redis-url")
+    d.add_argument("--timeout", type=float, help="give up after this many seconds (exit 1)")
+    d.add_argument("--resume", action="store_true", help="lift the pause instead")
+
+    r = sub.add_parser("resume", help="lift a queue's pause and wake its workers")
+    r.add_argument("queue_name", metavar="queue")
+    r.add_argument("--redis-url")
 
     sub.add_parser("operator", help="run the Kubernetes operator (needs podq[operator])")
     return parser
@@ -133,8 +157,9 @@ def load_worker_settings(args: argparse.Namespace) -> tuple[dict[str, t.Any], st
     else:
         raise CliError(f"settings 'queue' must be a podq.Queue or a Redis URL, not {queue!r}")
     settings.pop("queue_name", None)
-    for opt in ("concurrency", "burst", "max_burst_jobs", "shutdown_grace_period_s", "timeout"):
-        value = getattr(args, opt)
+    for opt in ("concurrency", "burst", "max_burst_jobs", "shutdown_grace_period_s", "timeout",
+                "metrics_port"):
+        value = getattr(args, opt, None)
         if value is not None:
             settings[opt] = value
     if not settings.get("functions") and not settings.get("cron_jobs"):
@@ -269,6 +294,7 @@ async def cmd_info(args: argparse.Namespace) -> int:
                     "scheduled": await queue.count("scheduled"),
                     "active": await queue.count("active"),
                     "depth": await queue.depth(),
+                    "paused": await draining.is_paused(queue),
                     "workers": await queue.workers(),
                 }
             )
@@ -283,6 +309,7 @@ async def cmd_info(args: argparse.Namespace) -> int:
         print(
             f"queue {q['name']}: queued {q['queued']}, scheduled {q['scheduled']}, "
             f"active {q['active']}, workers {len(q['workers'])}"
+            + (" (paused)" if q["paused"] else "")
         )
         for w in q["workers"]:
             print(
@@ -290,6 +317,174 @@ async def cmd_info(args: argparse.Namespace) -> int:
                 f"concurrency {w['concurrency']} active {len(w['active'])} "
                 f"functions {','.join(w['functions'])}"
             )
+    return 0
+
+
+# -- status -----------------------------------------------------------------------------
+
+RESOURCE_PREFIXES = ("job.podq.dev/", "jobs.podq.dev/")
+
+
+def _iso(epoch_ms: int) -> str | None:
+    if not epoch_ms:
+        return None
+    return datetime.fromtimestamp(epoch_ms / 1000, UTC).isoformat(timespec="milliseconds")
+
+
+def job_state(job: Job) -> dict[str, t.Any]:
+    """The fields `podq status` shows, from a job in Redis."""
+    return {
+        "source": "redis",
+        "id": job.id,
+        "queue": job.get_queue().name,
+        "key": job.key,
+        "function": job.function,
+        "status": Status(job.status).value,
+        "attempts": job.attempts,
+        "retries": job.retries,
+        "progress": job.progress,
+        "queued": _iso(job.queued),
+        "started": _iso(job.started),
+        "completed": _iso(job.completed),
+        "scheduled": _iso(int(job.scheduled * 1000)),
+        "worker": job.worker_id,
+        "result": job.result,
+        "error": job.error,
+    }
+
+
+def print_state(state: dict[str, t.Any]) -> None:
+    title = state.get("resource") or state.get("id")
+    where = f" (namespace {state['namespace']})" if state.get("namespace") else ""
+    print(f"{title}{where}")
+    width = 10
+    for field in ("status", "function", "queue", "key", "attempts", "progress", "queued",
+                  "scheduled", "started", "completed", "worker"):
+        value = state.get(field)
+        if field == "attempts" and state.get("retries"):
+            value = f"{value} of {state['retries']}"
+        if value is not None:
+            print(f"  {field + ':':{width}} {value}")
+    if state.get("result") is not None:
+        print(f"  {'result:':{width}} {json.dumps(state['result'], default=str)}")
+    if state.get("error"):
+        lines = str(state["error"]).rstrip().splitlines()
+        print(f"  {'error:':{width}} {lines[0] if lines else ''}")
+        for line in lines[1:]:
+            print(f"  {'':{width}} {line}")
+
+
+async def _resource_state(name: str, namespace: str) -> dict[str, t.Any]:
+    try:
+        from podq.operator.lookup import job_state as resource_job_state
+        from podq.operator.lookup import read_job_resource
+    except ImportError:
+        raise CliError("reading Job resources needs the operator extra: "
+                       "pip install 'podq[operator]'") from None
+    try:
+        body = await read_job_resource(name, namespace)
+    except Exception as e:  # no kubeconfig, API unreachable, forbidden
+        raise CliError(f"cannot read job.podq.dev/{name} in namespace {namespace}: {e}",
+                       EXIT_UNAVAILABLE) from None
+    if body is None:
+        raise CliError(f"job.podq.dev/{name} not found in namespace {namespace}",
+                       EXIT_UNAVAILABLE)
+    return resource_job_state(body)
+
+
+async def _redis_state(args: argparse.Namespace, target: str) -> dict[str, t.Any]:
+    queue_name = args.queue or "default"
+    key = target
+    if target.startswith("podq:{"):
+        try:
+            key = Job.key_from_id(target)
+        except ValueError as e:
+            raise CliError(str(e)) from None
+        queue_name = target[len("podq:{"): target.index("}:job:")]
+        if args.queue and args.queue != queue_name:
+            raise CliError(f"job id {target!r} is of queue {queue_name!r}, not {args.queue!r}")
+    url = redis_url(args)
+    try:
+        queue = Queue.from_url(url, name=queue_name)
+    except ValueError as e:
+        raise CliError(str(e)) from None
+    try:
+        await check_redis(queue, url)
+        job = await queue.job(key)
+        if job is None:
+            raise CliError(f"no job {key!r} in queue {queue_name!r} (never enqueued, or "
+                           "finished and expired after its ttl)", EXIT_UNAVAILABLE)
+        return job_state(job)
+    finally:
+        await queue.disconnect()
+
+
+async def cmd_status(args: argparse.Namespace) -> int:
+    target = args.job
+    resource = args.resource
+    if target and target.startswith(RESOURCE_PREFIXES):
+        resource = target.split("/", 1)[1]
+    elif target and resource:
+        raise CliError("give a job key/id or --resource, not both")
+    if resource:
+        state = await _resource_state(resource, args.namespace)
+    elif target:
+        state = await _redis_state(args, target)
+    else:
+        raise CliError("give a job key, a job id, job.podq.dev/NAME or --resource NAME")
+    if args.json:
+        print(json.dumps(state, default=str))
+    else:
+        print_state(state)
+    return 0
+
+
+# -- drain / resume -----------------------------------------------------------------------
+
+
+async def _queue_for(args: argparse.Namespace) -> tuple[Queue, str]:
+    url = redis_url(args)
+    try:
+        queue = Queue.from_url(url, name=args.queue_name)
+    except ValueError as e:
+        raise CliError(str(e)) from None
+    try:
+        await check_redis(queue, url)
+    except CliError:
+        await queue.disconnect()
+        raise
+    return queue, url
+
+
+async def cmd_resume(args: argparse.Namespace) -> int:
+    queue, _ = await _queue_for(args)
+    try:
+        was = await draining.resume(queue)
+    finally:
+        await queue.disconnect()
+    print(f"queue {queue.name} resumed" if was else f"queue {queue.name} was not paused")
+    return 0
+
+
+async def cmd_drain(args: argparse.Namespace) -> int:
+    if args.resume:
+        return await cmd_resume(args)
+
+    def progress(active: int, elapsed: float) -> None:
+        print(f"queue {args.queue_name}: {active} active job(s) after {elapsed:.0f}s",
+              flush=True)
+
+    queue, _ = await _queue_for(args)
+    try:
+        drained = await draining.drain(queue, timeout_s=args.timeout, progress=progress)
+    finally:
+        await queue.disconnect()
+    if not drained:
+        print(f"podq: queue {args.queue_name} not drained after {args.timeout}s; it stays "
+              f"paused (podq resume {args.queue_name} lifts it)", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    print(f"queue {args.queue_name} drained and paused; `podq resume {args.queue_name}` "
+          "lets workers take jobs again", flush=True)
     return 0
 
 
@@ -317,7 +512,8 @@ def main(argv: list[str] | None = None) -> int:
         level = logging.DEBUG
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     handlers = {"worker": cmd_worker, "worker-health": cmd_worker_health,
-                "enqueue": cmd_enqueue, "info": cmd_info}
+                "enqueue": cmd_enqueue, "info": cmd_info, "status": cmd_status,
+                "drain": cmd_drain, "resume": cmd_resume}
     try:
         return asyncio.run(handlers[args.command](args))
     except CliError as e:

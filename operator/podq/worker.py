@@ -30,6 +30,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from podq.job import CronJob, Job, Status
+from podq.metrics import WorkerMetrics
 from podq.queue import Queue
 from podq.utils import now, now_seconds
 
@@ -69,6 +70,8 @@ class Worker:
         metadata: arbitrary JSON put in the liveness record
         timeout: default timeout (s) for jobs enqueued without one (fix 7)
         liveness_ttl: seconds after which a silent worker counts as dead
+        metrics_port: serve Prometheus metrics on this port (podq.metrics; None = off);
+            timers["metrics"] is how often queue depth is read for them
     """
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -96,6 +99,7 @@ class Worker:
         timeout: int | None = None,
         liveness_ttl: float | None = None,
         handle_signals: bool = True,
+        metrics_port: int | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
@@ -104,7 +108,8 @@ class Worker:
         self.hostname = socket.gethostname()
         self.pid = os.getpid()
         self.id = id or f"{self.hostname}:{self.pid}:{uuid.uuid4().hex[:8]}"
-        self.timers: dict[str, float] = {"schedule": 1, "worker_info": 2, "sweep": 3, "abort": 1}
+        self.timers: dict[str, float] = {"schedule": 1, "worker_info": 2, "sweep": 3, "abort": 1,
+                                         "metrics": 5}
         self.timers.update(timers or {})
         self.liveness_ttl = liveness_ttl or max(3 * self.timers["worker_info"], 2.0)
         self.timeout = timeout
@@ -159,6 +164,8 @@ class Worker:
         self._cron_last: dict[int, float] = {}
         self._redis_error_at = float("-inf")
         self.complete = self.failed = self.retried = self.aborted = 0
+        self.metrics_port = metrics_port
+        self.metrics = WorkerMetrics(self) if metrics_port is not None else None
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -187,6 +194,10 @@ class Worker:
                 asyncio.create_task(self._loop(self._check_aborts, "abort", True)),
                 asyncio.create_task(self._loop(self._sweep, "sweep")),
             ]
+            if self.metrics is not None and self.metrics_port is not None:
+                self.metrics_port = self.metrics.serve(self.metrics_port)
+                self._upkeep.append(asyncio.create_task(
+                    self._loop(self.metrics.refresh, "metrics", True)))
             if self.cron_jobs:
                 self._upkeep.append(
                     asyncio.create_task(self._loop(self._schedule_cron, "schedule"))
@@ -258,6 +269,8 @@ class Worker:
                 except Exception:
                     logger.exception("shutdown hook failed")
             self.pool.shutdown(wait=False, cancel_futures=True)
+            if self.metrics is not None:
+                self.metrics.close()
         finally:
             self._done.set()
             logger.info("Worker %s stopped", self.id)
@@ -350,6 +363,7 @@ class Worker:
     async def _execute(self, job: Job) -> None:
         context: Context = {**self.context, "job": job}
         outcome: tuple[str, t.Any]
+        began = time.monotonic()
         try:
             function = self.functions.get(job.function)
             if function is None:
@@ -393,6 +407,8 @@ class Worker:
             outcome = ("error", traceback.format_exc())
         self._release(job)
         await self._write_back(job, *outcome)
+        if self.metrics is not None:
+            self.metrics.job_done(job, outcome[0], time.monotonic() - began)
         for hook in self.after_process:
             try:
                 await self._call(hook, context)

@@ -29,7 +29,7 @@ def job_state(body: dict[str, Any]) -> dict[str, Any]:
     meta, spec, status = body["metadata"], body.get("spec") or {}, body.get("status") or {}
     return {
         "source": "resource",
-        "resource": f"{JOBS}.{GROUP}/{meta['name']}",
+        "resource": f"job.{GROUP}/{meta['name']}",
         "namespace": meta["namespace"],
         "queue": status.get("queue") or spec.get("queue") or "default",
         "key": status.get("jobKey"),

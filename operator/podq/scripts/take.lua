@@ -1,6 +1,7 @@
 -- Take up to N ready jobs and mark them active in the same atomic step (fix 1).
 -- Scheduled jobs that are due are promoted to the ready queue first.
--- KEYS: 1 queued zset, 2 scheduled zset, 3 active zset, 4 seq counter
+-- A paused queue (KEYS[5] exists: `podq drain`) gives out no job.
+-- KEYS: 1 queued zset, 2 scheduled zset, 3 active zset, 4 seq counter, 5 paused flag
 -- ARGV: 1 n, 2 now (ms), 3 now (s), 4 worker id, 5 job key prefix, 6 channel,
 --       7 worker default timeout ('' = none)
 -- Returns {next scheduled score or '', key1, {hash1...}, key2, {hash2...}, ...}
@@ -15,6 +16,7 @@ for _, k in ipairs(due) do
 end
 local out = {''}
 local n = tonumber(ARGV[1])
+if KEYS[5] and redis.call('EXISTS', KEYS[5]) == 1 then n = 0 end
 local got = 0
 while got < n do
   local popped = redis.call('ZPOPMIN', KEYS[1], n - got)

@@ -1,0 +1,128 @@
+"""Prometheus metrics of a worker, served over HTTP (`podq worker --metrics-port N`).
+
+The worker calls two hooks (`job_done` after each write-back, `refresh` from an upkeep
+loop); running jobs and the liveness-free info are read at scrape time. Queue depth is
+read from Redis by the worker every `timers["metrics"]` seconds, never on a scrape, so
+scrapes cost Redis nothing. Each WorkerMetrics has a registry of its own: several
+workers in one process do not collide.
+
+Labels carry the queue, function and outcome, never job keys or worker ids (one series
+per job would grow without bound).
+"""
+
+from __future__ import annotations
+
+import typing as t
+from importlib.metadata import PackageNotFoundError, version
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client.exposition import start_http_server
+
+from podq.drain import is_paused
+from podq.job import Status
+from podq.utils import now_seconds
+
+if t.TYPE_CHECKING:
+    from wsgiref.simple_server import WSGIServer
+
+    from podq.job import Job
+    from podq.worker import Worker
+
+# seconds: from sub-10 ms jobs to an hour
+DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120,
+                    300, 600, 1800, 3600)
+OUTCOMES = ("complete", "failed", "aborted")
+STATES = ("queued", "scheduled", "active")
+
+
+def _version() -> str:
+    try:
+        return version("podq")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+class WorkerMetrics:
+    """The metrics of one Worker, in a registry of their own."""
+
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+        self.queue = worker.queue.name
+        self.registry = CollectorRegistry()
+        self._server: WSGIServer | None = None
+        self.finished = Counter(
+            "podq_jobs_finished", "Jobs this worker finished, by outcome "
+            "(complete, failed, aborted).", ["queue", "function", "outcome"],
+            registry=self.registry)
+        self.retries = Counter(
+            "podq_job_retries", "Failed attempts this worker put back for a retry.",
+            ["queue", "function"], registry=self.registry)
+        self.duration = Histogram(
+            "podq_job_duration_seconds", "Run time of job attempts on this worker, by "
+            "outcome (complete, failed, aborted, retried).", ["queue", "function", "outcome"],
+            buckets=DURATION_BUCKETS, registry=self.registry)
+        self.running = Gauge(
+            "podq_jobs_running", "Jobs this worker is running now.", ["queue"],
+            registry=self.registry)
+        self.running.labels(self.queue).set_function(lambda: worker._executing)
+        self.depth = Gauge(
+            "podq_queue_jobs", "Jobs of the queue by state: queued (ready and due), "
+            "scheduled (due later), active (running or aborting on any worker); read from "
+            "Redis every few seconds.", ["queue", "state"], registry=self.registry)
+        self.paused = Gauge(
+            "podq_queue_paused", "1 while the queue is paused (podq drain).", ["queue"],
+            registry=self.registry)
+        self.depth_age = Gauge(
+            "podq_queue_jobs_refreshed_timestamp_seconds",
+            "When podq_queue_jobs was last read from Redis (epoch seconds).", ["queue"],
+            registry=self.registry)
+        info = Info("podq_worker", "This worker.", ["queue"], registry=self.registry)
+        info.labels(self.queue).info({
+            "version": _version(),
+            "concurrency": str(worker.concurrency),
+            "functions": ",".join(sorted(worker.functions)),
+        })
+        for function in worker.functions:  # known series exist from the start, at 0
+            for outcome in OUTCOMES:
+                self.finished.labels(self.queue, function, outcome)
+            self.retries.labels(self.queue, function)
+
+    # -- hooks -----------------------------------------------------------------------
+
+    def job_done(self, job: Job, kind: str, seconds: float) -> None:
+        """After a job's write-back: kind is the worker's outcome kind ("complete",
+        "error", "aborted" or "back"); the job's status says what was written."""
+        if kind == "back":  # cancelled by shutdown and put back: not an outcome of the job
+            return
+        function = job.function
+        if job.status is Status.QUEUED:
+            self.retries.labels(self.queue, function).inc()
+            outcome = "retried"
+        else:
+            outcome = Status(job.status).value
+            if outcome not in OUTCOMES:
+                return
+            self.finished.labels(self.queue, function, outcome).inc()
+        self.duration.labels(self.queue, function, outcome).observe(seconds)
+
+    async def refresh(self) -> None:
+        """Read the queue's depth and pause from Redis."""
+        queue = self.worker.queue
+        for state in STATES:
+            self.depth.labels(self.queue, state).set(await queue.count(state))
+        self.paused.labels(self.queue).set(1 if await is_paused(queue) else 0)
+        self.depth_age.labels(self.queue).set(now_seconds())
+
+    # -- serving ---------------------------------------------------------------------
+
+    def serve(self, port: int, addr: str = "0.0.0.0") -> int:
+        """Serve /metrics on a thread; returns the port (useful with port 0)."""
+        server, _thread = start_http_server(port, addr=addr, registry=self.registry)
+        self._server = server
+        return int(server.server_port)
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
