@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -74,6 +75,10 @@ class Autoscaler:
         self._poked = asyncio.Event()
         self._owners: dict[str, tuple[float, set[str]]] = {}  # namespace -> (when, names)
         self._left_alone: set[str] = set()  # uids of Deployments another scaler owns
+        # what the passes saw and decided, exported by metrics.py
+        self.seen: dict[str, tuple[int, int]] = {}  # queue -> (depth, active)
+        self.desired: dict[tuple[str, str], int] = {}  # (namespace, name) -> replicas
+        self.decisions: Counter[tuple[str, str]] = Counter()  # (queue, "up"/"down")
 
     # -- inputs -----------------------------------------------------------------------
 
@@ -99,6 +104,7 @@ class Autoscaler:
 
     def forget(self, namespace: str, name: str) -> None:
         self.deployments.pop((namespace, name), None)
+        self.desired.pop((namespace, name), None)
 
     def on_change(self, queue: str, _key: str, status: str) -> None:
         """QueuePool callback. Enqueues and finishes change the depth."""
@@ -130,7 +136,9 @@ class Autoscaler:
         queue = self.pool.get(deployment.queue)
         workers = await queue.workers()
         await self.mark_pods(deployment, workers)
-        return await self.scale(deployment, await queue.depth())
+        depth = await queue.depth()
+        self.seen[deployment.queue] = (depth, await queue.count("active"))
+        return await self.scale(deployment, depth)
 
     async def scale(self, deployment: WorkerDeployment, depth: int) -> ScaleOutcome:
         current = deployment.replicas
@@ -151,12 +159,14 @@ class Autoscaler:
             return ScaleOutcome(current, current, False, "InvalidScalingAnnotation")
         wanted = desired_replicas(depth, settings)
         desired = deployment.stabiliser.recommend(time.monotonic(), wanted)
+        self.desired[(deployment.namespace, deployment.name)] = desired
         if desired == current:
             return ScaleOutcome(current, desired, False)
         await self.kube.apps.patch_namespaced_deployment_scale(
             deployment.name, deployment.namespace, {"spec": {"replicas": desired}}
         )
         deployment.replicas = desired
+        self.decisions[(deployment.queue, "up" if desired > current else "down")] += 1
         log.info("scaled %s/%s from %d to %d replicas (queue %s depth %d)",
                  deployment.namespace, deployment.name, current, desired, deployment.queue, depth)
         await self.events.post(

@@ -1,37 +1,89 @@
-"""Prometheus metrics of the operator, served as text on /metrics."""
+"""Prometheus metrics of the operator, served on /metrics (`--metrics-port`).
+
+Everything is read from the operator's state at scrape time (a custom collector):
+the status writer's counts, the registry, and what the autoscaler's last pass saw per
+queue and decided per Deployment. No job keys in labels.
+"""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 from typing import Any
 
 from aiohttp import web
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.registry import Collector
 
 PREFIX = "podq_operator_"
 
 
+class OperatorCollector(Collector):
+    """Reads the operator's memo (mirror, registry, autoscaler) on each scrape."""
+
+    def __init__(self, memo: Any) -> None:
+        self.memo = memo
+
+    def collect(self) -> Iterator[Metric]:
+        memo = self.memo
+        syncs = CounterMetricFamily(f"{PREFIX}status_syncs", "Job status syncs by outcome.",
+                                    labels=["outcome"])
+        for outcome, value in sorted(memo.mirror.counts.items()):
+            syncs.add_metric([outcome], value)
+        yield syncs
+        yield GaugeMetricFamily(f"{PREFIX}job_resources", "Job resources the operator watches.",
+                                value=len(memo.registry))
+        yield GaugeMetricFamily(f"{PREFIX}status_dirty",
+                                "Job resources waiting for a status sync.",
+                                value=len(memo.mirror.dirty))
+        autoscaler = memo.autoscaler
+        yield GaugeMetricFamily(f"{PREFIX}worker_deployments", "Autoscaled worker Deployments.",
+                                value=len(autoscaler.deployments))
+        depth = GaugeMetricFamily(
+            f"{PREFIX}queue_depth", "Jobs queued-and-due plus active per queue, as the "
+            "autoscaler last saw them (what it sizes workers for).", labels=["queue"])
+        active = GaugeMetricFamily(
+            f"{PREFIX}queue_active_jobs", "Active (running or aborting) jobs per queue, as "
+            "the autoscaler last saw them.", labels=["queue"])
+        for queue, (seen_depth, seen_active) in sorted(autoscaler.seen.items()):
+            depth.add_metric([queue], seen_depth)
+            active.add_metric([queue], seen_active)
+        yield depth
+        yield active
+        decisions = CounterMetricFamily(
+            f"{PREFIX}scaling_decisions", "Replica changes the autoscaler applied, by queue "
+            "and direction (up, down).", labels=["queue", "direction"])
+        for (queue, direction), value in sorted(autoscaler.decisions.items()):
+            decisions.add_metric([queue, direction], value)
+        yield decisions
+        desired = GaugeMetricFamily(
+            f"{PREFIX}desired_replicas", "Replicas the autoscaler wants per worker Deployment "
+            "(after stabilisation).", labels=["namespace", "deployment"])
+        for (namespace, name), value in sorted(autoscaler.desired.items()):
+            desired.add_metric([namespace, name], value)
+        yield desired
+
+
+def registry_for(memo: Any) -> CollectorRegistry:
+    registry = CollectorRegistry()
+    registry.register(OperatorCollector(memo))
+    return registry
+
+
 def render(memo: Any) -> str:
-    lines = []
-    counts = memo.mirror.counts
-    lines.append(f"# HELP {PREFIX}status_syncs_total Job status syncs by outcome.")
-    lines.append(f"# TYPE {PREFIX}status_syncs_total counter")
-    for outcome, value in sorted(counts.items()):
-        lines.append(f'{PREFIX}status_syncs_total{{outcome="{outcome}"}} {value}')
-    lines.append(f"# HELP {PREFIX}job_resources Job resources the operator watches.")
-    lines.append(f"# TYPE {PREFIX}job_resources gauge")
-    lines.append(f"{PREFIX}job_resources {len(memo.registry)}")
-    lines.append(f"# HELP {PREFIX}status_dirty Job resources waiting for a status sync.")
-    lines.append(f"# TYPE {PREFIX}status_dirty gauge")
-    lines.append(f"{PREFIX}status_dirty {len(memo.mirror.dirty)}")
-    lines.append(f"# HELP {PREFIX}worker_deployments Autoscaled worker Deployments.")
-    lines.append(f"# TYPE {PREFIX}worker_deployments gauge")
-    lines.append(f"{PREFIX}worker_deployments {len(memo.autoscaler.deployments)}")
-    return "\n".join(lines) + "\n"
+    """The metrics in Prometheus' text format."""
+    return generate_latest(registry_for(memo)).decode()
 
 
 async def serve_metrics(memo: Any, port: int) -> None:
+    registry = registry_for(memo)
+
     async def handle(_request: web.Request) -> web.Response:
-        return web.Response(text=render(memo), content_type="text/plain")
+        response = web.Response(body=generate_latest(registry))
+        response.headers["Content-Type"] = CONTENT_TYPE_LATEST
+        return response
 
     app = web.Application()
     app.router.add_get("/metrics", handle)
