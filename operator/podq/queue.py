@@ -110,10 +110,25 @@ class _Notifier:
             except Exception:
                 logger.exception("change listener failed")
 
+    def _client(self) -> aioredis.Redis:
+        """A client with a pool of its own: closing the queue's pool underneath a
+        blocked reader would leave it unable to be cancelled."""
+        pool = self.queue.redis.connection_pool
+        own = type(pool)(connection_class=pool.connection_class, **pool.connection_kwargs)
+        return aioredis.Redis(connection_pool=own)
+
     async def _run(self) -> None:
+        client = self._client()
+        try:
+            await self._listen(client)
+        finally:
+            with contextlib.suppress(BaseException):
+                await asyncio.wait_for(client.aclose(close_connection_pool=True), 1.0)
+
+    async def _listen(self, client: aioredis.Redis) -> None:
         backoff = 0.1
         while True:
-            pubsub = self.queue.redis.pubsub()
+            pubsub = client.pubsub()
             try:
                 await pubsub.subscribe(self.channel)
                 async for msg in pubsub.listen():
@@ -138,8 +153,9 @@ class _Notifier:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
             finally:
-                with contextlib.suppress(Exception):
-                    await asyncio.shield(pubsub.aclose())
+                # bounded: closing can hang when the pool was closed underneath
+                with contextlib.suppress(BaseException):
+                    await asyncio.wait_for(pubsub.aclose(), 1.0)
 
     async def close(self) -> None:
         if self.task and not self.task.done():

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import types
 from collections.abc import Iterator
@@ -42,15 +43,31 @@ def spawn(redis_url: str) -> Iterator[list[subprocess.Popen[str]]]:
         if p.poll() is None:
             p.kill()
         p.wait(10)
+        Path(p.log_path).unlink(missing_ok=True)
 
 
 def start_worker(procs: list, redis_url: str, *extra: str) -> subprocess.Popen[str]:
+    """A `podq worker` process; its output goes to a file (a full pipe would block it)."""
+    log = tempfile.NamedTemporaryFile("w+", prefix="podq-worker-", suffix=".log", delete=False)
     proc = subprocess.Popen(
         [*PODQ, "worker", SETTINGS, "--redis-url", redis_url, *extra],
-        cwd=HERE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=HERE, stdout=log, stderr=subprocess.STDOUT, text=True,
     )
+    proc.log_path = log.name  # type: ignore[attr-defined]
+    log.close()
     procs.append(proc)
     return proc
+
+
+def output(proc: subprocess.Popen[str]) -> str:
+    return Path(proc.log_path).read_text()  # type: ignore[attr-defined]
+
+
+async def exit_code(proc: subprocess.Popen[str], within_s: float = 15) -> int:
+    try:
+        return await asyncio.to_thread(proc.wait, within_s)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"worker did not exit; its output:\n{output(proc)}") from None
 
 
 async def live_worker(queue: Queue) -> dict:
@@ -161,8 +178,10 @@ async def test_worker_killed_with_sigkill_has_its_jobs_recovered(
         await live_worker(q)
         again = await q.enqueue("slow", seconds=60, key="again", retries=2, timeout=0)
         lost = await q.enqueue("slow", seconds=60, key="lost", retries=1, timeout=0)
-        await wait_for(lambda: q.count("active"), 5)
-        assert await q.count("active") == 2
+        async def both_active() -> bool:
+            return await q.count("active") == 2
+
+        await wait_for(both_active, 5)
         proc.send_signal(signal.SIGKILL)
         proc.wait(5)
         killed_at = time.monotonic()
@@ -188,8 +207,7 @@ async def test_sigterm_drains_running_jobs(redis_url: str, spawn: list) -> None:
         proc.send_signal(signal.SIGTERM)
         await asyncio.sleep(0.2)
         late = await q.enqueue("add", a=1, b=1)  # not taken: the worker is draining
-        rc = await asyncio.to_thread(proc.wait, 10)
-        assert rc == 0
+        assert await exit_code(proc) == 0, output(proc)
         await job.refresh()
         assert job.status is Status.COMPLETE and job.result == "slow done"
         await late.refresh()
@@ -207,7 +225,7 @@ async def test_sigterm_past_grace_puts_jobs_back(redis_url: str, spawn: list) ->
         job = await q.enqueue("slow", seconds=60, timeout=120)
         await wait_for(lambda: q.count("active"), 5)
         proc.send_signal(signal.SIGTERM)
-        assert await asyncio.to_thread(proc.wait, 10) == 0
+        assert await exit_code(proc) == 0, output(proc)
         await job.refresh()
         assert job.status is Status.QUEUED and await q.count("queued") == 1
     finally:

@@ -96,9 +96,12 @@ async def test_fix7_default_timeout_per_worker(queue: Queue, workers: Workers) -
     await chosen.refresh(until_complete=5)
     assert chosen.status is Status.COMPLETE
     configured = Queue(queue.redis, name="test", default_timeout=5)  # the queue's choice wins
-    by_queue = await configured.enqueue("sleeps", seconds=1.2)
-    await by_queue.refresh(until_complete=5)
-    assert by_queue.status is Status.COMPLETE and by_queue.timeout == 5
+    try:
+        by_queue = await configured.enqueue("sleeps", seconds=1.2)
+        await by_queue.refresh(until_complete=5)
+        assert by_queue.status is Status.COMPLETE and by_queue.timeout == 5
+    finally:
+        await configured._notifier.close()
 
 
 async def test_unregistered_function_fails_at_once(queue: Queue, workers: Workers) -> None:
