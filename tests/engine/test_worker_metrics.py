@@ -1,0 +1,123 @@
+"""A real `podq worker --metrics-port` process against real Redis, scraped over HTTP."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Iterator
+
+import pytest
+from engine_helpers import wait_for
+from ops_helpers import HERE, PODQ, Samples, sample, scrape
+from ops_settings import RELEASE
+
+from podq import Queue, Status
+from podq.testing import free_port
+
+
+@pytest.fixture
+def metrics_worker(redis_url: str) -> Iterator[int]:
+    """A worker process on queue "m" serving metrics; yields its metrics port."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [PODQ, "worker", "ops_settings.settings", "--redis-url", redis_url, "--queue", "m",
+         "--metrics-port", str(port)],
+        cwd=HERE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        yield port
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+        assert proc.stdout is not None
+        print(proc.stdout.read())  # shown when the test failed
+
+
+def scraped(port: int) -> Samples | None:
+    try:
+        return scrape(port)
+    except OSError:
+        return None
+
+
+async def test_worker_metrics_count_outcomes_retries_durations_and_depth(
+    redis_url: str, metrics_worker: int
+) -> None:
+    port = metrics_worker
+    queue = Queue.from_url(redis_url, name="m")
+    try:
+        await wait_for(queue.workers, 20)
+        first = await wait_for(lambda: scraped(port), 10)
+        # known functions have their series from the start, at zero
+        assert sample(first, "podq_jobs_finished_total", queue="m", function="ok",
+                      outcome="complete") == 0
+        info = {dict(labels).get("concurrency") for (name, labels) in first
+                if name == "podq_worker_info"}
+        assert info == {"4"}
+
+        await queue.enqueue("ok", key="ok-1")
+        await queue.enqueue("fail", key="fail-1", retries=1)
+        await queue.enqueue("flaky", key="flaky-1", retries=2)
+        await queue.enqueue("hold", key="hold-1", name="hold-1", timeout=60)
+        await queue.enqueue("ok", key="later", scheduled=time.time() + 3600)
+        for key, status in (("ok-1", Status.COMPLETE), ("fail-1", Status.FAILED),
+                            ("flaky-1", Status.COMPLETE)):
+            job = await queue.job(key)
+            assert job is not None
+            await job.refresh(until_complete=15)
+            assert job.status is status, key
+
+        def settled() -> Samples | None:
+            s = scraped(port)
+            if s and sample(s, "podq_queue_jobs", queue="m", state="active") == 1 \
+                    and sample(s, "podq_jobs_finished_total", queue="m", function="flaky",
+                               outcome="complete") == 1:
+                return s
+            return None
+
+        s = await wait_for(settled, 15)
+        finished = {
+            (f, o): sample(s, "podq_jobs_finished_total", queue="m", function=f, outcome=o)
+            for f in ("ok", "fail", "flaky") for o in ("complete", "failed", "aborted")
+        }
+        assert finished == {
+            ("ok", "complete"): 1, ("ok", "failed"): 0, ("ok", "aborted"): 0,
+            ("fail", "complete"): 0, ("fail", "failed"): 1, ("fail", "aborted"): 0,
+            ("flaky", "complete"): 1, ("flaky", "failed"): 0, ("flaky", "aborted"): 0,
+        }
+        assert sample(s, "podq_job_retries_total", queue="m", function="flaky") == 1
+        assert sample(s, "podq_job_retries_total", queue="m", function="fail") == 0
+        for function, outcome in (("ok", "complete"), ("fail", "failed"),
+                                  ("flaky", "retried"), ("flaky", "complete")):
+            labels = {"queue": "m", "function": function, "outcome": outcome}
+            assert sample(s, "podq_job_duration_seconds_count", **labels) == 1
+            assert sample(s, "podq_job_duration_seconds_bucket", le="+Inf", **labels) == 1
+            total = sample(s, "podq_job_duration_seconds_sum", **labels)
+            assert total is not None and 0 <= total < 10
+        assert sample(s, "podq_jobs_running", queue="m") == 1  # hold-1
+        assert sample(s, "podq_queue_jobs", queue="m", state="scheduled") == 1  # later
+        assert sample(s, "podq_queue_jobs", queue="m", state="queued") == 0
+        assert sample(s, "podq_queue_paused", queue="m") == 0
+        assert not any("key" in dict(labels) or "job" in dict(labels) for _, labels in s)
+
+        await queue.redis.sadd(RELEASE, "hold-1")
+
+        def idle() -> Samples | None:
+            s = scraped(port)
+            if s and sample(s, "podq_jobs_running", queue="m") == 0 \
+                    and sample(s, "podq_queue_jobs", queue="m", state="active") == 0:
+                return s
+            return None
+
+        s = await wait_for(idle, 15)
+        assert sample(s, "podq_jobs_finished_total", queue="m", function="hold",
+                      outcome="complete") == 1
+        held = sample(s, "podq_job_duration_seconds_count", queue="m", function="hold",
+                      outcome="complete")
+        assert held == 1
+    finally:
+        await queue.disconnect()
