@@ -532,7 +532,9 @@ class Queue:
         seconds or None).
         """
         raw = await self._take_script(
-            keys=[self._queued, self._scheduled, self._active, self._seq],
+            # the last key: the pause flag of `podq drain` (podq/drain.py)
+            keys=[self._queued, self._scheduled, self._active, self._seq,
+                  self.prefix + "paused"],
             args=[
                 n,
                 now(),
