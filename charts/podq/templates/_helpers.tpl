@@ -197,7 +197,7 @@ the top-level worker settings. Returns YAML: {pools: [...]} */}}
 {{- $_ := set $seen $p.name true -}}
 {{- $pool := deepCopy $base -}}
 {{- range $key, $value := $p -}}
-{{- if and (has $key (list "image" "autoscaling" "livenessProbe")) (kindIs "map" $value) -}}
+{{- if and (has $key (list "image" "autoscaling" "livenessProbe" "metrics")) (kindIs "map" $value) -}}
 {{- /* partial overrides of these merge: {autoscaling: {enabled: false}} keeps the bounds */ -}}
 {{- $_ := set $pool $key (mergeOverwrite (deepCopy (index $base $key)) (deepCopy $value)) -}}
 {{- else -}}
