@@ -19,6 +19,7 @@ from redis.exceptions import RedisError
 
 from podq import drain as draining
 from podq.job import Job, Status
+from podq.metrics import MetricsPortError
 from podq.queue import Queue, list_queues
 from podq.worker import Worker, import_settings
 
@@ -177,6 +178,8 @@ async def cmd_worker(args: argparse.Namespace) -> int:
         raise CliError(f"bad worker settings: {e}") from None
     try:
         await worker.start()
+    except MetricsPortError as e:
+        raise CliError(str(e), EXIT_UNAVAILABLE) from None
     finally:
         await queue.disconnect()
     return 0

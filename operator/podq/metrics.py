@@ -42,6 +42,10 @@ def _version() -> str:
         return "unknown"
 
 
+class MetricsPortError(OSError):
+    """The metrics port cannot be bound (in use, or not allowed)."""
+
+
 class WorkerMetrics:
     """The metrics of one Worker, in a registry of their own."""
 
@@ -117,7 +121,10 @@ class WorkerMetrics:
 
     def serve(self, port: int, addr: str = "0.0.0.0") -> int:
         """Serve /metrics on a thread; returns the port (useful with port 0)."""
-        server, _thread = start_http_server(port, addr=addr, registry=self.registry)
+        try:
+            server, _thread = start_http_server(port, addr=addr, registry=self.registry)
+        except OSError as e:
+            raise MetricsPortError(f"cannot serve metrics on {addr}:{port}: {e}") from None
         self._server = server
         return int(server.server_port)
 

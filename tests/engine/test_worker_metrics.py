@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
 
 import pytest
 from engine_helpers import wait_for
-from ops_helpers import HERE, PODQ, Samples, sample, scrape
+from ops_helpers import HERE, PODQ, Samples, podq_run, sample, scrape
 from ops_settings import RELEASE
 
 from podq import Queue, Status
@@ -121,3 +122,16 @@ async def test_worker_metrics_count_outcomes_retries_durations_and_depth(
         assert held == 1
     finally:
         await queue.disconnect()
+
+
+async def test_worker_exits_with_a_message_when_the_metrics_port_is_taken(
+    redis_url: str,
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code, _, err = await podq_run("worker", "ops_settings.settings", "--redis-url",
+                                      redis_url, "--metrics-port", str(port))
+    assert code == 1, err
+    assert f"cannot serve metrics on 0.0.0.0:{port}" in err and "Traceback" not in err
