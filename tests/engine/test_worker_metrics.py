@@ -74,11 +74,11 @@ async def test_worker_metrics_count_outcomes_retries_durations_and_depth(
 
         def settled() -> Samples | None:
             s = scraped(port)
-            if s and sample(s, "podq_queue_jobs", queue="m", state="active") == 1 \
-                    and sample(s, "podq_jobs_finished_total", queue="m", function="flaky",
-                               outcome="complete") == 1:
-                return s
-            return None
+            if not s or sample(s, "podq_queue_jobs", queue="m", state="active") != 1:
+                return None
+            done = [sample(s, "podq_jobs_finished_total", queue="m", function=f, outcome=o)
+                    for f, o in (("ok", "complete"), ("fail", "failed"), ("flaky", "complete"))]
+            return s if done == [1, 1, 1] else None
 
         s = await wait_for(settled, 15)
         finished = {
