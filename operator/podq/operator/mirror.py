@@ -99,6 +99,7 @@ class StatusMirror:
         self.dirty: Coalescer[str] = Coalescer()
         self.parallel = asyncio.Semaphore(parallel)
         self.max_in_flight = parallel * 8
+        self.settle_s = max(3 * flush_interval, 0.3)
         self._in_flight: set[str] = set()
         self._again: set[str] = set()  # marked while in flight: once more afterwards
         self._slot_free = asyncio.Event()
@@ -193,11 +194,18 @@ class StatusMirror:
             jobs = await queue.jobs([r.key for r in resources])
             missing = [r for r, job in zip(resources, jobs, strict=True)
                        if self._needs_enqueue(r, job)]
+            settling: set[str] = set()
             if missing:
                 self.counts.update(await self._enqueue(queue, missing))
-                jobs = await queue.jobs([r.key for r in resources])
+                # A job enqueued just now is written a moment later: by then an idle
+                # worker has usually finished it (one patch instead of queued, active,
+                # complete), and under load more changes coalesce.
+                settling = {r.uid for r in missing if not r.refusal}
+                loop = asyncio.get_running_loop()
+                for uid in settling:
+                    loop.call_later(self.settle_s, self.dirty.mark, uid)
             tasks.extend(self._start(r, self._sync_one(r, j))
-                         for r, j in zip(resources, jobs, strict=True))
+                         for r, j in zip(resources, jobs, strict=True) if r.uid not in settling)
         return tasks
 
     def _start(self, resource: JobResource, work: Any) -> asyncio.Task[str]:
