@@ -12,13 +12,13 @@ import socket
 import sys
 import time
 import typing as t
-from datetime import UTC, datetime
 
 from redis import asyncio as aioredis
 from redis.exceptions import RedisError
 
 from podq import drain as draining
-from podq.job import Job, Status
+from podq.job import Job
+from podq.jobstate import format_state, job_state
 from podq.metrics import MetricsPortError
 from podq.queue import Queue, list_queues
 from podq.worker import Worker, import_settings
@@ -328,55 +328,6 @@ async def cmd_info(args: argparse.Namespace) -> int:
 RESOURCE_PREFIXES = ("job.podq.dev/", "jobs.podq.dev/")
 
 
-def _iso(epoch_ms: int) -> str | None:
-    if not epoch_ms:
-        return None
-    return datetime.fromtimestamp(epoch_ms / 1000, UTC).isoformat(timespec="milliseconds")
-
-
-def job_state(job: Job) -> dict[str, t.Any]:
-    """The fields `podq status` shows, from a job in Redis."""
-    return {
-        "source": "redis",
-        "id": job.id,
-        "queue": job.get_queue().name,
-        "key": job.key,
-        "function": job.function,
-        "status": Status(job.status).value,
-        "attempts": job.attempts,
-        "retries": job.retries,
-        "progress": job.progress,
-        "queued": _iso(job.queued),
-        "started": _iso(job.started),
-        "completed": _iso(job.completed),
-        "scheduled": _iso(int(job.scheduled * 1000)),
-        "worker": job.worker_id,
-        "result": job.result,
-        "error": job.error,
-    }
-
-
-def print_state(state: dict[str, t.Any]) -> None:
-    title = state.get("resource") or state.get("id")
-    where = f" (namespace {state['namespace']})" if state.get("namespace") else ""
-    print(f"{title}{where}")
-    width = 10
-    for field in ("status", "function", "queue", "key", "attempts", "progress", "queued",
-                  "scheduled", "started", "completed", "worker"):
-        value = state.get(field)
-        if field == "attempts" and state.get("retries"):
-            value = f"{value} of {state['retries']}"
-        if value is not None:
-            print(f"  {field + ':':{width}} {value}")
-    if state.get("result") is not None:
-        print(f"  {'result:':{width}} {json.dumps(state['result'], default=str)}")
-    if state.get("error"):
-        lines = str(state["error"]).rstrip().splitlines()
-        print(f"  {'error:':{width}} {lines[0] if lines else ''}")
-        for line in lines[1:]:
-            print(f"  {'':{width}} {line}")
-
-
 async def _resource_state(name: str, namespace: str) -> dict[str, t.Any]:
     try:
         from podq.operator.lookup import job_state as resource_job_state
@@ -438,7 +389,7 @@ async def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(state, default=str))
     else:
-        print_state(state)
+        print(format_state(state))
     return 0
 
 

@@ -1,0 +1,60 @@
+"""What `podq status` shows of a job: its fields as a dict (ISO times), and as text."""
+
+from __future__ import annotations
+
+import json
+import typing as t
+from datetime import UTC, datetime
+
+from podq.job import Job, Status
+
+
+def _iso(epoch_ms: int) -> str | None:
+    if not epoch_ms:
+        return None
+    return datetime.fromtimestamp(epoch_ms / 1000, UTC).isoformat(timespec="milliseconds")
+
+
+def job_state(job: Job) -> dict[str, t.Any]:
+    """The fields `podq status` shows, from a job in Redis."""
+    return {
+        "source": "redis",
+        "id": job.id,
+        "queue": job.get_queue().name,
+        "key": job.key,
+        "function": job.function,
+        "status": Status(job.status).value,
+        "attempts": job.attempts,
+        "retries": job.retries,
+        "progress": job.progress,
+        "queued": _iso(job.queued),
+        "started": _iso(job.started),
+        "completed": _iso(job.completed),
+        "scheduled": _iso(int(job.scheduled * 1000)),
+        "worker": job.worker_id,
+        "result": job.result,
+        "error": job.error,
+    }
+
+
+def format_state(state: dict[str, t.Any]) -> str:
+    """The state as text: a title line, then one `field: value` line each."""
+    title = state.get("resource") or state.get("id")
+    where = f" (namespace {state['namespace']})" if state.get("namespace") else ""
+    out = [f"{title}{where}"]
+    width = 10
+    for field in ("status", "function", "queue", "key", "attempts", "progress", "queued",
+                  "scheduled", "started", "completed", "worker"):
+        value = state.get(field)
+        if field == "attempts" and state.get("retries"):
+            value = f"{value} of {state['retries']}"
+        if value is not None:
+            out.append(f"  {field + ':':{width}} {value}")
+    if state.get("result") is not None:
+        out.append(f"  {'result:':{width}} {json.dumps(state['result'], default=str)}")
+    if state.get("error"):
+        lines = str(state["error"]).rstrip().splitlines()
+        out.append(f"  {'error:':{width}} {lines[0] if lines else ''}")
+        for line in lines[1:]:
+            out.append(f"  {'':{width}} {line}")
+    return "\n".join(out)
