@@ -8,9 +8,9 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from engine_helpers import wait_for
+from engine_helpers import Workers, wait_for
 from ops_helpers import HERE, PODQ, Samples, podq_run, sample, scrape
-from ops_settings import RELEASE
+from ops_settings import RELEASE, hold
 
 from podq import Queue, Status
 from podq.testing import free_port
@@ -135,3 +135,31 @@ async def test_worker_exits_with_a_message_when_the_metrics_port_is_taken(
                                       redis_url, "--metrics-port", str(port))
     assert code == 1, err
     assert f"cannot serve metrics on 0.0.0.0:{port}" in err and "Traceback" not in err
+
+
+async def test_in_process_worker_counts_aborts_and_serves_on_a_chosen_port(
+    queue: Queue, workers: Workers
+) -> None:
+    worker = await workers.start(queue, [hold], metrics_port=0)  # 0: any free port
+    port = worker.metrics_port
+    assert port
+    job = await queue.enqueue("hold", key="doomed", name="doomed", timeout=60)
+    await wait_for(lambda: queue.count("active"), 10)
+    await queue.abort(job, "no longer wanted")
+    await job.refresh(until_complete=10)
+    assert job.status is Status.ABORTED
+
+    def aborted() -> Samples | None:
+        s = scraped(port)
+        done = s and sample(s, "podq_jobs_finished_total", queue="test", function="hold",
+                            outcome="aborted")
+        return s if done == 1 else None
+
+    s = await wait_for(aborted, 10)
+    assert sample(s, "podq_jobs_finished_total", queue="test", function="hold",
+                  outcome="complete") == 0
+    assert sample(s, "podq_job_duration_seconds_count", queue="test", function="hold",
+                  outcome="aborted") == 1
+    await workers.stop_all()
+    with pytest.raises(OSError):
+        scrape(port)  # the server stops with the worker
