@@ -26,6 +26,7 @@ from podq.operator.names import (
     ANNOTATION_SCHEDULED_TIME,
     API_VERSION,
     GROUP,
+    JOB_FINALIZER,
     JOBS,
     LABEL_CRONJOB,
     VERSION,
@@ -73,6 +74,8 @@ def child_body(cron: Mapping[str, Any], name: str, slot: datetime) -> dict[str, 
                 **(template_meta.get("annotations") or {}),
                 ANNOTATION_SCHEDULED_TIME: rfc3339(slot.timestamp()),
             },
+            # set at creation: saves the status writer a patch per firing
+            "finalizers": [JOB_FINALIZER],
             "ownerReferences": [{
                 "apiVersion": API_VERSION, "kind": "CronJob", "name": meta["name"],
                 "uid": meta["uid"], "controller": True, "blockOwnerDeletion": True,
