@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from podq import Job, Queue
@@ -60,10 +61,7 @@ async def enqueue_jobs(
         candidates.append((resource, Job(**fields, attempts=attempts)))
     if not candidates:
         return outcomes
-    async with queue.redis.pipeline(transaction=False) as pipe:
-        for resource, _ in candidates:
-            pipe.set(claim_key(queue, resource.key), resource.uid, nx=True, ex=CLAIM_TTL_S)
-        claimed = await pipe.execute()
+    claimed = await _claim(queue, [r for r, _ in candidates])
     mine = [(r, job) for (r, job), won in zip(candidates, claimed, strict=True) if won]
     enqueued = {job.key for job in await queue.enqueue_many([job for _, job in mine])}
     for resource, job in candidates:
@@ -73,6 +71,41 @@ async def enqueue_jobs(
         else:
             outcomes[resource.uid] = Outcome("exists", message=f"job {job.key} was enqueued")
     return outcomes
+
+
+# A claim whose job never appeared: the claimant died between claiming and enqueueing.
+STALE_CLAIM_S = 30
+_TAKE_OVER = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+  return 1
+end
+return 0
+"""
+
+
+async def _claim(queue: Queue, resources: list[JobResource]) -> list[bool]:
+    """Claim each resource's key; a claim older than STALE_CLAIM_S on a resource that
+    never got a status is taken over (compare-and-set, so only one operator wins)."""
+    now = time.time()
+    keys = [claim_key(queue, r.key) for r in resources]
+    async with queue.redis.pipeline(transaction=False) as pipe:
+        for key, resource in zip(keys, resources, strict=True):
+            pipe.set(key, f"{resource.uid} {now:.3f}", nx=True, ex=CLAIM_TTL_S)
+        won = [bool(w) for w in await pipe.execute()]
+    lost = [i for i, w in enumerate(won) if not w and not resources[i].status]
+    if lost:
+        values = await queue.redis.mget([keys[i] for i in lost])
+        take_over = queue.redis.register_script(_TAKE_OVER)
+        for i, value in zip(lost, values, strict=True):
+            if value is None:
+                continue
+            text = value.decode() if isinstance(value, bytes) else str(value)
+            _, _, stamp = text.partition(" ")
+            if stamp and now - float(stamp) > STALE_CLAIM_S:
+                won[i] = bool(await take_over(
+                    keys=[keys[i]], args=[text, f"{resources[i].uid} {now:.3f}", CLAIM_TTL_S]))
+    return won
 
 
 async def release_claim(queue: Queue, key: str) -> None:
