@@ -134,3 +134,49 @@ async def test_leaves_deployments_owned_by_an_hpa_alone(harness: Harness) -> Non
         return any(e.reason == "ScalingLeftToOthers" for e in events)
     await eventually(left_alone, within=30, what="the operator to step aside")
     assert [e for e in await harness.events("hpa-workers") if e.reason == "Scaled"] == []
+
+
+KEDA_CRD = {
+    "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+    "metadata": {"name": "scaledobjects.keda.sh"},
+    "spec": {
+        "group": "keda.sh", "scope": "Namespaced",
+        "names": {"kind": "ScaledObject", "plural": "scaledobjects",
+                  "singular": "scaledobject", "listKind": "ScaledObjectList"},
+        "versions": [{"name": "v1alpha1", "served": True, "storage": True, "schema": {
+            "openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}}}],
+    },
+}
+
+
+async def test_leaves_deployments_owned_by_a_keda_scaledobject_alone(harness: Harness) -> None:
+    """KEDA's CRD (only its shape: no KEDA runs here) and a ScaledObject targeting the
+    Deployment."""
+    extensions = client.ApiextensionsV1Api(harness.core.api_client)
+    try:
+        await extensions.create_custom_resource_definition(KEDA_CRD)
+    except client.ApiException as error:
+        if error.status != 409:  # another test run created it
+            raise
+    harness.plane.kubectl("wait", "--for=condition=Established",
+                          "crd/scaledobjects.keda.sh", "--timeout=60s")
+
+    async def served() -> bool:
+        return harness.plane.kubectl("get", "scaledobjects.keda.sh", "-n", harness.namespace,
+                                     check=False).returncode == 0
+    await eventually(served, within=60, what="the ScaledObject kind to be served")
+    harness.start_operator()
+    await harness.custom.create_namespaced_custom_object(
+        "keda.sh", "v1alpha1", harness.namespace, "scaledobjects",
+        {"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject",
+         "metadata": {"name": "keda-workers"},
+         "spec": {"scaleTargetRef": {"name": "keda-workers"}}})
+    await harness.apps.create_namespaced_deployment(harness.namespace,
+                                                    deployment("keda-workers", "keda-queue"))
+    await harness.create_job("wants-keda-workers", "noop", queue="keda-queue")
+
+    async def left_alone() -> bool:
+        events = await harness.events("keda-workers")
+        return any(e.reason == "ScalingLeftToOthers" for e in events)
+    await eventually(left_alone, within=30, what="the operator to step aside")
+    assert await replicas(harness, "keda-workers") == 0

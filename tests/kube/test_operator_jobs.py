@@ -245,3 +245,19 @@ async def test_deleted_while_the_operator_is_down_is_aborted_when_it_returns(
     await eventually(lambda: _gone(harness, "orphan"), within=30, what="release on return")
     job = await harness.queue().job(status(body)["jobKey"])
     assert job is not None and job.status.value in ("aborting", "aborted")
+
+
+async def test_recovery_keeps_the_attempt_count(harness: Harness, redis_server) -> None:
+    harness.start_operator()
+    harness.start_worker()
+    await harness.create_job("counted", "always_fail", retries=3, retryDelay=600)
+    waiting = await harness.wait_job(
+        "counted", lambda b: status(b).get("attempts") == 1
+        and status(b).get("status") == "queued", what="the first attempt to fail")
+    assert status(waiting)["nextRetryTime"]
+    redis_server.restart()  # empty: the job and its retry schedule are gone
+    # enqueued again from the spec with attempts=1, so the next run is attempt 2 of 3
+    body = await harness.wait_job(
+        "counted", lambda b: status(b).get("attempts", 0) == 2 and "error" in status(b),
+        within=60, what="attempt 2 to fail after recovery")
+    assert "(attempt 2)" in status(body)["error"]
