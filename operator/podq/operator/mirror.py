@@ -16,7 +16,6 @@ import ctypes.util
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
@@ -75,6 +74,8 @@ def _epoch(rfc3339: str) -> float:
 
 
 class StatusMirror:
+    """The status writer: see the module docstring. `run()` is its two loops."""
+
     def __init__(
         self,
         *,
@@ -147,8 +148,9 @@ class StatusMirror:
                     await self._dispatch(uids)
                 except asyncio.CancelledError:
                     raise
-                except Exception:  # Redis away, say: the same resources again shortly
-                    log.exception("status sync failed; retrying those resources")
+                except Exception as error:  # Redis away, say: the same ones again shortly
+                    log.warning("status sync failed (%s: %s); retrying %d resources",
+                                type(error).__name__, error, len(uids))
                     self.dirty.mark_many(uids)
                     await asyncio.sleep(1.0)
             # the coalescing window: changes arriving meanwhile merge into one patch
@@ -163,14 +165,6 @@ class StatusMirror:
             release_free_memory()
 
     # -- one pass ---------------------------------------------------------------------
-
-    async def sync(self, uids: Iterable[str]) -> Counter[str]:
-        """One pass over these resources, awaited to the end; returns what was done."""
-        tasks = await self._dispatch(list(uids))
-        done: Counter[str] = Counter()
-        for result in await asyncio.gather(*tasks, return_exceptions=True):
-            done[result if isinstance(result, str) else "error"] += 1
-        return done
 
     async def _dispatch(self, uids: list[str]) -> list[asyncio.Task[str]]:
         """Read the jobs of these resources from Redis (one pipelined round trip per
