@@ -213,6 +213,8 @@ def assert_operator_needs(rules: list[dict[str, Any]]) -> None:
         assert grants(rules, "podq.dev", "cronjobs", verb), verb
     assert grants(rules, "podq.dev", "jobs/status", "patch")
     assert grants(rules, "podq.dev", "cronjobs/status", "patch")
+    # blockOwnerDeletion on CronJob children needs update on the owner's finalizers
+    assert grants(rules, "podq.dev", "cronjobs/finalizers", "update")
     assert grants(rules, "", "events", "create")
     assert grants(rules, "events.k8s.io", "events", "create")
     for verb in ("get", "list", "watch"):

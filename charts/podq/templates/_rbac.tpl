@@ -8,6 +8,11 @@
 - apiGroups: ["podq.dev"]
   resources: ["jobs/status", "cronjobs/status"]
   verbs: ["get", "patch"]
+# CronJob children carry blockOwnerDeletion owner references: clusters that enforce
+# owner-reference permissions (OwnerReferencesPermissionEnforcement) require this.
+- apiGroups: ["podq.dev"]
+  resources: ["cronjobs/finalizers"]
+  verbs: ["update"]
 # Events about the resources it handles.
 - apiGroups: [""]
   resources: ["events"]
