@@ -96,3 +96,23 @@ def test_registry_compacts_finished_resources_and_ignores_stale_events() -> None
     registry.observe(body)  # a stale event from before the finish
     assert resource.status["status"] == "complete"
     assert registry.forget("u") is resource and registry.for_key("q", "ns/j/u") == []
+
+
+def test_registry_orders_statuses_by_resource_version() -> None:
+    """With two operators, a status patch computed from an older read of Redis can land
+    after the final one: the registry must show it, or no one writes the final again."""
+    from podq.operator.registry import JobRegistry
+
+    def body(rv: str, status: dict) -> dict:
+        return {"metadata": {"namespace": "ns", "name": "j", "uid": "u", "generation": 1,
+                             "resourceVersion": rv},
+                "spec": {"function": "f", "queue": "q"}, "status": status}
+
+    registry = JobRegistry()
+    resource, _ = registry.observe(body("10", {"status": "queued"}))
+    assert resource.record({"status": "complete", "attempts": 1}, "12")  # our patch
+    registry.observe(body("11", {"status": "active"}))  # an event trailing our patch
+    assert resource.status["status"] == "complete"
+    registry.observe(body("13", {"status": "queued"}))  # the other operator's late patch
+    assert resource.status["status"] == "queued" and resource.resource_version == "13"
+    assert not resource.record({"status": "complete"}, "12")  # older than what we hold

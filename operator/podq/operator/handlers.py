@@ -31,6 +31,7 @@ from podq.operator.names import (
 )
 from podq.operator.queues import QueuePool
 from podq.operator.registry import JobRegistry
+from podq.operator.status import is_finished
 
 LAST_HANDLED = "last-handled-configuration"
 log = logging.getLogger("podq.operator")
@@ -129,10 +130,14 @@ async def job_event(event: dict, body: kopf.Body, memo: kopf.Memo, **_: Any) -> 
         if gone is not None:
             await memo.mirror.abort_deleted(gone)
         return
+    known = memo.registry.by_uid.get(body.metadata.uid)
+    was_finished = known is not None and is_finished(known.status)
     resource, new = memo.registry.observe(body)
     if new:
         memo.pool.listen(resource.queue)
-    if new or resource.deleting:
+    # unfinished again: another operator's patch, computed from an older read of Redis,
+    # landed after the final one; the next pass writes the final status again
+    if new or resource.deleting or (was_finished and not is_finished(resource.status)):
         memo.mirror.mark(resource.uid)
 
 

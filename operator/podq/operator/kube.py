@@ -57,18 +57,20 @@ def is_status(error: BaseException, *codes: int) -> bool:
 
 async def patch_job_status(
     custom: client.CustomObjectsApi, namespace: str, name: str, status: Mapping[str, Any]
-) -> bool:
-    """Merge-patch a Job resource's status; False when the resource is gone."""
+) -> str | None:
+    """Merge-patch a Job resource's status; returns the patched object's
+    resourceVersion ("" if the response lacks one), None when the resource is gone."""
     try:
-        await custom.patch_namespaced_custom_object_status(
+        patched = await custom.patch_namespaced_custom_object_status(
             GROUP, VERSION, namespace, JOBS, name, {"status": dict(status)},
             _content_type=MERGE_PATCH,
         )
     except ApiException as error:
         if error.status == 404:
-            return False
+            return None
         raise
-    return True
+    meta = patched.get("metadata") if isinstance(patched, dict) else None
+    return str((meta or {}).get("resourceVersion") or "")
 
 
 JSON_PATCH = "application/json-patch+json"

@@ -319,9 +319,11 @@ class StatusMirror:
             resource.finalizers = [*resource.finalizers, JOB_FINALIZER]
         if not patch:
             return "finalized"
-        if not outcomes[-1]:
+        resource_version = outcomes[-1]
+        if resource_version is None:
             return "gone"
-        resource.status = _merged(resource.status, patch)
+        # unless an event newer than our patch arrived meanwhile (another operator's)
+        resource.record(_merged(resource.status, patch), resource_version)
         await self._post_transition(resource, before, desired)
         self._schedule_ttl(resource, now)
         resource.compact()

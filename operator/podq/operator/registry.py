@@ -21,6 +21,17 @@ _KEPT_SPEC = ("queue", "key", "ttlSecondsAfterFinished")
 _KEPT_STATUS = ("status", "completedTime", "attempts")
 
 
+def _compare(a: str, b: str) -> int | None:
+    """Order of two resourceVersions of one object (-1, 0, 1); None if not comparable.
+    Kubernetes calls them opaque, but for one object they grow as integers (etcd
+    revisions), which is what every watch cache relies on."""
+    try:
+        x, y = int(a), int(b)
+    except ValueError:
+        return None
+    return (x > y) - (x < y)
+
+
 @dataclass
 class JobResource:
     namespace: str
@@ -34,6 +45,26 @@ class JobResource:
     refusal: tuple[str, str] | None = None  # (reason, message) when never enqueued
     deleting: bool = False
     finalizers: list[str] = field(default_factory=list)
+    resource_version: str = ""  # of the object `status` was last taken from
+
+    def record(self, status: dict[str, Any], resource_version: str) -> bool:
+        """Take `status` as the current one unless what we hold is newer (a watch event
+        can trail our own patch; our patch's response can trail another operator's
+        patch and its event). Returns whether it was taken.
+
+        Only the resourceVersion decides: with two operators, a status patch computed
+        from an older Redis read can land after a finished one, and the registry must
+        then show what the API server holds (unfinished), or no operator ever writes the
+        final status again. Without comparable versions, a finished status is kept."""
+        newer = _compare(resource_version, self.resource_version)
+        if newer is None:
+            if is_finished(self.status) and not is_finished(status):
+                return False
+        elif newer < 0:
+            return False
+        self.status = status
+        self.resource_version = resource_version or self.resource_version
+        return True
 
     def compact(self) -> None:
         """Drop what a finished resource no longer needs (kwargs, result, conditions):
@@ -67,6 +98,7 @@ class JobRegistry:
                 generation=int(meta.get("generation") or 1),
                 spec=spec,
                 status=dict(body.get("status") or {}),
+                resource_version=str(meta.get("resourceVersion") or ""),
                 key=job_key(meta["namespace"], meta["name"], uid, spec.get("key")),
                 queue=queue_name(spec),
             )
@@ -78,10 +110,8 @@ class JobRegistry:
             return resource, True
         status = dict(body.get("status") or {})
         # Events can trail our own patches (an event from before the patch arrives after
-        # it). The operator is the only status writer and a finished job stays finished,
-        # so an older, unfinished status never replaces a finished one.
-        if not (is_finished(known.status) and not is_finished(status)):
-            known.status = status
+        # it): record() keeps whichever is newer.
+        if known.record(status, str(meta.get("resourceVersion") or "")):
             known.spec = spec
         known.generation = int(meta.get("generation") or known.generation)
         known.deleting = bool(meta.get("deletionTimestamp"))
