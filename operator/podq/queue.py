@@ -76,6 +76,35 @@ def _load_script(name: str) -> str:
     return resources.files("podq").joinpath("scripts", name).read_text()
 
 
+async def cancel_and_wait(
+    tasks: Iterable[asyncio.Task[t.Any]], deadline_s: float
+) -> set[asyncio.Task[t.Any]]:
+    """Cancel the tasks and wait for them, cancelling again while any still runs, for
+    at most deadline_s; returns the tasks still running then.
+
+    One cancel is not enough: on Python 3.11 asyncio.wait_for (which redis-py uses to
+    send every command, as socket_timeout is set) returns the result and drops the
+    cancel when it arrives just as the send completes, so the task carries on.
+    """
+    pending = {task for task in tasks if not task.done()}
+    loop = asyncio.get_running_loop()
+    end = loop.time() + deadline_s
+    while pending:
+        for task in pending:
+            task.cancel()
+        left = end - loop.time()
+        if left <= 0:
+            break
+        _, pending = await asyncio.wait(pending, timeout=min(0.2, left))
+    return pending
+
+
+def cancel_requested() -> bool:
+    """Whether the current task was asked to cancel, even if a callee swallowed it."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
 class _Notifier:
     """One pub/sub connection per Queue object, fanned out to in-process callbacks.
 
@@ -127,7 +156,7 @@ class _Notifier:
 
     async def _listen(self, client: aioredis.Redis) -> None:
         backoff = 0.1
-        while True:
+        while not cancel_requested():
             pubsub = client.pubsub()
             try:
                 await pubsub.subscribe(self.channel)
@@ -158,11 +187,17 @@ class _Notifier:
                     await asyncio.wait_for(pubsub.aclose(), 1.0)
 
     async def close(self) -> None:
-        if self.task and not self.task.done():
-            self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self.task
-        self.task = None
+        task, self.task = self.task, None
+        if task is None:
+            return
+        # bounded: a swallowed cancel (see cancel_and_wait) must not hang the closer
+        if await cancel_and_wait([task], 5.0):
+            logger.warning(
+                "podq: the notification reader of queue %s did not stop", self.queue.name
+            )
+        elif not task.cancelled():
+            with contextlib.suppress(Exception):
+                task.result()
 
 
 class Subscription:

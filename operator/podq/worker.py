@@ -31,7 +31,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from podq.job import CronJob, Job, Status
 from podq.metrics import WorkerMetrics
-from podq.queue import Queue
+from podq.queue import Queue, cancel_and_wait, cancel_requested
 from podq.utils import now, now_seconds
 
 if t.TYPE_CHECKING:
@@ -253,11 +253,18 @@ class Worker:
             if unfinished:
                 logger.warning("Putting %d unfinished jobs back in the queue", len(unfinished))
             tasks = list(self._tasks.values())
-            if tasks:
-                await asyncio.wait(tasks)
-            for task in self._upkeep:
-                task.cancel()
-            await asyncio.gather(*self._upkeep, return_exceptions=True)
+            while tasks:
+                # a cancel swallowed inside a job (see cancel_and_wait) is sent again;
+                # tasks writing their job back keep going (a taken job is never lost)
+                _, still = await asyncio.wait(tasks, timeout=0.5)
+                for key, task in list(self._tasks.items()):
+                    if key in self._running and task in still:
+                        task.cancel()
+                tasks = list(still)
+            # bounded: the liveness and abort loops run while draining and only stop
+            # on cancel, which a Redis call in them can swallow
+            if await cancel_and_wait(self._upkeep, 5.0):
+                logger.warning("Worker %s: upkeep tasks did not stop", self.id)
             self.queue._wake_notifier.callbacks.discard(self._on_change)
             if not self.queue._wake_notifier.callbacks:
                 await self.queue._wake_notifier.close()
@@ -516,6 +523,8 @@ class Worker:
                 logger.warning("podq: %s: Redis unreachable (%s)", timer, e)
             except Exception:
                 logger.exception("podq: upkeep %s failed", timer)
+            if cancel_requested():  # cancelled, even if a Redis call in fn swallowed it
+                raise asyncio.CancelledError()
             if while_draining:
                 await asyncio.sleep(self.timers[timer])
             else:

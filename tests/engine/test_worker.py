@@ -353,3 +353,33 @@ async def test_draining_worker_stays_alive_so_its_jobs_are_not_swept(
     await draining.stop()  # drains for longer than its liveness ttl
     await job.refresh()
     assert job.status is Status.COMPLETE and job.attempts == 1 and job.worker_id == draining.id
+
+
+async def test_stop_finishes_when_a_redis_call_swallows_the_cancel(queue: Queue) -> None:
+    # On Python 3.11 asyncio.wait_for, through which redis-py sends commands, drops a
+    # cancel arriving as the send completes; the upkeep loops then ran on and stop()
+    # waited for them forever (a teardown hang under load).
+    calls = 0
+    real = queue.write_worker_info
+
+    async def swallows_one_cancel(*args: Any, **kwargs: Any) -> None:
+        nonlocal calls
+        calls += 1
+        await real(*args, **kwargs)
+        if calls == 2:  # the liveness loop's first round (start() wrote the first)
+            try:
+                await asyncio.sleep(30)
+            except asyncio.CancelledError:
+                pass
+
+    queue.write_worker_info = swallows_one_cancel  # type: ignore[method-assign]
+    worker = Worker(queue, FUNCTIONS, timers={"worker_info": 0.05, "abort": 0.2, "sweep": 0.3},
+                    handle_signals=False)
+    task = asyncio.create_task(worker.start())
+    try:
+        await wait_for(lambda: calls >= 2, 5)
+        await asyncio.wait_for(worker.stop(), 10)
+        await asyncio.wait_for(task, 5)
+    finally:
+        task.cancel()
+        await asyncio.wait({task}, timeout=5)
