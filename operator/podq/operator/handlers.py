@@ -49,6 +49,9 @@ class Options:
     autoscale_interval: float = 5.0
     cron_refresh: float = 10.0
     metrics_port: int | None = None
+    # Exact namespace names need no namespace (or CRD) scanning: kopf would otherwise list
+    # namespaces, which namespaced RBAC refuses, and fall back only after ~1 minute.
+    scan_namespaces: bool = True
     api_parallelism: int = 48
 
 
@@ -67,6 +70,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
                         "spec.jobTemplate.spec.meta"])
     settings.posting.level = logging.WARNING  # podq posts its own, rate-limited Events
     settings.watching.server_timeout = 300
+    settings.scanning.disabled = not memo.options.scan_namespaces
     # kopf keeps a worker (holding the latest body) per object until it idles this long
     settings.queueing.idle_timeout = 1.0
     settings.watching.chunk_size = 500  # list in pages: thousands of Jobs in one body is a spike

@@ -66,6 +66,7 @@ def configure_logging(log_format: str, verbose: bool) -> None:
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(args.log_format, args.verbose)
+    clusterwide = args.all_namespaces or not args.namespace
     options = Options(
         redis_url=args.redis_url,
         reconcile_interval=args.reconcile_interval,
@@ -76,9 +77,9 @@ def main(argv: list[str]) -> int:
         cron_refresh=args.cron_refresh,
         metrics_port=args.metrics_port,
         api_parallelism=args.api_parallelism,
+        scan_namespaces=clusterwide or any(set("*?[!") & set(ns) for ns in args.namespace),
     )
     assert handlers.startup  # the handlers register themselves with kopf on import
-    clusterwide = args.all_namespaces or not args.namespace
     try:
         asyncio.run(kopf.operator(
             standalone=True,  # one replica (Deployment strategy Recreate); no peering
