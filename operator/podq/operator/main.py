@@ -34,19 +34,26 @@ def build_parser() -> argparse.ArgumentParser:
                         help="serve a liveness probe, e.g. http://0.0.0.0:8080/healthz")
     parser.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
     tuning = parser.add_argument_group("tuning (tests use small values)")
-    tuning.add_argument("--reconcile-interval", type=float, default=10.0, metavar="SECONDS",
+    tuning.add_argument("--reconcile-interval", type=float, metavar="SECONDS",
+                        default=Options.reconcile_interval,
                         help="how often every unfinished Job is checked against Redis")
-    tuning.add_argument("--flush-interval", type=float, default=0.1, metavar="SECONDS",
+    tuning.add_argument("--flush-interval", type=float, metavar="SECONDS",
+                        default=Options.flush_interval,
                         help="coalescing window of status patches")
-    tuning.add_argument("--status-patch-rate", type=float, default=200.0, metavar="PER_SECOND",
+    tuning.add_argument("--status-patch-rate", type=float, metavar="PER_SECOND",
+                        default=Options.status_patch_rate,
                         help="ceiling on status patches per second")
-    tuning.add_argument("--api-parallelism", type=int, default=48, metavar="N",
+    tuning.add_argument("--api-parallelism", type=int, metavar="N",
+                        default=Options.api_parallelism,
                         help="Kubernetes API requests the status writer keeps in flight")
-    tuning.add_argument("--stabilisation-window", type=float, default=60.0, metavar="SECONDS",
+    tuning.add_argument("--stabilisation-window", type=float, metavar="SECONDS",
+                        default=Options.stabilisation_window,
                         help="scale a worker Deployment down only after this long")
-    tuning.add_argument("--autoscale-interval", type=float, default=5.0, metavar="SECONDS",
+    tuning.add_argument("--autoscale-interval", type=float, metavar="SECONDS",
+                        default=Options.autoscale_interval,
                         help="periodic autoscaling pass (changes trigger one at once)")
-    tuning.add_argument("--cron-refresh", type=float, default=10.0, metavar="SECONDS",
+    tuning.add_argument("--cron-refresh", type=float, metavar="SECONDS",
+                        default=Options.cron_refresh,
                         help="how often a CronJob re-reads its spec and children")
     return parser
 
