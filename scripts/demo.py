@@ -7,8 +7,6 @@ is stopped again on Ctrl-C (or, with --exit-when-done, once the examples finishe
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import shlex
 import signal
 import subprocess
@@ -16,36 +14,11 @@ import sys
 import time
 from pathlib import Path
 
-from podq.testing import RedisServer
+from podq.testing import ControlPlane, RedisServer
 
 REPO = Path(__file__).resolve().parent.parent
 RUN_DIR = REPO / ".podq" / "demo"
 TERMINAL = {"complete", "failed", "aborted"}
-
-
-def control_plane(*args: str, env: dict[str, str]) -> str:
-    return subprocess.run(
-        [str(REPO / "scripts" / "control-plane"), *args],
-        env=env, check=True, stdout=subprocess.PIPE, text=True,
-    ).stdout
-
-
-def exported(env_script: str) -> dict[str, str]:
-    """The variables of `control-plane env`'s `export NAME=value` lines."""
-    found = {}
-    for line in env_script.splitlines():
-        if line.startswith("export "):
-            name, _, value = line[len("export "):].partition("=")
-            found[name] = os.path.expandvars(shlex.split(value)[0]) if value else ""
-    return found
-
-
-def kubectl(*args: str, env: dict[str, str], capture: bool = False) -> str:
-    result = subprocess.run(
-        ["kubectl", *args], env=env, check=True, text=True,
-        stdout=subprocess.PIPE if capture else None,
-    )
-    return result.stdout or ""
 
 
 def start(name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -56,9 +29,9 @@ def start(name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen[b
                             start_new_session=True)
 
 
-def job_states(env: dict[str, str]) -> list[tuple[str, str, bool]]:
+def job_states(plane: ControlPlane) -> list[tuple[str, str, bool]]:
     """(name, status, made by a CronJob) of every podq Job resource."""
-    items = json.loads(kubectl("get", "jobs.podq.dev", "-o", "json", env=env, capture=True))
+    items = plane.kubectl_json("get", "jobs.podq.dev")
     return [
         (
             item["metadata"]["name"],
@@ -71,7 +44,7 @@ def job_states(env: dict[str, str]) -> list[tuple[str, str, bool]]:
 
 
 def wait_for_examples(
-    env: dict[str, str], deadline_s: float, processes: list[subprocess.Popen[bytes]]
+    plane: ControlPlane, deadline_s: float, processes: list[subprocess.Popen[bytes]]
 ) -> bool:
     """True once every Job finished and a CronJob's child did too."""
     deadline = time.monotonic() + deadline_s
@@ -80,7 +53,7 @@ def wait_for_examples(
             if process.poll() is not None:
                 print(f"{shlex.join(process.args)} exited with {process.returncode}")
                 return False
-        states = job_states(env)
+        states = job_states(plane)
         if states and all(s in TERMINAL for _, s, _ in states) and any(c for *_, c in states):
             return True
         time.sleep(1)  # a person watching; the tests wait on conditions instead
@@ -95,19 +68,18 @@ def main() -> int:
                         help="seconds to wait for the examples to finish")
     args = parser.parse_args()
     RUN_DIR.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, PODQ_CONTROL_PLANE_DIR=str(RUN_DIR / "control-plane"))
 
     print("==> control plane (etcd, kube-apiserver, kube-controller-manager)")
-    control_plane("up", env=env)
-    env.update(exported(control_plane("env", env=env)))
+    plane = ControlPlane.up(RUN_DIR / "control-plane")
+    env = plane.env
     processes: list[subprocess.Popen[bytes]] = []
     redis = RedisServer()
     try:
         redis.start()
         print(f"==> redis-server at {redis.url}")
-        kubectl("apply", "-f", str(REPO / "crds"), env=env)
-        kubectl("wait", "--for=condition=Established", "crd/jobs.podq.dev",
-                "crd/cronjobs.podq.dev", "--timeout=60s", env=env)
+        plane.kubectl("apply", "-f", str(REPO / "crds"))
+        plane.kubectl("wait", "--for=condition=Established", "crd/jobs.podq.dev",
+                      "crd/cronjobs.podq.dev", "--timeout=60s")
         print("==> operator and worker")
         podq = str(REPO / ".venv" / "bin" / "podq")
         env["PYTHONPATH"] = str(REPO)
@@ -116,15 +88,14 @@ def main() -> int:
         processes.append(start("worker", [podq, "worker", "examples.worker_settings.settings",
                                           "--redis-url", redis.url], env))
         print("==> kubectl apply -f examples/")
-        kubectl("apply", "-f", str(REPO / "examples"), env=env)
-        done = wait_for_examples(env, args.timeout, processes)
-        kubectl("get", "podq", env=env)
+        print(plane.kubectl("apply", "-f", str(REPO / "examples")).stdout, end="")
+        done = wait_for_examples(plane, args.timeout, processes)
+        print(plane.kubectl("get", "podq").stdout, end="")
         if not done:
             print(f"examples did not finish (limit {args.timeout:.0f}s); logs in {RUN_DIR}")
             return 1
         print("\nAll example Jobs finished. To look around, in another shell:")
-        print(f"    eval \"$(PODQ_CONTROL_PLANE_DIR={env['PODQ_CONTROL_PLANE_DIR']}"
-              " scripts/control-plane env)\"")
+        print(f"    eval \"$(PODQ_CONTROL_PLANE_DIR={plane.run_dir} scripts/control-plane env)\"")
         print("    kubectl get podq -w")
         if args.exit_when_done:
             return 0
@@ -142,7 +113,7 @@ def main() -> int:
             except subprocess.TimeoutExpired:
                 process.kill()
         redis.close()
-        control_plane("down", env=env)
+        plane.down()
 
 
 def interrupt(_signum: int, _frame: object) -> None:
