@@ -17,10 +17,9 @@ from redis import asyncio as aioredis
 from redis.exceptions import RedisError
 
 from podq import drain as draining
-from podq.job import Job
 from podq.jobstate import format_state, job_state
 from podq.metrics import MetricsPortError
-from podq.queue import Queue, list_queues
+from podq.queue import Queue, keys, list_queues
 from podq.worker import Worker, import_settings
 
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
@@ -349,12 +348,12 @@ async def _resource_state(name: str, namespace: str) -> dict[str, t.Any]:
 async def _redis_state(args: argparse.Namespace, target: str) -> dict[str, t.Any]:
     queue_name = args.queue or "default"
     key = target
-    if target.startswith("podq:{"):
+    if target.startswith(keys.ROOT + "{"):
         try:
-            key = Job.key_from_id(target)
+            key = keys.key_from_id(target)
+            queue_name = keys.queue_from_id(target)
         except ValueError as e:
             raise CliError(str(e)) from None
-        queue_name = target[len("podq:{"): target.index("}:job:")]
         if args.queue and args.queue != queue_name:
             raise CliError(f"job id {target!r} is of queue {queue_name!r}, not {args.queue!r}")
     url = redis_url(args)

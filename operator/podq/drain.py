@@ -1,9 +1,9 @@
 """Pausing and draining a queue, for deploys (`podq drain`, `podq resume`).
 
-A paused queue has the key `podq:{NAME}:paused`; the take script checks it in the same
-atomic step in which it would pop jobs, so once `pause` returns no worker starts a job
-of that queue. Jobs already running go on; `drain` waits until none is active.
-Enqueueing still works: jobs wait, queued, until `resume`.
+A paused queue has its pause key (`podq:{NAME}:paused`, podq.queue.keys); the take
+script checks it in the same atomic step in which it would pop jobs, so once `pause`
+returns no worker starts a job of that queue. Jobs already running go on; `drain`
+waits until none is active. Enqueueing still works: jobs wait, queued, until `resume`.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import asyncio
 import time
 import typing as t
 
+from podq.queue.notify import message
 from podq.utils import now
 
 if t.TYPE_CHECKING:
@@ -19,11 +20,8 @@ if t.TYPE_CHECKING:
 
     from podq.queue import Queue
 
-PAUSED = "paused"
-
-
 def paused_key(queue: Queue) -> str:
-    return queue.namespace(PAUSED)
+    return queue.keys.paused
 
 
 async def pause(queue: Queue, reason: str = "") -> None:
@@ -35,7 +33,7 @@ async def resume(queue: Queue) -> bool:
     """Lift the pause and wake the workers; False when the queue was not paused."""
     was = bool(await queue.redis.delete(paused_key(queue)))
     # workers wait on the wake channel; a `queued:` message makes them take again
-    await queue.redis.publish(queue.prefix + "wake", "queued:")
+    await queue.redis.publish(queue.keys.wake, message("queued"))
     return was
 
 

@@ -15,10 +15,6 @@ from podq.utils import exponential_backoff, now, seconds, uuid1
 if t.TYPE_CHECKING:
     from podq.queue import Queue
 
-ID_PREFIX = "podq:"
-ID_JOB_MARK = "}:job:"
-
-
 def get_default_job_key() -> str:
     return uuid1()
 
@@ -167,13 +163,10 @@ class Job:
     @staticmethod
     def key_from_id(job_id: str) -> str:
         """Inverse of `id`: the key, also for keys that contain ':' or '}:job:'."""
-        if isinstance(job_id, bytes):
-            job_id = job_id.decode()
-        if job_id.startswith(ID_PREFIX + "{"):
-            mark = job_id.find(ID_JOB_MARK)
-            if mark != -1:
-                return job_id[mark + len(ID_JOB_MARK) :]
-        raise ValueError(f"not a podq job id: {job_id!r}")
+        # imported here: podq.queue imports this module
+        from podq.queue.keys import key_from_id
+
+        return key_from_id(job_id)
 
     def to_dict(self) -> dict[str, t.Any]:
         """The non-default fields as a JSON-ready dict (queue as its name, status as text)."""

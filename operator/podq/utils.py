@@ -1,13 +1,18 @@
-"""Small helpers shared by the engine: clock, backoff, JSON checks."""
+"""Small helpers shared by the engine: clock, backoff, JSON checks, task cancelling."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import random
 import time
+import typing as t
 import uuid
 from typing import Any
+
+if t.TYPE_CHECKING:
+    from collections.abc import Iterable
 
 
 def now() -> int:
@@ -84,3 +89,32 @@ def json_problem(value: Any, what: str) -> str | None:
     except (TypeError, ValueError, RecursionError) as e:
         where = _describe_path(value, what)
         return f"{where}, which is not JSON-serialisable ({e})"
+
+
+async def cancel_and_wait(
+    tasks: Iterable[asyncio.Task[Any]], deadline_s: float
+) -> set[asyncio.Task[Any]]:
+    """Cancel the tasks and wait for them, cancelling again while any still runs, for
+    at most deadline_s; returns the tasks still running then.
+
+    One cancel is not enough: on Python 3.11 asyncio.wait_for (which redis-py uses to
+    send every command, as socket_timeout is set) returns the result and drops the
+    cancel when it arrives just as the send completes, so the task carries on.
+    """
+    pending = {task for task in tasks if not task.done()}
+    loop = asyncio.get_running_loop()
+    end = loop.time() + deadline_s
+    while pending:
+        for task in pending:
+            task.cancel()
+        left = end - loop.time()
+        if left <= 0:
+            break
+        _, pending = await asyncio.wait(pending, timeout=min(0.2, left))
+    return pending
+
+
+def cancel_requested() -> bool:
+    """Whether the current task was asked to cancel, even if a callee swallowed it."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0

@@ -31,11 +31,13 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from podq.job import CronJob, Job, Status
 from podq.metrics import WorkerMetrics
-from podq.queue import Queue, cancel_and_wait, cancel_requested
-from podq.utils import now, now_seconds
+from podq.queue import Queue
+from podq.utils import cancel_and_wait, cancel_requested, now, now_seconds
 
 if t.TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Collection
+
+    from podq.queue import WakeSubscription
 
 logger = logging.getLogger("podq")
 
@@ -156,6 +158,7 @@ class Worker:
         self._processed = 0
         self._upkeep: list[asyncio.Task[None]] = []
         self._stop_event = asyncio.Event()
+        self._wake_subscription: WakeSubscription | None = None
         self._wake = asyncio.Event()
         self._slot = asyncio.Event()
         self._draining = False
@@ -185,8 +188,8 @@ class Worker:
             await self._retrying("connect", self.queue.connect)
             for hook in self.startup:
                 await self._call(hook, self.context)
-            self.queue._wake_notifier.callbacks.add(self._on_change)
-            await self._retrying("subscribe", self.queue._wake_notifier.start)
+            self._wake_subscription = self.queue.subscribe_wake(self._on_change)
+            await self._retrying("subscribe", self._wake_subscription.start)
             await self._retrying("write liveness", self.write_liveness)
             self._upkeep = [
                 # liveness and aborts go on while draining: running jobs are still ours
@@ -265,9 +268,9 @@ class Worker:
             # on cancel, which a Redis call in them can swallow
             if await cancel_and_wait(self._upkeep, 5.0):
                 logger.warning("Worker %s: upkeep tasks did not stop", self.id)
-            self.queue._wake_notifier.callbacks.discard(self._on_change)
-            if not self.queue._wake_notifier.callbacks:
-                await self.queue._wake_notifier.close()
+            if self._wake_subscription is not None:
+                await self._wake_subscription.close()
+                self._wake_subscription = None
             with contextlib.suppress(*REDIS_ERRORS):
                 await asyncio.wait_for(self.queue.remove_worker_info(self.id), 2)
             for hook in self.shutdown:
@@ -593,7 +596,7 @@ class Worker:
             key = f"cron:{name}:{int(slot)}"
             if self._cron_last.get(id(cron_job)) == slot:
                 return None
-            claim = self.queue.namespace(f"cron-slot:{name}:{int(slot)}")
+            claim = self.queue.keys.cron_slot(name, int(slot))
             keep_ms = int(max(slot - now_seconds(), 0) * 1000) + 86_400_000
             if not await self.queue.redis.set(claim, "1", nx=True, px=keep_ms):
                 self._cron_last[id(cron_job)] = slot

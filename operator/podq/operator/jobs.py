@@ -34,7 +34,7 @@ CLAIM_TTL_S = 30 * 24 * 3600
 def claim_key(queue: Queue, key: str) -> str:
     """Redis key recording that an operator enqueued this job (same hash tag as the
     queue, so it lives on the queue's shard)."""
-    return queue.namespace(f"operator-claim:{key}")
+    return queue.keys.operator_claim(key)
 
 
 async def enqueue_jobs(

@@ -2,15 +2,15 @@
 -- active one becomes aborting (its worker cancels it). The abort marker lives in the
 -- queue's own key space (fix 4).
 -- KEYS: 1 job hash, 2 queued zset, 3 scheduled zset, 4 abort marker, 5 stats
--- ARGV: 1 key, 2 key prefix ('podq:{q}:'), 3 error, 4 marker ttl (ms), 5 now (ms)
+-- ARGV: 1 key, 2 changes channel, 3 wake channel, 4 error, 5 marker ttl (ms), 6 now (ms)
 local f = redis.call('HMGET', KEYS[1], 'status', 'ttl')
 local st = f[1]
 if not st then return false end
-if tonumber(ARGV[4]) > 0 then redis.call('SET', KEYS[4], ARGV[3], 'PX', ARGV[4]) end
+if tonumber(ARGV[5]) > 0 then redis.call('SET', KEYS[4], ARGV[4], 'PX', ARGV[5]) end
 if st == 'queued' or st == 'new' then
   redis.call('ZREM', KEYS[2], ARGV[1])
   redis.call('ZREM', KEYS[3], ARGV[1])
-  redis.call('HSET', KEYS[1], 'status', 'aborted', 'error', ARGV[3], 'completed', ARGV[5])
+  redis.call('HSET', KEYS[1], 'status', 'aborted', 'error', ARGV[4], 'completed', ARGV[6])
   local ttl = tonumber(f[2] or '600')
   if ttl < 0 then
     redis.call('DEL', KEYS[1])
@@ -18,12 +18,12 @@ if st == 'queued' or st == 'new' then
     redis.call('EXPIRE', KEYS[1], ttl)
   end
   redis.call('HINCRBY', KEYS[5], 'aborted', 1)
-  redis.call('PUBLISH', ARGV[2] .. 'changes', 'aborted:' .. ARGV[1])
+  redis.call('PUBLISH', ARGV[2], 'aborted:' .. ARGV[1])
   return 'aborted'
 elseif st == 'active' then
-  redis.call('HSET', KEYS[1], 'status', 'aborting', 'error', ARGV[3])
-  redis.call('PUBLISH', ARGV[2] .. 'changes', 'aborting:' .. ARGV[1])
-  redis.call('PUBLISH', ARGV[2] .. 'wake', 'aborting:' .. ARGV[1])
+  redis.call('HSET', KEYS[1], 'status', 'aborting', 'error', ARGV[4])
+  redis.call('PUBLISH', ARGV[2], 'aborting:' .. ARGV[1])
+  redis.call('PUBLISH', ARGV[3], 'aborting:' .. ARGV[1])
   return 'aborting'
 end
 return st

@@ -1,0 +1,28 @@
+"""Queues: the API (podq.queue.base), stored in Redis (podq.queue.redis).
+
+`Queue` here is the Redis queue, podq's only store: `Queue(redis, name)` and
+`Queue.from_url(url)` both work, as does SAQ's `RedisQueue`.
+"""
+
+from podq.queue.base import DEFAULT_SWEPT_JOB_ERROR, PRIORITY_LIMIT, JobError
+from podq.queue.keys import QUEUES_KEY
+from podq.queue.notify import Change, Subscription, WakeSubscription
+from podq.queue.redis import RedisQueue, list_queues
+from podq.utils import cancel_and_wait, cancel_requested
+
+Queue = RedisQueue
+
+__all__ = [
+    "DEFAULT_SWEPT_JOB_ERROR",
+    "PRIORITY_LIMIT",
+    "QUEUES_KEY",
+    "Change",
+    "JobError",
+    "Queue",
+    "RedisQueue",
+    "Subscription",
+    "WakeSubscription",
+    "cancel_and_wait",
+    "cancel_requested",
+    "list_queues",
+]

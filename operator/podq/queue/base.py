@@ -1,0 +1,251 @@
+"""The queue API that does not depend on how jobs are stored: preparing jobs for
+enqueue, (de)serialising them, apply/map/batch and the before-enqueue hooks.
+
+podq stores queues in Redis only (podq.queue.redis.RedisQueue); this base mirrors
+SAQ's split of saq.queue.base and saq.queue.redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import typing as t
+from abc import ABC, abstractmethod
+from urllib.parse import urlparse
+
+from podq.errors import InvalidUrlError
+from podq.job import UNSUCCESSFUL_TERMINAL_STATUSES, Job, Status, get_default_job_key
+from podq.utils import json_problem, now
+
+if t.TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+
+    from podq.queue.notify import Subscription
+
+DEFAULT_SWEPT_JOB_ERROR = "swept"
+PRIORITY_LIMIT = 8000
+_JOB_FIELDS = set(Job.__dataclass_fields__)
+
+
+class JobError(Exception):
+    """A job finished unsuccessfully (raised by apply/map)."""
+
+    def __init__(self, job: Job) -> None:
+        super().__init__(
+            f"Job {job.id} {job.status.value}\n\n"
+            f"The above job failed with the following error:\n\n{job.error}"
+        )
+        self.job = job
+
+
+class Queue(ABC):
+    """A podq queue; `Queue.from_url` or `podq.queue.redis.RedisQueue` make one."""
+
+    def __init__(
+        self,
+        name: str,
+        dump: Callable[[t.Any], str] | None = None,
+        load: Callable[[str | bytes], t.Any] | None = None,
+        swept_error_message: str | None = None,
+        default_timeout: int = 10,
+    ) -> None:
+        self.name = name
+        self.default_timeout = default_timeout
+        self._dump = dump or json.dumps
+        self._load = load or json.loads
+        self.swept_error_message = swept_error_message or DEFAULT_SWEPT_JOB_ERROR
+        self.started = now()
+        self.complete = self.failed = self.retried = self.aborted = 0
+        self._before_enqueues: dict[int, Callable[[Job], t.Awaitable[None]]] = {}
+
+    @staticmethod
+    def from_url(url: str, name: str = "default", **kwargs: t.Any) -> Queue:
+        """A queue on the Redis at url (redis://, rediss://, unix://)."""
+        scheme = urlparse(url).scheme.lower()
+        if scheme not in ("redis", "rediss", "unix"):
+            raise InvalidUrlError(
+                f"Invalid url: {url} (podq queues live on Redis: redis://, rediss://, unix://)"
+            )
+        from podq.queue.redis import RedisQueue
+
+        return RedisQueue.from_url(url, name=name, **kwargs)
+
+    # -- what a store provides -------------------------------------------------------
+
+    @abstractmethod
+    async def _enqueue(self, job: Job, explicit_timeout: bool) -> bool:
+        """Store the prepared job unless its key is pending; whether it was stored."""
+
+    @abstractmethod
+    async def jobs(self, job_keys: Iterable[str]) -> list[Job | None]: ...
+
+    @abstractmethod
+    async def abort(self, job: Job, error: str, ttl: float = 5) -> None: ...
+
+    @abstractmethod
+    def subscribe(self, keys: Iterable[str] | None = None) -> Subscription: ...
+
+    # -- (de)serialisation ---------------------------------------------------------
+
+    def job_id(self, job_key: str) -> str:
+        return job_key
+
+    def serialize(self, job: Job) -> str:
+        return self._dump(job.to_dict())
+
+    def deserialize(self, payload: dict | str | bytes | None, status: t.Any = None) -> Job | None:
+        if not payload:
+            return None
+        job_dict = dict(payload) if isinstance(payload, dict) else self._load(payload)
+        queue_name = job_dict.pop("queue", self.name)
+        if queue_name != self.name:
+            raise ValueError(f"Job {job_dict} fetched by wrong queue: {self.name}")
+        if status:
+            job_dict["status"] = status
+        return Job(**job_dict, queue=self)
+
+    def copy(self, job: Job) -> Job:
+        return t.cast(Job, self.deserialize(job.to_dict()))
+
+    def _json(self, job: Job, what: str = "store") -> str:
+        """The job as JSON; TypeError naming the field that cannot be encoded."""
+        try:
+            return self.serialize(job)
+        except (TypeError, ValueError) as e:
+            problem = (
+                json_problem(job.kwargs, "kwargs")
+                or json_problem(job.meta, "meta")
+                or json_problem(job.result, "result")
+            )
+            raise TypeError(f"cannot {what} job {job.function!r}: {problem or e}") from None
+
+    # -- enqueue ---------------------------------------------------------------------
+
+    def _prepare(self, job_or_func: str | Job, kwargs: dict[str, t.Any]) -> tuple[Job, bool]:
+        job_kwargs: dict[str, t.Any] = {}
+        extra: dict[str, t.Any] = {}
+        for k, v in kwargs.items():
+            if k in _JOB_FIELDS:
+                job_kwargs[k] = v
+            else:
+                extra[k] = v
+        if extra:
+            job_kwargs["kwargs"] = {**(job_kwargs.get("kwargs") or {}), **extra}
+        if isinstance(job_or_func, str):
+            job = Job(function=job_or_func, **job_kwargs)
+            explicit_timeout = "timeout" in job_kwargs
+        else:
+            job = job_or_func
+            explicit_timeout = "timeout" in job_kwargs or job.timeout != 10
+            for k, v in job_kwargs.items():
+                setattr(job, k, v)
+        if job.queue and job.queue.name != self.name:
+            raise ValueError(f"Job {job} registered to a different queue")
+        if not explicit_timeout:
+            job.timeout = self.default_timeout
+            # a queue configured with its own default counts as a choice; only jobs with
+            # no choice at all take the default timeout of the worker that runs them
+            explicit_timeout = self.default_timeout != 10
+        if not isinstance(job.priority, int) or abs(job.priority) > PRIORITY_LIMIT:
+            raise ValueError(
+                f"priority must be an integer between -{PRIORITY_LIMIT} and {PRIORITY_LIMIT}"
+            )
+        job.queue = self
+        job.queued = now()
+        job.status = Status.QUEUED
+        return job, explicit_timeout
+
+    async def enqueue(self, job_or_func: str | Job, **kwargs: t.Any) -> Job | None:
+        """Enqueue a job by name or instance; job fields by name, the rest into kwargs.
+
+        Returns None when a job with the same key is queued, scheduled, active or
+        aborting (or its abort marker lives).
+        """
+        job, explicit = self._prepare(job_or_func, kwargs)
+        for cb in list(self._before_enqueues.values()):
+            await cb(job)
+        if not await self._enqueue(job, explicit):
+            return None
+        return job
+
+    def register_before_enqueue(self, callback: Callable[[Job], t.Awaitable[None]]) -> None:
+        self._before_enqueues[id(callback)] = callback
+
+    def unregister_before_enqueue(self, callback: Callable[[Job], t.Awaitable[None]]) -> None:
+        self._before_enqueues.pop(id(callback), None)
+
+    # -- apply / map / batch ---------------------------------------------------------
+
+    async def apply(
+        self, job_or_func: str | Job, timeout: float | None = None, **kwargs: t.Any
+    ) -> t.Any:
+        """Enqueue a job and wait for its result; JobError if it did not complete."""
+        kwargs.pop("poll_interval", None)
+        results = await self.map(job_or_func, timeout=timeout, iter_kwargs=[kwargs])
+        return results[0] if results else None
+
+    async def map(
+        self,
+        job_or_func: str | Job,
+        iter_kwargs: Sequence[dict[str, t.Any]],
+        timeout: float | None = None,
+        return_exceptions: bool = False,
+        poll_interval: float | None = None,
+        **kwargs: t.Any,
+    ) -> list[t.Any]:
+        """Enqueue one job per kwargs dict and collect their results in order."""
+        base = {"timeout": int(timeout)} if timeout else {}
+        all_kwargs = [
+            {
+                **base,
+                **kwargs,
+                **kw,
+                "key": kw.get("key") or kwargs.get("key") or get_default_job_key(),
+            }
+            for kw in iter_kwargs
+        ]
+        keys = [kw["key"] for kw in all_kwargs]
+
+        async def collect(sub: Subscription) -> list[t.Any]:
+            results: dict[str, t.Any] = {}
+            while True:
+                sub.changed.clear()
+                pending = [k for k in keys if k not in results]
+                if not pending:
+                    return [results[k] for k in keys]
+                for key, job in zip(pending, await self.jobs(pending), strict=True):
+                    if job is None:
+                        results[key] = None
+                    elif job.status in UNSUCCESSFUL_TERMINAL_STATUSES:
+                        exc = JobError(job)
+                        if not return_exceptions:
+                            raise exc
+                        results[key] = exc
+                    elif job.status == Status.COMPLETE:
+                        results[key] = job.result
+                if len(results) < len(keys):
+                    await sub.wait(5.0)
+
+        async with self.subscribe(keys) as sub:
+            await asyncio.gather(*(self.enqueue(job_or_func, **kw) for kw in all_kwargs))
+            return await asyncio.wait_for(collect(sub), timeout or None)
+
+    @contextlib.asynccontextmanager
+    async def batch(self) -> AsyncIterator[None]:
+        """Track jobs enqueued inside; abort them all if an exception escapes."""
+        children: set[Job] = set()
+
+        async def track(job: Job) -> None:
+            children.add(job)
+
+        self.register_before_enqueue(track)
+        try:
+            yield
+        except BaseException:
+            await asyncio.gather(
+                *(self.abort(child, "cancelled") for child in children), return_exceptions=True
+            )
+            raise
+        finally:
+            self.unregister_before_enqueue(track)

@@ -1,0 +1,89 @@
+"""Every Redis key and channel podq uses, and the job id format (docs/redis-keys.md).
+
+Every key of a queue starts with `podq:{NAME}:`: the braces are a Redis Cluster hash
+tag, so all keys of one queue live in one slot (the Lua scripts touch several keys
+atomically) and different queues spread over shards. This module imports nothing of
+podq, so any module may name keys through it.
+"""
+
+from __future__ import annotations
+
+import re
+
+ROOT = "podq:"
+QUEUES_KEY = ROOT + "queues"  # set of queue names (`podq info`); outside any queue's slot
+_JOB_MARK = "}:job:"
+_NAME_RE = re.compile(r"^[A-Za-z0-9_.:\-]+$")
+
+
+def check_queue_name(name: str) -> str:
+    """The name, if usable as a queue name (no braces: they would break the hash tag)."""
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        raise ValueError(f"invalid queue name {name!r}: use letters, digits and _.:-")
+    return name
+
+
+class QueueKeys:
+    """The Redis keys and pub/sub channels of one queue."""
+
+    __slots__ = (
+        "abort_prefix", "active", "changes", "job_prefix", "name", "paused", "prefix",
+        "queued", "scheduled", "seq", "stats", "sweep_lock", "wake", "worker_prefix",
+        "workers",
+    )
+
+    def __init__(self, name: str) -> None:
+        self.name = check_queue_name(name)
+        self.prefix = f"{ROOT}{{{name}}}:"
+        self.job_prefix = self.prefix + "job:"  # + job key: the job hash
+        self.abort_prefix = self.prefix + "abort:"  # + job key: the abort marker
+        self.worker_prefix = self.prefix + "worker:"  # + worker id: liveness record
+        self.queued = self.prefix + "queued"  # zset of ready job keys
+        self.scheduled = self.prefix + "scheduled"  # zset of job keys due later
+        self.active = self.prefix + "active"  # zset of taken job keys
+        self.seq = self.prefix + "seq"  # FIFO counter within a priority
+        self.stats = self.prefix + "stats"  # hash of lifetime counters
+        self.workers = self.prefix + "workers"  # zset of worker ids by record expiry
+        self.sweep_lock = self.prefix + "sweep-lock"
+        self.paused = self.prefix + "paused"  # set by `podq drain`
+        self.changes = self.prefix + "changes"  # channel: every job change
+        self.wake = self.prefix + "wake"  # channel: ready work and aborts, for workers
+
+    def job(self, job_key: str) -> str:
+        """The job hash; also the job's id."""
+        return self.job_prefix + job_key
+
+    def abort(self, job_key: str) -> str:
+        return self.abort_prefix + job_key
+
+    def worker(self, worker_id: str) -> str:
+        return self.worker_prefix + worker_id
+
+    def cron_slot(self, function: str, slot: int) -> str:
+        """Claim of one slot of a `CronJob(unique=False)`, so it is enqueued once."""
+        return f"{self.prefix}cron-slot:{function}:{slot}"
+
+    def operator_claim(self, job_key: str) -> str:
+        """Record that an operator enqueued this job (podq.operator.jobs)."""
+        return f"{self.prefix}operator-claim:{job_key}"
+
+
+def is_job_id(text: str) -> bool:
+    return text.startswith(ROOT + "{") and _JOB_MARK in text
+
+
+def key_from_id(job_id: str | bytes) -> str:
+    """The job key of a job id `podq:{QUEUE}:job:KEY`, also for keys containing ':' or
+    '}:job:' (queue names cannot contain braces, so the first mark ends the name)."""
+    if isinstance(job_id, bytes):
+        job_id = job_id.decode()
+    if is_job_id(job_id):
+        return job_id[job_id.find(_JOB_MARK) + len(_JOB_MARK):]
+    raise ValueError(f"not a podq job id: {job_id!r}")
+
+
+def queue_from_id(job_id: str) -> str:
+    """The queue name of a job id."""
+    if not is_job_id(job_id):
+        raise ValueError(f"not a podq job id: {job_id!r}")
+    return job_id[len(ROOT) + 1: job_id.find(_JOB_MARK)]

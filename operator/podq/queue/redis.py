@@ -1,0 +1,646 @@
+"""The Redis queue: enqueue, take, retry, finish, abort, sweep, counts and notifications.
+
+Every key of a queue shares the hash tag `{name}` (podq.queue.keys, docs/redis-keys.md),
+so a queue lives in one Redis Cluster slot and different queues spread over shards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import typing as t
+
+from redis import asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+
+from podq.job import TERMINAL_STATUSES, Job, Status
+from podq.queue import keys as redis_keys
+from podq.queue.base import Queue
+from podq.queue.notify import Change, Notifier, Subscription, WakeSubscription, message
+from podq.queue.store import (
+    INT_FIELDS,
+    TEXT_FIELDS,
+    Scripts,
+    decode_hash,
+    job_state,
+    read_counts,
+    text,
+)
+from podq.utils import now, now_seconds
+
+if t.TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+
+    from podq.queue.notify import Listener
+    from podq.queue.store import Counts
+
+logger = logging.getLogger("podq")
+
+
+class RedisQueue(Queue):
+    """A podq queue on Redis.
+
+    Args:
+        redis: a redis.asyncio client
+        name: queue name (letters, digits, `_.:-`)
+        default_timeout: timeout (s) given to jobs enqueued here without one (fix 7)
+        dump/load: JSON encoder/decoder for job payloads (default json.dumps/json.loads)
+        swept_error_message: error of jobs recovered by a sweep (default "swept")
+        max_concurrent_ops: accepted for SAQ compatibility; the connection pool bounds
+            concurrency instead
+    """
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        name: str = "default",
+        default_timeout: int = 10,
+        dump: Callable[[t.Any], str] | None = None,
+        load: Callable[[str | bytes], t.Any] | None = None,
+        max_concurrent_ops: int = 20,
+        swept_error_message: str | None = None,
+    ) -> None:
+        self.keys = redis_keys.QueueKeys(name)
+        super().__init__(
+            name,
+            dump=dump,
+            load=load,
+            swept_error_message=swept_error_message,
+            default_timeout=default_timeout,
+        )
+        self.redis = redis
+        self._scripts = Scripts(redis)
+        self._notifier = Notifier(redis, self.keys.changes, name)
+        # workers listen here only: new ready work and aborts, not every change
+        self._wake_notifier = Notifier(redis, self.keys.wake, name)
+        self._registered = False
+
+    @classmethod
+    def from_url(cls, url: str, name: str = "default", **kwargs: t.Any) -> RedisQueue:  # type: ignore[override]
+        """A queue on the Redis at url (redis://, rediss://, unix://).
+
+        Commands are retried on a dropped connection (3 times, backoff up to 1 s), so a
+        Redis restart costs a retry rather than an error.
+        """
+        retry = Retry(ExponentialBackoff(cap=1.0, base=0.05), 3)
+        return cls(aioredis.from_url(url, retry=retry), name=name, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"Queue<name={self.name!r}, redis={self.redis!r}>"
+
+    # -- keys ------------------------------------------------------------------------
+
+    @property
+    def prefix(self) -> str:
+        return self.keys.prefix
+
+    @property
+    def job_prefix(self) -> str:
+        return self.keys.job_prefix
+
+    @property
+    def channel(self) -> str:
+        return self.keys.changes
+
+    def job_id(self, job_key: str) -> str:
+        return self.keys.job(job_key)
+
+    def job_key_from_id(self, job_id: str | bytes) -> str:
+        return redis_keys.key_from_id(job_id)
+
+    def abort_id(self, job_key: str) -> str:
+        return self.keys.abort(job_key)
+
+    def worker_key(self, worker_id: str) -> str:
+        return self.keys.worker(worker_id)
+
+    # -- connection ------------------------------------------------------------------
+
+    async def connect(self) -> None:
+        """Check the connection and register the queue name (for `podq info`)."""
+        await self.redis.ping()
+        await self._register()
+
+    async def _register(self) -> None:
+        if not self._registered:
+            await self.redis.sadd(redis_keys.QUEUES_KEY, self.name)
+            self._registered = True
+
+    async def disconnect(self) -> None:
+        await self._notifier.close()
+        await self._wake_notifier.close()
+        await self.redis.aclose()
+        await self.redis.connection_pool.disconnect()
+
+    # -- (de)serialisation ---------------------------------------------------------
+
+    def _from_hash(self, raw: t.Any) -> Job | None:
+        job_dict = decode_hash(raw, self._load)
+        return None if job_dict is None else self.deserialize(job_dict)
+
+    # -- enqueue ---------------------------------------------------------------------
+
+    def _enqueue_call(self, job: Job, explicit_timeout: bool, client: t.Any = None) -> t.Any:
+        payload = self._json(job, "enqueue")
+        key = job.key
+        return self._scripts.enqueue(
+            keys=[
+                self.keys.job(key),
+                self.keys.queued,
+                self.keys.scheduled,
+                self.keys.abort(key),
+                self.keys.seq,
+                self.keys.stats,
+            ],
+            args=[
+                key,
+                self.keys.changes,
+                self.keys.wake,
+                job.scheduled or 0,
+                now_seconds(),
+                job.priority,
+                payload,
+                job.attempts,
+                job.timeout or 0,
+                job.heartbeat or 0,
+                job.ttl,
+                "0" if explicit_timeout else "1",
+            ],
+            client=client or self.redis,
+        )
+
+    async def _enqueue(self, job: Job, explicit_timeout: bool) -> bool:
+        if not self._registered:
+            await self._register()
+        if not await self._enqueue_call(job, explicit_timeout):
+            return False
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("Enqueued %s", job.info(False))
+        return True
+
+    async def enqueue_many(self, jobs: Iterable[Job | str | dict[str, t.Any]]) -> list[Job]:
+        """Pipelined bulk enqueue; returns the jobs actually enqueued (not duplicates).
+
+        Items are Job objects, function names, or dicts of Queue.enqueue keyword
+        arguments with a "function" entry.
+        """
+        prepared: list[tuple[Job, bool]] = []
+        for item in jobs:
+            if isinstance(item, dict):
+                kw = dict(item)
+                prepared.append(self._prepare(kw.pop("function"), kw))
+            else:
+                prepared.append(self._prepare(item, {}))
+        if not prepared:
+            return []
+        for job, _ in prepared:
+            for cb in list(self._before_enqueues.values()):
+                await cb(job)
+        if not self._registered:
+            await self._register()
+        chunk = 200
+        current = now_seconds()
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for start in range(0, len(prepared), chunk):
+                args: list[t.Any] = [
+                    self.keys.changes,
+                    current,
+                    self.keys.job_prefix,
+                    self.keys.abort_prefix,
+                    self.keys.wake,
+                ]
+                for job, explicit in prepared[start : start + chunk]:
+                    args += [
+                        job.key,
+                        self._json(job, "enqueue"),
+                        f"{job.scheduled or 0} {job.priority} {job.attempts} {job.timeout or 0} "
+                        f"{job.heartbeat or 0} {job.ttl} {0 if explicit else 1}",
+                    ]
+                await self._scripts.enqueue_many(
+                    keys=[self.keys.queued, self.keys.scheduled, self.keys.seq, self.keys.stats],
+                    args=args,
+                    client=pipe,
+                )
+            results = await pipe.execute()
+        flags = "".join(text(part) for part in results)
+        return [job for (job, _), ok in zip(prepared, flags, strict=True) if ok == "1"]
+
+    # -- take (used by workers) --------------------------------------------------------
+
+    async def take(
+        self, n: int, worker_id: str, default_timeout: int | None = None
+    ) -> tuple[list[Job], float | None]:
+        """Atomically take up to n ready jobs and mark them active for worker_id.
+
+        Also promotes due scheduled jobs. Returns (jobs, next scheduled time in epoch
+        seconds or None).
+        """
+        raw = await self._scripts.take(
+            # the last key: the pause flag of `podq drain` (podq/drain.py)
+            keys=[self.keys.queued, self.keys.scheduled, self.keys.active, self.keys.seq,
+                  self.keys.paused],
+            args=[
+                n,
+                now(),
+                now_seconds(),
+                worker_id,
+                self.keys.job_prefix,
+                self.keys.changes,
+                "" if default_timeout is None else default_timeout,
+            ],
+            client=self.redis,
+        )
+        nxt = float(text(raw[0])) if raw[0] else None
+        jobs = []
+        for i in range(1, len(raw), 2):
+            job = self._from_hash(raw[i + 1])
+            if job:
+                jobs.append(job)
+        return jobs, nxt
+
+    async def dequeue(self, timeout: float = 0.0, worker_id: str = "") -> Job | None:
+        """Take one job (waiting up to timeout seconds for one; 0 = don't wait)."""
+        deadline = now_seconds() + timeout
+        async with self.subscribe() as sub:
+            while True:
+                sub.changed.clear()
+                jobs, _ = await self.take(1, worker_id)
+                if jobs:
+                    return jobs[0]
+                remaining = deadline - now_seconds()
+                if remaining <= 0:
+                    return None
+                await sub.wait(min(remaining, 1.0))
+
+    async def schedule(self, lock: int = 1) -> list[str]:
+        """Promote due scheduled jobs to the ready queue (workers do this as they take)."""
+        await self.take(0, "")
+        return []
+
+    # -- write back ------------------------------------------------------------------
+
+    def _write(
+        self,
+        job: Job,
+        mode: str,
+        fields: list[t.Any],
+        *,
+        ready_at: float = 0,
+        expect: bool = False,
+    ) -> t.Any:
+        key = job.key
+        return self._scripts.write(
+            keys=[
+                self.keys.job(key),
+                self.keys.queued,
+                self.keys.scheduled,
+                self.keys.active,
+                self.keys.seq,
+                self.keys.stats,
+            ],
+            args=[
+                key,
+                self.keys.changes,
+                self.keys.wake,
+                mode,
+                Status(job.status).value,
+                job.ttl,
+                ready_at,
+                now_seconds(),
+                job.attempts if expect else "",
+                job.worker_id or "",
+                job.priority,
+                *fields,
+            ],
+            client=self.redis,
+        )
+
+    async def finish(
+        self,
+        job: Job,
+        status: Status,
+        *,
+        result: t.Any = None,
+        error: str | None = None,
+        expect: bool = False,
+    ) -> bool:
+        """Finish a job (complete, failed or aborted), applying its ttl.
+
+        With expect=True (used by workers and sweeps) it only writes while the job is
+        still this attempt, active or aborting; returns whether it wrote.
+        """
+        job.status = Status(status)
+        job.result = result
+        job.error = error
+        job.completed = now()
+        if job.status == Status.COMPLETE:
+            job.progress = 1.0
+        state = job_state(self._json(job), job)
+        wrote = bool(await self._write(job, "finish", state, expect=expect))
+        if wrote:
+            if job.status == Status.COMPLETE:
+                self.complete += 1
+            elif job.status == Status.FAILED:
+                self.failed += 1
+            elif job.status == Status.ABORTED:
+                self.aborted += 1
+            if logger.isEnabledFor(logging.DEBUG):
+                logger.debug("Finished %s", job.info(False))
+        return wrote
+
+    async def retry(self, job: Job, error: str | None, *, expect: bool = False) -> bool:
+        """Put a job back to queued, ready after next_retry_delay() (fix 3: once)."""
+        delay = job.next_retry_delay()
+        job.status = Status.QUEUED
+        job.error = error
+        job.completed = 0
+        job.started = 0
+        job.progress = 0.0
+        job.touched = now()
+        current = now_seconds()
+        ready_at = max(float(job.scheduled or 0), current + delay)
+        if ready_at > current and delay:
+            job.scheduled = int(ready_at) if float(ready_at).is_integer() else ready_at
+        wrote = bool(
+            await self._write(
+                job, "retry", job_state(self._json(job), job), ready_at=ready_at, expect=expect
+            )
+        )
+        if wrote:
+            self.retried += 1
+            if logger.isEnabledFor(logging.DEBUG):
+                logger.debug("Retrying %s", job.info(False))
+        return wrote
+
+    async def update(self, job: Job, **kwargs: t.Any) -> None:
+        """Set fields on the job, refresh `touched` and store + notify (status only if given)."""
+        job.touched = now()
+        for k, v in kwargs.items():
+            if hasattr(job, k):
+                setattr(job, k, v)
+        copy = self.copy(job)
+        fields: list[t.Any] = ["job", self._json(copy), "touched", copy.touched]
+        for k in kwargs:
+            if k == "status":
+                fields += ["status", Status(copy.status).value]
+            elif k in INT_FIELDS or k == "heartbeat":
+                fields += [k, getattr(copy, k) or 0]
+            elif k in TEXT_FIELDS:
+                fields += [k, getattr(copy, k) or ""]
+        await self._write(copy, "update", fields)
+
+    async def abort(self, job: Job, error: str, ttl: float = 5) -> None:
+        """Abort a queued, scheduled (finished as aborted at once) or active job (the
+        worker cancels it within about a second). While the abort marker lives (ttl s)
+        the key cannot be enqueued again in this queue."""
+        result = await self._scripts.abort(
+            keys=[
+                self.keys.job(job.key),
+                self.keys.queued,
+                self.keys.scheduled,
+                self.keys.abort(job.key),
+                self.keys.stats,
+            ],
+            args=[job.key, self.keys.changes, self.keys.wake, error, int(ttl * 1000), now()],
+            client=self.redis,
+        )
+        state = text(result) if result else None
+        if state == "aborted":
+            job.status = Status.ABORTED
+            job.error = error
+            job.completed = now()
+            self.aborted += 1
+        elif state == "aborting":
+            job.status = Status.ABORTING
+            job.error = error
+
+    async def finish_abort(self, job: Job) -> None:
+        await self.finish(job, Status.ABORTED, error=job.error)
+
+    # -- read ------------------------------------------------------------------------
+
+    async def job(self, job_key: str) -> Job | None:
+        return self._from_hash(await self.redis.hgetall(self.job_id(job_key)))
+
+    async def jobs(self, job_keys: Iterable[str]) -> list[Job | None]:
+        keys = list(job_keys)
+        if not keys:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.hgetall(self.job_id(key))
+            raws = await pipe.execute()
+        return [self._from_hash(raw) for raw in raws]
+
+    async def iter_jobs(
+        self, statuses: Sequence[Status] = tuple(Status), batch_size: int = 100
+    ) -> AsyncIterator[Job]:
+        wanted = {Status(s) for s in statuses}
+        cursor = 0
+        while True:
+            cursor, ids = await self.redis.scan(
+                cursor=cursor, match=self.keys.job_prefix + "*", count=batch_size
+            )
+            for job in await self.jobs(self.job_key_from_id(i) for i in ids):
+                if job and job.status in wanted:
+                    yield job
+            if not cursor:
+                break
+
+    async def counts(self) -> Counts:
+        """The sizes of this queue's sets, read in one round trip."""
+        return await read_counts(self.redis, self.keys)
+
+    async def count(self, kind: str) -> int:
+        """queued (ready and due now), scheduled (due later), active (active+aborting),
+        incomplete (all of them)."""
+        if kind not in ("queued", "scheduled", "active", "incomplete"):
+            raise ValueError(f"Can't count unknown type {kind!r}")
+        counts = await self.counts()
+        return counts.later if kind == "scheduled" else getattr(counts, kind)
+
+    async def depth(self) -> int:
+        """Due-queued + active jobs: what an autoscaler should size workers for."""
+        return (await self.counts()).depth
+
+    async def next_scheduled(self) -> float | None:
+        """Epoch seconds at which the earliest scheduled job becomes due, or None."""
+        first = await self.redis.zrange(self.keys.scheduled, 0, 0, withscores=True)
+        return float(first[0][1]) if first else None
+
+    async def stats(self) -> dict[str, int]:
+        """Lifetime counters of this queue (enqueued, complete, failed, aborted, retried)
+        plus the current counts."""
+        raw = await self.redis.hgetall(self.keys.stats)
+        out = {k: 0 for k in ("enqueued", "complete", "failed", "aborted", "retried")}
+        out.update({text(k): int(v) for k, v in raw.items()})
+        counts = await self.counts()
+        out.update(queued=counts.queued, scheduled=counts.later, active=counts.active)
+        return out
+
+    async def workers(self) -> list[dict[str, t.Any]]:
+        """Live workers of this queue, from their liveness records."""
+        current = now()
+        await self.redis.zremrangebyscore(self.keys.workers, "-inf", current)
+        ids = [text(i) for i in await self.redis.zrange(self.keys.workers, 0, -1)]
+        if not ids:
+            return []
+        records = await self.redis.mget([self.keys.worker(i) for i in ids])
+        return [json.loads(r) for r in records if r]
+
+    async def info(self, jobs: bool = False, offset: int = 0, limit: int = 10) -> dict[str, t.Any]:
+        workers = await self.workers()
+        counts = await self.counts()
+        info: dict[str, t.Any] = {
+            "workers": {w["id"]: w for w in workers},
+            "name": self.name,
+            "queued": counts.queued,
+            "active": counts.active,
+            "scheduled": counts.later,
+            "jobs": [],
+        }
+        if jobs:
+            end = offset + limit - 1
+            keys = []
+            for zset in (self.keys.active, self.keys.queued, self.keys.scheduled):
+                keys += [text(k) for k in await self.redis.zrange(zset, offset, end)]
+            info["jobs"] = [j.to_dict() for j in await self.jobs(keys) if j][:limit]
+        return info
+
+    # -- workers' liveness -----------------------------------------------------------
+
+    async def write_worker_info(self, worker_id: str, info: dict[str, t.Any], ttl: float) -> None:
+        """Write a worker's liveness record; it expires after ttl seconds."""
+        current = now()
+        ttl_ms = int(ttl * 1000)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.set(self.keys.worker(worker_id), json.dumps(info), px=ttl_ms)
+            pipe.zadd(self.keys.workers, {worker_id: current + ttl_ms})
+            pipe.zremrangebyscore(self.keys.workers, "-inf", current)
+            await pipe.execute()
+
+    async def remove_worker_info(self, worker_id: str) -> None:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.delete(self.keys.worker(worker_id))
+            pipe.zrem(self.keys.workers, worker_id)
+            await pipe.execute()
+
+    # -- sweep -----------------------------------------------------------------------
+
+    async def sweep(
+        self, lock: float = 60, abort: float = 5.0, stuck_grace: float = 1.0
+    ) -> list[str]:
+        """Recover active jobs whose worker died (fix 6), that are stuck, or whose
+        record is inconsistent. Retried if retryable, else finished aborted "swept".
+        `lock` (s) keeps other sweepers out meanwhile."""
+        raw = await self._scripts.sweep(
+            keys=[self.keys.active, self.keys.sweep_lock],
+            args=[
+                self.keys.job_prefix,
+                self.keys.worker_prefix,
+                now(),
+                int(lock * 1000),
+                int(stuck_grace * 1000),
+            ],
+            client=self.redis,
+        )
+        pairs = [(text(raw[i]), text(raw[i + 1])) for i in range(0, len(raw), 2)]
+        if not pairs:
+            return []
+        await asyncio.gather(*(self._recover(k, r, abort) for k, r in pairs))
+        return [self.job_id(k) for k, _ in pairs]
+
+    async def _recover(self, key: str, reason: str, abort_wait: float) -> None:
+        job = await self.job(key)
+        if job is None or job.status not in (Status.ACTIVE, Status.ABORTING):
+            await self.redis.zrem(self.keys.active, key)
+            logger.info("Sweeping %s job %s", "missing" if job is None else "inconsistent", key)
+            return
+        logger.info("Sweeping job %s (%s)", key, reason)
+        error = self.swept_error_message
+        if reason in ("timeout", "heartbeat"):
+            # a live worker owns it: ask it to cancel, then take over
+            await self.abort(job, error=error)
+            with contextlib.suppress(TimeoutError, RuntimeError):
+                await job.refresh(abort_wait)
+            if job.retryable:
+                await self.retry(job, error=error)
+            elif job.status not in TERMINAL_STATUSES:
+                await self.finish(job, Status.ABORTED, error=error)
+            return
+        # the worker is gone: nobody else will write this attempt
+        if job.status == Status.ABORTING:
+            await self.finish(job, Status.ABORTED, error=job.error or error, expect=True)
+        elif job.retryable:
+            await self.retry(job, error=error, expect=True)
+        else:
+            await self.finish(job, Status.ABORTED, error=error, expect=True)
+
+    # -- notifications ---------------------------------------------------------------
+
+    def subscribe(self, keys: Iterable[str] | None = None) -> Subscription:
+        """A subscription to this queue's changes: `async with queue.subscribe() as sub:
+        async for change in sub: ...` (change.key, change.status)."""
+        return Subscription(self._notifier, keys)
+
+    def subscribe_wake(self, callback: Listener) -> WakeSubscription:
+        """A subscription of callback to this queue's wake channel (ready work, aborts),
+        which workers listen to: `sub = await queue.subscribe_wake(cb).start()`, and
+        `await sub.close()`; also an async context manager."""
+        return WakeSubscription(self._wake_notifier, callback)
+
+    async def changes(self, keys: Iterable[str] | None = None) -> AsyncIterator[Change]:
+        """Yield a `Change(key, status)` for each job change in this queue."""
+        async with self.subscribe(keys) as sub:
+            async for change in sub:
+                yield change
+
+    async def notify(self, job: Job) -> None:
+        await self.redis.publish(self.keys.changes, message(Status(job.status).value, job.key))
+
+    async def wait_for_terminal(self, job_key: str, timeout: float | None = None) -> Job | None:
+        """Wait (notification-driven) until the job is terminal or gone; TimeoutError past
+        timeout seconds (None = forever)."""
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        async with self.subscribe([job_key]) as sub:
+            while True:
+                sub.changed.clear()
+                job = await self.job(job_key)
+                if job is None or job.status in TERMINAL_STATUSES:
+                    return job
+                wait = 5.0 if deadline is None else min(5.0, deadline - loop.time())
+                if wait <= 0:
+                    raise TimeoutError(f"job {job_key} did not finish within {timeout}s")
+                await sub.wait(wait)
+
+    async def listen(
+        self,
+        job_keys: Iterable[str],
+        callback: Callable[[str, Status], t.Any],
+        timeout: float | None = 10,
+        poll_interval: float | None = None,
+    ) -> None:
+        """Call callback(key, status) on each change of these jobs until it returns truthy."""
+        keys = list(job_keys)
+        if not keys:
+            return
+
+        async def run(sub: Subscription) -> None:
+            async for change in sub:
+                stop = callback(change.key, change.status)
+                if asyncio.iscoroutine(stop):
+                    stop = await stop
+                if stop:
+                    return
+
+        async with self.subscribe(keys) as sub:
+            await asyncio.wait_for(run(sub), timeout or None)
+
+
+async def list_queues(redis: aioredis.Redis) -> list[str]:
+    """Names of the queues registered on this Redis (by connect/enqueue/workers)."""
+    return sorted(text(n) for n in await redis.smembers(redis_keys.QUEUES_KEY))
