@@ -25,6 +25,7 @@ from podq.worker import Worker, import_settings
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 EXIT_BAD_INPUT = 2
 EXIT_UNAVAILABLE = 1
+BURST_DEQUEUE_TIMEOUT_S = 1.0
 
 
 class CliError(Exception):
@@ -69,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--burst", action="store_true", default=None, help="stop when the queue is empty"
     )
     w.add_argument("--max-burst-jobs", type=int)
+    w.add_argument("--dequeue-timeout", type=float,
+                   help="with --burst: seconds an empty queue is waited on before the worker "
+                        f"exits (default {BURST_DEQUEUE_TIMEOUT_S:g} when the settings give none)")
     w.add_argument("--shutdown-grace-period-s", type=float)
     w.add_argument("--timeout", type=int, help="default timeout (s) of jobs enqueued without one")
     w.add_argument("--metrics-port", type=int,
@@ -157,11 +161,14 @@ def load_worker_settings(args: argparse.Namespace) -> tuple[dict[str, t.Any], st
     else:
         raise CliError(f"settings 'queue' must be a podq.Queue or a Redis URL, not {queue!r}")
     settings.pop("queue_name", None)
-    for opt in ("concurrency", "burst", "max_burst_jobs", "shutdown_grace_period_s", "timeout",
-                "metrics_port"):
+    for opt in ("concurrency", "burst", "max_burst_jobs", "dequeue_timeout",
+                "shutdown_grace_period_s", "timeout", "metrics_port"):
         value = getattr(args, opt, None)
         if value is not None:
             settings[opt] = value
+    if settings.get("burst") and not settings.get("dequeue_timeout"):
+        # Worker(burst=True) requires it, as SAQ's does; the command line gives a default
+        settings["dequeue_timeout"] = BURST_DEQUEUE_TIMEOUT_S
     if not settings.get("functions") and not settings.get("cron_jobs"):
         raise CliError(f"settings {args.settings!r} register no functions")
     return settings, url
@@ -173,7 +180,7 @@ async def cmd_worker(args: argparse.Namespace) -> int:
     await check_redis(queue, url)
     try:
         worker = Worker(**settings)
-    except TypeError as e:
+    except (TypeError, ValueError) as e:
         raise CliError(f"bad worker settings: {e}") from None
     try:
         await worker.start()

@@ -66,6 +66,8 @@ class Worker:
         timers: seconds for "schedule" (idle wake-up), "worker_info" (liveness refresh),
             "sweep", "abort" (fallback abort check)
         dequeue_timeout: in burst mode, how long to wait for new jobs before stopping
+            (required then, as in SAQ); for process(), how long to wait for a job (0 =
+            until one arrives)
         burst, max_burst_jobs: stop once the queue is empty / after that many jobs
         shutdown_grace_period_s: on stop, how long running jobs may finish before they
             are cancelled and put back in the queue
@@ -74,6 +76,8 @@ class Worker:
         liveness_ttl: seconds after which a silent worker counts as dead
         metrics_port: serve Prometheus metrics on this port (podq.metrics; None = off);
             timers["metrics"] is how often queue depth is read for them
+        poll_interval: accepted for SAQ settings (there it affects Postgres only); podq
+            workers are woken by Redis pub/sub
     """
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -102,9 +106,14 @@ class Worker:
         liveness_ttl: float | None = None,
         handle_signals: bool = True,
         metrics_port: int | None = None,
+        poll_interval: float = 0.0,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
+        if burst and dequeue_timeout <= 0:
+            # as SAQ: without it a burst worker could not tell an empty queue from a slow one
+            raise ValueError("dequeue_timeout must be a positive value greater than 0 when "
+                             "the burst mode is enabled")
         self.queue = queue
         self.concurrency = concurrency
         self.hostname = socket.gethostname()
@@ -127,6 +136,7 @@ class Worker:
         self.shutdown_grace_period_s = shutdown_grace_period_s
         self.cancellation_hard_deadline_s = cancellation_hard_deadline_s
         self.metadata = metadata
+        self.poll_interval = poll_interval
         self.handle_signals = handle_signals
         self.pool = ThreadPoolExecutor(max_workers=max(concurrency, 4))
         self.functions: dict[str, Callable[..., t.Any]] = {}
@@ -157,6 +167,10 @@ class Worker:
         self._executing = 0
         self._processed = 0
         self._upkeep: list[asyncio.Task[None]] = []
+        # tasks stop() waits for and then cancels, as SAQ's: e.g. process() calls a test
+        # added with `worker.tasks.add(asyncio.create_task(worker.process()))`
+        self.tasks: set[asyncio.Task[t.Any]] = set()
+        self._created = now()
         self._stop_event = asyncio.Event()
         self._wake_subscription: WakeSubscription | None = None
         self._wake = asyncio.Event()
@@ -191,20 +205,7 @@ class Worker:
             self._wake_subscription = self.queue.subscribe_wake(self._on_change)
             await self._retrying("subscribe", self._wake_subscription.start)
             await self._retrying("write liveness", self.write_liveness)
-            self._upkeep = [
-                # liveness and aborts go on while draining: running jobs are still ours
-                asyncio.create_task(self._loop(self.write_liveness, "worker_info", True)),
-                asyncio.create_task(self._loop(self._check_aborts, "abort", True)),
-                asyncio.create_task(self._loop(self._sweep, "sweep")),
-            ]
-            if self.metrics is not None and self.metrics_port is not None:
-                self.metrics_port = self.metrics.serve(self.metrics_port)
-                self._upkeep.append(asyncio.create_task(
-                    self._loop(self.metrics.refresh, "metrics", True)))
-            if self.cron_jobs:
-                self._upkeep.append(
-                    asyncio.create_task(self._loop(self._schedule_cron, "schedule"))
-                )
+            self._upkeep = await self.upkeep()
             logger.info(
                 "Worker %s started on queue %s (concurrency %d, functions: %s)",
                 self.id,
@@ -219,6 +220,21 @@ class Worker:
             for signum in installed:
                 loop.remove_signal_handler(signum)
             await self._drain()
+
+    async def upkeep(self) -> list[asyncio.Task[None]]:
+        """Start the background loops: liveness, aborts, sweep, metrics, cron."""
+        tasks = [
+            # liveness and aborts go on while draining: running jobs are still ours
+            asyncio.create_task(self._loop(self.write_liveness, "worker_info", True)),
+            asyncio.create_task(self._loop(self._check_aborts, "abort", True)),
+            asyncio.create_task(self._loop(self._sweep, "sweep")),
+        ]
+        if self.metrics is not None and self.metrics_port is not None:
+            self.metrics_port = self.metrics.serve(self.metrics_port)
+            tasks.append(asyncio.create_task(self._loop(self.metrics.refresh, "metrics", True)))
+        if self.cron_jobs:
+            tasks.append(asyncio.create_task(self._loop(self._schedule_cron, "schedule")))
+        return tasks
 
     def _on_signal(self, signum: int) -> None:
         logger.info("Worker %s got %s: draining", self.id, signal.Signals(signum).name)
@@ -235,6 +251,8 @@ class Worker:
         self._request_stop()
         if self._started:
             await self._done.wait()
+        else:  # driven by process() calls (or not at all): end those, as SAQ's stop does
+            await self._drain()
 
     async def _drain(self) -> None:
         if self._done.is_set():
@@ -246,7 +264,7 @@ class Worker:
                 with contextlib.suppress(*REDIS_ERRORS, TimeoutError):
                     await asyncio.wait_for(self.write_liveness(), 2)  # tell: draining
             grace = self.shutdown_grace_period_s or 0
-            tasks = list(self._tasks.values())
+            tasks = [*self._tasks.values(), *self.tasks]
             if tasks and grace > 0:
                 logger.info("Waiting up to %ss for %d running jobs", grace, len(tasks))
                 await asyncio.wait(tasks, timeout=grace)
@@ -264,6 +282,13 @@ class Worker:
                     if key in self._running and task in still:
                         task.cancel()
                 tasks = list(still)
+            # tasks handed to the worker (process() calls) end now; a job one of them
+            # took meanwhile is put back by its own task, awaited here
+            if await cancel_and_wait(self.tasks, 5.0):
+                logger.warning("Worker %s: tasks did not stop", self.id)
+            self.tasks.clear()
+            if self._tasks:
+                await asyncio.wait(list(self._tasks.values()), timeout=5.0)
             # bounded: the liveness and abort loops run while draining and only stop
             # on cancel, which a Redis call in them can swallow
             if await cancel_and_wait(self._upkeep, 5.0):
@@ -503,13 +528,57 @@ class Worker:
         self._aborts[key] = error
         task.cancel()
 
-    async def _check_aborts(self) -> None:
-        keys = list(self._running)
+    async def _check_aborts(self, abort_threshold: float = 0.0) -> list[asyncio.Task[None]]:
+        """Cancel running jobs (running for at least abort_threshold s) whose job was
+        aborted; returns their tasks."""
+        keys = [
+            key for key in self._running
+            if key in self.jobs
+            and (self.jobs[key].duration("running") or 0) >= abort_threshold * 1000
+        ]
         if not keys:
-            return
+            return []
+        aborted = []
         for key, job in zip(keys, await self.queue.jobs(keys), strict=True):
             if job and job.status in (Status.ABORTING, Status.ABORTED):
                 await self._abort_key(key, job.error or "aborted")
+                if key in self._tasks:
+                    aborted.append(self._tasks[key])
+        return aborted
+
+    async def abort(self, abort_threshold: float) -> None:
+        """SAQ's abort check: cancel the running jobs, running for at least
+        abort_threshold seconds, that were aborted, and wait until each is finished
+        aborted. Workers do this by themselves (on the abort notification and every
+        timers["abort"] s); process()-driven tests call it."""
+        tasks = await self._check_aborts(abort_threshold)
+        if tasks:
+            await asyncio.wait(tasks)
+
+    async def schedule(self, lock: int = 1) -> None:
+        """SAQ's schedule step: enqueue due cron jobs and move due scheduled jobs to the
+        ready queue (a running worker does both by itself)."""
+        await self._schedule_cron()
+        moved = await self.queue.schedule(lock)
+        if moved:
+            logger.info("Scheduled %s", moved)
+
+    async def worker_info(self, ttl: int = 60) -> dict[str, t.Any]:
+        """Write this worker's record (queue.info()["workers"]), alive for ttl seconds,
+        and return it."""
+        info = self.info()
+        await self.queue.write_worker_info(self.id, info, ttl=ttl)
+        return info
+
+    @property
+    def event(self) -> asyncio.Event:
+        """Set when the worker is asked to stop (SAQ's name)."""
+        return self._stop_event
+
+    @property
+    def burst_jobs_processed(self) -> int:
+        """Jobs this worker has taken (SAQ counts them in burst mode)."""
+        return self._processed
 
     # -- upkeep ----------------------------------------------------------------------
 
@@ -538,7 +607,7 @@ class Worker:
             "id": self.id,
             "hostname": self.hostname,
             "pid": self.pid,
-            "queue": self.queue.name,
+            "queue_key": self.queue.name,
             "concurrency": self.concurrency,
             "functions": sorted(self.functions),
             "active": sorted(self.jobs),
@@ -548,6 +617,7 @@ class Worker:
                 "failed": self.failed,
                 "retried": self.retried,
                 "aborted": self.aborted,
+                "uptime": now() - self._created,
             },
             "metadata": self.metadata,
             "draining": self._draining,

@@ -196,7 +196,7 @@ async def test_liveness_record_lists_the_worker_and_its_jobs(
     await wait_for(has_active, 2)
     [record] = await queue.workers()
     assert record["id"] == worker.id and record["hostname"] in worker.id
-    assert record["pid"] > 0 and record["queue"] == "test" and record["concurrency"] == 4
+    assert record["pid"] > 0 and record["queue_key"] == "test" and record["concurrency"] == 4
     assert "add" in record["functions"] and record["metadata"] == {"pool": "a"}
     assert abs(record["ts"] - time.time() * 1000) < 5000
     assert await queue.redis.pttl(queue.worker_key(worker.id)) > 0  # it expires
@@ -245,11 +245,12 @@ async def test_cron_time_zone_and_invalid_expression(queue: Queue) -> None:
 
 async def test_burst_mode_stops_when_empty_and_after_max_jobs(queue: Queue) -> None:
     await queue.enqueue_many([Job("add", kwargs={"a": i, "b": 0}) for i in range(5)])
-    worker = Worker(queue, FUNCTIONS, burst=True, handle_signals=False)
+    worker = Worker(queue, FUNCTIONS, burst=True, dequeue_timeout=0.05, handle_signals=False)
     await asyncio.wait_for(worker.start(), 5)
     assert await queue.count("incomplete") == 0 and worker.complete == 5
     await queue.enqueue_many([Job("add", kwargs={"a": i, "b": 0}) for i in range(5)])
-    worker = Worker(queue, FUNCTIONS, burst=True, max_burst_jobs=2, handle_signals=False)
+    worker = Worker(queue, FUNCTIONS, burst=True, max_burst_jobs=2, dequeue_timeout=0.05,
+                    handle_signals=False)
     await asyncio.wait_for(worker.start(), 5)
     assert worker.complete == 2 and await queue.count("queued") == 3
 
