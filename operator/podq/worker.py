@@ -555,6 +555,25 @@ class Worker:
         if tasks:
             await asyncio.wait(tasks)
 
+    async def process(self) -> bool:
+        """SAQ's step, the usual way to test functions: take one job (waiting
+        `dequeue_timeout` s for it, 0 = until one arrives), run it and write its outcome.
+        False if no job came. Its abort is seen by abort() (a started worker also sees
+        it by itself); stop(), or cancelling this call, puts the job back."""
+        job = await self.queue.take_one(self.dequeue_timeout or None, self.id, self.timeout)
+        if job is None:
+            return False
+        self._start_job(job)
+        task = self._tasks[job.key]
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if not task.done():  # the job's own task puts it back; wait for that
+                task.cancel()
+                await asyncio.wait([task])
+            raise
+        return True
+
     async def schedule(self, lock: int = 1) -> None:
         """SAQ's schedule step: enqueue due cron jobs and move due scheduled jobs to the
         ready queue (a running worker does both by itself)."""

@@ -12,9 +12,7 @@ import contextlib
 import json
 import typing as t
 from abc import ABC, abstractmethod
-from urllib.parse import urlparse
 
-from podq.errors import InvalidUrlError
 from podq.job import UNSUCCESSFUL_TERMINAL_STATUSES, Job, Status, get_default_job_key
 from podq.utils import json_problem, now
 
@@ -61,12 +59,8 @@ class Queue(ABC):
 
     @staticmethod
     def from_url(url: str, name: str = "default", **kwargs: t.Any) -> Queue:
-        """A queue on the Redis at url (redis://, rediss://, unix://)."""
-        scheme = urlparse(url).scheme.lower()
-        if scheme not in ("redis", "rediss", "unix"):
-            raise InvalidUrlError(
-                f"Invalid url: {url} (podq queues live on Redis: redis://, rediss://, unix://)"
-            )
+        """A queue on the Redis at url (redis://, rediss://, unix://); InvalidUrlError
+        for another scheme."""
         from podq.queue.redis import RedisQueue
 
         return RedisQueue.from_url(url, name=name, **kwargs)

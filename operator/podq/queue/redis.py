@@ -11,11 +11,13 @@ import contextlib
 import json
 import logging
 import typing as t
+from urllib.parse import urlparse
 
 from redis import asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
+from podq.errors import InvalidUrlError
 from podq.job import TERMINAL_STATUSES, Job, Status
 from podq.queue import keys as redis_keys
 from podq.queue.base import Queue
@@ -80,11 +82,16 @@ class RedisQueue(Queue):
 
     @classmethod
     def from_url(cls, url: str, name: str = "default", **kwargs: t.Any) -> RedisQueue:  # type: ignore[override]
-        """A queue on the Redis at url (redis://, rediss://, unix://).
+        """A queue on the Redis at url (redis://, rediss://, unix://); InvalidUrlError
+        for another scheme, as SAQ's Queue.from_url (`podq.Queue` is this class).
 
         Commands are retried on a dropped connection (3 times, backoff up to 1 s), so a
         Redis restart costs a retry rather than an error.
         """
+        if urlparse(url).scheme.lower() not in ("redis", "rediss", "unix"):
+            raise InvalidUrlError(
+                f"Invalid url: {url} (podq queues live on Redis: redis://, rediss://, unix://)"
+            )
         retry = Retry(ExponentialBackoff(cap=1.0, base=0.05), 3)
         return cls(aioredis.from_url(url, retry=retry), name=name, **kwargs)
 
@@ -238,6 +245,13 @@ class RedisQueue(Queue):
         Also promotes due scheduled jobs. Returns (jobs, next scheduled time in epoch
         seconds or None).
         """
+        jobs, nxt, _ = await self._take(n, worker_id, default_timeout)
+        return jobs, nxt
+
+    async def _take(
+        self, n: int, worker_id: str, default_timeout: int | None = None
+    ) -> tuple[list[Job], float | None, list[str]]:
+        """take(), and the keys of the scheduled jobs it promoted to the ready queue."""
         raw = await self._scripts.take(
             # the last key: the pause flag of `podq drain` (podq/drain.py)
             keys=[self.keys.queued, self.keys.scheduled, self.keys.active, self.keys.seq,
@@ -254,31 +268,61 @@ class RedisQueue(Queue):
             client=self.redis,
         )
         nxt = float(text(raw[0])) if raw[0] else None
+        promoted = [text(key) for key in raw[1]]
         jobs = []
-        for i in range(1, len(raw), 2):
+        for i in range(2, len(raw), 2):
             job = self._from_hash(raw[i + 1])
             if job:
                 jobs.append(job)
-        return jobs, nxt
+        return jobs, nxt, promoted
 
-    async def dequeue(self, timeout: float = 0.0, worker_id: str = "") -> Job | None:
-        """Take one job (waiting up to timeout seconds for one; 0 = don't wait)."""
-        deadline = now_seconds() + timeout
+    async def take_one(
+        self, timeout: float | None, worker_id: str = "", default_timeout: int | None = None
+    ) -> Job | None:
+        """Take one job, marked active for worker_id, waiting up to timeout seconds for
+        one (None: until one arrives); None if none came."""
+        deadline = None if timeout is None else now_seconds() + timeout
         async with self.subscribe() as sub:
             while True:
                 sub.changed.clear()
-                jobs, _ = await self.take(1, worker_id)
+                jobs, next_at = await self.take(1, worker_id, default_timeout)
                 if jobs:
                     return jobs[0]
-                remaining = deadline - now_seconds()
-                if remaining <= 0:
-                    return None
-                await sub.wait(min(remaining, 1.0))
+                wait = 1.0  # a fallback only: a new job wakes the subscription
+                if next_at is not None:
+                    wait = max(0.0, min(wait, next_at - now_seconds()))
+                if deadline is not None:
+                    remaining = deadline - now_seconds()
+                    if remaining <= 0:
+                        return None
+                    wait = min(wait, remaining)
+                await sub.wait(wait)
+
+    async def dequeue(
+        self, timeout: float = 0.0, poll_interval: float = 0.0, worker_id: str = ""
+    ) -> Job | None:
+        """SAQ's dequeue: take one job, waiting up to timeout seconds (0: until one
+        arrives; poll_interval is accepted and unused, podq is woken by pub/sub).
+
+        The take is atomic (fix 1): in Redis the job is active, its attempt counted, at
+        once. The returned Job shows it as SAQ's dequeue does, before its attempt:
+        status queued, `attempts` not yet counted, `started` 0, no `worker_id`, so code
+        that counts the attempt itself (as SAQ's Worker.process() does) counts it once.
+        """
+        job = await self.take_one(timeout or None, worker_id)
+        if job is not None:
+            job.attempts -= 1
+            job.status = Status.QUEUED
+            job.started = 0
+            job.worker_id = None
+        return job
 
     async def schedule(self, lock: int = 1) -> list[str]:
-        """Promote due scheduled jobs to the ready queue (workers do this as they take)."""
-        await self.take(0, "")
-        return []
+        """Promote due scheduled jobs to the ready queue and return their ids (workers
+        promote them as they take; `lock` is accepted for SAQ and unused: the promotion
+        is atomic)."""
+        _, _, promoted = await self._take(0, "")
+        return [self.job_id(key) for key in promoted]
 
     # -- write back ------------------------------------------------------------------
 

@@ -4,17 +4,19 @@
 -- KEYS: 1 queued zset, 2 scheduled zset, 3 active zset, 4 seq counter, 5 paused flag
 -- ARGV: 1 n, 2 now (ms), 3 now (s), 4 worker id, 5 job key prefix, 6 channel,
 --       7 worker default timeout ('' = none)
--- Returns {next scheduled score or '', key1, {hash1...}, key2, {hash2...}, ...}
+-- Returns {next scheduled score or '', {promoted keys}, key1, {hash1...}, key2, {hash2...}, ...}
 local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[3], 'LIMIT', 0, 1000)
+local promoted = {}
 for _, k in ipairs(due) do
   redis.call('ZREM', KEYS[2], k)
   local p = redis.call('HGET', ARGV[5] .. k, 'priority')
   if p then
     local seq = redis.call('INCR', KEYS[4])
     redis.call('ZADD', KEYS[1], string.format('%.0f', tonumber(p) * 1e12 + seq), k)
+    promoted[#promoted + 1] = k
   end
 end
-local out = {''}
+local out = {'', promoted}
 local n = tonumber(ARGV[1])
 if KEYS[5] and redis.call('EXISTS', KEYS[5]) == 1 then n = 0 end
 local got = 0
