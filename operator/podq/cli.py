@@ -17,6 +17,7 @@ from redis import asyncio as aioredis
 from redis.exceptions import RedisError
 
 from podq import drain as draining
+from podq.job import JOB_FIELDS
 from podq.jobstate import format_state, job_state
 from podq.metrics import MetricsPortError
 from podq.queue import Queue, keys, list_queues
@@ -33,6 +34,9 @@ class CliError(Exception):
         super().__init__(message)
         self.code = code
 
+
+# the Job fields `podq enqueue` takes as options (each declared with cli=True in Job)
+ENQUEUE_OPTIONS = [field for field in JOB_FIELDS.values() if field.use.cli]
 
 def redact(url: str) -> str:
     """The URL without its password."""
@@ -91,14 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("function")
     e.add_argument("--kwargs", default="{}", help="keyword arguments as a JSON object")
     _add_redis(e)
-    e.add_argument("--key")
-    e.add_argument("--timeout", type=int)
-    e.add_argument("--heartbeat", type=int)
-    e.add_argument("--retries", type=int)
-    e.add_argument("--retry-delay", type=float)
-    e.add_argument("--ttl", type=int)
-    e.add_argument("--scheduled", help="epoch seconds, or +N for N seconds from now (default: now)")
-    e.add_argument("--priority", type=int, help="lower runs first (default 0)")
+    for field in ENQUEUE_OPTIONS:
+        # --scheduled also takes +N (seconds from now): read in _enqueue
+        kind = str if field.name == "scheduled" else field.type
+        e.add_argument("--" + field.name.replace("_", "-"), type=kind, help=field.use.help)
     e.add_argument("--no-check", action="store_true", help="skip the registered-function check")
     e.add_argument("--json", action="store_true", help="print the job as JSON")
 
@@ -250,10 +250,10 @@ async def cmd_enqueue(args: argparse.Namespace) -> int:
                     file=sys.stderr,
                 )
         options: dict[str, t.Any] = {}
-        for opt in ("key", "timeout", "heartbeat", "retries", "retry_delay", "ttl", "priority"):
-            value = getattr(args, opt)
-            if value is not None:
-                options[opt] = value
+        for field in ENQUEUE_OPTIONS:
+            value = getattr(args, field.name)
+            if value is not None and field.name != "scheduled":
+                options[field.name] = value
         if args.scheduled:
             text = args.scheduled
             try:

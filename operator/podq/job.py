@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import typing as t
 
 from podq.utils import exponential_backoff, now, seconds, uuid1
@@ -72,6 +73,32 @@ class CronJob:
         return self.function.__qualname__
 
 
+@dataclasses.dataclass(frozen=True)
+class FieldUse:
+    """Where a Job field goes besides the Job object: the one declaration that the
+    Redis encoding, the Lua calls, `podq enqueue`'s options, CronJob and the operator's
+    mapping of a Job resource read (see `JOB_FIELDS`)."""
+
+    caller: bool = True  # set by whoever enqueues; False: the framework sets it
+    stored: t.Literal["", "int", "text"] = ""  # a scalar of the Redis job hash (the Lua
+    # scripts read and write it without parsing the JSON; it wins over the JSON)
+    resource: str = ""  # its name in a Job resource's spec; "" = not there
+    cli: bool = False  # an option of `podq enqueue`
+    cron: bool = False  # settable on a CronJob
+    help: str = ""
+
+
+def _field(
+    default: t.Any = dataclasses.MISSING,
+    *,
+    factory: t.Any = dataclasses.MISSING,
+    **use: t.Any,
+) -> t.Any:
+    return dataclasses.field(
+        default=default, default_factory=factory, metadata={"podq": FieldUse(**use)}
+    )
+
+
 @dataclasses.dataclass
 class Job:
     """One run of a registered function.
@@ -83,31 +110,42 @@ class Job:
 
     Framework fields: attempts, completed/queued/started/touched (epoch ms), result,
     error, status, worker_id.
+
+    Which fields the caller chose is kept (`chose(name)`): a timeout not chosen
+    is the worker's default timeout when it has one, even though it reads 10.
     """
 
-    function: str
-    kwargs: dict[str, t.Any] | None = None
-    queue: Queue | None = None
-    key: str = dataclasses.field(default_factory=get_default_job_key)
-    timeout: int = 10
-    heartbeat: int = 0
-    retries: int = 1
-    ttl: int = 600
-    retry_delay: float = 0.0
-    retry_backoff: bool | float = False
-    scheduled: int = 0
-    progress: float = 0.0
-    attempts: int = 0
-    completed: int = 0
-    queued: int = 0
-    started: int = 0
-    touched: int = 0
-    result: t.Any = None
-    error: str | None = None
-    status: Status = Status.NEW
-    priority: int = 0
-    meta: dict[t.Any, t.Any] = dataclasses.field(default_factory=dict)
-    worker_id: str | None = None
+    function: str = _field(resource="function", help="name of a registered function")
+    kwargs: dict[str, t.Any] | None = _field(None, resource="kwargs", cron=True)
+    queue: Queue | None = _field(None, resource="queue")
+    key: str = _field(factory=get_default_job_key, resource="key", cli=True,
+                      help="unique key (default: a uuid1)")
+    timeout: int = _field(10, stored="int", resource="timeout", cli=True, cron=True,
+                          help="max seconds an attempt may run; 0 disables")
+    heartbeat: int = _field(0, stored="int", resource="heartbeat", cli=True, cron=True,
+                            help="max seconds between heartbeats; 0 disables")
+    retries: int = _field(1, resource="retries", cli=True, cron=True,
+                          help="max total attempts")
+    ttl: int = _field(600, stored="int", resource="ttl", cli=True, cron=True,
+                      help="seconds a finished job is kept; 0 = forever")
+    retry_delay: float = _field(0.0, resource="retryDelay", cli=True, cron=True,
+                                help="base delay in seconds before a retry")
+    retry_backoff: bool | float = _field(False, resource="retryBackoff", cron=True)
+    scheduled: int = _field(0, resource="scheduled", cli=True,
+                            help="epoch seconds, or +N for N seconds from now (default: now)")
+    progress: float = _field(0.0)
+    attempts: int = _field(0, caller=False, stored="int")
+    completed: int = _field(0, caller=False, stored="int")
+    queued: int = _field(0, caller=False)
+    started: int = _field(0, caller=False, stored="int")
+    touched: int = _field(0, caller=False, stored="int")
+    result: t.Any = _field(None, caller=False)
+    error: str | None = _field(None, caller=False, stored="text")
+    status: Status = _field(Status.NEW, caller=False, stored="text")
+    priority: int = _field(0, stored="int", resource="priority", cli=True, cron=True,
+                           help="lower runs first (default 0)")
+    meta: dict[t.Any, t.Any] = _field(factory=dict, resource="meta", cron=True)
+    worker_id: str | None = _field(None, caller=False, stored="text")
 
     _EXCLUDE_NON_FULL: t.ClassVar[set[str]] = {
         "kwargs",
@@ -129,6 +167,22 @@ class Job:
     def __post_init__(self) -> None:
         if isinstance(self.status, str) and not isinstance(self.status, Status):
             self.status = Status(self.status.lower())
+        self._chosen: set[str] = set()
+
+    def chose(self, name: str) -> bool:
+        """Whether the caller chose this field: passed it to Job() or enqueue(), or set
+        it to something other than its default since."""
+        if name in self._chosen:
+            return True
+        default = _DEFAULT_OF[name]
+        return default is not _NO_DEFAULT and getattr(self, name) != default
+
+    def choose(self, name: str, chosen: bool = True) -> None:
+        """Record that the field was (or was not) chosen by the caller."""
+        if chosen:
+            self._chosen.add(name)
+        else:
+            self._chosen.discard(name)
 
     def info(self, full: bool = False) -> str:
         """`Job<...>` with the non-default fields; abridged unless full."""
@@ -265,6 +319,7 @@ class Job:
         """Replace current attributes with those of job."""
         for field in dataclasses.fields(job):
             setattr(self, field.name, getattr(job, field.name))
+        self._chosen = set(job._chosen)
 
     def get_queue(self) -> Queue:
         if self.queue is None:
@@ -301,3 +356,46 @@ def _is_default(field: dataclasses.Field[t.Any], value: t.Any) -> bool:
         )
     except ValueError:
         return False
+
+
+_DEFAULT_OF = dict(_DEFAULTS)
+_FIELD_ORDER = tuple(name for name, _ in _DEFAULTS)
+_dataclass_init = Job.__init__
+
+
+@functools.wraps(_dataclass_init)
+def _init_recording_choices(self: Job, *args: t.Any, **kwargs: t.Any) -> None:
+    _dataclass_init(self, *args, **kwargs)
+    self._chosen.update(_FIELD_ORDER[: len(args)])
+    self._chosen.update(kwargs)
+
+
+Job.__init__ = _init_recording_choices  # type: ignore[method-assign]
+
+
+@dataclasses.dataclass(frozen=True)
+class JobField:
+    """One field of Job: name, type, default and where it is used."""
+
+    name: str
+    type: t.Any
+    default: t.Any  # _NO_DEFAULT for function and key (a fresh uuid each time)
+    use: FieldUse
+
+    @property
+    def required(self) -> bool:
+        return self.name == "function"
+
+
+def _job_fields() -> dict[str, JobField]:
+    hints = t.get_type_hints(Job, localns={"Queue": t.Any})
+    return {
+        f.name: JobField(f.name, hints[f.name], _DEFAULT_OF[f.name], f.metadata["podq"])
+        for f in dataclasses.fields(Job)
+    }
+
+
+# every Job field, in declaration order: the one place their names and uses are listed
+JOB_FIELDS: dict[str, JobField] = _job_fields()
+STORED_FIELDS = tuple(f for f in JOB_FIELDS.values() if f.use.stored)
+CRON_FIELDS = tuple(name for name, f in JOB_FIELDS.items() if f.use.cron)

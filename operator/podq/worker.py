@@ -29,7 +29,7 @@ from croniter import croniter
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from podq.job import CronJob, Job, Status
+from podq.job import CRON_FIELDS, CronJob, Job, Status
 from podq.metrics import WorkerMetrics
 from podq.queue import Queue
 from podq.utils import cancel_and_wait, cancel_requested, now, now_seconds
@@ -663,17 +663,8 @@ class Worker:
         slot = croniter(cron_job.cron, datetime.now(self.cron_tz)).get_next(float)
         fields = {
             k: getattr(cron_job, k)
-            for k in (
-                "timeout",
-                "heartbeat",
-                "retries",
-                "ttl",
-                "retry_delay",
-                "retry_backoff",
-                "priority",
-                "meta",
-            )
-            if getattr(cron_job, k) is not None
+            for k in CRON_FIELDS
+            if k != "kwargs" and getattr(cron_job, k) is not None
         }
         if "timeout" not in fields and self.timeout is not None:
             fields["timeout"] = self.timeout

@@ -74,7 +74,9 @@ async def test_worker_metrics_count_outcomes_retries_durations_and_depth(
 
         def settled() -> Samples | None:
             s = scraped(port)
-            if not s or sample(s, "podq_queue_jobs", queue="m", state="active") != 1:
+            # depth is read every few seconds: wait for a read after all the enqueues
+            if not s or sample(s, "podq_queue_jobs", queue="m", state="active") != 1 or \
+                    sample(s, "podq_queue_jobs", queue="m", state="scheduled") != 1:
                 return None
             done = [sample(s, "podq_jobs_finished_total", queue="m", function=f, outcome=o)
                     for f, o in (("ok", "complete"), ("fail", "failed"), ("flaky", "complete"))]

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import yaml
 
-from podq import Job
+from podq.job import JOB_FIELDS
 
 CRDS = Path(__file__).resolve().parents[2] / "crds"
 
@@ -45,20 +44,35 @@ def test_cronjob_template_spec_is_the_job_spec() -> None:
     assert template["required"] == job_spec["required"]
 
 
-def test_job_defaults_match_the_engine() -> None:
-    spec = schema(load("jobs.podq.dev.yaml"))["properties"]["spec"]["properties"]
-    defaults = {name: field.get("default") for name, field in spec.items() if "default" in field}
-    engine = {f.name: f.default for f in dataclasses.fields(Job)}
-    assert defaults == {
-        "queue": "default",
-        "timeout": engine["timeout"],
-        "heartbeat": engine["heartbeat"],
-        "retries": engine["retries"],
-        "ttl": engine["ttl"],
-        "retryDelay": engine["retry_delay"],
-        "priority": engine["priority"],
-    }
-    assert engine["retry_backoff"] is False and "default" not in spec["retryBackoff"]
+# spec fields of the resource only, not of the engine's Job
+RESOURCE_ONLY = {"ttlSecondsAfterFinished"}
+JSON_TYPES = {int: "integer", float: "number", str: "string"}
+
+
+def test_job_spec_is_the_engine_job_fields() -> None:
+    """Every spec field is a Job field declared with its resource name (podq.job), of
+    the same type and default; timeout has no default, so that leaving it out means
+    "no choice" (the worker's default timeout), which a default of 10 would hide."""
+    spec = schema(load("jobs.podq.dev.yaml"))["properties"]["spec"]
+    fields = {f.use.resource: f for f in JOB_FIELDS.values() if f.use.resource}
+    assert set(spec["properties"]) - RESOURCE_ONLY == set(fields)
+    assert spec["required"] == [f.use.resource for f in fields.values() if f.required]
+    for name, field in fields.items():
+        prop = spec["properties"][name]
+        if name == "queue":  # the queue's name, not a Queue object
+            assert (prop["type"], prop["default"]) == ("string", "default")
+        elif name == "scheduled":  # a time, where the engine takes epoch seconds
+            assert (prop["type"], prop["format"]) == ("string", "date-time")
+        elif field.type in JSON_TYPES:
+            assert prop["type"] == JSON_TYPES[field.type], name
+        elif name == "retryBackoff":  # true, false or seconds: no OpenAPI type for it
+            assert field.type == bool | float and "type" not in prop
+        else:
+            assert prop["type"] == "object" and prop["x-kubernetes-preserve-unknown-fields"]
+        if name in ("timeout", "key", "function", "scheduled", "retryBackoff"):
+            assert "default" not in prop, name
+        elif name not in ("queue", "kwargs", "meta"):
+            assert prop["default"] == field.default, name
 
 
 def test_names_and_categories() -> None:

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from podq import Job
 from podq.operator.jobspec import MAX_KWARGS_BYTES, InvalidJobSpec, engine_fields, kwargs_size
 from podq.operator.names import cron_child_name, job_key
 
@@ -54,6 +55,13 @@ def test_engine_fields_maps_camel_case_and_time() -> None:
         "scheduled": int(datetime(2030, 1, 1, tzinfo=UTC).timestamp()),
     }
     assert engine_fields({"function": "f", "retryBackoff": True}, "k")["retry_backoff"] is True
+
+
+def test_a_resource_without_timeout_leaves_the_choice_to_the_worker() -> None:
+    unset = Job(**engine_fields({"function": "f"}, "k"))
+    chosen = Job(**engine_fields({"function": "f", "timeout": 10}, "k"))
+    assert not unset.chose("timeout")
+    assert chosen.chose("timeout") and chosen.timeout == 10
 
 
 def test_oversized_kwargs_are_refused_with_the_field_named() -> None:

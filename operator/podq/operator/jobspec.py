@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from podq.job import JOB_FIELDS
+
 # kopf stores the last handled spec in an annotation and all annotations together are
 # capped at 256 KiB; the API server caps objects near 1.5 MiB. Keep job arguments
 # well below both: big payloads belong in object storage, referenced from kwargs.
@@ -15,18 +17,15 @@ MAX_KWARGS_BYTES = 64 * 1024
 # gone, take it for lost and run it again. 0 (keep forever) is left alone.
 MIN_TTL_S = 60
 
-# camelCase resource field -> engine field, for the fields copied as they are.
+# The spec fields that are not copied as they are: the queue is named, not a Job field;
+# the key is derived from the resource when unset; scheduled is an RFC 3339 time.
+_MAPPED_BY_HAND = {"queue", "key", "scheduled"}
+# camelCase resource field -> engine field, for the fields copied as they are (declared
+# with `resource=` in podq.job.Job).
 _PLAIN_FIELDS = {
-    "function": "function",
-    "kwargs": "kwargs",
-    "timeout": "timeout",
-    "heartbeat": "heartbeat",
-    "retries": "retries",
-    "ttl": "ttl",
-    "retryDelay": "retry_delay",
-    "retryBackoff": "retry_backoff",
-    "meta": "meta",
-    "priority": "priority",
+    field.use.resource: name
+    for name, field in JOB_FIELDS.items()
+    if field.use.resource and name not in _MAPPED_BY_HAND
 }
 
 

@@ -13,7 +13,13 @@ import json
 import typing as t
 from abc import ABC, abstractmethod
 
-from podq.job import UNSUCCESSFUL_TERMINAL_STATUSES, Job, Status, get_default_job_key
+from podq.job import (
+    JOB_FIELDS,
+    UNSUCCESSFUL_TERMINAL_STATUSES,
+    Job,
+    Status,
+    get_default_job_key,
+)
 from podq.utils import json_problem, now
 
 if t.TYPE_CHECKING:
@@ -23,7 +29,6 @@ if t.TYPE_CHECKING:
 
 DEFAULT_SWEPT_JOB_ERROR = "swept"
 PRIORITY_LIMIT = 8000
-_JOB_FIELDS = set(Job.__dataclass_fields__)
 
 
 class JobError(Exception):
@@ -46,7 +51,7 @@ class Queue(ABC):
         dump: Callable[[t.Any], str] | None = None,
         load: Callable[[str | bytes], t.Any] | None = None,
         swept_error_message: str | None = None,
-        default_timeout: int = 10,
+        default_timeout: int | None = None,
     ) -> None:
         self.name = name
         self.default_timeout = default_timeout
@@ -68,7 +73,7 @@ class Queue(ABC):
     # -- what a store provides -------------------------------------------------------
 
     @abstractmethod
-    async def _enqueue(self, job: Job, explicit_timeout: bool) -> bool:
+    async def _enqueue(self, job: Job) -> bool:
         """Store the prepared job unless its key is pending; whether it was stored."""
 
     @abstractmethod
@@ -100,7 +105,9 @@ class Queue(ABC):
         return Job(**job_dict, queue=self)
 
     def copy(self, job: Job) -> Job:
-        return t.cast(Job, self.deserialize(job.to_dict()))
+        copy = t.cast(Job, self.deserialize(job.to_dict()))
+        copy.choose("timeout", job.chose("timeout"))
+        return copy
 
     def _json(self, job: Job, what: str = "store") -> str:
         """The job as JSON; TypeError naming the field that cannot be encoded."""
@@ -116,11 +123,11 @@ class Queue(ABC):
 
     # -- enqueue ---------------------------------------------------------------------
 
-    def _prepare(self, job_or_func: str | Job, kwargs: dict[str, t.Any]) -> tuple[Job, bool]:
+    def _prepare(self, job_or_func: str | Job, kwargs: dict[str, t.Any]) -> Job:
         job_kwargs: dict[str, t.Any] = {}
         extra: dict[str, t.Any] = {}
         for k, v in kwargs.items():
-            if k in _JOB_FIELDS:
+            if k in JOB_FIELDS:
                 job_kwargs[k] = v
             else:
                 extra[k] = v
@@ -128,19 +135,17 @@ class Queue(ABC):
             job_kwargs["kwargs"] = {**(job_kwargs.get("kwargs") or {}), **extra}
         if isinstance(job_or_func, str):
             job = Job(function=job_or_func, **job_kwargs)
-            explicit_timeout = "timeout" in job_kwargs
         else:
             job = job_or_func
-            explicit_timeout = "timeout" in job_kwargs or job.timeout != 10
             for k, v in job_kwargs.items():
                 setattr(job, k, v)
+                job.choose(k)
         if job.queue and job.queue.name != self.name:
             raise ValueError(f"Job {job} registered to a different queue")
-        if not explicit_timeout:
+        if not job.chose("timeout") and self.default_timeout is not None:
+            # the queue's default is a choice: a worker's default does not override it
             job.timeout = self.default_timeout
-            # a queue configured with its own default counts as a choice; only jobs with
-            # no choice at all take the default timeout of the worker that runs them
-            explicit_timeout = self.default_timeout != 10
+            job.choose("timeout")
         if not isinstance(job.priority, int) or abs(job.priority) > PRIORITY_LIMIT:
             raise ValueError(
                 f"priority must be an integer between -{PRIORITY_LIMIT} and {PRIORITY_LIMIT}"
@@ -148,7 +153,7 @@ class Queue(ABC):
         job.queue = self
         job.queued = now()
         job.status = Status.QUEUED
-        return job, explicit_timeout
+        return job
 
     async def enqueue(self, job_or_func: str | Job, **kwargs: t.Any) -> Job | None:
         """Enqueue a job by name or instance; job fields by name, the rest into kwargs.
@@ -156,10 +161,10 @@ class Queue(ABC):
         Returns None when a job with the same key is queued, scheduled, active or
         aborting (or its abort marker lives).
         """
-        job, explicit = self._prepare(job_or_func, kwargs)
+        job = self._prepare(job_or_func, kwargs)
         for cb in list(self._before_enqueues.values()):
             await cb(job)
-        if not await self._enqueue(job, explicit):
+        if not await self._enqueue(job):
             return None
         return job
 

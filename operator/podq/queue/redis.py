@@ -18,16 +18,15 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
 from podq.errors import InvalidUrlError
-from podq.job import TERMINAL_STATUSES, Job, Status
+from podq.job import STORED_FIELDS, TERMINAL_STATUSES, Job, Status
 from podq.queue import keys as redis_keys
 from podq.queue.base import Queue
 from podq.queue.notify import Change, Notifier, Subscription, WakeSubscription, message
 from podq.queue.store import (
-    INT_FIELDS,
-    TEXT_FIELDS,
     Scripts,
     decode_hash,
-    job_state,
+    encode,
+    job_hash,
     read_counts,
     text,
 )
@@ -40,6 +39,7 @@ if t.TYPE_CHECKING:
     from podq.queue.store import Counts
 
 logger = logging.getLogger("podq")
+STORED_NAMES = frozenset(f.name for f in STORED_FIELDS)
 
 
 class RedisQueue(Queue):
@@ -59,7 +59,7 @@ class RedisQueue(Queue):
         self,
         redis: aioredis.Redis,
         name: str = "default",
-        default_timeout: int = 10,
+        default_timeout: int | None = None,
         dump: Callable[[t.Any], str] | None = None,
         load: Callable[[str | bytes], t.Any] | None = None,
         max_concurrent_ops: int = 20,
@@ -145,13 +145,17 @@ class RedisQueue(Queue):
     # -- (de)serialisation ---------------------------------------------------------
 
     def _from_hash(self, raw: t.Any) -> Job | None:
-        job_dict = decode_hash(raw, self._load)
-        return None if job_dict is None else self.deserialize(job_dict)
+        decoded = decode_hash(raw, self._load)
+        if decoded is None:
+            return None
+        job_dict, timeout_chosen = decoded
+        job = t.cast(Job, self.deserialize(job_dict))
+        job.choose("timeout", timeout_chosen)
+        return job
 
     # -- enqueue ---------------------------------------------------------------------
 
-    def _enqueue_call(self, job: Job, explicit_timeout: bool, client: t.Any = None) -> t.Any:
-        payload = self._json(job, "enqueue")
+    def _enqueue_call(self, job: Job, client: t.Any = None) -> t.Any:
         key = job.key
         return self._scripts.enqueue(
             keys=[
@@ -169,20 +173,15 @@ class RedisQueue(Queue):
                 job.scheduled or 0,
                 now_seconds(),
                 job.priority,
-                payload,
-                job.attempts,
-                job.timeout or 0,
-                job.heartbeat or 0,
-                job.ttl,
-                "0" if explicit_timeout else "1",
+                *job_hash(job, self._json(job, "enqueue")),
             ],
             client=client or self.redis,
         )
 
-    async def _enqueue(self, job: Job, explicit_timeout: bool) -> bool:
+    async def _enqueue(self, job: Job) -> bool:
         if not self._registered:
             await self._register()
-        if not await self._enqueue_call(job, explicit_timeout):
+        if not await self._enqueue_call(job):
             return False
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug("Enqueued %s", job.info(False))
@@ -194,7 +193,7 @@ class RedisQueue(Queue):
         Items are Job objects, function names, or dicts of Queue.enqueue keyword
         arguments with a "function" entry.
         """
-        prepared: list[tuple[Job, bool]] = []
+        prepared: list[Job] = []
         for item in jobs:
             if isinstance(item, dict):
                 kw = dict(item)
@@ -203,7 +202,7 @@ class RedisQueue(Queue):
                 prepared.append(self._prepare(item, {}))
         if not prepared:
             return []
-        for job, _ in prepared:
+        for job in prepared:
             for cb in list(self._before_enqueues.values()):
                 await cb(job)
         if not self._registered:
@@ -219,13 +218,9 @@ class RedisQueue(Queue):
                     self.keys.abort_prefix,
                     self.keys.wake,
                 ]
-                for job, explicit in prepared[start : start + chunk]:
-                    args += [
-                        job.key,
-                        self._json(job, "enqueue"),
-                        f"{job.scheduled or 0} {job.priority} {job.attempts} {job.timeout or 0} "
-                        f"{job.heartbeat or 0} {job.ttl} {0 if explicit else 1}",
-                    ]
+                for job in prepared[start : start + chunk]:
+                    pairs = job_hash(job, self._json(job, "enqueue"))
+                    args += [job.key, job.scheduled or 0, job.priority, len(pairs), *pairs]
                 await self._scripts.enqueue_many(
                     keys=[self.keys.queued, self.keys.scheduled, self.keys.seq, self.keys.stats],
                     args=args,
@@ -233,7 +228,7 @@ class RedisQueue(Queue):
                 )
             results = await pipe.execute()
         flags = "".join(text(part) for part in results)
-        return [job for (job, _), ok in zip(prepared, flags, strict=True) if ok == "1"]
+        return [job for job, ok in zip(prepared, flags, strict=True) if ok == "1"]
 
     # -- take (used by workers) --------------------------------------------------------
 
@@ -382,7 +377,7 @@ class RedisQueue(Queue):
         job.completed = now()
         if job.status == Status.COMPLETE:
             job.progress = 1.0
-        state = job_state(self._json(job), job)
+        state = job_hash(job, self._json(job))
         wrote = bool(await self._write(job, "finish", state, expect=expect))
         if wrote:
             if job.status == Status.COMPLETE:
@@ -410,7 +405,7 @@ class RedisQueue(Queue):
             job.scheduled = int(ready_at) if float(ready_at).is_integer() else ready_at
         wrote = bool(
             await self._write(
-                job, "retry", job_state(self._json(job), job), ready_at=ready_at, expect=expect
+                job, "retry", job_hash(job, self._json(job)), ready_at=ready_at, expect=expect
             )
         )
         if wrote:
@@ -428,12 +423,8 @@ class RedisQueue(Queue):
         copy = self.copy(job)
         fields: list[t.Any] = ["job", self._json(copy), "touched", copy.touched]
         for k in kwargs:
-            if k == "status":
-                fields += ["status", Status(copy.status).value]
-            elif k in INT_FIELDS or k == "heartbeat":
-                fields += [k, getattr(copy, k) or 0]
-            elif k in TEXT_FIELDS:
-                fields += [k, getattr(copy, k) or ""]
+            if k != "touched" and k in STORED_NAMES:
+                fields += [k, encode(k, getattr(copy, k))]
         await self._write(copy, "update", fields)
 
     async def abort(self, job: Job, error: str, ttl: float = 5) -> None:

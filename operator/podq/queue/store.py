@@ -7,17 +7,18 @@ import typing as t
 from dataclasses import dataclass
 from importlib import resources
 
+from podq.job import JOB_FIELDS, STORED_FIELDS, Status
 from podq.utils import now_seconds
 
 if t.TYPE_CHECKING:
     from redis import asyncio as aioredis
     from redis.commands.core import AsyncScript
 
+    from podq.job import Job
     from podq.queue.keys import QueueKeys
 
-# the job hash's integer fields, which the scripts read and write without parsing JSON
-INT_FIELDS = ("attempts", "started", "touched", "completed", "timeout")
-TEXT_FIELDS = ("worker_id", "error")
+# hash field: "1" when the job's timeout was not chosen (take.lua may apply a worker's)
+TIMEOUT_NOT_CHOSEN = "tdef"
 
 
 def text(value: t.Any) -> str:
@@ -51,25 +52,33 @@ class Scripts:
         self.sweep: AsyncScript = redis.register_script(load_script("sweep.lua"))
 
 
-def job_state(payload: str, job: t.Any) -> list[t.Any]:
-    """The job JSON and the hash fields write.lua stores (in its ARGV order)."""
-    return [
-        payload,
-        job.attempts,
-        job.started,
-        job.touched,
-        job.completed,
-        job.worker_id or "",
-        job.error or "",
-        job.timeout or 0,
-        job.heartbeat or 0,
-    ]
+def encode(name: str, value: t.Any) -> t.Any:
+    """A stored Job field's value as the job hash holds it."""
+    kind = JOB_FIELDS[name].use.stored
+    if name == "status":
+        return Status(value).value
+    if kind == "int":
+        return value or 0
+    return value or ""
 
 
-def decode_hash(raw: t.Any, load: t.Callable[[t.Any], t.Any]) -> dict[str, t.Any] | None:
-    """The job dict stored in a job hash (HGETALL reply, dict or flat list), or None.
+def job_hash(job: Job, payload: str) -> list[t.Any]:
+    """The job hash as field/value pairs (what the Lua scripts HSET): the JSON, every
+    stored field of Job, and whether the timeout was chosen."""
+    pairs: list[t.Any] = ["job", payload]
+    for field in STORED_FIELDS:
+        pairs += [field.name, encode(field.name, getattr(job, field.name))]
+    pairs += [TIMEOUT_NOT_CHOSEN, "0" if job.chose("timeout") else "1"]
+    return pairs
 
-    The scalar fields win over the same names inside the JSON: the scripts update them
+
+def decode_hash(
+    raw: t.Any, load: t.Callable[[t.Any], t.Any]
+) -> tuple[dict[str, t.Any], bool] | None:
+    """The job dict stored in a job hash (HGETALL reply, dict or flat list) and whether
+    its timeout was chosen; None for no job.
+
+    The stored fields win over the same names inside the JSON: the scripts update them
     without parsing it."""
     if not raw:
         return None
@@ -79,15 +88,14 @@ def decode_hash(raw: t.Any, load: t.Callable[[t.Any], t.Any]) -> dict[str, t.Any
     if "job" not in fields:
         return None
     job_dict = load(fields["job"])
-    for name in INT_FIELDS:
-        if name in fields:
-            job_dict[name] = number(fields[name])
-    if "status" in fields:
-        job_dict["status"] = text(fields["status"])
-    for name in TEXT_FIELDS:
-        if name in fields:
-            job_dict[name] = text(fields[name]) or None
-    return job_dict
+    for field in STORED_FIELDS:
+        if field.name in fields:
+            value = fields[field.name]
+            if field.use.stored == "int":
+                job_dict[field.name] = number(value)
+            else:
+                job_dict[field.name] = text(value) or None
+    return job_dict, text(fields.get(TIMEOUT_NOT_CHOSEN, "0")) != "1"
 
 
 @dataclass(frozen=True)

@@ -2,15 +2,12 @@
 -- or its abort marker lives. A finished job with the same key is replaced.
 -- KEYS: 1 job hash, 2 queued zset, 3 scheduled zset, 4 abort marker, 5 seq counter, 6 stats
 -- ARGV: 1 key, 2 changes channel, 3 wake channel, 4 scheduled (epoch s), 5 now (epoch s),
---       6 priority, 7 job JSON, 8 attempts, 9 timeout, 10 heartbeat, 11 ttl,
---       12 tdef ('1' = timeout not chosen)
+--       6 priority, 7.. the job hash as field/value pairs (podq.queue.store.job_hash)
 if redis.call('EXISTS', KEYS[4]) == 1 then return 0 end
 local st = redis.call('HGET', KEYS[1], 'status')
 if st == 'queued' or st == 'active' or st == 'aborting' then return 0 end
 if st then redis.call('DEL', KEYS[1]) end
-redis.call('HSET', KEYS[1], 'job', ARGV[7], 'status', 'queued', 'attempts', ARGV[8],
-  'timeout', ARGV[9], 'heartbeat', ARGV[10], 'ttl', ARGV[11], 'priority', ARGV[6],
-  'tdef', ARGV[12])
+redis.call('HSET', KEYS[1], unpack(ARGV, 7))
 if tonumber(ARGV[4]) > tonumber(ARGV[5]) then
   redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1])
 else

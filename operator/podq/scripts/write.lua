@@ -2,10 +2,8 @@
 -- KEYS: 1 job hash, 2 queued zset, 3 scheduled zset, 4 active zset, 5 seq counter, 6 stats
 -- ARGV: 1 key, 2 changes channel, 3 wake channel, 4 mode (finish|retry|update), 5 status,
 --       6 ttl, 7 ready at (epoch s, retry), 8 now (epoch s), 9 expected attempts ('' = any),
---       10 expected worker id, 11 priority,
---       finish/retry: 12 job JSON, 13 attempts, 14 started, 15 touched, 16 completed,
---                     17 worker id, 18 error, 19 timeout, 20 heartbeat
---       update: 12.. field/value pairs
+--       10 expected worker id, 11 priority, 12.. field/value pairs to set in the job hash
+--       (finish/retry: the whole hash, podq.queue.store.job_hash; update: those changed)
 if ARGV[9] ~= '' then
   local f = redis.call('HMGET', KEYS[1], 'status', 'attempts', 'worker_id')
   if (f[1] ~= 'active' and f[1] ~= 'aborting') or f[2] ~= ARGV[9] or f[3] ~= ARGV[10] then
@@ -16,9 +14,7 @@ local mode = ARGV[4]
 local status = ARGV[5]
 if mode == 'update' then
   if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-  local fields = {}
-  for i = 12, #ARGV do fields[#fields + 1] = ARGV[i] end
-  redis.call('HSET', KEYS[1], unpack(fields))
+  redis.call('HSET', KEYS[1], unpack(ARGV, 12))
   status = redis.call('HGET', KEYS[1], 'status')
   redis.call('PUBLISH', ARGV[2], status .. ':' .. ARGV[1])
   return 1
@@ -31,10 +27,7 @@ local ttl = tonumber(ARGV[6])
 if mode == 'finish' and ttl < 0 then
   redis.call('DEL', KEYS[1])
 else
-  redis.call('HSET', KEYS[1], 'job', ARGV[12], 'status', status, 'attempts', ARGV[13],
-    'started', ARGV[14], 'touched', ARGV[15], 'completed', ARGV[16], 'worker_id', ARGV[17],
-    'error', ARGV[18], 'timeout', ARGV[19], 'heartbeat', ARGV[20], 'priority', ARGV[11],
-    'ttl', ARGV[6])
+  redis.call('HSET', KEYS[1], unpack(ARGV, 12))
   if mode == 'finish' and ttl > 0 then
     redis.call('EXPIRE', KEYS[1], ttl)
   else
