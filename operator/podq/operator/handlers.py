@@ -122,9 +122,9 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
 
 @kopf.on.event(GROUP, VERSION, JOBS)
 async def job_event(event: dict, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    """Keep the registry current and hand work to the status writer, whose next pass
-    adds the finalizer, enqueues the job (pipelined with the others of that pass;
-    idempotent, the key derives from the resource) and writes the status. A resource
+    """Keep the registry current and hand work to the status writer, whose passes add
+    the finalizer, then enqueue the job (pipelined with the others of that pass;
+    idempotent, the key derives from the resource) and write the status. A resource
     being deleted is released there too: job aborted, then our finalizer removed.
     Doing this in the writer instead of kopf's create/delete handlers saves kopf's two
     annotation patches per Job. After a restart this is how every status catches up."""

@@ -82,14 +82,16 @@ async def add_job_finalizer(
     """Add our finalizer with a JSON patch that keeps other controllers' entries; False
     when the resource is gone or its list changed meanwhile (the next pass retries).
 
-    With a list present, `test` makes the patch fail if it changed (so two operators
-    cannot append two copies); without one, `add` sets it, and a second operator doing
-    the same sets the same one-entry list."""
+    The `test` op makes the patch fail (422) if the list is not what we last saw: with a
+    list present, so that two operators cannot append two copies; without one (`null`
+    matches an absent field), so that setting the one-entry list can never replace an
+    entry another controller added meanwhile."""
     if current:
         ops = [{"op": "test", "path": "/metadata/finalizers", "value": list(current)},
                {"op": "add", "path": "/metadata/finalizers/-", "value": finalizer}]
     else:
-        ops = [{"op": "add", "path": "/metadata/finalizers", "value": [finalizer]}]
+        ops = [{"op": "test", "path": "/metadata/finalizers", "value": None},
+               {"op": "add", "path": "/metadata/finalizers", "value": [finalizer]}]
     try:
         await custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, JOBS, name, ops,
                                                     _content_type=JSON_PATCH)

@@ -181,6 +181,10 @@ class StatusMirror:
             elif is_finished(resource.status):  # final, like a batch/v1 Job
                 self._schedule_ttl(resource, time.time())
                 self.counts["finished"] += 1
+            elif JOB_FINALIZER not in resource.finalizers:
+                # before the enqueue: a resource deleted at any moment after its job
+                # exists (even while no operator runs) waits for the abort
+                tasks.append(self._start(resource, self._hold(resource)))
             else:
                 by_queue.setdefault(resource.queue, []).append(resource)
         for queue_name, resources in by_queue.items():
@@ -231,6 +235,14 @@ class StatusMirror:
         async with self.parallel:
             return await call
 
+    async def _hold(self, resource: JobResource) -> str:
+        """Add our finalizer; the next pass enqueues the job."""
+        if await self._api(add_job_finalizer(self.custom, resource.namespace, resource.name,
+                                             resource.finalizers, JOB_FINALIZER)):
+            resource.finalizers = [*resource.finalizers, JOB_FINALIZER]
+        self.dirty.mark(resource.uid)  # enqueue next pass, or retry once the watch caught up
+        return "finalized"
+
     async def _release(self, resource: JobResource) -> str:
         """A resource marked for deletion: abort its job unless finished, then drop our
         finalizer so the API server can remove it."""
@@ -277,12 +289,17 @@ class StatusMirror:
                 await self.events.post(resource.ref, "Warning", outcome.reason, outcome.message)
                 done["refused"] += 1
             elif outcome.action == "enqueued" and resource.status:
-                # it had a status, so Redis lost it (restarted empty, flushed, failover)
+                # it had a status, so Redis lost it: restarted empty, flushed, failed
+                # over (the claim went too), or the finished job's record expired before
+                # its outcome was read (the claim stayed: it is at least once then)
                 attempts = resource.status.get("attempts") or 0
-                log.info("re-enqueued lost job %s (attempts so far: %s)", resource.key, attempts)
+                why = ("job was missing from Redis under an old claim (its record expired"
+                       " before its outcome was read, or an enqueue was cut short); it may"
+                       " run again" if outcome.reason else "job was missing from Redis")
+                log.info("re-enqueued lost job %s (attempts so far: %s; %s)", resource.key,
+                         attempts, why)
                 await self.events.post(resource.ref, "Normal", "Recovered",
-                                       f"job was missing from Redis; enqueued again after"
-                                       f" {attempts} attempt(s)")
+                                       f"{why}; enqueued again after {attempts} attempt(s)")
                 done["recovered"] += 1
             else:
                 done[outcome.action] += 1
@@ -299,27 +316,14 @@ class StatusMirror:
             return "missing"
         else:
             desired = job_status(view_of(job), **common)
-        calls = []
-        if JOB_FINALIZER not in resource.finalizers:
-            # so that deleting the resource aborts its job even while we are down
-            calls.append(self._api(add_job_finalizer(
-                self.custom, resource.namespace, resource.name, resource.finalizers,
-                JOB_FINALIZER)))
         patch = status_patch(resource.status, desired)
-        if patch:
-            calls.append(self._api(patch_job_status(
-                self.custom, resource.namespace, resource.name, patch)))
-        if not calls:
+        if not patch:
             self._schedule_ttl(resource, now)
             return "unchanged"
-        before = resource.status.get("status")  # before the awaits: our own patch's watch
+        before = resource.status.get("status")  # before the await: our own patch's watch
         # event may update resource.status while we wait
-        outcomes = await asyncio.gather(*calls)  # metadata and status: independent writes
-        if JOB_FINALIZER not in resource.finalizers and outcomes[0]:
-            resource.finalizers = [*resource.finalizers, JOB_FINALIZER]
-        if not patch:
-            return "finalized"
-        resource_version = outcomes[-1]
+        resource_version = await self._api(patch_job_status(
+            self.custom, resource.namespace, resource.name, patch))
         if resource_version is None:
             return "gone"
         # unless an event newer than our patch arrived meanwhile (another operator's)
