@@ -48,3 +48,29 @@ async def test_a_stale_claim_without_a_job_is_taken_over(redis_url: str) -> None
         assert (await enqueue_jobs(queue, [fresh]))[fresh.uid].action == "exists"
     finally:
         await queue.disconnect()
+
+
+async def test_a_job_whose_record_expired_unread_is_enqueued_again_keeping_attempts(
+    redis_url: str,
+) -> None:
+    """An operator outage longer than the job's ttl: the claim stayed, the finished
+    job's record expired, the resource still shows it active. Enqueued again (at least
+    once), never left waiting for a job that will not come back."""
+    queue = Queue.from_url(redis_url, name="claims")
+    try:
+        job = resource(JobRegistry(), "expired", status={"status": "active", "attempts": 1})
+        old = time.time() - STALE_CLAIM_S - 5
+        await queue.redis.set(claim_key(queue, job.key), f"{job.uid} {old:.3f}")
+        assert await queue.job(job.key) is None  # expired: only the claim is left
+        outcome = (await enqueue_jobs(queue, [job]))[job.uid]
+        assert (outcome.action, outcome.reason) == ("enqueued", "ClaimTakenOver")
+        again = await queue.job(job.key)
+        assert again is not None and again.attempts == 1
+        # the claim is fresh again: a second operator that read "missing" a moment before
+        # this enqueue does not enqueue it twice
+        await queue.redis.delete(queue.job_id(job.key))
+        second = await enqueue_jobs(queue, [resource(JobRegistry(), "expired",
+                                                     status={"status": "active"})])
+        assert second[job.uid].action == "exists"
+    finally:
+        await queue.disconnect()

@@ -47,7 +47,8 @@ async def enqueue_jobs(
     operator enqueued and a worker already finished would be replaced, and run again.
     So each job is first claimed with SET NX; only the claimant enqueues. A resource
     that already has a status (Redis lost the job, and the claim with it) keeps its
-    attempt count.
+    attempt count. A stale claim whose job is gone is taken over (see _claim): the
+    outcome's reason is then "ClaimTakenOver".
     """
     outcomes: dict[str, Outcome] = {}
     candidates: list[tuple[JobResource, Job]] = []
@@ -64,16 +65,20 @@ async def enqueue_jobs(
     claimed = await _claim(queue, [r for r, _ in candidates])
     mine = [(r, job) for (r, job), won in zip(candidates, claimed, strict=True) if won]
     enqueued = {job.key for job in await queue.enqueue_many([job for _, job in mine])}
-    for resource, job in candidates:
+    for (resource, job), won in zip(candidates, claimed, strict=True):
         if job.key in enqueued:
             outcomes[resource.uid] = Outcome(
-                "enqueued", message=f"enqueued {job.function} as {job.key} on {queue.name}")
+                "enqueued", "" if won is True else "ClaimTakenOver",
+                f"enqueued {job.function} as {job.key} on {queue.name}")
         else:
             outcomes[resource.uid] = Outcome("exists", message=f"job {job.key} was enqueued")
     return outcomes
 
 
-# A claim whose job never appeared: the claimant died between claiming and enqueueing.
+# A claim whose job is gone and that no operator renewed for this long is taken over:
+# its claimant died between claiming and enqueueing, or the finished job's record
+# expired (its ttl) while no operator ran, before its outcome reached the status. The
+# delay keeps a claim that another operator has just written (its enqueue in flight) safe.
 STALE_CLAIM_S = 30
 _TAKE_OVER = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -82,18 +87,20 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
+TAKEN_OVER = "taken over"
 
 
-async def _claim(queue: Queue, resources: list[JobResource]) -> list[bool]:
-    """Claim each resource's key; a claim older than STALE_CLAIM_S on a resource that
-    never got a status is taken over (compare-and-set, so only one operator wins)."""
+async def _claim(queue: Queue, resources: list[JobResource]) -> list[bool | str]:
+    """Claim each resource's key (only called for jobs missing from Redis). Returns per
+    resource True (claimed), False (another claim holds it), or TAKEN_OVER: a claim older
+    than STALE_CLAIM_S was replaced (compare-and-set, so only one operator wins)."""
     now = time.time()
     keys = [claim_key(queue, r.key) for r in resources]
     async with queue.redis.pipeline(transaction=False) as pipe:
         for key, resource in zip(keys, resources, strict=True):
             pipe.set(key, f"{resource.uid} {now:.3f}", nx=True, ex=CLAIM_TTL_S)
-        won = [bool(w) for w in await pipe.execute()]
-    lost = [i for i, w in enumerate(won) if not w and not resources[i].status]
+        won: list[bool | str] = [bool(w) for w in await pipe.execute()]
+    lost = [i for i, w in enumerate(won) if not w]
     if lost:
         values = await queue.redis.mget([keys[i] for i in lost])
         take_over = queue.redis.register_script(_TAKE_OVER)
@@ -102,9 +109,9 @@ async def _claim(queue: Queue, resources: list[JobResource]) -> list[bool]:
                 continue
             text = value.decode() if isinstance(value, bytes) else str(value)
             _, _, stamp = text.partition(" ")
-            if stamp and now - float(stamp) > STALE_CLAIM_S:
-                won[i] = bool(await take_over(
-                    keys=[keys[i]], args=[text, f"{resources[i].uid} {now:.3f}", CLAIM_TTL_S]))
+            if stamp and now - float(stamp) > STALE_CLAIM_S and await take_over(
+                    keys=[keys[i]], args=[text, f"{resources[i].uid} {now:.3f}", CLAIM_TTL_S]):
+                won[i] = TAKEN_OVER
     return won
 
 
