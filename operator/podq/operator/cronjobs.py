@@ -42,6 +42,8 @@ class CronMemory:
     """What one CronJob's daemon remembers between ticks (not needed for correctness)."""
 
     skipped: set[str] = field(default_factory=set)  # slots already reported as skipped
+    # the latest slot this daemon recorded: the body it is handed may trail that write
+    recorded: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -138,6 +140,7 @@ async def tick(
     handled_until = max(
         [created_at, _time(previous.get("lastScheduleTime")) or created_at]
         + [c.scheduled for c in children]  # a child whose status write was lost counts
+        + ([memory.recorded] if memory.recorded else [])
     )
     decision = decide(
         schedule, handled_until=handled_until, now=now, suspend=bool(spec.get("suspend")),
@@ -153,6 +156,13 @@ async def tick(
             memory.skipped.add(slot_text)
             await events.post(ref, "Normal", decision.reason, decision.message)
     elif decision.action == "fire" and decision.slot is not None:
+        # The slot is recorded before its child exists: once recorded it never fires
+        # again, even after its child finished and was trimmed (history limit 0) or a
+        # later status write failed. A failure between the two writes skips the slot:
+        # at most once, as for batch/v1 CronJob.
+        await patch_cronjob_status(custom, meta["namespace"], meta["name"],
+                                   {"lastScheduleTime": rfc3339(decision.slot.timestamp())})
+        memory.recorded = decision.slot
         for name in decision.replace:
             await _delete_child(custom, meta["namespace"], name)
             await events.post(ref, "Normal", "SuccessfulDelete",
@@ -169,6 +179,9 @@ async def tick(
             log.info("cronjob %s/%s fired %s", meta["namespace"], meta["name"], created)
         except ApiException as error:
             if error.status != 409:  # AlreadyExists: this slot fired before a restart
+                await events.post(ref, "Warning", "FailedCreate",
+                                  f"slot {rfc3339(decision.slot.timestamp())} skipped: could"
+                                  f" not create Job {created}: {error.reason}")
                 raise
         active.append(Child(created, decision.slot, uid=child_uid))
         last_schedule = decision.slot
