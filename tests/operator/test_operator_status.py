@@ -121,3 +121,17 @@ def test_view_of_reads_engine_like_objects() -> None:
                           worker_id="w9", result=None, error=None, function="f")
     view = view_of(job)
     assert view.status == "active" and view.worker == "w9" and view.progress == 0.5
+
+
+def test_disruptions_are_shown_and_too_many_fail_with_reason_worker_lost() -> None:
+    engine_job = SimpleNamespace(status="queued", attempts=0, disruptions=2,
+                                 last_disruption="worker w1 was lost (SIGKILL)")
+    status = build(view_of(engine_job))
+    assert (status["disruptions"], status["lastDisruption"]) == (2, "worker w1 was lost (SIGKILL)")
+    assert status["attempts"] == 0
+    quiet = build(view_of(SimpleNamespace(status="queued")))
+    assert quiet["disruptions"] is None and quiet["lastDisruption"] is None  # not shown
+    lost = JobView(status="failed", attempts=0, disruptions=5, function="crash",
+                   error="WorkerLost: the job's worker was lost 5 times")
+    assert failure_reason(lost) == "WorkerLost"
+    assert conditions(build(lost))["Failed"]["reason"] == "WorkerLost"

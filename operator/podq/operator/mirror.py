@@ -320,22 +320,32 @@ class StatusMirror:
         if not patch:
             self._schedule_ttl(resource, now)
             return "unchanged"
-        before = resource.status.get("status")  # before the await: our own patch's watch
-        # event may update resource.status while we wait
+        # before the await: our own patch's watch event may update resource.status meanwhile
+        before = resource.status.get("status")
+        disrupted_before = resource.status.get("disruptions")
         resource_version = await self._api(patch_job_status(
             self.custom, resource.namespace, resource.name, patch))
         if resource_version is None:
             return "gone"
         # unless an event newer than our patch arrived meanwhile (another operator's)
         resource.record(_merged(resource.status, patch), resource_version)
-        await self._post_transition(resource, before, desired)
+        await self._post_transition(resource, before, disrupted_before, desired)
         self._schedule_ttl(resource, now)
         resource.compact()
         return "patched"
 
     async def _post_transition(
-        self, resource: JobResource, before: str | None, desired: dict[str, Any]
+        self, resource: JobResource, before: str | None, previous_disruptions: int | None,
+        desired: dict[str, Any],
     ) -> None:
+        disruptions = desired.get("disruptions") or 0
+        if disruptions > (previous_disruptions or 0):
+            # not the job's failure: the attempt is not used up (see docs/reliability.md)
+            cause = desired.get("lastDisruption") or "worker lost"
+            await self.events.post(
+                resource.ref, "Normal", "Disrupted",
+                f"run cut short without the function's doing ({cause}); not counted as an"
+                f" attempt (disruption {disruptions})")
         after = desired.get("status")
         if after == before:
             return

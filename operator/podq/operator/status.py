@@ -17,6 +17,8 @@ MAX_ERROR_BYTES = 8 * 1024
 MAX_CONDITION_MESSAGE = 1024
 
 TERMINAL = frozenset({"complete", "failed", "aborted"})
+# The engine's error text (and so the reason) of a job failed for its disruptions.
+WORKER_LOST = "WorkerLost"
 # How workers word a job for a function they do not have (lower-cased substrings).
 _UNREGISTERED_MARKERS = (
     "not registered", "unregistered", "unknown function", "no function",
@@ -39,6 +41,8 @@ class JobView:
     result: Any = None
     error: str | None = None
     function: str = ""
+    disruptions: int = 0  # runs its worker's loss cut short (not attempts)
+    last_disruption: str | None = None
 
 
 def view_of(job: Any) -> JobView:
@@ -57,6 +61,8 @@ def view_of(job: Any) -> JobView:
         result=getattr(job, "result", None),
         error=getattr(job, "error", None),
         function=getattr(job, "function", "") or "",
+        disruptions=int(getattr(job, "disruptions", 0) or 0),
+        last_disruption=getattr(job, "last_disruption", None) or None,
     )
 
 
@@ -116,6 +122,8 @@ def failure_reason(view: JobView) -> str:
         if view.error and "swept" in view.error:
             return "Swept"  # stuck: worker lost, timeout or heartbeat missed
         return "Aborted"
+    if (view.error or "").startswith(WORKER_LOST):
+        return WORKER_LOST  # its worker was lost too many times: disruptions, not attempts
     text = (view.error or "").lower()
     if any(marker in text for marker in _UNREGISTERED_MARKERS):
         return "FunctionNotRegistered"
@@ -217,6 +225,8 @@ def job_status(
         "jobKey": key,
         "queue": queue,
         "attempts": view.attempts,
+        "disruptions": view.disruptions or None,
+        "lastDisruption": view.last_disruption,
         "progress": round(view.progress, 4),
         "queuedTime": _ms_time(view.queued),
         "startedTime": _ms_time(view.started),
