@@ -9,18 +9,24 @@ point the chart's `workers.settings` (or the image's CMD) at your settings.
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 from typing import Any
+
+# the worker logs to stderr: these lines are what `kubectl logs` of a worker pod shows
+logger = logging.getLogger("podq_hello")
 
 
 async def echo(ctx: dict[str, Any], *, message: str = "hello from podq") -> dict[str, str]:
     """Return the message and the pod that ran it."""
+    logger.info("echo %r (job %s)", message, ctx["job"].key)
     return {"message": message, "worker": socket.gethostname()}
 
 
 async def sleep(ctx: dict[str, Any], *, seconds: float = 1.0) -> float:
     """Sleep, reporting progress; returns the seconds slept."""
     job = ctx["job"]
+    logger.info("sleeping %ss (job %s)", seconds, job.key)
     steps = max(1, int(seconds))
     for step in range(steps):
         await asyncio.sleep(seconds / steps)

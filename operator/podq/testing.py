@@ -160,18 +160,23 @@ class ControlPlane:
     unprivileged_context: str
     unprivileged_user: str
     state: dict[str, Any] = field(repr=False)
+    # with a node (`up --node`): Redis as the host reaches it, and as pods reach it
+    redis_url: str | None = None
+    pod_redis_url: str | None = None
 
     @classmethod
     def up(
-        cls, run_dir: Path | None = None, exit_with: int | None = None, port: int | None = None
+        cls, run_dir: Path | None = None, exit_with: int | None = None, port: int | None = None,
+        node: bool = False,
     ) -> ControlPlane:
         """Start one in run_dir (default: a new temporary folder).
 
         exit_with: a pid; the control plane takes itself down once that process is gone
         (so a killed test run leaves nothing behind). port: the API server's port if free.
+        node: also a real node (kubelet, containerd, a Redis for the pods; needs root).
         """
         run_dir = Path(run_dir or tempfile.mkdtemp(prefix="podq-control-plane-"))
-        args = ["up", "--quiet"]
+        args = ["up", "--quiet", *(["--node"] if node else [])]
         if exit_with:
             args += ["--exit-with", str(exit_with)]
         if port:
@@ -197,10 +202,19 @@ class ControlPlane:
             unprivileged_context=state["unprivileged_context"],
             unprivileged_user=state["unprivileged_user"],
             state=state,
+            redis_url=state.get("node", {}).get("redis_url"),
+            pod_redis_url=state.get("node", {}).get("pod_redis_url"),
         )
 
+    def load_images(self, *archives: str | Path) -> None:
+        """Import image archives (scripts/images) into the node's containerd."""
+        result = run_control_plane_script(
+            "load-image", *map(str, archives), run_dir=self.run_dir, timeout=600)
+        if result.returncode != 0:
+            raise RuntimeError(f"`scripts/control-plane load-image` failed:\n{result.stderr}")
+
     def down(self) -> None:
-        result = run_control_plane_script("down", run_dir=self.run_dir, timeout=120)
+        result = run_control_plane_script("down", run_dir=self.run_dir, timeout=300)
         if result.returncode != 0:
             raise RuntimeError(
                 f"`scripts/control-plane down` failed:\n{result.stderr}{result.stdout}"

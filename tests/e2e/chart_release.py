@@ -1,0 +1,73 @@
+"""The chart release the e2e tests share, and helpers to watch what it runs (kubectl)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from podq.testing import ControlPlane
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "charts" / "podq"
+RELEASE, NAMESPACE = "podq", "podq-system"
+
+
+@dataclass
+class Release:
+    """The chart installed on the node, and helpers to watch what it runs."""
+
+    plane: ControlPlane
+    namespace: str
+    worker_deployment: str
+
+    def kubectl(self, *args: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+        return self.plane.kubectl("-n", self.namespace, *args, **kwargs)
+
+    def get(self, *args: str) -> Any:
+        return json.loads(self.kubectl("get", *args, "-o", "json").stdout)
+
+    def apply(self, *manifests: dict) -> None:
+        self.kubectl("apply", "-f", "-",
+                     input=json.dumps({"apiVersion": "v1", "kind": "List", "items": manifests}))
+
+    def job(self, name: str, function: str, **spec: Any) -> dict:
+        return {"apiVersion": "podq.dev/v1alpha1", "kind": "Job",
+                "metadata": {"name": name, "namespace": self.namespace},
+                "spec": {"function": function, **spec}}
+
+    def wait_for(self, what: str, predicate: Callable[[], Any], timeout: float = 90) -> Any:
+        return self.plane.wait_for(what, predicate, timeout=timeout, interval=0.1)
+
+    def job_status(self, name: str) -> dict:
+        return self.get("pqjob", name).get("status") or {}
+
+    def wait_complete(self, *names: str, timeout: float = 120) -> dict[str, dict]:
+        statuses: dict[str, dict] = {}
+
+        def all_done() -> bool:
+            for item in self.get("pqjob")["items"]:
+                if item["metadata"]["name"] in names:
+                    statuses[item["metadata"]["name"]] = item.get("status") or {}
+            failed = [n for n, s in statuses.items() if s.get("status") in ("failed", "aborted")]
+            assert not failed, {n: statuses[n] for n in failed}
+            return all(statuses.get(n, {}).get("status") == "complete" for n in names)
+
+        self.wait_for(f"jobs {', '.join(names)} complete", all_done, timeout)
+        return statuses
+
+    def worker_pods(self) -> list[dict]:
+        return self.get("pods", "-l", "app.kubernetes.io/component=worker")["items"]
+
+    def replicas(self) -> int:
+        return self.get("deployment", self.worker_deployment)["spec"].get("replicas", 0)
+
+    def wait_scaled_to_zero(self, timeout: float = 90) -> None:
+        self.wait_for("worker Deployment at 0 and its pods gone",
+                      lambda: self.replicas() == 0 and not self.worker_pods(), timeout)
+
+    def delete_jobs(self) -> None:
+        self.kubectl("delete", "pqjob", "--all", "--wait=true", "--timeout=60s")

@@ -1,0 +1,145 @@
+"""podq as its users run it: chart-installed operator and workers as pods on a real node.
+
+Each test leaves the worker Deployment scaled back to zero and deletes its Job resources,
+so the next one starts from the same place (one node and one install serve them all).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+
+import pytest
+from chart_release import NAMESPACE, Release
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:6]}"
+
+
+@pytest.fixture
+def rel(release: Release) -> Release:
+    release.wait_scaled_to_zero()
+    yield release
+    release.delete_jobs()
+
+
+def pod_of(worker_id: str) -> str:
+    return worker_id.split(":", 1)[0]  # "<hostname>:<pid>:<nonce>"; hostname = pod name
+
+
+def test_operator_runs_in_a_pod_under_its_service_account(rel: Release) -> None:
+    pods = rel.get("pods", "-l", "app.kubernetes.io/component=operator")["items"]
+    assert len(pods) == 1
+    pod = pods[0]
+    assert pod["status"]["phase"] == "Running"
+    assert pod["spec"]["serviceAccountName"].endswith("operator")
+    assert pod["spec"]["containers"][0]["imagePullPolicy"] == "Never"
+    # in-cluster config: the token of its ServiceAccount, mounted by the kubelet
+    mounts = [m["mountPath"] for m in pod["spec"]["containers"][0]["volumeMounts"]]
+    assert "/var/run/secrets/kubernetes.io/serviceaccount" in mounts
+    logs = rel.kubectl("logs", pod["metadata"]["name"]).stdout
+    assert "Forbidden" not in logs and "403" not in logs, logs[-3000:]
+
+
+def test_job_scales_from_zero_runs_in_a_worker_pod_and_back_to_zero(rel: Release) -> None:
+    name = unique("hello")
+    started = time.monotonic()
+    rel.apply(rel.job(name, "echo", kwargs={"message": "from a pod"}))
+    status = rel.wait_complete(name)[name]
+    elapsed = time.monotonic() - started
+    assert status["result"]["message"] == "from a pod"
+    pod = status["result"]["worker"]
+    # the worker's hostname: the name of a pod of the chart's worker Deployment
+    assert pod.startswith(f"{rel.worker_deployment}-"), pod
+    assert pod_of(status["worker"]) == pod
+    print(f"scale from zero: apply -> Complete in {elapsed:.2f}s")
+    # the job's own log line, through the API server and the kubelet
+    logs = rel.kubectl("logs", pod).stdout
+    assert f"echo 'from a pod' (job {status['jobKey']})" in logs, logs
+    rel.wait_scaled_to_zero()
+
+
+def test_restricted_pod_security_is_enforced(rel: Release) -> None:
+    labels = rel.plane.kubectl_json("get", "namespace", NAMESPACE)["metadata"]["labels"]
+    assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
+    # the chart's pods run there (the operator now, a worker in the other tests) ...
+    assert rel.get("pods", "-l", "app.kubernetes.io/component=operator")["items"]
+    # ... and a pod that is not restricted is refused at admission
+    root_pod = {"apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": unique("root"), "namespace": NAMESPACE},
+                "spec": {"containers": [{"name": "c", "image": "podq.local/pause:1",
+                                         "securityContext": {"runAsUser": 0}}]}}
+    refused = rel.kubectl("apply", "-f", "-", input=json.dumps(root_pod), check=False)
+    assert refused.returncode != 0
+    assert "violates PodSecurity \"restricted:latest\"" in refused.stderr, refused.stderr
+
+
+def test_busy_worker_pod_deleted_drains_its_job(rel: Release) -> None:
+    name = unique("drain")
+    rel.apply(rel.job(name, "sleep", kwargs={"seconds": 6}, timeout=15))
+    status = rel.wait_for("the job running in a pod",
+                          lambda: (s := rel.job_status(name)).get("status") == "active" and s)
+    pod = pod_of(status["worker"])
+    deleted_at = time.monotonic()
+    rel.kubectl("delete", "pod", pod, "--wait=false")
+    final = rel.wait_complete(name, timeout=60)[name]
+    assert final["attempts"] == 1, final  # drained, not killed and retried
+    assert pod_of(final["worker"]) == pod
+    rel.wait_for(f"pod {pod} gone", lambda: rel.kubectl(
+        "get", "pod", pod, check=False).returncode != 0, timeout=60)
+    # within the grace period (longestJobTimeoutSeconds 20 + 30), not cut at its end
+    assert time.monotonic() - deleted_at < 50
+
+
+def test_scale_down_removes_idle_pods_first(rel: Release) -> None:
+    # 6 jobs, 2 per pod: 3 pods. One long job; when the short ones finish the operator
+    # scales to 1, and the ReplicaSet controller must pick the two idle pods.
+    long_job = unique("long")
+    short = [unique("short") for _ in range(5)]
+    deleted: dict[str, str] = {}  # pod -> its deletion cost when it got deletionTimestamp
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set():
+            for pod in rel.worker_pods():
+                meta = pod["metadata"]
+                if meta.get("deletionTimestamp") and meta["name"] not in deleted:
+                    deleted[meta["name"]] = (meta.get("annotations") or {}).get(
+                        "controller.kubernetes.io/pod-deletion-cost", "unset")
+            time.sleep(0.2)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        rel.apply(rel.job(long_job, "sleep", kwargs={"seconds": 14}, timeout=20),
+                  *(rel.job(n, "sleep", kwargs={"seconds": 3}, timeout=20) for n in short))
+        rel.wait_for("3 worker pods", lambda: rel.replicas() == 3, timeout=60)
+        statuses = rel.wait_complete(*short, timeout=90)
+        rel.wait_for("scale-down to the one busy pod", lambda: rel.replicas() == 1, timeout=60)
+        final = rel.wait_complete(long_job, timeout=60)[long_job]
+    finally:
+        stop.set()
+        watcher.join()
+    busy_pod = pod_of(final["worker"])
+    assert final["attempts"] == 1
+    assert busy_pod not in deleted or deleted[busy_pod] == "0", deleted
+    removed_while_busy = {p: c for p, c in deleted.items() if p != busy_pod and c != "0"}
+    assert not removed_while_busy, deleted
+    assert all(s["attempts"] == 1 for s in statuses.values()), statuses
+
+
+def test_operator_pod_deleted_mid_burst_loses_nothing(rel: Release) -> None:
+    names = [unique("burst") for _ in range(12)]
+    rel.apply(*(rel.job(n, "echo", kwargs={"message": n}) for n in names[:6]))
+    operator = rel.get("pods", "-l", "app.kubernetes.io/component=operator")["items"][0]
+    rel.kubectl("delete", "pod", operator["metadata"]["name"], "--wait=false")
+    rel.apply(*(rel.job(n, "echo", kwargs={"message": n}) for n in names[6:]))
+    statuses = rel.wait_complete(*names, timeout=180)
+    assert all(s["result"]["message"] == n for n, s in statuses.items())
+    assert all(s["attempts"] == 1 for s in statuses.values()), statuses
+    rel.wait_for("a new operator pod running", lambda: any(
+        p["status"]["phase"] == "Running" and p["metadata"]["name"] != operator["metadata"]["name"]
+        for p in rel.get("pods", "-l", "app.kubernetes.io/component=operator")["items"]))
