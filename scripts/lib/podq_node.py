@@ -190,6 +190,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
       runtime_type = "io.containerd.runc.v2"
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
         SystemdCgroup = false
+        Root = "{node / 'runc'}"
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "{CNI_BIN_DIR}"
     conf_dir = "{node / 'cni' / 'net.d'}"
@@ -359,6 +360,16 @@ def unmount_under(path: Path) -> list[str]:
                           check=False).returncode == 0:
             done.append(point)
     return done
+
+
+# containerd 1.6 puts its shims' sockets here whatever its config says; emptied by them
+SHIM_SOCKET_DIRS = (Path("/run/containerd/s"), Path("/run/containerd"))
+
+
+def remove_empty_shim_dirs() -> None:
+    for folder in SHIM_SOCKET_DIRS:
+        with contextlib.suppress(OSError):
+            folder.rmdir()  # only when empty: another containerd may use it
 
 
 def shim_pids(marker: str) -> list[int]:

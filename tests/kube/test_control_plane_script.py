@@ -77,18 +77,21 @@ def test_empty_kubebuilder_assets_falls_back_to_built_binaries(
     assert result.returncode == 0, result.stderr
     assert f"KUBEBUILDER_ASSETS={empty} lacks kube-apiserver, etcd, kubectl" in result.stderr
     paths = dict(line.split() for line in result.stdout.splitlines())
-    assert set(paths) == {"kube-apiserver", "kube-controller-manager", "kubectl", "etcd", "helm"}
+    assert set(paths) == {"kube-apiserver", "kube-controller-manager", "kubectl", "etcd", "helm",
+                          "kubelet", "kube-scheduler"}
     assert not any(p.startswith(str(empty)) for p in paths.values())
 
 
 def test_kubebuilder_assets_are_used_and_only_the_rest_is_built(
     control_plane: ControlPlane, tmp_path: Path
 ) -> None:
-    """envtest's folder (kube-apiserver, etcd, kubectl, here also kube-controller-manager):
-    only helm is built; a failing build shows the command and the log's tail."""
+    """envtest's folder (kube-apiserver, etcd, kubectl, here also kube-controller-manager
+    and the node's binaries): only helm is built; a failing build shows the command and
+    the log's tail."""
     assets = tmp_path / "assets"
     assets.mkdir()
-    for name in ("kube-apiserver", "etcd", "kubectl", "kube-controller-manager"):
+    for name in ("kube-apiserver", "etcd", "kubectl", "kube-controller-manager", "kubelet",
+                 "kube-scheduler"):
         (assets / name).symlink_to((control_plane.bin / name).resolve())
     fake_go = tmp_path / "go"
     fake_go.write_text(FAKE_GO)
