@@ -298,7 +298,7 @@ def pause_image(cache: Path, pause_c: Path, write_archive, layer_from_dir) -> Pa
 def import_image(ctr_socket: Path, archive: Path) -> None:
     out = subprocess.run(
         ["ctr", "--address", str(ctr_socket), "-n", "k8s.io", "images", "import",
-         "--no-unpack", str(archive)],
+         str(archive)],  # unpacked now: the first pod of the image starts at once
         capture_output=True, text=True, check=False)
     if out.returncode != 0:
         raise RuntimeError(f"ctr images import {archive} failed: {out.stderr.strip()}")
