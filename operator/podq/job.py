@@ -109,7 +109,10 @@ class Job:
     (epoch seconds, 0 = now), progress, meta, priority (lower runs first).
 
     Framework fields: attempts, completed/queued/started/touched (epoch ms), result,
-    error, status, worker_id.
+    error, status, worker_id; attempt_id (the current attempt's token, given when a
+    worker takes the job: every write-back of that attempt presents it); disruptions
+    (how many times the job's worker was lost or shut down under it: those runs do not
+    count as attempts) and last_disruption (what happened the last time).
 
     Which fields the caller chose is kept (`chose(name)`): a timeout not chosen
     is the worker's default timeout when it has one, even though it reads 10.
@@ -146,6 +149,9 @@ class Job:
                            help="lower runs first (default 0)")
     meta: dict[t.Any, t.Any] = _field(factory=dict, resource="meta", cron=True)
     worker_id: str | None = _field(None, caller=False, stored="text")
+    attempt_id: str | None = _field(None, caller=False, stored="text")
+    disruptions: int = _field(0, caller=False, stored="int")
+    last_disruption: str | None = _field(None, caller=False, stored="text")
 
     _EXCLUDE_NON_FULL: t.ClassVar[set[str]] = {
         "kwargs",
@@ -162,6 +168,8 @@ class Job:
         "status",
         "priority",
         "meta",
+        "attempt_id",
+        "last_disruption",
     }
 
     def __post_init__(self) -> None:

@@ -25,6 +25,12 @@ def now_seconds() -> float:
     return time.time()
 
 
+def new_request_id() -> str:
+    """A fresh id for one request to Redis that must be safe to resend (a take, an
+    enqueue): the scripts recognise a request they already carried out by it."""
+    return os.urandom(8).hex()
+
+
 # uuid.uuid1() without arguments asks libuuid's time-safe generator, a system call that
 # costs three times the rest of the work: given a node and a clock sequence, the standard
 # library computes the same kind of uuid in Python (monotonic within the process). The

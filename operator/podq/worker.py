@@ -9,8 +9,10 @@ gracefully on SIGTERM.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import contextvars
+import dataclasses
 import functools
 import importlib
 import logging
@@ -32,7 +34,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from podq.job import CRON_FIELDS, CronJob, Job, Status
 from podq.metrics import WorkerMetrics
 from podq.queue import Queue
-from podq.utils import cancel_and_wait, cancel_requested, now, now_seconds
+from podq.utils import cancel_and_wait, cancel_requested, new_request_id, now, now_seconds
 
 if t.TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Collection
@@ -43,6 +45,18 @@ logger = logging.getLogger("podq")
 
 Context = dict[str, t.Any]
 REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
+
+
+@dataclasses.dataclass(eq=False)
+class _Run:
+    """One attempt of a job on this worker, from its take until it is written back.
+    Runs are told apart by attempt id, not job key: the same key can be taken again
+    (swept, re-enqueued after Redis lost it) while a stale run of it still ends."""
+
+    job: Job
+    task: asyncio.Task[None] | None = None
+    executing: bool = True  # the function or its hooks still run: it holds a slot
+    abort_error: str | None = None  # why it was cancelled, when an abort did it
 
 
 def _as_list(funcs: t.Any) -> list[Callable[..., t.Any]]:
@@ -74,6 +88,9 @@ class Worker:
         metadata: arbitrary JSON put in the liveness record
         timeout: default timeout (s) for jobs enqueued without one (fix 7)
         liveness_ttl: seconds after which a silent worker counts as dead
+        max_disruptions: how many times a job may lose its worker (killed, shut down)
+            before it ends Failed "WorkerLost" when this worker notices (None: the
+            queue's, default 5); such runs do not use up an attempt
         metrics_port: serve Prometheus metrics on this port (podq.metrics; None = off);
             timers["metrics"] is how often queue depth is read for them
         poll_interval: accepted for SAQ settings (there it affects Postgres only); podq
@@ -104,6 +121,7 @@ class Worker:
         metadata: dict[str, t.Any] | None = None,
         timeout: int | None = None,
         liveness_ttl: float | None = None,
+        max_disruptions: int | None = None,
         handle_signals: bool = True,
         metrics_port: int | None = None,
         poll_interval: float = 0.0,
@@ -124,6 +142,9 @@ class Worker:
         self.timers.update(timers or {})
         self.liveness_ttl = liveness_ttl or max(3 * self.timers["worker_info"], 2.0)
         self.timeout = timeout
+        if max_disruptions is not None and max_disruptions < 1:
+            raise ValueError(f"max_disruptions must be at least 1, got {max_disruptions}")
+        self.max_disruptions = max_disruptions
         self.cron_jobs = list(cron_jobs or [])
         self.cron_tz = cron_tz
         self.startup = _as_list(startup)
@@ -159,12 +180,12 @@ class Worker:
                 self.functions.setdefault(cron_job.function_name, fn)
         self.context: Context = {"worker": self, "queue": queue}
         # running state
-        self.jobs: dict[str, Job] = {}  # taken and not yet written back
-        self._tasks: dict[str, asyncio.Task[None]] = {}  # one per taken job, until written back
-        self._running: set[str] = set()  # keys whose function is executing
-        self._aborts: dict[str, str] = {}
-        self._bg: set[asyncio.Task[None]] = set()  # key -> abort error, for cancelled tasks
-        self._executing = 0
+        self._runs: dict[str, _Run] = {}  # attempt id -> run, from take until written back
+        self._bg: set[asyncio.Task[None]] = set()
+        # a take whose reply did not arrive is sent again under the same request id, so
+        # it returns the jobs it took instead of leaving them active for nobody
+        self._take_request: str | None = None
+        self._last_take: str | None = None
         self._processed = 0
         self._upkeep: list[asyncio.Task[None]] = []
         # tasks stop() waits for and then cancels, as SAQ's: e.g. process() calls a test
@@ -260,35 +281,34 @@ class Worker:
         self._draining = True
         self._request_stop()
         try:
-            if self._tasks:
+            if self._runs:
                 with contextlib.suppress(*REDIS_ERRORS, TimeoutError):
                     await asyncio.wait_for(self.write_liveness(), 2)  # tell: draining
             grace = self.shutdown_grace_period_s or 0
-            tasks = [*self._tasks.values(), *self.tasks]
+            tasks = [*self._run_tasks(), *self.tasks]
             if tasks and grace > 0:
                 logger.info("Waiting up to %ss for %d running jobs", grace, len(tasks))
                 await asyncio.wait(tasks, timeout=grace)
-            unfinished = [self._tasks[k] for k in self._running if k in self._tasks]
-            for task in unfinished:
-                task.cancel()
+            unfinished = [run for run in self._runs.values() if run.executing]
             if unfinished:
                 logger.warning("Putting %d unfinished jobs back in the queue", len(unfinished))
-            tasks = list(self._tasks.values())
+            tasks = self._run_tasks()
             while tasks:
-                # a cancel swallowed inside a job (see cancel_and_wait) is sent again;
-                # tasks writing their job back keep going (a taken job is never lost)
+                # cancel, and again: a cancel swallowed inside a job (see cancel_and_wait)
+                # is sent again; runs writing their job back keep going (a taken job is
+                # never lost); a sync function's run waits for its thread (see _call)
+                for run in list(self._runs.values()):
+                    if run.executing and run.task is not None:
+                        run.task.cancel()
                 _, still = await asyncio.wait(tasks, timeout=0.5)
-                for key, task in list(self._tasks.items()):
-                    if key in self._running and task in still:
-                        task.cancel()
                 tasks = list(still)
             # tasks handed to the worker (process() calls) end now; a job one of them
             # took meanwhile is put back by its own task, awaited here
             if await cancel_and_wait(self.tasks, 5.0):
                 logger.warning("Worker %s: tasks did not stop", self.id)
             self.tasks.clear()
-            if self._tasks:
-                await asyncio.wait(list(self._tasks.values()), timeout=5.0)
+            if self._runs:
+                await asyncio.wait(self._run_tasks(), timeout=5.0)
             # bounded: the liveness and abort loops run while draining and only stop
             # on cancel, which a Redis call in them can swallow
             if await cancel_and_wait(self._upkeep, 5.0):
@@ -319,8 +339,8 @@ class Worker:
             free = self.concurrency - self._executing
             if self.burst and self.max_burst_jobs is not None:
                 if self._processed >= self.max_burst_jobs:
-                    if self._tasks:
-                        await asyncio.wait(list(self._tasks.values()))
+                    if self._runs:
+                        await asyncio.wait(self._run_tasks())
                     return
                 free = min(free, self.max_burst_jobs - self._processed)
             if free <= 0:
@@ -328,8 +348,13 @@ class Worker:
                 await self._slot.wait()
                 continue
             self._wake.clear()
+            self._take_request = self._take_request or new_request_id()
             try:
-                jobs, next_at = await self.queue.take(free, self.id, self.timeout)
+                jobs, next_at = await self.queue.take(
+                    free, self.id, self.timeout, request=self._take_request,
+                    previous=self._last_take, lease=self.liveness_ttl,
+                )
+                self._last_take, self._take_request = self._take_request, None
                 backoff = 0.1
             except REDIS_ERRORS as e:
                 self._redis_error_at = time.monotonic()
@@ -345,7 +370,7 @@ class Worker:
                 burst_idle_since = None
                 continue
             if self.burst:
-                if self._executing == 0 and not self.jobs:
+                if not self._runs:
                     burst_idle_since = burst_idle_since or now_seconds()
                     if now_seconds() - burst_idle_since >= self.dequeue_timeout:
                         return
@@ -364,38 +389,49 @@ class Worker:
     def _on_change(self, key: str | None, status: str) -> None:
         if key is None or status == "queued":
             self._wake.set()
-        if status == "aborting" and key in self._running:
+        if status == "aborting" and any(r.job.key == key for r in self._runs.values()):
             task = asyncio.get_running_loop().create_task(self._abort_key(key))
             self._bg.add(task)
             task.add_done_callback(self._bg.discard)
 
-    def _start_job(self, job: Job) -> None:
-        self.jobs[job.key] = job
-        self._running.add(job.key)
-        self._executing += 1
-        self._processed += 1
-        task = asyncio.create_task(self._execute(job), name=f"podq-job-{job.key}")
-        self._tasks[job.key] = task
-        task.add_done_callback(functools.partial(self._job_done, job))
+    @property
+    def _executing(self) -> int:
+        """Runs holding a slot: their function or hooks still run."""
+        return sum(1 for run in self._runs.values() if run.executing)
 
-    def _release(self, job: Job) -> None:
-        if job.key in self._running:
-            self._running.discard(job.key)
-            self._executing -= 1
+    def _run_tasks(self) -> list[asyncio.Task[None]]:
+        return [run.task for run in self._runs.values() if run.task is not None]
+
+    def _start_job(self, job: Job) -> asyncio.Task[None] | None:
+        """Run the job in a task of its own; None if this attempt runs already."""
+        attempt = job.attempt_id or f"{job.key}:{job.attempts}"
+        if attempt in self._runs:  # handed out again by a resent take
+            return None
+        run = _Run(job)
+        self._runs[attempt] = run
+        self._processed += 1
+        run.task = asyncio.create_task(self._execute(run), name=f"podq-job-{job.key}")
+        run.task.add_done_callback(functools.partial(self._run_done, attempt, run))
+        return run.task
+
+    def _release(self, run: _Run) -> None:
+        if run.executing:
+            run.executing = False
             self._slot.set()
             if self.burst:
                 self._wake.set()  # the queue may be done: let the dispatcher check
 
-    def _job_done(self, job: Job, task: asyncio.Task[None]) -> None:
-        self._release(job)
-        self._tasks.pop(job.key, None)
-        self.jobs.pop(job.key, None)
+    def _run_done(self, attempt: str, run: _Run, task: asyncio.Task[None]) -> None:
+        self._release(run)
+        if self._runs.get(attempt) is run:
+            del self._runs[attempt]
         if not task.cancelled() and task.exception():
-            logger.error("job task %s crashed", job.key, exc_info=task.exception())
+            logger.error("job task %s crashed", run.job.key, exc_info=task.exception())
 
     # -- running a job ---------------------------------------------------------------
 
-    async def _execute(self, job: Job) -> None:
+    async def _execute(self, run: _Run) -> None:
+        job = run.job
         context: Context = {**self.context, "job": job}
         outcome: tuple[str, t.Any]
         began = time.monotonic()
@@ -420,7 +456,7 @@ class Worker:
                     )
                     outcome = ("complete", result)
                 except TimeoutError:
-                    if job.key in self._aborts:
+                    if run.abort_error is not None:
                         raise asyncio.CancelledError() from None
                     outcome = (
                         "error",
@@ -433,14 +469,14 @@ class Worker:
                     context["exception"] = e
                     outcome = ("error", traceback.format_exc())
         except asyncio.CancelledError:
-            if job.key in self._aborts:
-                outcome = ("aborted", self._aborts.pop(job.key))
+            if run.abort_error is not None:
+                outcome = ("aborted", run.abort_error)
             else:
-                outcome = ("back", "cancelled: worker shutting down")
+                outcome = ("back", "cancelled")  # SAQ's error text for a job put back
         except Exception as e:  # a before_process hook failed
             context["exception"] = e
             outcome = ("error", traceback.format_exc())
-        self._release(job)
+        self._release(run)
         await self._write_back(job, *outcome)
         if self.metrics is not None:
             self.metrics.job_done(job, outcome[0], time.monotonic() - began)
@@ -451,38 +487,56 @@ class Worker:
                 logger.exception("after_process hook failed")
 
     async def _write_back(self, job: Job, kind: str, value: t.Any) -> None:
-        async def write() -> None:
+        """Write the run's outcome, guarded by its attempt id: if the job moved on (a
+        newer attempt, aborted and finished, swept) nothing is written."""
+
+        async def write() -> bool:
+            queue = self.queue
             if kind == "complete":
                 try:
-                    await self.queue.finish(job, Status.COMPLETE, result=value, expect=True)
-                    self.complete += 1
+                    if await queue.finish(job, Status.COMPLETE, result=value, expect=True):
+                        self.complete += 1
+                        return True
+                    return False
                 except TypeError as e:  # the result is not JSON-serialisable
                     logger.warning("Job %s (%s) failed: %s", job.key, job.function, e)
-                    await self.queue.finish(job, Status.FAILED, error=str(e), expect=True)
-                    self.failed += 1
-            elif kind == "aborted":
-                await self.queue.finish(job, Status.ABORTED, error=value, expect=True)
-                self.aborted += 1
-            elif kind == "back":
-                await self.queue.retry(job, value, expect=True)
-            elif kind == "error" and job.retryable:
+                    value_error = str(e)
+                    if await queue.finish(job, Status.FAILED, error=value_error, expect=True):
+                        self.failed += 1
+                        return True
+                    return False
+            if kind == "back":  # not the function's doing: the attempt is not used up
+                reason = f"worker {self.id} shut down before the job ended"
+                return await queue.disrupt(job, reason, value, self.max_disruptions) is not None
+            if kind == "aborted" and not (value == queue.swept_error_message and job.retryable):
+                if await queue.finish(job, Status.ABORTED, error=value, expect=True):
+                    self.aborted += 1
+                    return True
+                return False
+            # an error, a timeout, or stuck (aborted by a sweep: timeout or heartbeat)
+            if kind != "fail" and job.retryable:
                 logger.info(
                     "Job %s failed (attempt %d of %d); retrying", job.key, job.attempts, job.retries
                 )
-                await self.queue.retry(job, value, expect=True)
-                self.retried += 1
-            else:
-                logger.warning(
-                    "Job %s (%s) failed: %s",
-                    job.key,
-                    job.function,
-                    str(value).strip().splitlines()[-1:],
-                )
-                await self.queue.finish(job, Status.FAILED, error=value, expect=True)
+                if await queue.retry(job, value, expect=True):
+                    self.retried += 1
+                    return True
+                return False
+            logger.warning(
+                "Job %s (%s) failed: %s",
+                job.key,
+                job.function,
+                str(value).strip().splitlines()[-1:],
+            )
+            if await queue.finish(job, Status.FAILED, error=value, expect=True):
                 self.failed += 1
+                return True
+            return False
 
         # keep trying through a Redis outage so a taken job is never lost
-        await self._retrying(f"write back job {job.key}", write, forever=True)
+        if not await self._retrying(f"write back job {job.key}", write, forever=True):
+            logger.info("Job %s moved on (attempt %s superseded): outcome %s not written",
+                        job.key, job.attempt_id, kind)
 
     async def _retrying(
         self, what: str, fn: Callable[[], Awaitable[t.Any]], forever: bool = False
@@ -504,47 +558,57 @@ class Worker:
         if asyncio.iscoroutinefunction(fn):
             return await fn(*args, **kwargs)
         ctx = contextvars.copy_context()
-        loop = asyncio.get_running_loop()
-        result = await loop.run_in_executor(self.pool, lambda: ctx.run(fn, *args, **kwargs))
+        thread = self.pool.submit(ctx.run, fn, *args, **kwargs)
+        ended = asyncio.wrap_future(thread)
+        try:
+            result = await asyncio.shield(ended)
+        except asyncio.CancelledError:
+            await _outlive(thread, ended)
+            raise
         if asyncio.iscoroutine(result):
             result = await result
         return result
 
     # -- aborts ----------------------------------------------------------------------
 
-    async def _abort_key(self, key: str, error: str | None = None) -> None:
-        task = self._tasks.get(key)
-        if task is None or key not in self._running or key in self._aborts:
+    def _abort_run(self, run: _Run, error: str) -> None:
+        if not run.executing or run.abort_error is not None or run.task is None:
             return
-        if error is None:
-            job = await self.queue.job(key)
-            if not job or job.status not in (Status.ABORTING, Status.ABORTED):
-                return
-            error = job.error or "aborted"
-        task = self._tasks.get(key)
-        if task is None or key not in self._running:
+        logger.info("Aborting job %s (%s)", run.job.key, error)
+        run.abort_error = error
+        run.task.cancel()
+
+    async def _abort_key(self, key: str) -> None:
+        if not any(r.job.key == key and r.executing for r in self._runs.values()):
             return
-        logger.info("Aborting job %s", key)
-        self._aborts[key] = error
-        task.cancel()
+        current = await self.queue.job(key)
+        if current is not None:
+            self._abort_stale_or_aborted([run for run in self._runs.values()
+                                          if run.job.key == key], current)
+
+    def _abort_stale_or_aborted(self, runs: list[_Run], current: Job) -> None:
+        """Cancel the runs of current's key that were aborted, or whose attempt is no
+        longer current (swept and taken again: their write-back would be refused)."""
+        for run in runs:
+            if run.job.attempt_id != current.attempt_id:
+                self._abort_run(run, "superseded by a newer attempt")
+            elif current.status in (Status.ABORTING, Status.ABORTED):
+                self._abort_run(run, current.error or "aborted")
 
     async def _check_aborts(self, abort_threshold: float = 0.0) -> list[asyncio.Task[None]]:
         """Cancel running jobs (running for at least abort_threshold s) whose job was
-        aborted; returns their tasks."""
-        keys = [
-            key for key in self._running
-            if key in self.jobs
-            and (self.jobs[key].duration("running") or 0) >= abort_threshold * 1000
+        aborted, or whose attempt is no longer current; returns their tasks."""
+        runs = [
+            run for run in self._runs.values()
+            if run.executing and (run.job.duration("running") or 0) >= abort_threshold * 1000
         ]
-        if not keys:
+        if not runs:
             return []
-        aborted = []
-        for key, job in zip(keys, await self.queue.jobs(keys), strict=True):
-            if job and job.status in (Status.ABORTING, Status.ABORTED):
-                await self._abort_key(key, job.error or "aborted")
-                if key in self._tasks:
-                    aborted.append(self._tasks[key])
-        return aborted
+        jobs = await self.queue.jobs([run.job.key for run in runs])
+        for run, current in zip(runs, jobs, strict=True):
+            if current is not None:  # a job Redis lost runs on: its write-back restores it
+                self._abort_stale_or_aborted([run], current)
+        return [run.task for run in runs if run.abort_error is not None and run.task]
 
     async def abort(self, abort_threshold: float) -> None:
         """SAQ's abort check: cancel the running jobs, running for at least
@@ -560,11 +624,18 @@ class Worker:
         `dequeue_timeout` s for it, 0 = until one arrives), run it and write its outcome.
         False if no job came. Its abort is seen by abort() (a started worker also sees
         it by itself); stop(), or cancelling this call, puts the job back."""
-        job = await self.queue.take_one(self.dequeue_timeout or None, self.id, self.timeout)
+        # a worker that was not started keeps no liveness record: its jobs are taken
+        # with no worker id, so no sweep takes them for a dead worker's (only timeout
+        # and heartbeat apply), as SAQ's
+        owner = self.id if self._started else ""
+        job = await self.queue.take_one(
+            self.dequeue_timeout or None, owner, self.timeout, lease=self.liveness_ttl
+        )
         if job is None:
             return False
-        self._start_job(job)
-        task = self._tasks[job.key]
+        task = self._start_job(job)
+        if task is None:
+            return True
         try:
             await asyncio.shield(task)
         except asyncio.CancelledError:
@@ -629,7 +700,7 @@ class Worker:
             "queue_key": self.queue.name,
             "concurrency": self.concurrency,
             "functions": sorted(self.functions),
-            "active": sorted(self.jobs),
+            "active": sorted(run.job.key for run in self._runs.values()),
             "ts": now(),
             "stats": {
                 "complete": self.complete,
@@ -685,6 +756,19 @@ class Worker:
         return await self.queue.enqueue(
             name, key=key, scheduled=scheduled, kwargs=cron_job.kwargs, **fields
         )
+
+
+async def _outlive(thread: concurrent.futures.Future[t.Any], ended: asyncio.Future[t.Any]) -> None:
+    """Wait for a sync function's thread, which cannot be interrupted, through any
+    number of cancels: its job is written back (aborted, timed out, put back) only once
+    it has ended, so it never runs twice at once nor ends after "aborted"."""
+    if thread.cancel():  # it had not started
+        return
+    while not ended.done():
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait([ended])
+    if not ended.cancelled():
+        ended.exception()  # what it raised is moot now: the run was cancelled
 
 
 def import_settings(settings: str) -> dict[str, t.Any]:

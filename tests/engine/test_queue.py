@@ -6,6 +6,7 @@ import asyncio
 import time
 
 import pytest
+from engine_helpers import wait_for
 from redis.crc import key_slot
 
 from podq import Job, Queue, Status
@@ -399,15 +400,50 @@ async def test_sweep_recovers_jobs_of_a_worker_without_liveness(queue: Queue) ->
     swept = await queue.sweep(lock=0.01)
     assert sorted(swept) == sorted([queue.job_id("mine"), queue.job_id("last")])
     mine, last, kept = await queue.jobs(["mine", "last", "kept"])
-    assert mine.status is Status.QUEUED and mine.error == "swept"
-    assert last.status is Status.ABORTED and last.error == "swept"
+    # a lost worker is a disruption, not a failure: put back, the attempt not used up
+    for job in (mine, last):
+        assert job.status is Status.QUEUED and job.error == "swept" and job.attempts == 0
+        assert job.disruptions == 1 and "dead-worker" in job.last_disruption
     assert kept.status is Status.ACTIVE
 
 
-async def test_sweep_aborts_stuck_jobs_of_live_workers(queue: Queue) -> None:
+async def test_a_job_losing_its_worker_every_time_ends_failed_worker_lost(redis_url: str) -> None:
+    queue = Queue.from_url(redis_url, name="lossy", max_disruptions=3)
+    try:
+        await queue.enqueue("f", key="doomed", timeout=0)
+        for run in range(1, 4):
+            [job], _ = await queue.take(1, f"dies-{run}")
+            assert job.attempts == 1  # every run is attempt 1: none was used up
+            # (each sweep holds the sweep lock for 10 ms)
+            assert await wait_for(lambda: queue.sweep(lock=0.01), 2) == [queue.job_id("doomed")]
+        job = await queue.job("doomed")
+        assert job.status is Status.FAILED and job.disruptions == 3
+        assert job.error.startswith("WorkerLost:") and "dies-3" in job.error
+        assert await queue.count("incomplete") == 0
+        with pytest.raises(ValueError, match="max_disruptions"):
+            Queue(queue.redis, name="x", max_disruptions=0)
+    finally:
+        await queue.disconnect()
+
+
+async def test_sweep_asks_a_live_worker_to_abort_its_stuck_job(queue: Queue) -> None:
     await queue.write_worker_info("w", {"id": "w"}, ttl=30)
     await queue.enqueue("f", key="hb", heartbeat=1, timeout=0, retries=1)
     await queue.take(1, "w")
+    assert await queue.sweep(lock=0.01, abort=0.1) == []
+    await asyncio.sleep(1.1)
+    assert await queue.sweep(lock=0.01, abort=0.1) == [queue.job_id("hb")]
+    stored = await queue.job("hb")
+    # its worker is alive: it cancels the run and writes it back, not the sweep
+    assert stored.status is Status.ABORTING and stored.error == "swept"
+    assert await queue.sweep(lock=0.01, abort=0.1) == []  # asked once
+
+
+async def test_sweep_takes_over_a_stuck_job_taken_without_a_worker(queue: Queue) -> None:
+    await queue.enqueue("f", key="hb", heartbeat=1, timeout=0, retries=1)
+    job = await queue.dequeue()
+    assert job.key == "hb" and not job.worker_id
+    # no liveness record, but no worker either: not taken for a dead worker's job
     assert await queue.sweep(lock=0.01, abort=0.1) == []
     await asyncio.sleep(1.1)
     assert await queue.sweep(lock=0.01, abort=0.1) == [queue.job_id("hb")]

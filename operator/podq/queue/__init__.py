@@ -4,7 +4,13 @@
 `Queue.from_url(url)` both work, as does SAQ's `RedisQueue`.
 """
 
-from podq.queue.base import DEFAULT_SWEPT_JOB_ERROR, PRIORITY_LIMIT, JobError
+from podq.queue.base import (
+    DEFAULT_MAX_DISRUPTIONS,
+    DEFAULT_SWEPT_JOB_ERROR,
+    PRIORITY_LIMIT,
+    WORKER_LOST,
+    JobError,
+)
 from podq.queue.keys import QUEUES_KEY
 from podq.queue.notify import Change, Subscription, WakeSubscription
 from podq.queue.redis import RedisQueue, list_queues
@@ -13,9 +19,11 @@ from podq.utils import cancel_and_wait, cancel_requested
 Queue = RedisQueue
 
 __all__ = [
+    "DEFAULT_MAX_DISRUPTIONS",
     "DEFAULT_SWEPT_JOB_ERROR",
     "PRIORITY_LIMIT",
     "QUEUES_KEY",
+    "WORKER_LOST",
     "Change",
     "JobError",
     "Queue",

@@ -28,6 +28,11 @@ if t.TYPE_CHECKING:
     from podq.queue.notify import Subscription
 
 DEFAULT_SWEPT_JOB_ERROR = "swept"
+# how many times a job's worker may be lost under it (killed, shut down) before the job
+# ends Failed with WORKER_LOST: such runs are not attempts, but a job that kills every
+# worker that runs it must still end
+DEFAULT_MAX_DISRUPTIONS = 5
+WORKER_LOST = "WorkerLost"
 PRIORITY_LIMIT = 8000
 
 

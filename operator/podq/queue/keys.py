@@ -59,6 +59,10 @@ class QueueKeys:
     def worker(self, worker_id: str) -> str:
         return self.worker_prefix + worker_id
 
+    def take_record(self, request: str) -> str:
+        """The job keys one take request got, so a resent request gets them again."""
+        return f"{self.prefix}take:{request}"
+
     def cron_slot(self, function: str, slot: int) -> str:
         """Claim of one slot of a `CronJob(unique=False)`, so it is enqueued once."""
         return f"{self.prefix}cron-slot:{function}:{slot}"

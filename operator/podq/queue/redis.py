@@ -20,7 +20,7 @@ from redis.backoff import ExponentialBackoff
 from podq.errors import InvalidUrlError
 from podq.job import STORED_FIELDS, TERMINAL_STATUSES, Job, Status
 from podq.queue import keys as redis_keys
-from podq.queue.base import Queue
+from podq.queue.base import DEFAULT_MAX_DISRUPTIONS, WORKER_LOST, Queue
 from podq.queue.notify import Change, Notifier, Subscription, WakeSubscription, message
 from podq.queue.store import (
     Scripts,
@@ -30,7 +30,7 @@ from podq.queue.store import (
     read_counts,
     text,
 )
-from podq.utils import now, now_seconds
+from podq.utils import new_request_id, now, now_seconds
 
 if t.TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterable, Sequence
@@ -40,6 +40,8 @@ if t.TYPE_CHECKING:
 
 logger = logging.getLogger("podq")
 STORED_NAMES = frozenset(f.name for f in STORED_FIELDS)
+
+_OWNED = "active,aborting"  # the statuses in which a run may write its attempt back
 
 
 class RedisQueue(Queue):
@@ -51,6 +53,8 @@ class RedisQueue(Queue):
         default_timeout: timeout (s) given to jobs enqueued here without one (fix 7)
         dump/load: JSON encoder/decoder for job payloads (default json.dumps/json.loads)
         swept_error_message: error of jobs recovered by a sweep (default "swept")
+        max_disruptions: after this many disruptions (its worker killed or shut down
+            under it) a job ends Failed with error "WorkerLost: ..." (default 5)
         max_concurrent_ops: accepted for SAQ compatibility; the connection pool bounds
             concurrency instead
     """
@@ -64,7 +68,11 @@ class RedisQueue(Queue):
         load: Callable[[str | bytes], t.Any] | None = None,
         max_concurrent_ops: int = 20,
         swept_error_message: str | None = None,
+        max_disruptions: int = DEFAULT_MAX_DISRUPTIONS,
     ) -> None:
+        if max_disruptions < 1:
+            raise ValueError(f"max_disruptions must be at least 1, got {max_disruptions}")
+        self.max_disruptions = max_disruptions
         self.keys = redis_keys.QueueKeys(name)
         super().__init__(
             name,
@@ -171,7 +179,7 @@ class RedisQueue(Queue):
                 self.keys.changes,
                 self.keys.wake,
                 job.scheduled or 0,
-                now_seconds(),
+                new_request_id(),
                 job.priority,
                 *job_hash(job, self._json(job, "enqueue")),
             ],
@@ -208,12 +216,11 @@ class RedisQueue(Queue):
         if not self._registered:
             await self._register()
         chunk = 200
-        current = now_seconds()
         async with self.redis.pipeline(transaction=False) as pipe:
             for start in range(0, len(prepared), chunk):
                 args: list[t.Any] = [
                     self.keys.changes,
-                    current,
+                    new_request_id(),
                     self.keys.job_prefix,
                     self.keys.abort_prefix,
                     self.keys.wake,
@@ -233,32 +240,51 @@ class RedisQueue(Queue):
     # -- take (used by workers) --------------------------------------------------------
 
     async def take(
-        self, n: int, worker_id: str, default_timeout: int | None = None
+        self,
+        n: int,
+        worker_id: str,
+        default_timeout: int | None = None,
+        *,
+        request: str | None = None,
+        previous: str | None = None,
+        lease: float = 0.0,
     ) -> tuple[list[Job], float | None]:
         """Atomically take up to n ready jobs and mark them active for worker_id.
 
         Also promotes due scheduled jobs. Returns (jobs, next scheduled time in epoch
-        seconds or None).
+        seconds or None). Each job gets an attempt id (`job.attempt_id`) that guarded
+        write-backs present. `request` names this take: sent again (after a lost reply)
+        it returns the same jobs instead of taking more; `previous` is the taker's last
+        request whose reply arrived (its record is dropped). `lease` (s): how long after
+        the take a missing liveness record of worker_id is not yet taken for its death.
         """
-        jobs, nxt, _ = await self._take(n, worker_id, default_timeout)
+        jobs, nxt, _ = await self._take(n, worker_id, default_timeout, request, previous, lease)
         return jobs, nxt
 
     async def _take(
-        self, n: int, worker_id: str, default_timeout: int | None = None
+        self,
+        n: int,
+        worker_id: str,
+        default_timeout: int | None = None,
+        request: str | None = None,
+        previous: str | None = None,
+        lease: float = 0.0,
     ) -> tuple[list[Job], float | None, list[str]]:
         """take(), and the keys of the scheduled jobs it promoted to the ready queue."""
+        request = request or new_request_id()
         raw = await self._scripts.take(
-            # the last key: the pause flag of `podq drain` (podq/drain.py)
+            # the pause flag of `podq drain` (podq/drain.py), then the requests' records
             keys=[self.keys.queued, self.keys.scheduled, self.keys.active, self.keys.seq,
-                  self.keys.paused],
+                  self.keys.paused, self.keys.take_record(request),
+                  self.keys.take_record(previous or request)],
             args=[
                 n,
-                now(),
-                now_seconds(),
+                request,
                 worker_id,
                 self.keys.job_prefix,
                 self.keys.changes,
                 "" if default_timeout is None else default_timeout,
+                int(lease * 1000),
             ],
             client=self.redis,
         )
@@ -272,15 +298,22 @@ class RedisQueue(Queue):
         return jobs, nxt, promoted
 
     async def take_one(
-        self, timeout: float | None, worker_id: str = "", default_timeout: int | None = None
+        self,
+        timeout: float | None,
+        worker_id: str = "",
+        default_timeout: int | None = None,
+        lease: float = 0.0,
     ) -> Job | None:
         """Take one job, marked active for worker_id, waiting up to timeout seconds for
-        one (None: until one arrives); None if none came."""
+        one (None: until one arrives); None if none came. lease: as take()'s."""
         deadline = None if timeout is None else now_seconds() + timeout
+        request = new_request_id()  # one take, however often it is sent
         async with self.subscribe() as sub:
             while True:
                 sub.changed.clear()
-                jobs, next_at = await self.take(1, worker_id, default_timeout)
+                jobs, next_at = await self.take(
+                    1, worker_id, default_timeout, request=request, lease=lease
+                )
                 if jobs:
                     return jobs[0]
                 wait = 1.0  # a fallback only: a new job wakes the subscription
@@ -327,9 +360,11 @@ class RedisQueue(Queue):
         mode: str,
         fields: list[t.Any],
         *,
-        ready_at: float = 0,
-        expect: bool = False,
+        delay: float = 0,
+        expect: str = "",
     ) -> t.Any:
+        """Run write.lua; expect: the statuses (comma-separated) the job must be in, as
+        this attempt (job.attempt_id), for the write to land ('' = unguarded)."""
         key = job.key
         return self._scripts.write(
             keys=[
@@ -347,10 +382,10 @@ class RedisQueue(Queue):
                 mode,
                 Status(job.status).value,
                 job.ttl,
-                ready_at,
-                now_seconds(),
-                job.attempts if expect else "",
-                job.worker_id or "",
+                delay,
+                job.scheduled or 0,
+                job.attempt_id or "",
+                expect,
                 job.priority,
                 *fields,
             ],
@@ -369,7 +404,8 @@ class RedisQueue(Queue):
         """Finish a job (complete, failed or aborted), applying its ttl.
 
         With expect=True (used by workers and sweeps) it only writes while the job is
-        still this attempt, active or aborting; returns whether it wrote.
+        still this attempt (job.attempt_id), active or aborting, or gone from Redis;
+        returns whether it wrote.
         """
         job.status = Status(status)
         job.result = result
@@ -378,7 +414,7 @@ class RedisQueue(Queue):
         if job.status == Status.COMPLETE:
             job.progress = 1.0
         state = job_hash(job, self._json(job))
-        wrote = bool(await self._write(job, "finish", state, expect=expect))
+        wrote = bool(await self._write(job, "finish", state, expect=_OWNED if expect else ""))
         if wrote:
             if job.status == Status.COMPLETE:
                 self.complete += 1
@@ -390,8 +426,12 @@ class RedisQueue(Queue):
                 logger.debug("Finished %s", job.info(False))
         return wrote
 
-    async def retry(self, job: Job, error: str | None, *, expect: bool = False) -> bool:
-        """Put a job back to queued, ready after next_retry_delay() (fix 3: once)."""
+    async def retry(self, job: Job, error: str | None, *, expect: bool | str = False) -> bool:
+        """Put a job back to queued, ready after next_retry_delay() (fix 3: once).
+
+        expect=True: only while still this attempt, active or aborting (or gone from
+        Redis); a string: the statuses to expect instead.
+        """
         delay = job.next_retry_delay()
         job.status = Status.QUEUED
         job.error = error
@@ -403,29 +443,61 @@ class RedisQueue(Queue):
         ready_at = max(float(job.scheduled or 0), current + delay)
         if ready_at > current and delay:
             job.scheduled = int(ready_at) if float(ready_at).is_integer() else ready_at
-        wrote = bool(
-            await self._write(
-                job, "retry", job_hash(job, self._json(job)), ready_at=ready_at, expect=expect
-            )
-        )
+        guard = _OWNED if expect is True else (expect or "")
+        state = job_hash(job, self._json(job))
+        wrote = bool(await self._write(job, "retry", state, delay=delay, expect=guard))
         if wrote:
             self.retried += 1
             if logger.isEnabledFor(logging.DEBUG):
                 logger.debug("Retrying %s", job.info(False))
         return wrote
 
+    async def disrupt(
+        self, job: Job, reason: str, error: str, max_disruptions: int | None = None
+    ) -> Status | None:
+        """The run of this attempt ended without the function's doing (its worker was
+        killed or shut down): put the job back at once without using up the attempt,
+        counting a disruption, or, at max_disruptions (default: the queue's), finish
+        it Failed with error "WorkerLost: ...". Guarded like finish(expect=True).
+
+        Returns the status written (queued or failed), None if the job moved on.
+        """
+        limit = max_disruptions or self.max_disruptions
+        job.disruptions += 1
+        job.last_disruption = reason
+        if job.disruptions >= limit:
+            logger.warning("Job %s lost its worker %d times; failing it", job.key, job.disruptions)
+            lost = (f"{WORKER_LOST}: the job's worker was lost {job.disruptions} times "
+                    f"(the limit); last: {reason}")
+            wrote = await self.finish(job, Status.FAILED, error=lost, expect=True)
+            return Status.FAILED if wrote else None
+        job.attempts = max(job.attempts - 1, 0)
+        job.status = Status.QUEUED
+        job.error = error
+        job.completed = job.started = 0
+        job.progress = 0.0
+        if await self._write(job, "requeue", job_hash(job, self._json(job)), expect=_OWNED):
+            logger.info("Job %s put back after a disruption (%s)", job.key, reason)
+            return Status.QUEUED
+        return None
+
     async def update(self, job: Job, **kwargs: t.Any) -> None:
-        """Set fields on the job, refresh `touched` and store + notify (status only if given)."""
+        """Set fields on the job, refresh `touched` and store + notify (status only if given).
+
+        On a job being run (it has an attempt id and is active or aborting) the update
+        lands only while that attempt is current: a stale run cannot change a newer one.
+        """
         job.touched = now()
         for k, v in kwargs.items():
             if hasattr(job, k):
                 setattr(job, k, v)
         copy = self.copy(job)
-        fields: list[t.Any] = ["job", self._json(copy), "touched", copy.touched]
+        fields: list[t.Any] = ["job", self._json(copy)]
         for k in kwargs:
             if k != "touched" and k in STORED_NAMES:
                 fields += [k, encode(k, getattr(copy, k))]
-        await self._write(copy, "update", fields)
+        running = job.attempt_id and job.status in (Status.ACTIVE, Status.ABORTING)
+        await self._write(job, "update", fields, expect=_OWNED if running else "")
 
     async def abort(self, job: Job, error: str, ttl: float = 5) -> None:
         """Abort a queued, scheduled (finished as aborted at once) or active job (the
@@ -439,7 +511,7 @@ class RedisQueue(Queue):
                 self.keys.abort(job.key),
                 self.keys.stats,
             ],
-            args=[job.key, self.keys.changes, self.keys.wake, error, int(ttl * 1000), now()],
+            args=[job.key, self.keys.changes, self.keys.wake, error, int(ttl * 1000)],
             client=self.redis,
         )
         state = text(result) if result else None
@@ -518,8 +590,10 @@ class RedisQueue(Queue):
 
     async def workers(self) -> list[dict[str, t.Any]]:
         """Live workers of this queue, from their liveness records."""
-        current = now()
-        await self.redis.zremrangebyscore(self.keys.workers, "-inf", current)
+        seconds, micros = await self.redis.time()  # the clock liveness expires on
+        await self.redis.zremrangebyscore(
+            self.keys.workers, "-inf", seconds * 1000 + micros // 1000
+        )
         ids = [text(i) for i in await self.redis.zrange(self.keys.workers, 0, -1)]
         if not ids:
             return []
@@ -548,14 +622,12 @@ class RedisQueue(Queue):
     # -- workers' liveness -----------------------------------------------------------
 
     async def write_worker_info(self, worker_id: str, info: dict[str, t.Any], ttl: float) -> None:
-        """Write a worker's liveness record; it expires after ttl seconds."""
-        current = now()
-        ttl_ms = int(ttl * 1000)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.set(self.keys.worker(worker_id), json.dumps(info), px=ttl_ms)
-            pipe.zadd(self.keys.workers, {worker_id: current + ttl_ms})
-            pipe.zremrangebyscore(self.keys.workers, "-inf", current)
-            await pipe.execute()
+        """Write a worker's liveness record; it expires after ttl seconds (Redis's clock)."""
+        await self._scripts.liveness(
+            keys=[self.keys.worker(worker_id), self.keys.workers],
+            args=[worker_id, json.dumps(info), int(ttl * 1000)],
+            client=self.redis,
+        )
 
     async def remove_worker_info(self, worker_id: str) -> None:
         async with self.redis.pipeline(transaction=True) as pipe:
@@ -566,17 +638,27 @@ class RedisQueue(Queue):
     # -- sweep -----------------------------------------------------------------------
 
     async def sweep(
-        self, lock: float = 60, abort: float = 5.0, stuck_grace: float = 1.0
+        self,
+        lock: float = 60,
+        abort: float = 5.0,
+        stuck_grace: float = 1.0,
+        max_disruptions: int | None = None,
     ) -> list[str]:
         """Recover active jobs whose worker died (fix 6), that are stuck, or whose
-        record is inconsistent. Retried if retryable, else finished aborted "swept".
-        `lock` (s) keeps other sweepers out meanwhile."""
+        record is inconsistent; returns their ids. `lock` (s) keeps other sweepers out
+        meanwhile.
+
+        A job whose worker died is put back without using up its attempt (a disruption;
+        see disrupt()). A stuck job (timeout, heartbeat) of a live worker is aborted with
+        the swept error: its worker ends the run and retries it if retryable, else
+        finishes it aborted. One taken without a worker (plain dequeue) is aborted,
+        given `abort` seconds, then retried or finished aborted "swept" here.
+        """
         raw = await self._scripts.sweep(
             keys=[self.keys.active, self.keys.sweep_lock],
             args=[
                 self.keys.job_prefix,
                 self.keys.worker_prefix,
-                now(),
                 int(lock * 1000),
                 int(stuck_grace * 1000),
             ],
@@ -585,10 +667,14 @@ class RedisQueue(Queue):
         pairs = [(text(raw[i]), text(raw[i + 1])) for i in range(0, len(raw), 2)]
         if not pairs:
             return []
-        await asyncio.gather(*(self._recover(k, r, abort) for k, r in pairs))
+        await asyncio.gather(
+            *(self._recover(k, r, abort, max_disruptions) for k, r in pairs)
+        )
         return [self.job_id(k) for k, _ in pairs]
 
-    async def _recover(self, key: str, reason: str, abort_wait: float) -> None:
+    async def _recover(
+        self, key: str, reason: str, abort_wait: float, max_disruptions: int | None
+    ) -> None:
         job = await self.job(key)
         if job is None or job.status not in (Status.ACTIVE, Status.ABORTING):
             await self.redis.zrem(self.keys.active, key)
@@ -596,23 +682,28 @@ class RedisQueue(Queue):
             return
         logger.info("Sweeping job %s (%s)", key, reason)
         error = self.swept_error_message
-        if reason in ("timeout", "heartbeat"):
-            # a live worker owns it: ask it to cancel, then take over
-            await self.abort(job, error=error)
-            with contextlib.suppress(TimeoutError, RuntimeError):
-                await job.refresh(abort_wait)
-            if job.retryable:
-                await self.retry(job, error=error)
-            elif job.status not in TERMINAL_STATUSES:
-                await self.finish(job, Status.ABORTED, error=error)
+        if reason == "dead":
+            # nobody else will write this attempt
+            if job.status == Status.ABORTING:  # it was asked to stop: it stopped
+                await self.finish(job, Status.ABORTED, error=job.error or error, expect=True)
+            else:
+                await self.disrupt(
+                    job, f"worker {job.worker_id} lost (its liveness record expired)",
+                    error, max_disruptions,
+                )
             return
-        # the worker is gone: nobody else will write this attempt
-        if job.status == Status.ABORTING:
-            await self.finish(job, Status.ABORTED, error=job.error or error, expect=True)
-        elif job.retryable:
-            await self.retry(job, error=error, expect=True)
-        else:
-            await self.finish(job, Status.ABORTED, error=error, expect=True)
+        await self.abort(job, error=error)
+        if job.worker_id:
+            return  # a live worker owns the run: it cancels it and writes it back
+        with contextlib.suppress(TimeoutError, RuntimeError):
+            await job.refresh(abort_wait)
+        if job.status == Status.ABORTED and job.retryable:
+            await self.retry(job, error=error, expect="aborted")
+        elif job.status in (Status.ACTIVE, Status.ABORTING):
+            if job.retryable:
+                await self.retry(job, error=error, expect=True)
+            else:
+                await self.finish(job, Status.ABORTED, error=error, expect=True)
 
     # -- notifications ---------------------------------------------------------------
 

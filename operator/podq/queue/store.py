@@ -50,6 +50,7 @@ class Scripts:
         self.write: AsyncScript = redis.register_script(load_script("write.lua"))
         self.abort: AsyncScript = redis.register_script(load_script("abort.lua"))
         self.sweep: AsyncScript = redis.register_script(load_script("sweep.lua"))
+        self.liveness: AsyncScript = redis.register_script(load_script("liveness.lua"))
 
 
 def encode(name: str, value: t.Any) -> t.Any:

@@ -2,7 +2,7 @@
 -- active one becomes aborting (its worker cancels it). The abort marker lives in the
 -- queue's own key space (fix 4).
 -- KEYS: 1 job hash, 2 queued zset, 3 scheduled zset, 4 abort marker, 5 stats
--- ARGV: 1 key, 2 changes channel, 3 wake channel, 4 error, 5 marker ttl (ms), 6 now (ms)
+-- ARGV: 1 key, 2 changes channel, 3 wake channel, 4 error, 5 marker ttl (ms)
 local f = redis.call('HMGET', KEYS[1], 'status', 'ttl')
 local st = f[1]
 if not st then return false end
@@ -10,7 +10,9 @@ if tonumber(ARGV[5]) > 0 then redis.call('SET', KEYS[4], ARGV[4], 'PX', ARGV[5])
 if st == 'queued' or st == 'new' then
   redis.call('ZREM', KEYS[2], ARGV[1])
   redis.call('ZREM', KEYS[3], ARGV[1])
-  redis.call('HSET', KEYS[1], 'status', 'aborted', 'error', ARGV[4], 'completed', ARGV[6])
+  local clock = redis.call('TIME')  -- one clock for every host
+  redis.call('HSET', KEYS[1], 'status', 'aborted', 'error', ARGV[4], 'completed',
+    string.format('%.0f', clock[1] * 1000 + math.floor(clock[2] / 1000)))
   local ttl = tonumber(f[2] or '600')
   if ttl < 0 then
     redis.call('DEL', KEYS[1])

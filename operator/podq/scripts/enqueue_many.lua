@@ -1,11 +1,13 @@
--- Enqueue many jobs in one call: the rules of enqueue.lua for each.
+-- Enqueue many jobs in one call: the rules of enqueue.lua for each (Redis TIME decides
+-- what is due now; a job found queued by this same request counts as enqueued: resent).
 -- KEYS: 1 queued zset, 2 scheduled zset, 3 seq counter, 4 stats
--- ARGV: 1 changes channel, 2 now (epoch s), 3 job hash prefix, 4 abort marker prefix,
+-- ARGV: 1 changes channel, 2 request id, 3 job hash prefix, 4 abort marker prefix,
 --       5 wake channel, then per job: key, scheduled (epoch s), priority, N, then N values:
 --       the job hash as field/value pairs (podq.queue.store.job_hash)
 -- Returns a string with one '1' (enqueued) or '0' (duplicate) per job.
 local out = {}
-local now = tonumber(ARGV[2])
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) + tonumber(clock[2]) / 1e6
 local job_prefix = ARGV[3]
 local abort_prefix = ARGV[4]
 local enqueued = 0
@@ -19,9 +21,13 @@ while i <= #ARGV do
   local ok = '0'
   if redis.call('EXISTS', abort_prefix .. key) == 0 then
     local st = redis.call('HGET', jk, 'status')
-    if st ~= 'queued' and st ~= 'active' and st ~= 'aborting' then
+    local request = ARGV[2] .. '.' .. first
+    if st == 'queued' and redis.call('HGET', jk, 'enqueue_id') == request then
+      ok = '1'
+    elseif st ~= 'queued' and st ~= 'active' and st ~= 'aborting' then
       if st then redis.call('DEL', jk) end
       redis.call('HSET', jk, unpack(ARGV, first, last))
+      redis.call('HSET', jk, 'enqueue_id', request)
       if tonumber(sch) > now then
         redis.call('ZADD', KEYS[2], sch, key)
       else

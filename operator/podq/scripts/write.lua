@@ -1,20 +1,37 @@
--- Write a job back: finish, retry or update, in one atomic step.
+-- Write a job back: finish, retry, requeue (a disruption: retry counted apart) or
+-- update, in one atomic step.
+-- Guarded writes (workers, sweeps) present the attempt id that take.lua gave the run:
+-- they land only while the job is still that attempt, in an expected status, so a
+-- stale run never writes over a newer attempt, and a resent call (client retry after
+-- a lost reply) finds the job moved on and writes nothing. A guarded finish or retry of
+-- a job Redis lost (FLUSHALL, restart empty) writes it back: the run's copy is the only.
+-- touched and completed come from Redis TIME: one clock for every host.
 -- KEYS: 1 job hash, 2 queued zset, 3 scheduled zset, 4 active zset, 5 seq counter, 6 stats
--- ARGV: 1 key, 2 changes channel, 3 wake channel, 4 mode (finish|retry|update), 5 status,
---       6 ttl, 7 ready at (epoch s, retry), 8 now (epoch s), 9 expected attempts ('' = any),
---       10 expected worker id, 11 priority, 12.. field/value pairs to set in the job hash
---       (finish/retry: the whole hash, podq.queue.store.job_hash; update: those changed)
-if ARGV[9] ~= '' then
-  local f = redis.call('HMGET', KEYS[1], 'status', 'attempts', 'worker_id')
-  if (f[1] ~= 'active' and f[1] ~= 'aborting') or f[2] ~= ARGV[9] or f[3] ~= ARGV[10] then
+-- ARGV: 1 key, 2 changes channel, 3 wake channel, 4 mode (finish|retry|requeue|update),
+--       5 status, 6 ttl, 7 retry delay (s), 8 the job's own schedule (epoch s),
+--       9 the attempt id, 10 expected statuses (comma-separated; '' = unguarded),
+--       11 priority, 12.. field/value pairs to set in the job hash
+--       (finish/retry/requeue: the whole hash, podq.queue.store.job_hash; update: those
+--       changed)
+local mode = ARGV[4]
+if ARGV[10] ~= '' then
+  local f = redis.call('HMGET', KEYS[1], 'status', 'attempt_id')
+  if f[1] then
+    if (f[2] or '') ~= ARGV[9] or not string.find(',' .. ARGV[10] .. ',', ',' .. f[1] .. ',', 1, true) then
+      return 0
+    end
+  elseif mode == 'update' then
     return 0
   end
 end
-local mode = ARGV[4]
+local clock = redis.call('TIME')
+local now_s = tonumber(clock[1]) + tonumber(clock[2]) / 1e6
+local now_ms = string.format('%.0f', math.floor(now_s * 1000))
 local status = ARGV[5]
 if mode == 'update' then
   if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
   redis.call('HSET', KEYS[1], unpack(ARGV, 12))
+  redis.call('HSET', KEYS[1], 'touched', now_ms)
   status = redis.call('HGET', KEYS[1], 'status')
   redis.call('PUBLISH', ARGV[2], status .. ':' .. ARGV[1])
   return 1
@@ -28,6 +45,9 @@ if mode == 'finish' and ttl < 0 then
   redis.call('DEL', KEYS[1])
 else
   redis.call('HSET', KEYS[1], unpack(ARGV, 12))
+  local completed = '0'
+  if mode == 'finish' then completed = now_ms end
+  redis.call('HSET', KEYS[1], 'touched', now_ms, 'completed', completed)
   if mode == 'finish' and ttl > 0 then
     redis.call('EXPIRE', KEYS[1], ttl)
   else
@@ -37,13 +57,14 @@ end
 if mode == 'finish' then
   redis.call('HINCRBY', KEYS[6], status, 1)
 else
-  if tonumber(ARGV[7]) > tonumber(ARGV[8]) then
-    redis.call('ZADD', KEYS[3], ARGV[7], ARGV[1])
+  local ready = math.max(tonumber(ARGV[8]), now_s + tonumber(ARGV[7]))
+  if ready > now_s then
+    redis.call('ZADD', KEYS[3], ready, ARGV[1])
   else
     local seq = redis.call('INCR', KEYS[5])
     redis.call('ZADD', KEYS[2], string.format('%.0f', tonumber(ARGV[11]) * 1e12 + seq), ARGV[1])
   end
-  redis.call('HINCRBY', KEYS[6], 'retried', 1)
+  redis.call('HINCRBY', KEYS[6], mode == 'requeue' and 'disrupted' or 'retried', 1)
   redis.call('PUBLISH', ARGV[3], status .. ':' .. ARGV[1])
 end
 redis.call('PUBLISH', ARGV[2], status .. ':' .. ARGV[1])
