@@ -235,8 +235,11 @@ async def test_stop_puts_back_the_job_of_a_process_task(
         return out
 
     on_saq, on_podq = await both(queues, scenario)
-    assert on_saq == on_podq == {"while running": "active", "after stop": ("queued", 1, 0, 0),
-                                 "error": "cancelled", "queued": 1}
+    assert on_saq == {"while running": "active", "after stop": ("queued", 1, 0, 0),
+                      "error": "cancelled", "queued": 1}
+    # deliberate difference (issue 9): a job put back because its worker stopped did not
+    # use up an attempt on podq (it counts a disruption instead); SAQ counts one
+    assert on_podq == {**on_saq, "after stop": ("queued", 0, 0, 0)}
 
 
 async def test_queue_schedule_returns_the_ids_it_moved(
