@@ -600,7 +600,11 @@ class Worker:
         aborted, or whose attempt is no longer current; returns their tasks."""
         runs = [
             run for run in self._runs.values()
-            if run.executing and (run.job.duration("running") or 0) >= abort_threshold * 1000
+            if run.executing and (
+                # judged on this host's clock only when asked to (SAQ's abort(threshold))
+                abort_threshold <= 0
+                or (run.job.duration("running") or 0) >= abort_threshold * 1000
+            )
         ]
         if not runs:
             return []
@@ -721,7 +725,9 @@ class Worker:
         # so live workers are not taken for dead ones
         if time.monotonic() - self._redis_error_at < self.liveness_ttl + self.timers["worker_info"]:
             return
-        swept = await self.queue.sweep(lock=max(self.timers["sweep"] - 0.1, 0.1))
+        swept = await self.queue.sweep(
+            lock=max(self.timers["sweep"] - 0.1, 0.1), max_disruptions=self.max_disruptions
+        )
         if swept:
             logger.info("Swept %d jobs", len(swept))
 

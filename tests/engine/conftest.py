@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import subprocess
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 from engine_helpers import Workers
@@ -23,3 +25,16 @@ async def workers() -> AsyncIterator[Workers]:
     w = Workers()
     yield w
     await w.stop_all()
+
+
+@pytest.fixture
+def spawn(redis_url: str) -> Iterator[list[subprocess.Popen[str]]]:
+    """`podq worker` processes started in a test (engine_helpers.start_worker_process);
+    killed at teardown."""
+    procs: list[subprocess.Popen[str]] = []
+    yield procs
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+        p.wait(10)
+        Path(p.log_path).unlink(missing_ok=True)  # type: ignore[attr-defined]

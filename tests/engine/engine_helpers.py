@@ -1,13 +1,24 @@
-"""Helpers of the engine tests: fast worker timers, in-process workers, waiting."""
+"""Helpers of the engine tests: fast worker timers, in-process workers, `podq worker`
+processes, waiting."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from podq import Queue, Worker
+
+HERE = Path(__file__).resolve().parent
+PODQ = [str(Path(sys.executable).parent / "podq")]
+if not Path(PODQ[0]).exists():
+    PODQ = [sys.executable, "-m", "podq.cli"]
 
 FAST_TIMERS = {"schedule": 0.5, "worker_info": 0.2, "sweep": 0.3, "abort": 0.2}
 
@@ -47,3 +58,24 @@ async def wait_for(
         if time.monotonic() > end:
             raise AssertionError(f"condition not met within {deadline_s}s")
         await asyncio.sleep(step)
+
+
+def start_worker_process(
+    procs: list, redis_url: str, *extra: str, settings: str, env: dict[str, str] | None = None
+) -> subprocess.Popen[str]:
+    """A `podq worker SETTINGS` process (run in tests/engine), added to procs; its output
+    goes to a file (a full pipe would block it)."""
+    log = tempfile.NamedTemporaryFile("w+", prefix="podq-worker-", suffix=".log", delete=False)
+    proc = subprocess.Popen(
+        [*PODQ, "worker", settings, "--redis-url", redis_url, *extra],
+        cwd=HERE, stdout=log, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, **(env or {})},
+    )
+    proc.log_path = log.name  # type: ignore[attr-defined]
+    log.close()
+    procs.append(proc)
+    return proc
+
+
+def output(proc: subprocess.Popen[str]) -> str:
+    return Path(proc.log_path).read_text()  # type: ignore[attr-defined]

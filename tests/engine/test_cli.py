@@ -8,23 +8,16 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import types
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from engine_helpers import Workers, wait_for
+from engine_helpers import HERE, PODQ, Workers, output, start_worker_process, wait_for
 
 from podq import Queue, Status
 from podq.cli import main as cli_main
 from podq.testing import free_port
 
-HERE = Path(__file__).resolve().parent
-PODQ = [str(Path(sys.executable).parent / "podq")]
-if not Path(PODQ[0]).exists():
-    PODQ = [sys.executable, "-m", "podq.cli"]
 SETTINGS = "podq_test_settings.settings"
 
 
@@ -35,32 +28,8 @@ def podq(*args: str, timeout: float = 20) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.fixture
-def spawn(redis_url: str) -> Iterator[list[subprocess.Popen[str]]]:
-    procs: list[subprocess.Popen[str]] = []
-    yield procs
-    for p in procs:
-        if p.poll() is None:
-            p.kill()
-        p.wait(10)
-        Path(p.log_path).unlink(missing_ok=True)
-
-
 def start_worker(procs: list, redis_url: str, *extra: str) -> subprocess.Popen[str]:
-    """A `podq worker` process; its output goes to a file (a full pipe would block it)."""
-    log = tempfile.NamedTemporaryFile("w+", prefix="podq-worker-", suffix=".log", delete=False)
-    proc = subprocess.Popen(
-        [*PODQ, "worker", SETTINGS, "--redis-url", redis_url, *extra],
-        cwd=HERE, stdout=log, stderr=subprocess.STDOUT, text=True,
-    )
-    proc.log_path = log.name  # type: ignore[attr-defined]
-    log.close()
-    procs.append(proc)
-    return proc
-
-
-def output(proc: subprocess.Popen[str]) -> str:
-    return Path(proc.log_path).read_text()  # type: ignore[attr-defined]
+    return start_worker_process(procs, redis_url, *extra, settings=SETTINGS)
 
 
 async def exit_code(proc: subprocess.Popen[str], within_s: float = 15) -> int:

@@ -579,10 +579,11 @@ class RedisQueue(Queue):
         return float(first[0][1]) if first else None
 
     async def stats(self) -> dict[str, int]:
-        """Lifetime counters of this queue (enqueued, complete, failed, aborted, retried)
-        plus the current counts."""
+        """Lifetime counters of this queue (enqueued, complete, failed, aborted, retried,
+        disrupted) plus the current counts."""
         raw = await self.redis.hgetall(self.keys.stats)
-        out = {k: 0 for k in ("enqueued", "complete", "failed", "aborted", "retried")}
+        out = {k: 0 for k in ("enqueued", "complete", "failed", "aborted", "retried",
+                              "disrupted")}
         out.update({text(k): int(v) for k, v in raw.items()})
         counts = await self.counts()
         out.update(queued=counts.queued, scheduled=counts.later, active=counts.active)

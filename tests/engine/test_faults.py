@@ -1,0 +1,363 @@
+"""Engine faults on a real redis-server: workers killed, Redis flushed, replies lost,
+stale runs, sync functions cancelled, clocks skewed. Each test breaks something and
+asserts nothing was lost, nothing ran twice and nothing failed that should not have.
+
+docs/reliability.md lists the guarantee each test proves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+
+import pytest
+from engine_helpers import Workers, output, start_worker_process, wait_for
+from fault_settings import RUNS
+
+from podq import Job, Queue, Status, Worker
+from podq.testing import free_port
+
+FAULTS = "fault_settings.settings"
+
+
+async def runs(queue: Queue) -> Counter[str]:
+    """How many times each job key ran, from the fault_settings functions' record."""
+    return Counter(r.decode().split(":")[1] for r in await queue.redis.lrange(RUNS, 0, -1))
+
+
+# -- disruption is not failure ---------------------------------------------------------
+
+
+async def test_a_job_that_kills_its_worker_every_time_ends_failed_worker_lost(
+    redis_url: str, spawn: list
+) -> None:
+    queue = Queue.from_url(redis_url)
+    try:
+        job = await queue.enqueue("kills_its_worker", retries=1, timeout=0)
+        # each worker dies running it; the next one's sweep finds the job orphaned and
+        # puts it back without using up its attempt, until max_disruptions (3) is reached
+        deadline = time.monotonic() + 60
+        while (await queue.job(job.key)).status not in (Status.FAILED, Status.COMPLETE):
+            assert len(spawn) <= 5 and time.monotonic() < deadline, [output(p) for p in spawn]
+            if not spawn or spawn[-1].poll() is not None:
+                start_worker_process(spawn, redis_url, settings=FAULTS)
+            await asyncio.sleep(0.05)
+        await job.refresh()
+        assert job.status is Status.FAILED and job.error.startswith("WorkerLost:")
+        assert job.disruptions == 3 and job.attempts == 1  # each run was attempt 1
+        assert "lost (its liveness record expired)" in job.last_disruption
+        assert (await runs(queue))[job.key] == 3  # it ran once per disruption, no more
+        assert spawn[-1].poll() is None  # the worker that failed it is alive and well
+    finally:
+        await queue.disconnect()
+
+
+# -- Redis lost its data ---------------------------------------------------------------
+
+
+async def test_flushall_while_workers_run_sweeps_nothing_and_runs_nothing_twice(
+    queue: Queue, workers: Workers
+) -> None:
+    ran: Counter[str] = Counter()
+
+    async def work(ctx: dict, seconds: float) -> str:
+        ran[ctx["job"].key] += 1
+        await asyncio.sleep(seconds)
+        return "done"
+
+    # liveness is written every 2 s: after the flush, live workers have no record for
+    # up to 2 s while their sweeps (every 0.3 s) look at the jobs they take meanwhile
+    timers = {"schedule": 0.5, "worker_info": 2, "sweep": 0.3, "abort": 0.2}
+    for _ in range(2):
+        await workers.start(queue, [("work", work)], concurrency=4, timers=timers)
+    before = await queue.enqueue_many(
+        [Job("work", key=f"before-{i}", kwargs={"seconds": 0.8}, retries=1) for i in range(12)]
+    )
+    await wait_for(lambda: queue.count("active"), 5)
+    await queue.redis.flushall()
+    started_before_flush = set(ran)
+    after = await queue.enqueue_many(
+        [Job("work", key=f"after-{i}", kwargs={"seconds": 0.5}, retries=1) for i in range(16)]
+    )
+    for job in after:
+        await job.refresh(until_complete=30)
+        assert job.status is Status.COMPLETE and job.attempts == 1 and job.disruptions == 0
+    assert all(ran[job.key] == 1 for job in after)  # taken after the flush: never swept
+    for job in before:
+        stored = await queue.job(job.key)
+        if job.key in started_before_flush:
+            # running when Redis lost it: its run wrote it back, complete, once
+            await wait_for(lambda key=job.key: queue.job(key), 10)
+            stored = await queue.job(job.key)
+            assert stored.status is Status.COMPLETE and ran[job.key] == 1
+        elif stored is None:
+            assert ran[job.key] == 0  # queued when Redis lost it: gone, never run
+    assert max(ran.values()) == 1  # nothing ran twice
+    assert (await queue.stats())["disrupted"] == 0  # nothing was taken for lost
+
+
+# -- per-attempt tokens ----------------------------------------------------------------
+
+
+async def test_a_stale_run_cannot_write_a_newer_attempt_of_the_same_worker(
+    queue: Queue,
+) -> None:
+    await queue.enqueue("f", key="k", timeout=0)
+    [stale], _ = await queue.take(1, "w")  # lease 0 and no liveness record: orphaned
+    assert await wait_for(lambda: queue.sweep(lock=0.01), 2) == [queue.job_id("k")]
+    [current], _ = await queue.take(1, "w")
+    # same worker id, same attempt count (the disruption did not use one up): only the
+    # attempt id tells the runs apart
+    assert (stale.worker_id, stale.attempts) == (current.worker_id, current.attempts)
+    assert stale.attempt_id != current.attempt_id
+    await stale.update(progress=0.9)
+    assert not await queue.finish(stale, Status.COMPLETE, result="stale", expect=True)
+    assert not await queue.retry(stale, "stale", expect=True)
+    stored = await queue.job("k")
+    assert stored.status is Status.ACTIVE and stored.progress == 0.0
+    assert stored.attempt_id == current.attempt_id
+    assert await queue.finish(current, Status.COMPLETE, result="current", expect=True)
+    assert (await queue.job("k")).result == "current"
+
+
+async def test_the_same_key_taken_again_while_a_stale_run_ends_loses_no_slot(
+    queue: Queue, workers: Workers
+) -> None:
+    release = asyncio.Event()
+    seen: list[str] = []
+
+    async def hold(ctx: dict) -> str:
+        seen.append(ctx["job"].attempt_id)
+        await release.wait()
+        return ctx["job"].attempt_id
+
+    worker = await workers.start(queue, [("hold", hold)], concurrency=2)
+    job = await queue.enqueue("hold", key="k", timeout=0)
+    await wait_for(lambda: len(seen) == 1, 5)
+    first = await queue.job("k")
+    # its run is taken for lost (as a sweep would after a partition): put back, and the
+    # same worker takes it again while the first run still holds a slot
+    assert await queue.disrupt(first, "test: taken for lost", "swept") is Status.QUEUED
+    await wait_for(lambda: len(seen) == 2, 5)
+    assert seen[0] != seen[1]
+    await wait_for(lambda: worker._executing == 1, 5)  # the stale run was cancelled
+    release.set()
+    await job.refresh(until_complete=5)
+    assert job.status is Status.COMPLETE and job.result == seen[1]
+    await wait_for(lambda: worker._executing == 0 and not worker._runs, 5)
+    # both slots are free again: two jobs run at once
+    release.clear()
+    seen.clear()
+    await queue.enqueue_many([Job("hold", key=k, timeout=0) for k in ("a", "b")])
+    await wait_for(lambda: len(seen) == 2, 5)
+    release.set()
+
+
+# -- scripts safe under client retries -------------------------------------------------
+
+
+class ReplyDroppingProxy:
+    """A TCP proxy to Redis that, once armed with some bytes, forwards the next command
+    containing them and then drops the connection instead of passing the reply on."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.listen_port = free_port()
+        self.marker: bytes | None = None
+        self.dropped = 0
+        self.server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> ReplyDroppingProxy:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", self.listen_port)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.listen_port}/0"
+
+    async def _serve(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        redis_r, redis_w = await asyncio.open_connection("127.0.0.1", self.port)
+        drop = asyncio.Event()
+
+        async def upstream() -> None:
+            while data := await client_r.read(65536):
+                if self.marker is not None and self.marker in data:
+                    self.marker = None
+                    drop.set()
+                redis_w.write(data)
+                await redis_w.drain()
+
+        async def downstream() -> None:
+            while data := await redis_r.read(65536):
+                if drop.is_set():  # the reply to the marked command: lost
+                    self.dropped += 1
+                    return
+                client_w.write(data)
+                await client_w.drain()
+
+        tasks = [asyncio.create_task(upstream()), asyncio.create_task(downstream())]
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in tasks:
+            task.cancel()
+        for writer in (client_w, redis_w):
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+
+@pytest.fixture
+async def proxy(redis_server: object) -> AsyncIterator[ReplyDroppingProxy]:
+    async with ReplyDroppingProxy(redis_server.port) as p:  # type: ignore[attr-defined]
+        yield p
+
+
+async def test_a_take_resent_after_a_lost_reply_hands_out_the_same_jobs(
+    redis_url: str, proxy: ReplyDroppingProxy
+) -> None:
+    queue = Queue.from_url(proxy.url, name="lossy")  # redis-py resends on a dropped link
+    try:
+        await queue.enqueue_many([Job("f", key=f"j{i}") for i in range(6)])
+        proxy.marker = queue._scripts.take.sha.encode()
+        jobs, _ = await queue.take(2, "w")
+        assert proxy.dropped == 1  # the first reply was lost, the client sent it again
+        assert len(jobs) == 2 and await queue.count("active") == 2  # none taken for nobody
+        # a worker whose resends all failed sends the same request again later: same jobs
+        again, _ = await queue.take(2, "w", request="r")
+        assert await queue.take(2, "w", request="r") == (again, None)
+        assert await queue.count("active") == 4
+        # an enqueue resent after a lost reply reports the job enqueued (once)
+        proxy.marker = queue._scripts.enqueue.sha.encode()
+        assert await queue.enqueue("f", key="resent") is not None
+        assert proxy.dropped == 2 and (await queue.stats())["enqueued"] == 7
+    finally:
+        await queue.disconnect()
+
+
+# -- sync functions: no write-back while the thread runs -------------------------------
+
+
+class Gates:
+    """A sync function that blocks its thread until the test opens its run's gate, and
+    notes (epoch ms) when each run's thread ended."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.gates: dict[str, threading.Event] = {}
+        self.ended_ms: dict[str, int] = {}
+
+    def gate(self, run: str) -> threading.Event:
+        with self.lock:
+            return self.gates.setdefault(run, threading.Event())
+
+    def blocks(self, ctx: dict) -> str:
+        run = f"{ctx['job'].key}:{ctx['job'].attempts}"
+        self.gate(run).wait(30)
+        self.ended_ms[run] = int(time.time() * 1000)
+        return "side effect done"
+
+
+async def _started(worker: Worker, queue: Queue, key: str) -> Job:
+    await wait_for(lambda: any(r.job.key == key for r in worker._runs.values()), 5)
+    return await queue.job(key)
+
+
+async def test_an_aborted_sync_function_is_aborted_once_its_thread_ended(
+    queue: Queue, workers: Workers
+) -> None:
+    gates = Gates()
+    worker = await workers.start(queue, [("blocks", gates.blocks)])
+    job = await queue.enqueue("blocks", key="k", timeout=0)
+    await _started(worker, queue, "k")
+    await job.abort("user abort")
+    await wait_for(lambda: any(r.abort_error for r in worker._runs.values()), 5)
+    assert (await queue.job("k")).status is Status.ABORTING  # its thread still runs
+    gates.gate("k:1").set()
+    await job.refresh(until_complete=5)
+    # aborted, not complete, and only after the function's side effects were done
+    assert job.status is Status.ABORTED and job.error == "user abort"
+    assert job.completed >= gates.ended_ms["k:1"]
+
+
+async def test_a_timed_out_sync_function_is_retried_once_its_thread_ended(
+    queue: Queue, workers: Workers
+) -> None:
+    gates = Gates()
+    worker = await workers.start(queue, [("blocks", gates.blocks)])
+    job = await queue.enqueue("blocks", key="k", timeout=1, retries=2)
+    started = (await _started(worker, queue, "k")).started
+
+    async def past_timeout() -> bool:
+        seconds, micros = await queue.redis.time()
+        return seconds * 1000 + micros // 1000 - started > 1500
+
+    await wait_for(past_timeout, 5)
+    assert (await queue.job("k")).status is Status.ACTIVE  # its thread still runs
+    gates.gate("k:1").set()
+    gates.gate("k:2").set()
+    await job.refresh(until_complete=5)
+    assert job.status is Status.COMPLETE and job.attempts == 2
+    assert "k:1" in gates.ended_ms and "k:2" in gates.ended_ms
+    # the retry (attempt 2) started only after attempt 1's thread had ended
+    assert job.started >= gates.ended_ms["k:1"]
+
+
+async def test_a_drained_sync_function_is_put_back_once_its_thread_ended(
+    queue: Queue, workers: Workers
+) -> None:
+    gates = Gates()
+    worker = await workers.start(queue, [("blocks", gates.blocks)], shutdown_grace_period_s=0.1)
+    await queue.enqueue("blocks", key="k", timeout=0)
+    await _started(worker, queue, "k")
+    stopping = asyncio.create_task(worker.stop())
+    await wait_for(lambda: worker._draining, 5)
+    await wait_for(lambda: all(r.task.cancelling() for r in worker._runs.values()), 5)
+    assert (await queue.job("k")).status is Status.ACTIVE  # past its grace, thread runs
+    gates.gate("k:1").set()
+    await asyncio.wait_for(stopping, 10)
+    back = await queue.job("k")
+    assert back.status is Status.QUEUED and back.error == "cancelled"
+    assert back.attempts == 0 and back.disruptions == 1  # a disruption, not an attempt
+    assert back.touched >= gates.ended_ms["k:1"]
+
+
+# -- one clock -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("skew_s", [-3600, 3600])
+async def test_a_skewed_worker_clock_aborts_no_healthy_job(
+    redis_url: str, spawn: list, skew_s: int
+) -> None:
+    queue = Queue.from_url(redis_url)
+    try:
+        skewed = start_worker_process(
+            spawn, redis_url, settings=FAULTS, env={"PODQ_TEST_CLOCK_SKEW_S": str(skew_s)}
+        )
+        await wait_for(queue.workers, 10)  # listed: its record is indexed on Redis's clock
+
+        async def sweep_with_the_right_clock() -> None:
+            while True:
+                await queue.sweep(lock=0.2, abort=0.5)
+                await asyncio.sleep(0.3)
+
+        sweeping = asyncio.create_task(sweep_with_the_right_clock())
+        try:
+            timed = await queue.enqueue("runs_for", seconds=2.0, timeout=3)
+            beating = await queue.enqueue("beats", seconds=2.0, heartbeat=1, timeout=0)
+            for job in (timed, beating):
+                await job.refresh(until_complete=20)
+                assert job.status is Status.COMPLETE, (job.error, output(skewed))
+                assert job.attempts == 1 and job.disruptions == 0
+            assert (await runs(queue)) == Counter({timed.key: 1, beating.key: 1})
+        finally:
+            sweeping.cancel()
+            await asyncio.wait([sweeping])
+    finally:
+        await queue.disconnect()
