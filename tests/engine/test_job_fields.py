@@ -60,7 +60,8 @@ async def test_the_choice_survives_the_round_trip_through_redis(queue: Queue) ->
         assert stored is not None and stored.chose("timeout") is chosen
         assert queue.copy(stored).chose("timeout") is chosen
     raw = await queue.redis.hgetall(queue.job_id("a"))
-    assert {k.decode() for k in raw} == {"job", "tdef", *(f.name for f in STORED_FIELDS)}
+    assert {k.decode() for k in raw} == {"job", "tdef", "enqueue_id",
+                                         *(f.name for f in STORED_FIELDS)}
 
 
 def test_the_hash_encoding_covers_every_stored_field_once() -> None:
