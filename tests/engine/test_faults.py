@@ -361,3 +361,36 @@ async def test_a_skewed_worker_clock_aborts_no_healthy_job(
             await asyncio.wait([sweeping])
     finally:
         await queue.disconnect()
+
+
+async def test_liveness_records_that_expired_while_redis_was_down_are_not_deaths() -> None:
+    from podq.testing import RedisServer
+
+    server = RedisServer().start()
+    queue = Queue.from_url(server.url, name="restart")
+
+    async def sweep_now() -> list[str]:
+        await queue.redis.delete(queue.keys.sweep_lock)  # not held back by the last sweep
+        return await queue.sweep(lock=1)
+
+    try:
+        await queue.enqueue("f", key="k", timeout=0)
+        [job], _ = await queue.take(1, "w", lease=1.0)
+        await queue.write_worker_info("w", {"id": "w"}, ttl=1.0)
+        await queue.redis.save()
+        server.stop()
+        await asyncio.sleep(1.5)  # the outage: longer than the worker's liveness ttl
+        server.start()  # its data file back: the job, but the record expired meanwhile
+        assert not await queue.redis.exists(queue.worker_key("w"))
+        assert await sweep_now() == []  # Redis has not been up for a lease yet
+        await queue.write_worker_info("w", {"id": "w"}, ttl=30)  # the worker is back
+        assert await sweep_now() == []
+        assert await queue.finish(job, Status.COMPLETE, result="once", expect=True)
+        # had it not come back, its job would be recovered once Redis was up for a lease
+        await queue.enqueue("f", key="gone", timeout=0)
+        await queue.take(1, "never-back", lease=1.0)
+        assert await wait_for(sweep_now, 10) == [queue.job_id("gone")]
+        assert (await queue.job("gone")).disruptions == 1
+    finally:
+        await queue.disconnect()
+        server.close()

@@ -2,9 +2,11 @@
 -- its worker's liveness record has expired (fix 6), or it is stuck.
 -- One clock, Redis TIME, for every comparison: hosts' clocks may disagree.
 -- A job counts as orphaned only once its lease (the taking worker's liveness ttl) has
--- passed since it was taken: after Redis lost the liveness records (FLUSHALL, restart
--- empty) live workers write theirs again within that time. A job taken with no worker
--- id (plain Queue.dequeue) has no liveness record: only timeout and heartbeat apply.
+-- passed since it was taken, and since Redis started: after Redis lost the liveness
+-- records (FLUSHALL, restart empty) or they expired while it was down (restart from its
+-- data file), live workers write theirs again within that time. A job taken with no
+-- worker id (plain Queue.dequeue) has no liveness record: only timeout and heartbeat
+-- apply.
 -- Stuck rules apply to active jobs (an aborting one was already asked to stop), and to
 -- aborting ones without a worker to ask.
 -- KEYS: 1 active zset, 2 sweep lock
@@ -14,6 +16,7 @@ if redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[3]) == false then return {} 
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 local grace = tonumber(ARGV[4])
+local up_ms = 1000 * tonumber(string.match(redis.call('INFO', 'server'), 'uptime_in_seconds:(%d+)'))
 local out = {}
 local alive = {}
 for _, k in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
@@ -36,7 +39,8 @@ for _, k in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
       end
       if not live then
         ask = false
-        if now - started > tonumber(f[7] or '0') then reason = 'dead' end
+        local lease = tonumber(f[7] or '0')
+        if now - started > lease and up_ms >= lease then reason = 'dead' end
       end
     end
     local timeout = tonumber(f[5] or '0')
