@@ -62,6 +62,17 @@ def _add_redis(p: argparse.ArgumentParser) -> None:
     p.add_argument("--queue", default=None, help="queue name (default: default)")
 
 
+def _at_least_one(text: str) -> int:
+    """An argparse type: an integer of 1 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="podq", description="podq: async Python jobs on Redis")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -79,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
                         f"exits (default {BURST_DEQUEUE_TIMEOUT_S:g} when the settings give none)")
     w.add_argument("--shutdown-grace-period-s", type=float)
     w.add_argument("--timeout", type=int, help="default timeout (s) of jobs enqueued without one")
+    w.add_argument("--max-disruptions", type=_at_least_one,
+                   help="times a job may lose its worker (killed, shut down) before it ends "
+                        "Failed WorkerLost (default: 5); such runs use no attempt")
     w.add_argument("--metrics-port", type=int,
                    help="serve Prometheus metrics on this port (default: off)")
     w.add_argument("-v", "--verbose", action="count", default=0)
@@ -162,7 +176,7 @@ def load_worker_settings(args: argparse.Namespace) -> tuple[dict[str, t.Any], st
         raise CliError(f"settings 'queue' must be a podq.Queue or a Redis URL, not {queue!r}")
     settings.pop("queue_name", None)
     for opt in ("concurrency", "burst", "max_burst_jobs", "dequeue_timeout",
-                "shutdown_grace_period_s", "timeout", "metrics_port"):
+                "shutdown_grace_period_s", "timeout", "metrics_port", "max_disruptions"):
         value = getattr(args, opt, None)
         if value is not None:
             settings[opt] = value

@@ -56,5 +56,4 @@ settings: dict[str, Any] = {
     "concurrency": 2,
     "timers": FAST,
     "liveness_ttl": 1.0,
-    "max_disruptions": 3,
 }

@@ -98,6 +98,8 @@ def test_worker_bad_input(
     url = unreachable_url()
     r = podq("worker", SETTINGS, "--redis-url", url)
     assert r.returncode == 1 and f"cannot reach Redis at {url}" in r.stderr
+    r = podq("worker", SETTINGS, "--redis-url", redis_url, "--max-disruptions", "0")
+    assert r.returncode == 2 and "--max-disruptions: must be at least 1, got 0" in r.stderr
     monkeypatch.chdir(HERE)
     assert cli_main(["worker", "podq_test_settings.missing", "--redis-url", redis_url]) == 2
     assert "not found" in capsys.readouterr().err

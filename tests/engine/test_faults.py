@@ -44,7 +44,8 @@ async def test_a_job_that_kills_its_worker_every_time_ends_failed_worker_lost(
         while (await queue.job(job.key)).status not in (Status.FAILED, Status.COMPLETE):
             assert len(spawn) <= 5 and time.monotonic() < deadline, [output(p) for p in spawn]
             if not spawn or spawn[-1].poll() is not None:
-                start_worker_process(spawn, redis_url, settings=FAULTS)
+                start_worker_process(spawn, redis_url, "--max-disruptions", "3",
+                                     settings=FAULTS)
             await asyncio.sleep(0.05)
         await job.refresh()
         assert job.status is Status.FAILED and job.error.startswith("WorkerLost:")
