@@ -109,7 +109,8 @@ def test_default_values_render_operator_worker_rbac_and_crds(render) -> None:
     objs = render()
     kinds = sorted({o["kind"] for o in objs})
     assert kinds == ["ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition",
-                     "Deployment", "ServiceAccount"]
+                     "Deployment", "PodDisruptionBudget", "Role", "RoleBinding",
+                     "ServiceAccount"]
     for o in objs:
         if o["kind"] not in ("ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition"):
             assert o["metadata"]["namespace"] == "podq-system", o["metadata"]
@@ -117,14 +118,23 @@ def test_default_values_render_operator_worker_rbac_and_crds(render) -> None:
         assert o["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "Helm"
 
     operator = one(objs, "Deployment", "podq-operator")
-    assert operator["spec"]["replicas"] == 1
-    assert operator["spec"]["strategy"] == {"type": "Recreate"}
+    # two replicas, one acting: the Lease holder; a new pod stands by until the old
+    # one releases the lease, so a rolling update never has two acting
+    assert operator["spec"]["replicas"] == 2
+    assert operator["spec"]["strategy"] == {
+        "type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
+    (pdb,) = by_kind(objs, "PodDisruptionBudget")
+    assert pdb["spec"]["maxUnavailable"] == 1
+    assert pdb["spec"]["selector"]["matchLabels"] == operator["spec"]["selector"]["matchLabels"]
     pod = operator["spec"]["template"]["spec"]
     assert pod["serviceAccountName"] == "podq-operator"
     (container,) = pod["containers"]
     assert container["image"] == "ghcr.io/podq/operator:0.1.0"
-    assert container["args"] == ["--all-namespaces", "--log-format=json",
-                                 "--liveness=http://0.0.0.0:8080/healthz"]
+    assert container["args"] == [
+        "--all-namespaces", "--log-format=json", "--liveness=http://0.0.0.0:8080/healthz",
+        "--leader-elect", "--leader-election-name=podq-operator",
+        "--leader-election-namespace=podq-system", "--lease-duration=8", "--renew-deadline=6",
+        "--retry-period=1"]
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "healthz"}
     assert {"name": "healthz", "containerPort": 8080, "protocol": "TCP"} in container["ports"]
     assert container["resources"]["requests"] and container["resources"]["limits"]["memory"]
@@ -225,8 +235,37 @@ def assert_operator_needs(rules: list[dict[str, Any]]) -> None:
     assert grants(rules, "keda.sh", "scaledobjects", "list")
 
 
-def test_rbac_cluster_mode(render) -> None:
+LEADER_ELECTION_ROLE = "podq-operator-leader-election"
+
+
+def without_leader_election(objs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [o for o in objs if o["metadata"]["name"] != LEADER_ELECTION_ROLE]
+
+
+def test_leader_election_role_grants_the_lease_only(render) -> None:
     objs = render()
+    role = one(objs, "Role", LEADER_ELECTION_ROLE)
+    assert role["metadata"]["namespace"] == "podq-system"
+    assert role["rules"] == [
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+         "resourceNames": ["podq-operator"], "verbs": ["get", "update"]}]
+    binding = one(objs, "RoleBinding", LEADER_ELECTION_ROLE)
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "podq-operator", "namespace": "podq-system"}]
+
+
+def test_without_leader_election_one_replica_recreated(render) -> None:
+    objs = render({"operator": {"replicas": 1, "leaderElection": {"enabled": False}}})
+    operator = one(objs, "Deployment", "podq-operator")
+    assert operator["spec"]["replicas"] == 1
+    assert operator["spec"]["strategy"] == {"type": "Recreate"}
+    assert "--leader-elect" not in operator["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert not [o for o in by_kind(objs, "Role") if o["metadata"]["name"] == LEADER_ELECTION_ROLE]
+
+
+def test_rbac_cluster_mode(render) -> None:
+    objs = without_leader_election(render())
     assert not by_kind(objs, "Role") and not by_kind(objs, "RoleBinding")
     rules = rules_of(objs, "ClusterRole")
     assert_operator_needs(rules)
@@ -249,6 +288,7 @@ def test_rbac_namespaced_mode_uses_roles_in_listed_namespaces_only(render) -> No
     assert "--namespace=team-a" in args and "--namespace=team-b" in args
     assert "--all-namespaces" not in args
 
+    objs = without_leader_election(objs)
     roles = by_kind(objs, "Role")
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
     bindings = by_kind(objs, "RoleBinding")
@@ -439,6 +479,10 @@ def test_embedded_redis_without_auth(render) -> None:
     ({"workers": {"settings": ""}}, "needs settings"),
     ({"workers": {"pools": [{"name": "a"}, {"name": "a"}]}}, "two pools named"),
     ({"metrics": {"serviceMonitor": {"enabled": True}}}, "needs metrics.enabled"),
+    ({"operator": {"leaderElection": {"enabled": False}}},
+     "operator.replicas > 1 needs operator.leaderElection.enabled"),
+    ({"operator": {"leaderElection": {"renewDeadlineSeconds": 9}}},
+     "retryPeriodSeconds < renewDeadlineSeconds < leaseDurationSeconds"),
 ])
 def test_bad_combinations_fail_with_a_clear_message(render_error, values, message) -> None:
     assert message in render_error(values)

@@ -353,7 +353,7 @@ def test_helm_install_creates_everything_and_prints_next_steps(
     worker = plane.kubectl_json("get", "deployment", "podq-worker", "-n", RELEASE_NS)
     assert worker["metadata"]["labels"]["podq.dev/queue"] == "default"
     operator = plane.kubectl_json("get", "deployment", "podq-operator", "-n", RELEASE_NS)
-    assert operator["spec"]["strategy"]["type"] == "Recreate"
+    assert operator["spec"]["strategy"]["type"] == "RollingUpdate"  # leader election
     # `kubectl get podq` lists both kinds (the category of the CRDs), once discovery has them
     wait_for("the podq category in discovery", lambda: plane.kubectl(
         "get", "podq", "-A", check=False).returncode == 0, 30)
@@ -387,6 +387,9 @@ def test_operator_under_the_chart_service_account_runs_jobs_and_is_not_over_priv
     yes("patch", "pods", "-n", apps)
     yes("create", "events", "-n", apps)
     yes("watch", "customresourcedefinitions.apiextensions.k8s.io")
+    yes("update", "leases.coordination.k8s.io/podq-operator", "-n", RELEASE_NS)
+    no("update", "leases.coordination.k8s.io/kube-controller-manager", "-n", "kube-system")
+    no("update", "leases.coordination.k8s.io/other", "-n", RELEASE_NS)
     no("get", "secrets", "-n", "kube-system")
     no("list", "secrets", "-n", RELEASE_NS)
     no("list", "secrets", "--all-namespaces")

@@ -4,13 +4,24 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
+import socket
+import urllib.parse
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 import kopf
+from aiohttp import web
+from kubernetes_asyncio import client
 
-from podq.operator import handlers
+from podq.operator import handlers, kube
 from podq.operator.handlers import Options
+from podq.operator.leader import LeaderElector, LeaseSettings
+
+log = logging.getLogger("podq.operator")
 
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 
@@ -33,6 +44,24 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--liveness", metavar="URL",
                         help="serve a liveness probe, e.g. http://0.0.0.0:8080/healthz")
     parser.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
+    ha = parser.add_argument_group("high availability (several replicas)")
+    ha.add_argument("--leader-elect", action="store_true",
+                    help="act only while holding a coordination.k8s.io Lease; other replicas"
+                    " wait as standbys and take over when the leader stops renewing")
+    ha.add_argument("--leader-election-name", default="podq-operator", metavar="NAME",
+                    help="name of the Lease (default: %(default)s)")
+    ha.add_argument("--leader-election-namespace", metavar="NAMESPACE",
+                    help="namespace of the Lease (default: $POD_NAMESPACE, else the pod's own"
+                    " namespace, else the first --namespace, else default)")
+    ha.add_argument("--lease-duration", type=float, metavar="SECONDS",
+                    default=LeaseSettings.lease_duration_s,
+                    help="how long a standby waits after the lease last changed")
+    ha.add_argument("--renew-deadline", type=float, metavar="SECONDS",
+                    default=LeaseSettings.renew_deadline_s,
+                    help="the leader exits after failing to renew for this long")
+    ha.add_argument("--retry-period", type=float, metavar="SECONDS",
+                    default=LeaseSettings.retry_period_s,
+                    help="interval between renewals and between a standby's attempts")
     tuning = parser.add_argument_group("tuning (tests use small values)")
     tuning.add_argument("--reconcile-interval", type=float, metavar="SECONDS",
                         default=Options.reconcile_interval,
@@ -87,14 +116,89 @@ def main(argv: list[str]) -> int:
         scan_namespaces=clusterwide or any(set("*?[!") & set(ns) for ns in args.namespace),
     )
     assert handlers.startup  # the handlers register themselves with kopf on import
-    try:
-        asyncio.run(kopf.operator(
-            standalone=True,  # one replica (Deployment strategy Recreate); no peering
+
+    def run_operator() -> Awaitable[None]:
+        return kopf.operator(
+            standalone=True,  # no kopf peering: one replica acts (the Lease holder)
             clusterwide=clusterwide,
             namespaces=args.namespace,
             memo=kopf.Memo(options=options),
             liveness_endpoint=args.liveness,
-        ))
+        )
+
+    try:
+        if args.leader_elect:
+            try:
+                settings = LeaseSettings(
+                    name=args.leader_election_name,
+                    namespace=args.leader_election_namespace or lease_namespace(args.namespace),
+                    identity=f"{socket.gethostname()}-{uuid.uuid4().hex[:6]}",
+                    lease_duration_s=args.lease_duration, renew_deadline_s=args.renew_deadline,
+                    retry_period_s=args.retry_period)
+            except ValueError as invalid:
+                build_parser().error(f"{invalid} (--retry-period, --renew-deadline,"
+                                     " --lease-duration)")
+            asyncio.run(run_elected(settings, run_operator, args.liveness))
+        else:
+            asyncio.run(run_operator())
     except KeyboardInterrupt:
         pass
     return 0
+
+
+SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+
+
+def lease_namespace(watched: list[str]) -> str:
+    if os.environ.get("POD_NAMESPACE"):
+        return os.environ["POD_NAMESPACE"]
+    if SERVICE_ACCOUNT_NAMESPACE.exists():
+        return SERVICE_ACCOUNT_NAMESPACE.read_text().strip()
+    exact = [ns for ns in watched if not set("*?[!") & set(ns)]
+    return exact[0] if exact else "default"
+
+
+async def run_elected(settings: LeaseSettings, run_operator: Callable[[], Awaitable[None]],
+                      liveness: str | None) -> None:
+    """Wait as a standby (alive for the liveness probe), then run the operator while
+    holding the lease. Losing it ends the process at once, as controller-runtime does:
+    another replica may be acting from that moment; the pod restarts as a standby."""
+    clients = await kube.connect(pool_size=4)
+    elector = LeaderElector(client.CoordinationV1Api(clients.api), settings)
+    try:
+        async with standby_liveness(liveness):
+            await elector.acquire()
+        operator = asyncio.ensure_future(run_operator())
+        holding = asyncio.ensure_future(elector.hold())
+        await asyncio.wait({operator, holding}, return_when=asyncio.FIRST_COMPLETED)
+        if holding.done():
+            log.critical("leadership lost: exiting so that only the new leader acts")
+            logging.shutdown()
+            os._exit(1)
+        holding.cancel()
+        await operator
+    finally:
+        if elector.leading:
+            await elector.release()
+        await clients.close()
+
+
+@contextlib.asynccontextmanager
+async def standby_liveness(url: str | None) -> AsyncIterator[None]:
+    """Answer the liveness probe while waiting (kopf serves it once leading)."""
+    if not url:
+        yield
+        return
+    parsed = urllib.parse.urlsplit(url)
+
+    async def alive(_: web.Request) -> web.Response:
+        return web.json_response({"standby": True})
+    app = web.Application()
+    app.router.add_get(parsed.path or "/", alive)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, parsed.hostname, parsed.port).start()
+    try:
+        yield
+    finally:
+        await runner.cleanup()
