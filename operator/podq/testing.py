@@ -220,6 +220,16 @@ class ControlPlane:
                 f"`scripts/control-plane down` failed:\n{result.stderr}{result.stdout}"
             )
 
+    def restart_apiserver(self, down_for: float = 0.0) -> None:
+        """Stop the API server, keep it down `down_for` seconds, start it again (same port
+        and etcd) and wait until it is ready: a control-plane outage for fault tests."""
+        result = run_control_plane_script("restart-apiserver", "--down-for", str(down_for),
+                                          run_dir=self.run_dir, timeout=150)
+        if result.returncode != 0:
+            raise RuntimeError(
+                f"`scripts/control-plane restart-apiserver` failed:\n{result.stderr}{result.stdout}"
+            )
+
     def __enter__(self) -> ControlPlane:
         return self
 
