@@ -479,7 +479,10 @@ def test_namespaced_mode_sees_only_its_namespaces(
          "-f", values_file(tmp_path, values))
     try:
         roles = plane.kubectl_json("get", "roles", "-A", "-l", "app.kubernetes.io/instance=podq-ns")
-        assert sorted(r["metadata"]["namespace"] for r in roles["items"]) == [mine]
+        # plus the leader-election Role for the Lease in the release namespace
+        assert sorted((r["metadata"]["namespace"], r["metadata"]["name"])
+                      for r in roles["items"]) == sorted(
+            [(mine, "podq-ns-operator"), (ns_release, "podq-ns-operator-leader-election")])
         kubeconfig = sa_kubeconfig(plane, ns_release, "podq-ns-operator", tmp_path)
         assert can_i(plane, kubeconfig, "list", "jobs.podq.dev", "-n", mine)
         assert can_i(plane, kubeconfig, "patch", "deployments.apps", "--subresource=scale",
