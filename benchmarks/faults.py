@@ -395,9 +395,12 @@ class Run:
                 events.setdefault(key, []).append((float(stamp), event))
         return events
 
-    def cause(self, moment: float) -> str:
-        before = [name for stamp, name in self.report.faults if stamp <= moment]
-        return before[-1] if before else "no fault"
+    def cause(self, first_start: float, second_start: float) -> str:
+        """The faults between a job's first run and its second: one of them made the
+        second necessary."""
+        within = [name for stamp, name in self.report.faults
+                  if first_start <= stamp <= second_start]
+        return "+".join(within) or "no fault"
 
     async def count(self) -> None:
         report = self.report
@@ -425,9 +428,9 @@ class Run:
             else:
                 report.complete += 1
             if len(done) > 1:
-                second_start = [stamp for stamp, event in events
-                                if event == "start" and stamp > done[0]]
-                report.duplicates[name] = self.cause(second_start[0] if second_start
+                starts = [stamp for stamp, event in events if event == "start"]
+                second = [stamp for stamp in starts if stamp > done[0]]
+                report.duplicates[name] = self.cause(starts[0], second[0] if second
                                                      else done[1])
 
 

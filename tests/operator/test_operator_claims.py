@@ -5,7 +5,15 @@ from __future__ import annotations
 import time
 
 from podq import Queue, Status
-from podq.operator.jobs import STALE_CLAIM_S, claim_key, enqueue_jobs, release_claim
+from podq.operator.jobs import (
+    STALE_CLAIM_S,
+    UNBOUNDED_RUN_WAIT_S,
+    WRITE_BACK_MARGIN_S,
+    claim_key,
+    enqueue_jobs,
+    release_claim,
+    write_back_deadline,
+)
 from podq.operator.registry import JobRegistry
 
 
@@ -74,3 +82,16 @@ async def test_a_job_whose_record_expired_unread_is_enqueued_again_keeping_attem
         assert second[job.uid].action == "exists"
     finally:
         await queue.disconnect()
+
+
+def test_a_running_job_lost_by_redis_is_left_to_its_worker_until_its_timeout() -> None:
+    registry = JobRegistry()
+    running = resource(registry, "running", status={
+        "status": "active", "startedTime": "2026-01-01T00:00:00.000Z"})
+    running.spec["timeout"] = 60
+    started = 1767225600.0  # 2026-01-01T00:00:00Z
+    assert write_back_deadline(running) == started + 60 + WRITE_BACK_MARGIN_S
+    running.spec["timeout"] = 0  # no timeout: waited for, but not for ever
+    assert write_back_deadline(running) == started + UNBOUNDED_RUN_WAIT_S + WRITE_BACK_MARGIN_S
+    queued = resource(registry, "queued", status={"status": "queued"})
+    assert write_back_deadline(queued) is None  # never ran: enqueued again at once

@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass
 
 from podq import Job, Queue
-from podq.operator.jobspec import InvalidJobSpec, engine_fields
+from podq.operator.jobspec import InvalidJobSpec, engine_fields, rfc3339_to_epoch
 from podq.operator.registry import JobResource
 from podq.operator.status import TERMINAL
 
@@ -113,6 +113,26 @@ async def _claim(queue: Queue, resources: list[JobResource]) -> list[bool | str]
                     keys=[keys[i]], args=[text, f"{resources[i].uid} {now:.3f}", CLAIM_TTL_S]):
                 won[i] = TAKEN_OVER
     return won
+
+
+# A job Redis lost while it ran (FLUSHALL, a restart empty) is usually still running on
+# its worker, which writes it back when the run ends. Enqueued again at once, it would
+# run twice; so it is left to that write-back until the run's timeout, plus a margin, has
+# passed (at most UNBOUNDED_RUN_WAIT_S when the timeout is 0 or left to the worker).
+WRITE_BACK_MARGIN_S = 15.0
+UNBOUNDED_RUN_WAIT_S = 300.0
+
+
+def write_back_deadline(resource: JobResource) -> float | None:
+    """Epoch seconds until which the missing job of this resource is left to its
+    worker's write-back; None when it should be enqueued again now (it was not running
+    as far as the status shows)."""
+    status = resource.status
+    if status.get("status") not in ("active", "aborting") or not status.get("startedTime"):
+        return None
+    timeout = resource.spec.get("timeout")
+    run_s = min(timeout, UNBOUNDED_RUN_WAIT_S) if timeout else UNBOUNDED_RUN_WAIT_S
+    return rfc3339_to_epoch(status["startedTime"]) + run_s + WRITE_BACK_MARGIN_S
 
 
 async def release_claim(queue: Queue, key: str) -> None:

@@ -22,7 +22,7 @@ from typing import Any
 from kubernetes_asyncio import client
 
 from podq.operator.coalesce import Coalescer, TokenBucket
-from podq.operator.jobs import abort_job, enqueue_jobs, release_claim
+from podq.operator.jobs import abort_job, enqueue_jobs, release_claim, write_back_deadline
 from podq.operator.kube import (
     EventRecorder,
     add_job_finalizer,
@@ -106,6 +106,7 @@ class StatusMirror:
         self._slot_free = asyncio.Event()
         self.counts: Counter[str] = Counter()  # patches, recovered, deleted, ... (metrics)
         self._ttl_timers: dict[str, asyncio.TimerHandle] = {}
+        self._awaiting: set[str] = set()  # lost while running: waiting for the write-back
 
     # -- inputs -----------------------------------------------------------------------
 
@@ -191,7 +192,7 @@ class StatusMirror:
             queue = self.pool.get(queue_name)
             jobs = await queue.jobs([r.key for r in resources])
             missing = [r for r, job in zip(resources, jobs, strict=True)
-                       if self._needs_enqueue(r, job)]
+                       if self._needs_enqueue(r, job) and not self._awaits_write_back(r, job)]
             settling: set[str] = set()
             if missing:
                 self.counts.update(await self._enqueue(queue, missing))
@@ -268,6 +269,24 @@ class StatusMirror:
             log.info("%s/%s gone: %s %s", resource.namespace, resource.name,
                      outcome.action, outcome.message)
         await release_claim(self.pool.get(resource.queue), resource.key)
+
+    def _awaits_write_back(self, resource: JobResource, job: Any) -> bool:
+        """Redis lost a job that was running: leave it to its worker's write-back for a
+        while (see write_back_deadline), then look again."""
+        deadline = write_back_deadline(resource) if job is None else None
+        now = time.time()
+        if deadline is None or deadline <= now:
+            return False
+        if resource.uid not in self._awaiting:
+            self._awaiting.add(resource.uid)
+            log.info("job %s is missing from Redis while it ran; waiting up to %.0f s for its"
+                     " worker to write it back", resource.key, deadline - now)
+
+            def look_again(uid: str = resource.uid) -> None:
+                self._awaiting.discard(uid)
+                self.dirty.mark(uid)
+            asyncio.get_running_loop().call_later(deadline - now, look_again)
+        return True
 
     @staticmethod
     def _needs_enqueue(resource: JobResource, job: Any) -> bool:
