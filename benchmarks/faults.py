@@ -67,6 +67,7 @@ BENCHMARKS = Path(__file__).resolve().parent
 TERMINAL = {"complete", "failed", "aborted"}
 ALL_FAULTS = ("worker-sigkill", "leader-sigkill", "flushall", "redis-restart", "delete-20",
               "worker-sigterm", "apiserver-restart", "kill-storm", "redis-stopped-20s")
+DATA_LOSS = ("flushall", "redis-restart")  # faults in which Redis forgets jobs
 SHORT_FAULTS = ("worker-sigkill", "leader-sigkill", "flushall", "delete-20", "worker-sigterm")
 
 
@@ -396,11 +397,13 @@ class Run:
         return events
 
     def cause(self, first_start: float, second_start: float) -> str:
-        """The faults between a job's first run and its second: one of them made the
-        second necessary."""
+        """The faults between a job's first run and its second (from 1 s before the
+        first: a fault is marked as it begins, a restart takes effect a moment later).
+        Where Redis lost data among them, that is named alone: it explains the rerun."""
         within = [name for stamp, name in self.report.faults
-                  if first_start <= stamp <= second_start]
-        return "+".join(within) or "no fault"
+                  if first_start - 1.0 <= stamp <= second_start]
+        data_loss = [name for name in within if name in DATA_LOSS]
+        return "+".join(data_loss or within) or "no fault"
 
     async def count(self) -> None:
         report = self.report
