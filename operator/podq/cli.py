@@ -21,6 +21,7 @@ from podq.job import JOB_FIELDS
 from podq.jobstate import format_state, job_state
 from podq.metrics import MetricsPortError
 from podq.queue import Queue, keys, list_queues
+from podq.queue.pool import waiting_pool
 from podq.worker import Worker, import_settings
 
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
@@ -300,7 +301,8 @@ async def cmd_enqueue(args: argparse.Namespace) -> int:
 
 async def cmd_info(args: argparse.Namespace) -> int:
     url = redis_url(args)
-    client = aioredis.from_url(url)
+    # a waiting pool: the queues below use this client as it is (podq.queue.pool)
+    client = aioredis.Redis.from_pool(waiting_pool(url))
     try:
         try:
             await asyncio.wait_for(client.ping(), 5)

@@ -134,6 +134,7 @@ class Worker:
                              "the burst mode is enabled")
         self.queue = queue
         self.concurrency = concurrency
+        queue.fit_pool(concurrency)  # a connection per running job's write-back
         self.hostname = socket.gethostname()
         self.pid = os.getpid()
         self.id = id or f"{self.hostname}:{self.pid}:{uuid.uuid4().hex[:8]}"

@@ -78,6 +78,10 @@ class Queue(ABC):
     # -- what a store provides -------------------------------------------------------
 
     @abstractmethod
+    def fit_pool(self, concurrency: int) -> None:
+        """Size the connections for a Worker of this concurrency."""
+
+    @abstractmethod
     async def _enqueue(self, job: Job) -> bool:
         """Store the prepared job unless its key is pending; whether it was stored."""
 

@@ -14,12 +14,11 @@ import typing as t
 from urllib.parse import urlparse
 
 from redis import asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
 
 from podq.errors import InvalidUrlError
 from podq.job import STORED_FIELDS, TERMINAL_STATUSES, Job, Status
 from podq.queue import keys as redis_keys
+from podq.queue import pool as redis_pool
 from podq.queue.base import DEFAULT_MAX_DISRUPTIONS, WORKER_LOST, Queue
 from podq.queue.notify import Change, Notifier, Subscription, WakeSubscription, message
 from podq.queue.store import (
@@ -57,6 +56,13 @@ class RedisQueue(Queue):
             under it) a job ends Failed with error "WorkerLost: ..." (default 5)
         max_concurrent_ops: accepted for SAQ compatibility; the connection pool bounds
             concurrency instead
+        max_connections: the size of the connection pool, chosen (None: the client's,
+            which a Worker grows to its concurrency plus a few; podq.queue.pool)
+
+    Callers never fail because the queue is busy: they wait for a free connection. A
+    client on redis-py's plain pool (which raises when it runs out) is replaced, for
+    this queue, by one on a waiting pool with the same settings and size; the queue
+    closes that one on disconnect(), the caller closes its own.
     """
 
     def __init__(
@@ -69,6 +75,7 @@ class RedisQueue(Queue):
         max_concurrent_ops: int = 20,
         swept_error_message: str | None = None,
         max_disruptions: int = DEFAULT_MAX_DISRUPTIONS,
+        max_connections: int | None = None,
     ) -> None:
         if max_disruptions < 1:
             raise ValueError(f"max_disruptions must be at least 1, got {max_disruptions}")
@@ -81,18 +88,29 @@ class RedisQueue(Queue):
             swept_error_message=swept_error_message,
             default_timeout=default_timeout,
         )
-        self.redis = redis
-        self._scripts = Scripts(redis)
-        self._notifier = Notifier(redis, self.keys.changes, name)
+        self.redis, self._owns_redis = redis_pool.waiting_client(redis)
+        self.max_connections_chosen = max_connections is not None
+        if max_connections is not None:
+            redis_pool.grow(self.redis, max_connections)
+        self._scripts = Scripts(self.redis)
+        self._notifier = Notifier(self.redis, self.keys.changes, name)
         # workers listen here only: new ready work and aborts, not every change
-        self._wake_notifier = Notifier(redis, self.keys.wake, name)
+        self._wake_notifier = Notifier(self.redis, self.keys.wake, name)
         self._registered = False
 
     @classmethod
-    def from_url(cls, url: str, name: str = "default", **kwargs: t.Any) -> RedisQueue:  # type: ignore[override]
+    def from_url(  # type: ignore[override]
+        cls,
+        url: str,
+        name: str = "default",
+        max_connections: int | None = None,
+        **kwargs: t.Any,
+    ) -> RedisQueue:
         """A queue on the Redis at url (redis://, rediss://, unix://); InvalidUrlError
         for another scheme, as SAQ's Queue.from_url (`podq.Queue` is this class).
 
+        Its pool holds up to max_connections (default 50, grown by a Worker to its
+        concurrency plus 5 when not chosen); callers beyond wait for a free one.
         Commands are retried on a dropped connection (3 times, backoff up to 1 s), so a
         Redis restart costs a retry rather than an error.
         """
@@ -100,8 +118,14 @@ class RedisQueue(Queue):
             raise InvalidUrlError(
                 f"Invalid url: {url} (podq queues live on Redis: redis://, rediss://, unix://)"
             )
-        retry = Retry(ExponentialBackoff(cap=1.0, base=0.05), 3)
-        return cls(aioredis.from_url(url, retry=retry), name=name, **kwargs)
+        client = aioredis.Redis.from_pool(redis_pool.waiting_pool(url, max_connections))
+        return cls(client, name=name, max_connections=max_connections, **kwargs)
+
+    def fit_pool(self, concurrency: int) -> None:
+        """Let the pool open a connection per running job plus a few (what a Worker of
+        this concurrency needs), unless its size was chosen."""
+        if not self.max_connections_chosen:
+            redis_pool.grow(self.redis, concurrency + redis_pool.WORKER_RESERVE)
 
     def __repr__(self) -> str:
         return f"Queue<name={self.name!r}, redis={self.redis!r}>"

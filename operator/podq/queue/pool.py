@@ -1,0 +1,71 @@
+"""The connections of a queue: a bounded pool whose callers wait for a free connection
+instead of failing (redis-py's BlockingConnectionPool, with no wait limit).
+
+redis-py's default pool raises `MaxConnectionsError` once more commands are in flight
+than it has connections (100 by default in redis-py 8): 1,000 gathered enqueues on one
+queue would fail. A podq queue never fails because it is busy: its callers queue up
+for a connection. The pool starts at DEFAULT_MAX_CONNECTIONS, and a Worker grows it to
+its concurrency plus a few (each running job may write back at once), unless the
+size was chosen (`Queue.from_url(url, max_connections=N)`).
+"""
+
+from __future__ import annotations
+
+import typing as t
+
+from redis import asyncio as aioredis
+from redis.asyncio.connection import BlockingConnectionPool, ConnectionPool
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+
+DEFAULT_MAX_CONNECTIONS = 50
+# connections a Worker adds to its concurrency: take, liveness, aborts, sweep, metrics
+WORKER_RESERVE = 5
+
+
+def retry_policy() -> Retry:
+    """Commands are retried on a dropped connection (3 times, backoff up to 1 s), so a
+    Redis restart costs a retry rather than an error."""
+    return Retry(ExponentialBackoff(cap=1.0, base=0.05), 3)
+
+
+def waiting_pool(
+    url: str, max_connections: int | None = None, **kwargs: t.Any
+) -> BlockingConnectionPool:
+    """A pool on the Redis at url whose callers wait (without limit) for a connection."""
+    kwargs.setdefault("retry", retry_policy())
+    return BlockingConnectionPool.from_url(
+        url, max_connections=max_connections or DEFAULT_MAX_CONNECTIONS, timeout=None, **kwargs
+    )
+
+
+def waiting_client(redis: t.Any) -> tuple[t.Any, bool]:
+    """(a client whose callers wait for a connection, whether it is a new one).
+
+    A client on a BlockingConnectionPool is itself; so is a cluster client (its pools
+    are per node). A client on a plain pool, which raises when it runs out, gets a
+    twin on a waiting pool with the same connection settings and size: the queue owns
+    that twin and closes it, the caller keeps and closes the client it made."""
+    pool = getattr(redis, "connection_pool", None)
+    if not isinstance(pool, ConnectionPool) or isinstance(pool, BlockingConnectionPool):
+        return redis, False
+    twin = BlockingConnectionPool(
+        connection_class=pool.connection_class,
+        max_connections=pool.max_connections,
+        timeout=None,
+        **pool.connection_kwargs,
+    )
+    return aioredis.Redis(connection_pool=twin), True
+
+
+def max_connections(redis: t.Any) -> int | None:
+    """The size of the client's pool (None for a cluster client)."""
+    pool = getattr(redis, "connection_pool", None)
+    return pool.max_connections if isinstance(pool, ConnectionPool) else None
+
+
+def grow(redis: t.Any, connections: int) -> None:
+    """Let the client's waiting pool open up to `connections` (never shrinks it)."""
+    pool = getattr(redis, "connection_pool", None)
+    if isinstance(pool, BlockingConnectionPool) and pool.max_connections < connections:
+        pool.max_connections = connections
