@@ -71,6 +71,9 @@ class PartialTimersDict(TimersDict, total=False):
     """Worker(timers=...): any subset of TimersDict."""
 
 
+CtxType = t.TypeVar("CtxType", bound=Context)
+P = t.ParamSpec("P")
+VersionTuple = tuple[int, ...]
 CountKind = t.Literal["queued", "scheduled", "active", "incomplete"]
 DurationKind = t.Literal["process", "start", "total", "running"]
 DumpType = Callable[[Mapping[t.Any, t.Any]], bytes | str]
@@ -80,6 +83,7 @@ ListenCallback = Callable[[str, "Status"], t.Any]
 Function = Callable[..., t.Any]
 ReceivesContext = Callable[["Context"], t.Any]
 FunctionsType = Collection[Function | tuple[str, Function]]
+LifecycleFunctionsType = ReceivesContext | Collection[ReceivesContext]
 
 
 class SettingsDict(t.TypedDict, total=False):

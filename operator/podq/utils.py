@@ -52,6 +52,10 @@ def uuid1() -> str:
     return str(uuid.uuid1(_NODE, _clock_seq))
 
 
+def millis(s: float) -> float:
+    return s * 1000
+
+
 def seconds(ms: float) -> float:
     return ms / 1000
 
@@ -124,3 +128,12 @@ def cancel_requested() -> bool:
     """Whether the current task was asked to cancel, even if a callee swallowed it."""
     task = asyncio.current_task()
     return task is not None and task.cancelling() > 0
+
+
+async def cancel_tasks(
+    tasks: Iterable[asyncio.Task[Any]],
+    timeout: float | None = 1.0,  # noqa: ASYNC109 (SAQ's signature)
+) -> bool:
+    """SAQ's: cancel the tasks and wait up to timeout s (None: until they end) for them
+    to finish; whether all did."""
+    return not await cancel_and_wait(tasks, float("inf") if timeout is None else timeout)

@@ -26,6 +26,7 @@ if t.TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 
     from podq.queue.notify import Subscription
+    from podq.types import CountKind, ListenCallback, QueueInfo, WorkerInfo
 
 DEFAULT_SWEPT_JOB_ERROR = "swept"
 # how many times a job's worker may be lost under it (killed, shut down) before the job
@@ -93,6 +94,86 @@ class Queue(ABC):
 
     @abstractmethod
     def subscribe(self, keys: Iterable[str] | None = None) -> Subscription: ...
+
+    # SAQ's queue interface, each implemented by RedisQueue (see there)
+    @abstractmethod
+    async def connect(self) -> None: ...
+
+    @abstractmethod
+    async def disconnect(self) -> None: ...
+
+    @abstractmethod
+    async def info(self, jobs: bool = False, offset: int = 0, limit: int = 10) -> QueueInfo: ...
+
+    @abstractmethod
+    async def count(self, kind: CountKind) -> int: ...
+
+    @abstractmethod
+    async def schedule(self, _lock: int = 1) -> list[str]: ...
+
+    @abstractmethod
+    async def sweep(self, lock: float = 60, abort: float = 5.0) -> list[str]: ...
+
+    @abstractmethod
+    async def notify(self, job: Job) -> None: ...
+
+    @abstractmethod
+    async def update(self, job: Job, **kwargs: t.Any) -> None: ...
+
+    @abstractmethod
+    async def job(self, job_key: str) -> Job | None: ...
+
+    @abstractmethod
+    def iter_jobs(
+        self, statuses: Sequence[Status] = tuple(Status), batch_size: int = 100
+    ) -> AsyncIterator[Job]: ...
+
+    @abstractmethod
+    async def dequeue(self, timeout: float = 0.0, poll_interval: float = 0.0) -> Job | None: ...
+
+    @abstractmethod
+    async def finish(
+        self, job: Job, status: Status, *, result: t.Any = None, error: str | None = None
+    ) -> t.Any: ...
+
+    @abstractmethod
+    async def finish_abort(self, job: Job) -> None: ...
+
+    @abstractmethod
+    async def retry(self, job: Job, error: str | None) -> t.Any: ...
+
+    @abstractmethod
+    async def listen(
+        self,
+        job_keys: Iterable[str],
+        callback: ListenCallback,
+        timeout: float | None = 10,
+        poll_interval: float = 0.5,
+    ) -> None: ...
+
+    @abstractmethod
+    async def write_worker_info(
+        self, worker_id: str, info: dict[str, t.Any], ttl: float
+    ) -> None: ...
+
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The running event loop (SAQ's)."""
+        return asyncio.get_running_loop()
+
+    async def worker_info(
+        self, worker_id: str, queue_key: str, metadata: dict | None = None, ttl: int = 60
+    ) -> WorkerInfo:
+        """SAQ's: write a worker record with this queue's counters as its stats (podq's
+        workers write their own, Worker.worker_info())."""
+        info: WorkerInfo = {
+            "stats": {"complete": self.complete, "failed": self.failed,
+                      "retried": self.retried, "aborted": self.aborted,
+                      "uptime": now() - self.started},
+            "queue_key": queue_key,
+            "metadata": metadata,
+        }
+        await self.write_worker_info(worker_id, dict(info), ttl=ttl)
+        return info
 
     # -- (de)serialisation ---------------------------------------------------------
 
@@ -186,10 +267,14 @@ class Queue(ABC):
     # -- apply / map / batch ---------------------------------------------------------
 
     async def apply(
-        self, job_or_func: str | Job, timeout: float | None = None, **kwargs: t.Any
+        self,
+        job_or_func: str | Job,
+        timeout: float | None = None,
+        poll_interval: float = 0.5,
+        **kwargs: t.Any,
     ) -> t.Any:
-        """Enqueue a job and wait for its result; JobError if it did not complete."""
-        kwargs.pop("poll_interval", None)
+        """Enqueue a job and wait for its result; JobError if it did not complete.
+        poll_interval is accepted as SAQ's and unused: results arrive by pub/sub."""
         results = await self.map(job_or_func, timeout=timeout, iter_kwargs=[kwargs])
         return results[0] if results else None
 
@@ -199,7 +284,7 @@ class Queue(ABC):
         iter_kwargs: Sequence[dict[str, t.Any]],
         timeout: float | None = None,
         return_exceptions: bool = False,
-        poll_interval: float | None = None,
+        poll_interval: float = 0.5,
         **kwargs: t.Any,
     ) -> list[t.Any]:
         """Enqueue one job per kwargs dict and collect their results in order."""

@@ -69,11 +69,11 @@ class RedisQueue(Queue):
         self,
         redis: aioredis.Redis,
         name: str = "default",
-        default_timeout: int | None = None,
         dump: Callable[[t.Any], str] | None = None,
         load: Callable[[str | bytes], t.Any] | None = None,
         max_concurrent_ops: int = 20,
         swept_error_message: str | None = None,
+        default_timeout: int | None = None,
         max_disruptions: int = DEFAULT_MAX_DISRUPTIONS,
         max_connections: int | None = None,
     ) -> None:
@@ -173,6 +173,11 @@ class RedisQueue(Queue):
         await self._wake_notifier.close()
         await self.redis.aclose()
         await self.redis.connection_pool.disconnect()
+
+    async def version(self) -> tuple[int, ...]:
+        """The Redis server's version, e.g. (7, 0, 15) (SAQ's)."""
+        info = await self.redis.info("server")
+        return tuple(int(part) for part in str(info["redis_version"]).split("."))
 
     # -- (de)serialisation ---------------------------------------------------------
 
@@ -510,6 +515,9 @@ class RedisQueue(Queue):
 
         On a job being run (it has an attempt id and is active or aborting) the update
         lands only while that attempt is current: a stale run cannot change a newer one.
+        `worker_id` is the take's alone (the worker whose liveness record vouches for the
+        run): one set here is not stored, or a custom loop's own id, which has no
+        liveness record, would have its job swept for a dead worker's.
         """
         job.touched = now()
         for k, v in kwargs.items():
@@ -518,7 +526,7 @@ class RedisQueue(Queue):
         copy = self.copy(job)
         fields: list[t.Any] = ["job", self._json(copy)]
         for k in kwargs:
-            if k != "touched" and k in STORED_NAMES:
+            if k not in ("touched", "worker_id") and k in STORED_NAMES:
                 fields += [k, encode(k, getattr(copy, k))]
         running = job.attempt_id and job.status in (Status.ACTIVE, Status.ABORTING)
         await self._write(job, "update", fields, expect=_OWNED if running else "")
@@ -773,7 +781,7 @@ class RedisQueue(Queue):
         job_keys: Iterable[str],
         callback: Callable[[str, Status], t.Any],
         timeout: float | None = 10,
-        poll_interval: float | None = None,
+        poll_interval: float = 0.5,
     ) -> None:
         """Call callback(key, status) on each change of these jobs until it returns truthy."""
         keys = list(job_keys)
