@@ -7,7 +7,6 @@ import asyncio
 import json
 import logging
 import os
-import re
 import socket
 import sys
 import time
@@ -22,6 +21,7 @@ from podq.jobstate import format_state, job_state
 from podq.metrics import MetricsPortError
 from podq.queue import Queue, keys, list_queues
 from podq.queue.pool import waiting_pool
+from podq.utils import redact
 from podq.worker import Worker, import_settings
 
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
@@ -38,10 +38,6 @@ class CliError(Exception):
 
 # the Job fields `podq enqueue` takes as options (each declared with cli=True in Job)
 ENQUEUE_OPTIONS = [field for field in JOB_FIELDS.values() if field.use.cli]
-
-def redact(url: str) -> str:
-    """The URL without its password."""
-    return re.sub(r"(//[^:/@]*:)[^@/]*@", r"\1***@", url)
 
 
 def redis_url(args: argparse.Namespace) -> str:
@@ -142,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--redis-url")
 
     sub.add_parser("operator", help="run the Kubernetes operator (needs podq[operator])")
+    sub.add_parser("web", help="the dashboard: queues, jobs and workers (podq web --help)")
     return parser
 
 
@@ -482,6 +479,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "operator":
         return cmd_operator(argv[1:])
+    if argv and argv[0] == "web":
+        from podq.web.main import main as web_main
+
+        return web_main(argv[1:])
     args = build_parser().parse_args(argv)
     level = logging.INFO
     if getattr(args, "verbose", 0):

@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import random
+import re
 import time
 import typing as t
 import uuid
@@ -13,6 +14,11 @@ from typing import Any
 
 if t.TYPE_CHECKING:
     from collections.abc import Iterable
+
+
+def redact(url: str) -> str:
+    """The URL without its password (for logs, errors and pages)."""
+    return re.sub(r"(//[^:/@]*:)[^@/]*@", r"\1***@", url)
 
 
 def now() -> int:

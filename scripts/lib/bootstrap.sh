@@ -15,6 +15,18 @@ bootstrap() {
     # the package starts a system service on 6379; podq runs its own servers
     $sudo systemctl disable --now redis-server >/dev/null 2>&1 || true
   fi
+  case ",$extras," in
+    *,test,*)
+      # the dashboard's browser tests drive Debian's Chromium (tests/web)
+      if ! command -v chromium >/dev/null 2>&1; then
+        log "installing chromium (Debian package, for the dashboard's browser tests)"
+        local sudo=
+        [ "$(id -u)" -eq 0 ] || sudo=sudo
+        $sudo apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium >/dev/null
+      fi
+      ;;
+  esac
   if [ ! -x .venv/bin/python ]; then
     log "creating .venv"
     python3 -m venv .venv

@@ -71,6 +71,23 @@ class QueueKeys:
         """Record that an operator enqueued this job (podq.operator.jobs)."""
         return f"{self.prefix}operator-claim:{job_key}"
 
+    # -- written by `podq web` (podq.web.feed) from the change feed and the stats hash
+
+    def web_finished(self, status: str) -> str:
+        """zset of the keys of jobs that finished with status (complete, failed,
+        aborted) while a `podq web` ran, score = when (epoch ms); capped."""
+        return f"{self.prefix}web:finished:{status}"
+
+    def web_events(self, job_key: str) -> str:
+        """list of `<epoch ms> <status>`: a job's changes seen by `podq web`."""
+        return f"{self.prefix}web:events:{job_key}"
+
+    @property
+    def web_samples(self) -> str:
+        """zset of samples of the stats hash, `<epoch ms> <complete> <failed>
+        <aborted>`, score = epoch s; the last two hours."""
+        return f"{self.prefix}web:samples"
+
 
 def is_job_id(text: str) -> bool:
     return text.startswith(ROOT + "{") and _JOB_MARK in text

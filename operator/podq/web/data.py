@@ -1,0 +1,231 @@
+"""What the pages show, read through the engine's API and the queue's own sets: never
+all the jobs of a queue, only the range a page needs.
+
+A queue's pending jobs are in its sorted sets (active, queued, scheduled); finished
+jobs are in no set of the engine, so `podq web` records those it sees finish (from the
+change feed, podq.web.feed) in capped sets of its own. A job of any status is found by
+its key.
+"""
+
+from __future__ import annotations
+
+import re
+import typing as t
+from dataclasses import dataclass, field
+
+from podq.job import TERMINAL_STATUSES, Job, Status
+
+if t.TYPE_CHECKING:
+    from podq.queue import Queue
+
+
+def text(value: t.Any) -> str:
+    """A Redis reply as text."""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+FINISHED = tuple(s.value for s in (Status.COMPLETE, Status.FAILED, Status.ABORTED))
+PENDING = ("active", "queued", "scheduled")
+STATUS_FILTERS = (*PENDING, *FINISHED)
+CHUNK = 200  # job keys read per round trip when a function filter skips some
+SCAN_BUDGET = 5000  # jobs looked at for one page with a function filter, at most
+_RESOURCE_KEY = re.compile(
+    r"^(?P<namespace>[a-z0-9-]+)/(?P<name>[a-z0-9.-]+)/(?P<uid>[0-9a-f]{8}-[0-9a-f-]{27})$"
+)
+
+
+@dataclass
+class Source:
+    """One sorted set of job keys, read newest first when reverse."""
+
+    status: str
+    key: str
+    reverse: bool
+    size: int = 0
+
+
+def sources(queue: Queue, status: str | None) -> list[Source]:
+    """The sets a jobs page walks, in order, for a status filter (None: all of them)."""
+    keys = queue.keys
+    every = [
+        Source("active", keys.active, False),
+        Source("queued", keys.queued, False),
+        Source("scheduled", keys.scheduled, False),
+        *(Source(s, keys.web_finished(s), True) for s in FINISHED),
+    ]
+    if status is None:
+        return every
+    if status not in STATUS_FILTERS:
+        raise ValueError(f"unknown status {status!r}")
+    return [s for s in every if s.status == status]
+
+
+@dataclass
+class JobPage:
+    jobs: list[Job]
+    start: int  # position of the page's first job among all the sources
+    next_start: int | None  # where the next page starts; None: this is the last
+    total: int  # jobs in the sources (a function filter shows fewer)
+    examined: int  # jobs looked at for this page
+
+
+async def _sizes(queue: Queue, walk: list[Source]) -> None:
+    async with queue.redis.pipeline(transaction=False) as pipe:
+        for source in walk:
+            pipe.zcard(source.key)
+        for source, size in zip(walk, await pipe.execute(), strict=True):
+            source.size = int(size)
+
+
+async def _range(queue: Queue, source: Source, first: int, count: int) -> list[str]:
+    last = first + count - 1
+    if source.reverse:
+        raw = await queue.redis.zrevrange(source.key, first, last)
+    else:
+        raw = await queue.redis.zrange(source.key, first, last)
+    return [text(k) for k in raw]
+
+
+async def list_jobs(
+    queue: Queue,
+    status: str | None = None,
+    function: str | None = None,
+    start: int = 0,
+    limit: int = 50,
+) -> JobPage:
+    """One page of a queue's jobs: `limit` jobs from position `start` of the sources
+    (see sources()), those of `function` only when given. Reads ranges of the sets and
+    the jobs in them, at most SCAN_BUDGET of them with a function filter."""
+    walk = sources(queue, status)
+    await _sizes(queue, walk)
+    total = sum(s.size for s in walk)
+    start = max(0, min(start, total))
+    jobs: list[Job] = []
+    position, examined = start, 0
+    offset = 0
+    for source in walk:
+        if position >= offset + source.size:
+            offset += source.size
+            continue
+        while position < offset + source.size and len(jobs) < limit:
+            if examined >= SCAN_BUDGET:
+                return JobPage(jobs, start, position, total, examined)
+            want = limit - len(jobs) if not function else CHUNK
+            keys = await _range(queue, source, position - offset, want)
+            if not keys:
+                break
+            found = await queue.jobs(keys)
+            gone = [k for k, j in zip(keys, found, strict=True) if j is None]
+            if gone and source.reverse:  # expired (the job's ttl): forget it
+                await queue.redis.zrem(source.key, *gone)
+            taken = 0
+            for job in found:
+                taken += 1
+                if job is None or (function and job.function != function):
+                    continue
+                jobs.append(job)
+                if len(jobs) >= limit:
+                    break
+            position += taken
+            examined += taken
+        offset += source.size
+        if len(jobs) >= limit:
+            break
+    return JobPage(jobs, start, position if position < total else None, total, examined)
+
+
+@dataclass
+class Summary:
+    name: str
+    queued: int
+    scheduled: int
+    active: int
+    depth: int
+    workers: int
+    paused: bool
+    stats: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, t.Any]:
+        return {
+            "name": self.name, "queued": self.queued, "scheduled": self.scheduled,
+            "active": self.active, "depth": self.depth, "workers": self.workers,
+            "paused": self.paused, **{f"stats_{k}": v for k, v in self.stats.items()},
+        }
+
+
+async def summary(queue: Queue) -> Summary:
+    """A queue's counts, lifetime counters and number of live workers."""
+    counts = await queue.counts()
+    stats = await queue.stats()
+    workers = await queue.workers()
+    paused = bool(await queue.redis.exists(queue.keys.paused))
+    return Summary(
+        queue.name, counts.queued, counts.later, counts.active, counts.depth, len(workers),
+        paused, {k: stats.get(k, 0) for k in ("enqueued", "complete", "failed", "aborted",
+                                               "retried", "disrupted")},
+    )
+
+
+@dataclass
+class Resource:
+    """The Job resource a job was enqueued for by the operator."""
+
+    uid: str
+    namespace: str | None = None
+    name: str | None = None
+
+
+async def resource_of(queue: Queue, job_key: str) -> Resource | None:
+    """The Job resource behind a job, when the operator enqueued it: the operator
+    claims each job it enqueues (value `<uid> <time>`), and its job key is
+    `<namespace>/<name>/<uid>` unless the resource set spec.key."""
+    claim = await queue.redis.get(queue.keys.operator_claim(job_key))
+    match = _RESOURCE_KEY.match(job_key)
+    if claim is None:
+        return None
+    uid = text(claim).partition(" ")[0]
+    if match and match["uid"] == uid:
+        return Resource(uid, match["namespace"], match["name"])
+    return Resource(uid)
+
+
+@dataclass
+class Event:
+    at: int  # epoch ms
+    status: str
+
+
+async def events(queue: Queue, job_key: str) -> list[Event]:
+    """The changes of a job that `podq web` saw, oldest first."""
+    raw = await queue.redis.lrange(queue.keys.web_events(job_key), 0, -1)
+    out = []
+    for item in raw:
+        at, _, status = text(item).partition(" ")
+        if at.isdigit():
+            out.append(Event(int(at), status))
+    return out
+
+
+def timeline(job: Job, seen: list[Event]) -> list[Event]:
+    """When the job was queued, started, last touched and finished, with the changes
+    the dashboard saw in between (retries, aborts), in time order."""
+    marks = [Event(job.queued, "enqueued")] if job.queued else []
+    if job.scheduled:
+        marks.append(Event(int(job.scheduled * 1000), "due"))
+    if job.started:
+        marks.append(Event(job.started, f"started (attempt {job.attempts})"))
+    if job.completed and job.status in TERMINAL_STATUSES:
+        marks.append(Event(job.completed, job.status.value))
+    marks += seen
+    return sorted(marks, key=lambda e: e.at)
+
+
+async def workers(queue: Queue) -> list[dict[str, t.Any]]:
+    """Live workers of a queue, each with `age_ms`: how old its liveness record is."""
+    seconds, micros = await queue.redis.time()
+    now_ms = seconds * 1000 + micros // 1000
+    out = []
+    for record in await queue.workers():
+        record = dict(record)
+        record["age_ms"] = max(0, now_ms - int(record.get("ts") or now_ms))
+        out.append(record)
+    return sorted(out, key=lambda r: str(r.get("id")))
