@@ -10,8 +10,6 @@ from web_helpers import Dashboard, Workers
 
 from podq import Queue
 
-TOKEN = "s3cret-write-token"
-
 
 @pytest.fixture
 async def queue(redis_url: str) -> AsyncIterator[Queue]:

@@ -10,9 +10,8 @@ import uuid
 
 import aiohttp
 import pytest
-from web_helpers import wait_for
+from web_helpers import TOKEN, wait_for
 
-from conftest import TOKEN
 from podq import Job, Queue, Status
 from podq.web import charts
 from podq.web.data import list_jobs

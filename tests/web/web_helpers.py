@@ -12,6 +12,7 @@ from podq import Queue, Worker
 from podq.testing import free_port
 from podq.web.main import Options, serve
 
+TOKEN = "s3cret-write-token"
 FAST_TIMERS = {"schedule": 0.5, "worker_info": 0.2, "sweep": 0.3, "abort": 0.2}
 
 
