@@ -38,6 +38,7 @@ class Status(str, enum.Enum):
 ACTIVE_STATUSES = {Status.NEW, Status.QUEUED, Status.ACTIVE}
 TERMINAL_STATUSES = {Status.COMPLETE, Status.FAILED, Status.ABORTED}
 UNSUCCESSFUL_TERMINAL_STATUSES = TERMINAL_STATUSES - {Status.COMPLETE}
+RUNNING_STATUSES = frozenset({Status.ACTIVE, Status.ABORTING})  # taken, run by a worker
 
 DurationKind = t.Literal["process", "start", "total", "running"]
 

@@ -1,7 +1,8 @@
 """Prometheus metrics of a worker, served over HTTP (`podq worker --metrics-port N`).
 
 The worker calls two hooks (`job_done` after each write-back, `refresh` from an upkeep
-loop); running jobs and the liveness-free info are read at scrape time. Queue depth is
+loop); running jobs are read at scrape time from the `running` callable the worker
+hands over (WorkerMetrics knows nothing of the Worker). Queue depth is
 read from Redis by the worker every `timers["metrics"]` seconds, never on a scrape, so
 scrapes cost Redis nothing. Each WorkerMetrics has a registry of its own: several
 workers in one process do not collide.
@@ -23,10 +24,11 @@ from podq.job import Status
 from podq.utils import now_seconds
 
 if t.TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
     from wsgiref.simple_server import WSGIServer
 
     from podq.job import Job
-    from podq.worker import Worker
+    from podq.queue import Queue
 
 # seconds: from sub-10 ms jobs to an hour
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120,
@@ -47,11 +49,25 @@ class MetricsPortError(OSError):
 
 
 class WorkerMetrics:
-    """The metrics of one Worker, in a registry of their own."""
+    """The metrics of one worker, in a registry of their own.
 
-    def __init__(self, worker: Worker) -> None:
-        self.worker = worker
-        self.queue = worker.queue.name
+    Args:
+        queue: the worker's queue (depth and pause are read from it)
+        functions: names of the worker's functions (their series start at 0)
+        concurrency: the worker's concurrency (in podq_worker_info)
+        running: returns how many jobs the worker runs now, read at scrape time
+    """
+
+    def __init__(
+        self,
+        queue: Queue,
+        functions: Iterable[str],
+        concurrency: int,
+        running: Callable[[], int],
+    ) -> None:
+        self._queue = queue
+        self.queue = queue.name
+        functions = sorted(functions)
         self.registry = CollectorRegistry()
         self._server: WSGIServer | None = None
         self.finished = Counter(
@@ -68,7 +84,7 @@ class WorkerMetrics:
         self.running = Gauge(
             "podq_jobs_running", "Jobs this worker is running now.", ["queue"],
             registry=self.registry)
-        self.running.labels(self.queue).set_function(lambda: worker._executing)
+        self.running.labels(self.queue).set_function(running)
         self.depth = Gauge(
             "podq_queue_jobs", "Jobs of the queue by state: queued (ready and due), "
             "scheduled (due later), active (running or aborting on any worker); read from "
@@ -83,10 +99,10 @@ class WorkerMetrics:
         info = Info("podq_worker", "This worker.", ["queue"], registry=self.registry)
         info.labels(self.queue).info({
             "version": _version(),
-            "concurrency": str(worker.concurrency),
-            "functions": ",".join(sorted(worker.functions)),
+            "concurrency": str(concurrency),
+            "functions": ",".join(functions),
         })
-        for function in worker.functions:  # known series exist from the start, at 0
+        for function in functions:  # known series exist from the start, at 0
             for outcome in OUTCOMES:
                 self.finished.labels(self.queue, function, outcome)
             self.retries.labels(self.queue, function)
@@ -110,11 +126,12 @@ class WorkerMetrics:
         self.duration.labels(self.queue, function, outcome).observe(seconds)
 
     async def refresh(self) -> None:
-        """Read the queue's depth and pause from Redis."""
-        queue = self.worker.queue
-        for state in STATES:
-            self.depth.labels(self.queue, state).set(await queue.count(state))
-        self.paused.labels(self.queue).set(1 if await is_paused(queue) else 0)
+        """Read the queue's depth (one round trip) and pause from Redis."""
+        counts = await self._queue.counts()
+        for state, value in zip(STATES, (counts.queued, counts.later, counts.active),
+                                strict=True):
+            self.depth.labels(self.queue, state).set(value)
+        self.paused.labels(self.queue).set(1 if await is_paused(self._queue) else 0)
         self.depth_age.labels(self.queue).set(now_seconds())
 
     # -- serving ---------------------------------------------------------------------

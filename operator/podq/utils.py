@@ -75,6 +75,32 @@ def exponential_backoff(
     return backoff * random.random() if jitter else backoff
 
 
+class Backoff:
+    """The delays between retries of something that failed: `first`, doubling up to
+    `cap` (exponential_backoff without jitter); `reset()` once it works again.
+
+        backoff = Backoff(0.1, 5.0)
+        while True:
+            try:
+                await call(); backoff.reset()
+            except ConnectionError:
+                await asyncio.sleep(backoff.next())
+    """
+
+    def __init__(self, first: float = 0.1, cap: float = 5.0) -> None:
+        self.first = first
+        self.cap = cap
+        self.failures = 0
+
+    def next(self) -> float:
+        """The delay before the next retry (counting one more failure)."""
+        self.failures += 1
+        return exponential_backoff(self.failures, self.first, self.cap, jitter=False)
+
+    def reset(self) -> None:
+        self.failures = 0
+
+
 def _describe_path(value: Any, path: str) -> str | None:
     """The first path inside value that json cannot encode, or None."""
     try:

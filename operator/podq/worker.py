@@ -34,7 +34,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from podq.job import CRON_FIELDS, CronJob, Job, Status
 from podq.metrics import WorkerMetrics
 from podq.queue import Queue
-from podq.utils import cancel_and_wait, cancel_requested, new_request_id, now, now_seconds
+from podq.utils import Backoff, cancel_and_wait, cancel_requested, new_request_id, now, now_seconds
 
 if t.TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Collection
@@ -182,6 +182,7 @@ class Worker:
         self.context: Context = {"worker": self, "queue": queue}
         # running state
         self._runs: dict[str, _Run] = {}  # attempt id -> run, from take until written back
+        self._executing = 0  # runs of _runs holding a slot (run.executing)
         self._bg: set[asyncio.Task[None]] = set()
         # a take whose reply did not arrive is sent again under the same request id, so
         # it returns the jobs it took instead of leaving them active for nobody
@@ -204,7 +205,11 @@ class Worker:
         self._redis_error_at = float("-inf")
         self.complete = self.failed = self.retried = self.aborted = 0
         self.metrics_port = metrics_port
-        self.metrics = WorkerMetrics(self) if metrics_port is not None else None
+        self.metrics = (
+            WorkerMetrics(queue, self.functions, concurrency, lambda: self.executing)
+            if metrics_port is not None
+            else None
+        )
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -334,7 +339,7 @@ class Worker:
     # -- dispatch --------------------------------------------------------------------
 
     async def _dispatch(self) -> None:
-        backoff = 0.1
+        backoff = Backoff(0.1, 5.0)
         burst_idle_since: float | None = None
         while not self._stop_event.is_set():
             free = self.concurrency - self._executing
@@ -356,14 +361,14 @@ class Worker:
                     previous=self._last_take, lease=self.liveness_ttl,
                 )
                 self._last_take, self._take_request = self._take_request, None
-                backoff = 0.1
+                backoff.reset()
             except REDIS_ERRORS as e:
                 self._redis_error_at = time.monotonic()
+                delay = backoff.next()
                 logger.warning(
-                    "Worker %s cannot reach Redis (%s); retrying in %.1fs", self.id, e, backoff
+                    "Worker %s cannot reach Redis (%s); retrying in %.1fs", self.id, e, delay
                 )
-                await self._sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+                await self._sleep(delay)
                 continue
             for job in jobs:
                 self._start_job(job)
@@ -388,17 +393,17 @@ class Worker:
             await asyncio.wait_for(self._stop_event.wait(), seconds)
 
     def _on_change(self, key: str | None, status: str) -> None:
-        if key is None or status == "queued":
+        if key is None or status == Status.QUEUED:
             self._wake.set()
-        if status == "aborting" and any(r.job.key == key for r in self._runs.values()):
+        if status == Status.ABORTING and any(r.job.key == key for r in self._runs.values()):
             task = asyncio.get_running_loop().create_task(self._abort_key(key))
             self._bg.add(task)
             task.add_done_callback(self._bg.discard)
 
     @property
-    def _executing(self) -> int:
+    def executing(self) -> int:
         """Runs holding a slot: their function or hooks still run."""
-        return sum(1 for run in self._runs.values() if run.executing)
+        return self._executing
 
     def _run_tasks(self) -> list[asyncio.Task[None]]:
         return [run.task for run in self._runs.values() if run.task is not None]
@@ -410,6 +415,7 @@ class Worker:
             return None
         run = _Run(job)
         self._runs[attempt] = run
+        self._executing += 1
         self._processed += 1
         run.task = asyncio.create_task(self._execute(run), name=f"podq-job-{job.key}")
         run.task.add_done_callback(functools.partial(self._run_done, attempt, run))
@@ -418,6 +424,7 @@ class Worker:
     def _release(self, run: _Run) -> None:
         if run.executing:
             run.executing = False
+            self._executing -= 1
             self._slot.set()
             if self.burst:
                 self._wake.set()  # the queue may be done: let the dispatcher check
@@ -542,18 +549,18 @@ class Worker:
     async def _retrying(
         self, what: str, fn: Callable[[], Awaitable[t.Any]], forever: bool = False
     ) -> t.Any:
-        backoff = 0.1
+        backoff = Backoff(0.1, 5.0)
         while True:
             try:
                 return await fn()
             except REDIS_ERRORS as e:
                 if self._stop_event.is_set() and not forever:
                     raise
+                delay = backoff.next()
                 logger.warning(
-                    "podq: %s failed, Redis unreachable (%s); retrying in %.1fs", what, e, backoff
+                    "podq: %s failed, Redis unreachable (%s); retrying in %.1fs", what, e, delay
                 )
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+                await asyncio.sleep(delay)
 
     async def _call(self, fn: Callable[..., t.Any], *args: t.Any, **kwargs: t.Any) -> t.Any:
         if asyncio.iscoroutinefunction(fn):

@@ -145,11 +145,11 @@ async def test_the_same_key_taken_again_while_a_stale_run_ends_loses_no_slot(
     assert await queue.disrupt(first, "test: taken for lost", "swept") is Status.QUEUED
     await wait_for(lambda: len(seen) == 2, 5)
     assert seen[0] != seen[1]
-    await wait_for(lambda: worker._executing == 1, 5)  # the stale run was cancelled
+    await wait_for(lambda: worker.executing == 1, 5)  # the stale run was cancelled
     release.set()
     await job.refresh(until_complete=5)
     assert job.status is Status.COMPLETE and job.result == seen[1]
-    await wait_for(lambda: worker._executing == 0 and not worker._runs, 5)
+    await wait_for(lambda: worker.executing == 0 and not worker._runs, 5)
     # both slots are free again: two jobs run at once
     release.clear()
     seen.clear()

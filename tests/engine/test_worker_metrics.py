@@ -13,6 +13,7 @@ from ops_helpers import HERE, PODQ, Samples, podq_run, sample, scrape
 from ops_settings import RELEASE, hold
 
 from podq import Queue, Status
+from podq.metrics import WorkerMetrics
 from podq.testing import free_port
 
 
@@ -165,3 +166,31 @@ async def test_in_process_worker_counts_aborts_and_serves_on_a_chosen_port(
     await workers.stop_all()
     with pytest.raises(OSError):
         scrape(port)  # the server stops with the worker
+
+
+async def test_worker_metrics_stand_alone_read_running_jobs_from_a_callable(
+    queue: Queue,
+) -> None:
+    """WorkerMetrics needs no Worker: running jobs come from the callable it is given,
+    read at each scrape; depth comes from the queue."""
+    running = [0]
+    metrics = WorkerMetrics(queue, ["b", "a"], 7, lambda: running[0])
+    port = metrics.serve(0, addr="127.0.0.1")
+    try:
+        await queue.enqueue("a")
+        await metrics.refresh()
+        running[0] = 3
+        samples = scrape(port)
+        assert sample(samples, "podq_jobs_running", queue=queue.name) == 3
+        assert sample(samples, "podq_queue_jobs", queue=queue.name, state="queued") == 1
+        assert sample(samples, "podq_worker_info", queue=queue.name, concurrency="7",
+                      functions="a,b", version=sample_version(samples)) == 1
+        running[0] = 0
+        assert sample(scrape(port), "podq_jobs_running", queue=queue.name) == 0
+    finally:
+        metrics.close()
+
+
+def sample_version(samples: Samples) -> str:
+    return next(dict(labels)["version"] for (name, labels) in samples
+                if name == "podq_worker_info")

@@ -13,6 +13,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import CroniterError, croniter
 
+from podq.job import UNSUCCESSFUL_TERMINAL_STATUSES, Status
+
 # croniter's get_prev from an instant exactly on a slot returns the slot before it.
 _EPSILON = timedelta(microseconds=1)
 
@@ -146,8 +148,8 @@ def children_to_delete(
 
 def child_state(status: dict | None) -> Literal["active", "complete", "failed"]:
     value = (status or {}).get("status")
-    if value == "complete":
+    if value == Status.COMPLETE:
         return "complete"
-    if value in ("failed", "aborted"):
+    if value in UNSUCCESSFUL_TERMINAL_STATUSES:
         return "failed"
     return "active"

@@ -6,9 +6,9 @@ import time
 from dataclasses import dataclass
 
 from podq import Job, Queue
+from podq.job import RUNNING_STATUSES, TERMINAL_STATUSES, Status
 from podq.operator.jobspec import InvalidJobSpec, engine_fields, rfc3339_to_epoch
 from podq.operator.registry import JobResource
-from podq.operator.status import TERMINAL
 
 ABORTED_BY_DELETE = "aborted: the Job resource was deleted"
 
@@ -22,8 +22,8 @@ class Outcome:
     message: str = ""
 
 
-def _state(job: Job) -> str:
-    return getattr(job.status, "value", job.status)
+def _state(job: Job) -> Status:
+    return Status(job.status)
 
 
 # How long an enqueue claim lives: longer than any job should wait or run. Redis losing
@@ -128,7 +128,7 @@ def write_back_deadline(resource: JobResource) -> float | None:
     worker's write-back; None when it should be enqueued again now (it was not running
     as far as the status shows)."""
     status = resource.status
-    if status.get("status") not in ("active", "aborting") or not status.get("startedTime"):
+    if status.get("status") not in RUNNING_STATUSES or not status.get("startedTime"):
         return None
     timeout = resource.spec.get("timeout")
     run_s = min(timeout, UNBOUNDED_RUN_WAIT_S) if timeout else UNBOUNDED_RUN_WAIT_S
@@ -145,8 +145,8 @@ async def abort_job(queue: Queue, key: str, error: str = ABORTED_BY_DELETE) -> O
     job = await queue.job(key)
     if job is None:
         return Outcome("missing")
-    if _state(job) in TERMINAL:
-        return Outcome("finished", message=f"job {key} already {_state(job)}")
+    if _state(job) in TERMINAL_STATUSES:
+        return Outcome("finished", message=f"job {key} already {_state(job).value}")
     state = _state(job)
     await queue.abort(job, error)
-    return Outcome("aborted", message=f"aborted job {key}, which was {state}")
+    return Outcome("aborted", message=f"aborted job {key}, which was {state.value}")

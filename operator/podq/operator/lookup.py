@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from podq.job import Status
 from podq.operator import kube
 from podq.operator.names import GROUP, JOBS, VERSION
 
@@ -34,7 +35,7 @@ def job_state(body: dict[str, Any]) -> dict[str, Any]:
         "queue": status.get("queue") or spec.get("queue") or "default",
         "key": status.get("jobKey"),
         "function": spec.get("function"),
-        "status": status.get("status") or "new",
+        "status": status.get("status") or Status.NEW.value,
         "attempts": status.get("attempts", 0),
         "retries": spec.get("retries"),
         "progress": status.get("progress", 0.0),

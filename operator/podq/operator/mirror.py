@@ -21,6 +21,7 @@ from typing import Any
 
 from kubernetes_asyncio import client
 
+from podq.job import TERMINAL_STATUSES, Status
 from podq.operator.coalesce import Coalescer, TokenBucket
 from podq.operator.jobs import abort_job, enqueue_jobs, release_claim, write_back_deadline
 from podq.operator.kube import (
@@ -34,7 +35,6 @@ from podq.operator.names import GROUP, JOB_FINALIZER, JOBS, VERSION
 from podq.operator.queues import QueuePool
 from podq.operator.registry import JobRegistry, JobResource
 from podq.operator.status import (
-    TERMINAL,
     error_summary,
     is_finished,
     job_status,
@@ -296,7 +296,7 @@ class StatusMirror:
             return True
         # a finished job under a user-chosen key is an earlier run, which SAQ replaces
         return bool(resource.spec.get("key")) and not resource.status \
-            and getattr(job.status, "value", job.status) in TERMINAL
+            and Status(job.status) in TERMINAL_STATUSES
 
     async def _enqueue(self, queue: Any, resources: list[JobResource]) -> Counter[str]:
         done: Counter[str] = Counter()
@@ -369,12 +369,12 @@ class StatusMirror:
         if after == before:
             return
         failed = next((c for c in desired["conditions"] if c["type"] == "Failed"), None)
-        if after == "complete":
+        if after == Status.COMPLETE:
             await self.events.post(resource.ref, "Normal", "Completed",
                                    f"{resource.spec.get('function')} completed")
-        elif after in TERMINAL and failed is not None:
+        elif after in TERMINAL_STATUSES and failed is not None:
             await self.events.post(resource.ref, "Warning", failed["reason"], failed["message"])
-        elif after == "queued" and before == "active":
+        elif after == Status.QUEUED and before == Status.ACTIVE:
             await self.events.post(
                 resource.ref, "Normal", "Retrying",
                 f"attempt {desired.get('attempts')} failed: {error_summary(desired.get('error'))}",

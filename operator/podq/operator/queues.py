@@ -8,6 +8,7 @@ import logging
 from collections.abc import Callable
 
 from podq import Queue
+from podq.utils import Backoff
 
 log = logging.getLogger("podq.operator")
 
@@ -45,11 +46,11 @@ class QueuePool:
 
     async def _forward(self, name: str) -> None:
         queue = self.get(name)
-        backoff = 0.2
+        backoff = Backoff(0.2, 5.0)
         while True:
             try:
                 async for change in queue.changes():
-                    backoff = 0.2
+                    backoff.reset()
                     status = getattr(change.status, "value", change.status)
                     for callback in self.callbacks:
                         callback(name, change.key, status)
@@ -57,8 +58,7 @@ class QueuePool:
                 raise
             except Exception as error:  # Redis away: the periodic reconcile covers the gap
                 log.warning("change listener of queue %s failed (%s); retrying", name, error)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+                await asyncio.sleep(backoff.next())
 
     async def close(self) -> None:
         for task in self._listeners.values():

@@ -12,13 +12,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from podq.job import TERMINAL_STATUSES, UNSUCCESSFUL_TERMINAL_STATUSES, Status
+from podq.queue.base import WORKER_LOST
+
 MAX_RESULT_BYTES = 16 * 1024
 MAX_ERROR_BYTES = 8 * 1024
 MAX_CONDITION_MESSAGE = 1024
 
-TERMINAL = frozenset({"complete", "failed", "aborted"})
-# The engine's error text (and so the reason) of a job failed for its disruptions.
-WORKER_LOST = "WorkerLost"
 # How workers word a job for a function they do not have (lower-cased substrings).
 _UNREGISTERED_MARKERS = (
     "not registered", "unregistered", "unknown function", "no function",
@@ -29,7 +29,7 @@ _UNREGISTERED_MARKERS = (
 class JobView:
     """The fields of an engine job that the resource status shows."""
 
-    status: str
+    status: Status  # a status text is taken as its Status
     attempts: int = 0
     retries: int = 1
     progress: float = 0.0
@@ -44,12 +44,15 @@ class JobView:
     disruptions: int = 0  # runs its worker's loss cut short (not attempts)
     last_disruption: str | None = None
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "status", Status(self.status))
+
 
 def view_of(job: Any) -> JobView:
     """A JobView from a podq.Job (or anything with the same attribute names)."""
     status = getattr(job, "status", "new")
     return JobView(
-        status=getattr(status, "value", status) or "new",
+        status=Status(getattr(status, "value", status) or Status.NEW),
         attempts=int(getattr(job, "attempts", 0) or 0),
         retries=int(getattr(job, "retries", 1) or 1),
         progress=float(getattr(job, "progress", 0.0) or 0.0),
@@ -118,7 +121,7 @@ def error_summary(error: str | None) -> str:
 
 def failure_reason(view: JobView) -> str:
     """CamelCase reason for a failed or aborted job, from what the engine recorded."""
-    if view.status == "aborted":
+    if view.status == Status.ABORTED:
         if view.error and "swept" in view.error:
             return "Swept"  # stuck: worker lost, timeout or heartbeat missed
         return "Aborted"
@@ -143,35 +146,36 @@ def phase_conditions(view: JobView, now_s: float) -> list[tuple[str, str, str, s
     """
     attempt = f"attempt {view.attempts} of {view.retries}"
     status = view.status
-    if status == "complete":
+    if status == Status.COMPLETE:
         return [
             ("Complete", "True", "Completed", f"{view.function} completed after {attempt}"),
             ("Ready", "True", "Completed", "the job completed"),
             ("Reconciling", "False", "Completed", "the job completed"),
             ("Stalled", "False", "Completed", "the job completed"),
         ]
-    if status in ("failed", "aborted"):
+    if status in UNSUCCESSFUL_TERMINAL_STATUSES:
         reason = failure_reason(view)
-        summary = error_summary(view.error) or status
-        message = f"{view.function} {status} after {attempt}: {summary}"[:MAX_CONDITION_MESSAGE]
+        summary = error_summary(view.error) or status.value
+        message = f"{view.function} {status.value} after {attempt}: {summary}"
+        message = message[:MAX_CONDITION_MESSAGE]
         return [
             ("Failed", "True", reason, message),
             ("Ready", "False", reason, message),
             ("Reconciling", "False", reason, message),
             ("Stalled", "True", reason, message),
         ]
-    if status == "active":
+    if status == Status.ACTIVE:
         reason, message = "Running", f"{attempt} running on {view.worker or 'a worker'}"
-    elif status == "aborting":
+    elif status == Status.ABORTING:
         reason, message = "Aborting", "the job is being aborted"
-    elif status == "queued" and view.scheduled > now_s and view.attempts > 0:
+    elif status == Status.QUEUED and view.scheduled > now_s and view.attempts > 0:
         reason = "RetryScheduled"
         message = f"{attempt} failed; next attempt at {rfc3339(view.scheduled)}"
-    elif status == "queued" and view.scheduled > now_s:
+    elif status == Status.QUEUED and view.scheduled > now_s:
         reason, message = "Scheduled", f"waiting until {rfc3339(view.scheduled)}"
-    elif status == "queued" and view.attempts > 0:
+    elif status == Status.QUEUED and view.attempts > 0:
         reason, message = "Retrying", f"{attempt} failed; waiting for a worker"
-    elif status == "queued":
+    elif status == Status.QUEUED:
         reason, message = "Queued", "waiting for a worker"
     else:
         reason, message = "Pending", "not yet enqueued"
@@ -217,11 +221,12 @@ def job_status(
     now_s: float,
 ) -> dict[str, Any]:
     """The full status a Job resource should have for this job."""
-    result, result_cut = cap_result(view.result) if view.status == "complete" else (None, False)
+    complete = view.status == Status.COMPLETE
+    result, result_cut = cap_result(view.result) if complete else (None, False)
     error, error_cut = cap_error(view.error)
-    retry_pending = view.status == "queued" and view.attempts > 0 and view.scheduled > now_s
+    retry_pending = view.status == Status.QUEUED and view.attempts > 0 and view.scheduled > now_s
     status: dict[str, Any] = {
-        "status": view.status,
+        "status": view.status.value,
         "jobKey": key,
         "queue": queue,
         "attempts": view.attempts,
@@ -259,7 +264,7 @@ def refused_status(
         ("Stalled", "True", reason, message),
     ]
     return {
-        "status": "failed",
+        "status": Status.FAILED.value,
         "jobKey": key,
         "queue": queue,
         "attempts": 0,
@@ -289,4 +294,4 @@ def status_patch(current: Mapping[str, Any] | None, desired: Mapping[str, Any]) 
 
 
 def is_finished(status: Mapping[str, Any] | None) -> bool:
-    return bool(status) and status.get("status") in TERMINAL
+    return bool(status) and status.get("status") in TERMINAL_STATUSES

@@ -13,7 +13,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from podq.job import Status
 from podq.queue.store import text
-from podq.utils import cancel_and_wait, cancel_requested
+from podq.utils import Backoff, cancel_and_wait, cancel_requested
 
 if t.TYPE_CHECKING:
     from collections.abc import Iterable
@@ -84,7 +84,7 @@ class Notifier:
                 await asyncio.wait_for(client.aclose(close_connection_pool=True), 1.0)
 
     async def _listen(self, client: aioredis.Redis) -> None:
-        backoff = 0.1
+        backoff = Backoff(0.1, 5.0)
         while not cancel_requested():
             pubsub = client.pubsub()
             try:
@@ -95,21 +95,21 @@ class Notifier:
                         status, _, key = text(msg["data"]).partition(":")
                         self._dispatch(key, status)
                     elif kind == "subscribe":
-                        backoff = 0.1
+                        backoff.reset()
                         self.ready.set()
                         self._dispatch(None, "resync")
             except asyncio.CancelledError:
                 raise
             except Exception as e:
                 self.ready.clear()
+                delay = backoff.next()
                 logger.warning(
                     "podq: lost the notification channel of queue %s (%s); reconnecting in %.1fs",
                     self.queue_name,
                     e,
-                    backoff,
+                    delay,
                 )
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+                await asyncio.sleep(delay)
             finally:
                 # bounded: closing can hang when the pool was closed underneath
                 with contextlib.suppress(BaseException):

@@ -547,12 +547,12 @@ class RedisQueue(Queue):
             client=self.redis,
         )
         state = text(result) if result else None
-        if state == "aborted":
+        if state == Status.ABORTED:
             job.status = Status.ABORTED
             job.error = error
             job.completed = now()
             self.aborted += 1
-        elif state == "aborting":
+        elif state == Status.ABORTING:
             job.status = Status.ABORTING
             job.error = error
 
