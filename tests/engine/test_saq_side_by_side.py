@@ -359,3 +359,50 @@ async def test_a_job_taken_with_plain_dequeue_is_not_swept_as_a_dead_workers(
     # documented deviation: on podq the worker id is the take's (its liveness record
     # vouches for the run), so one set by the caller is not stored
     assert on_podq == {**on_saq, "while taken": ("active", 1, None)}
+
+
+async def test_abort_counts_and_the_abort_marker(queues: dict[types.ModuleType, t.Any]) -> None:
+    async def scenario(lib: types.ModuleType, queue: t.Any) -> dict[str, t.Any]:
+        running, block = blocking()
+        worker = lib.Worker(queue, functions=[block, noop])
+        job = await queue.enqueue("block", key="running", timeout=0)
+        processing = asyncio.create_task(worker.process())
+        await asyncio.wait_for(running.wait(), 10)
+        await job.abort("stop it")
+        await job.refresh()
+        out: dict[str, t.Any] = {"aborting": (job.status, await queue.count("active"),
+                                              await queue.count("incomplete"))}
+        await worker.abort(0)
+        await asyncio.wait_for(processing, 10)
+        await job.refresh()
+        out["aborted"] = (job.status, await queue.count("active"))
+        out["same key again, once the abort finished"] = (
+            await queue.enqueue("noop", key="running") is not None)
+        queued = await queue.enqueue("noop", key="queued")
+        await queued.abort("not needed")
+        await queued.refresh()
+        out["queued job aborted"] = queued.status
+        out["same key again, at once"] = await queue.enqueue("noop", key="queued") is not None
+        out["job id"] = queued.id
+        await worker.stop()
+        return out
+
+    on_saq, on_podq = await both(queues, scenario)
+    assert on_saq == {
+        "aborting": ("aborting", 0, 0),
+        "aborted": ("aborted", 0),
+        "same key again, once the abort finished": True,
+        "queued job aborted": "aborted",
+        "same key again, at once": True,
+        "job id": "saq:job:test:queued",
+    }
+    # documented deviations (docs/saq-compatibility.md): an aborting job still runs, so
+    # podq counts it active and incomplete; the abort marker lives its ttl (5 s), keeping
+    # the key from being enqueued again meanwhile; job ids carry the queue's hash tag
+    assert on_podq == {
+        **on_saq,
+        "aborting": ("aborting", 1, 1),
+        "same key again, once the abort finished": False,
+        "same key again, at once": False,
+        "job id": "podq:{test}:job:queued",
+    }
