@@ -5,7 +5,8 @@ An item is one of:
   `saq.job.Job`                       a public name of a module
   `saq.job.Job.refresh`               a public member of a class (method, property,
                                       attribute set in __init__, dataclass field,
-                                      TypedDict key, enum member)
+                                      TypedDict key, enum member); podq's must be a
+                                      method where SAQ's is one
   `saq.job.Job.refresh(until_complete)` a parameter of a public function or method
                                       (podq's must take it the same way: by name, at
                                       the same position if SAQ's is positional, with a
@@ -144,6 +145,10 @@ def _callable_of(cls: type, name: str) -> t.Any:
     return None
 
 
+def _is_method(cls: type, name: str) -> bool:
+    return inspect.isfunction(_callable_of(cls, name))
+
+
 def _positional(signature: inspect.Signature) -> list[str]:
     return [p.name for p in signature.parameters.values()
             if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
@@ -217,7 +222,9 @@ def _class_items(where: str, saq_cls: type, podq_cls: t.Any) -> list[tuple[str, 
         return items
     items += _parameter_items(where, saq_cls, podq_cls if is_class else None)
     for member in class_members(saq_cls):
-        covered = is_class and _has_member(podq_cls, member)
+        covered = is_class and _has_member(podq_cls, member) and (
+            # a method where SAQ has one; a property or attribute where SAQ has either
+            _is_method(saq_cls, member) == _is_method(podq_cls, member))
         items.append((f"{where}.{member}", covered))
         saq_fn = _callable_of(saq_cls, member)
         if saq_fn is not None and inspect.isfunction(saq_fn):

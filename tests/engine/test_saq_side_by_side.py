@@ -406,3 +406,45 @@ async def test_abort_counts_and_the_abort_marker(queues: dict[types.ModuleType, 
         "same key again, at once": False,
         "job id": "podq:{test}:job:queued",
     }
+
+
+async def test_queue_worker_info_version_loop_and_utils(
+    queues: dict[types.ModuleType, t.Any],
+) -> None:
+    async def scenario(lib: types.ModuleType, queue: t.Any) -> dict[str, t.Any]:
+        returned = await queue.worker_info("w1", "test", {"team": "a"}, ttl=30)
+        record = (await queue.info())["workers"]["w1"]
+        out: dict[str, t.Any] = {
+            "returned": sorted(returned), "stats": sorted(returned["stats"]),
+            "record": {k: record[k] for k in ("queue_key", "metadata")},
+            "version": await queue.version(),
+            "loop": queue.loop is asyncio.get_running_loop(),
+            "millis": lib.utils.millis(1.5),
+        }
+        stubborn_started = asyncio.Event()
+
+        async def stubborn() -> None:
+            stubborn_started.set()
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                await asyncio.sleep(0.2)  # cleans up for a while, then ends
+
+        tasks = [asyncio.create_task(asyncio.sleep(3600)), asyncio.create_task(stubborn())]
+        await stubborn_started.wait()
+        out["cancel_tasks, timeout 0"] = await lib.utils.cancel_tasks(tasks, 0)
+        out["cancel_tasks, until done"] = await lib.utils.cancel_tasks(tasks, None)
+        out["tasks done"] = [task.done() for task in tasks]
+        return out
+
+    on_saq, on_podq = await both(queues, scenario)
+    timeout_0_saq, timeout_0_podq = (on_saq.pop("cancel_tasks, timeout 0"),
+                                     on_podq.pop("cancel_tasks, timeout 0"))
+    assert on_saq == on_podq
+    assert on_podq["record"] == {"queue_key": "test", "metadata": {"team": "a"}}
+    assert on_podq["returned"] == ["metadata", "queue_key", "stats"]
+    assert on_podq["cancel_tasks, until done"] is True
+    assert on_podq["tasks done"] == [True, True]
+    # documented deviation: podq's cancel_tasks returns at its timeout (False: a task
+    # still runs); SAQ's waits on past it until every task ended
+    assert (timeout_0_saq, timeout_0_podq) == (True, False)

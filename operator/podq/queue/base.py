@@ -156,8 +156,9 @@ class Queue(ABC):
         self, worker_id: str, info: dict[str, t.Any], ttl: float
     ) -> None: ...
 
+    @property
     def loop(self) -> asyncio.AbstractEventLoop:
-        """The running event loop (SAQ's)."""
+        """The running event loop (SAQ's property)."""
         return asyncio.get_running_loop()
 
     async def worker_info(
@@ -172,7 +173,8 @@ class Queue(ABC):
             "queue_key": queue_key,
             "metadata": metadata,
         }
-        await self.write_worker_info(worker_id, dict(info), ttl=ttl)
+        # the record also names its worker, as podq's own records do (info() keys by it)
+        await self.write_worker_info(worker_id, {"id": worker_id, **info}, ttl=ttl)
         return info
 
     # -- (de)serialisation ---------------------------------------------------------
