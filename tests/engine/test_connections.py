@@ -4,8 +4,13 @@ on a real redis-server (issue 11, part 1)."""
 from __future__ import annotations
 
 import asyncio
+import gc
+import logging
+import sys
 import typing as t
+import warnings
 
+import pytest
 import redis.asyncio as aioredis
 import saq
 from engine_helpers import Workers, wait_for
@@ -101,3 +106,38 @@ async def test_a_client_on_a_plain_pool_gets_a_waiting_twin_and_keeps_its_own(
         assert await client.zcard(queue.keys.queued) == 500
     finally:
         await client.aclose()
+
+
+async def test_a_queue_dropped_without_disconnect_leaves_no_pending_task(
+    redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Its notification readers are cancelled when it is collected and end cleanly:
+    no "Task was destroyed but it is pending", no coroutine ignoring GeneratorExit."""
+    unraisable: list[t.Any] = []
+    previous_hook = sys.unraisablehook
+    sys.unraisablehook = unraisable.append
+
+    async def use_and_drop() -> None:
+        queue = Queue.from_url(redis_url, name="dropped")
+        await queue.enqueue("noop")
+        async with queue.subscribe():
+            pass  # the changes reader keeps running after the subscription
+        await queue.subscribe_wake(lambda key, status: None).start()
+        assert len(readers()) == 2
+
+    def readers() -> list[asyncio.Task[t.Any]]:
+        return [task for task in asyncio.all_tasks()
+                if task.get_name().startswith("podq-notify-podq:{dropped}")]
+
+    try:
+        with caplog.at_level(logging.ERROR, logger="asyncio"), warnings.catch_warnings():
+            warnings.simplefilter("error", RuntimeWarning)  # "coroutine ... never awaited"
+            await use_and_drop()
+            gc.collect()
+            await wait_for(lambda: not readers(), 10)
+            gc.collect()
+            await asyncio.sleep(0)
+        assert "Task was destroyed" not in caplog.text
+        assert unraisable == []
+    finally:
+        sys.unraisablehook = previous_hook

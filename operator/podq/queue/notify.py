@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 import typing as t
 
 from redis import asyncio as aioredis
@@ -16,7 +17,7 @@ from podq.queue.store import text
 from podq.utils import Backoff, cancel_and_wait, cancel_requested
 
 if t.TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Awaitable, Callable, Iterable
 
 logger = logging.getLogger("podq")
 
@@ -35,6 +36,26 @@ class Change(t.NamedTuple):
 def message(status: str, key: str = "") -> str:
     """The text published on a channel: `<status>:<key>` (what the scripts publish)."""
     return f"{status}:{key}"
+
+
+# readers of dropped queues, cancelled and finishing: held until done, since a task
+# waiting on a socket is otherwise only weakly reachable (asyncio streams hold their
+# reader weakly) and would be destroyed pending
+_STOPPING: set[asyncio.Task[None]] = set()
+
+
+async def _close_bounded(close: Callable[[], Awaitable[t.Any]], seconds: float = 1.0) -> None:
+    """Await close() for at most seconds, ignoring its errors; nothing when the
+    coroutine is being closed (GeneratorExit) or has no loop: nothing can be awaited."""
+    if isinstance(sys.exc_info()[1], GeneratorExit):
+        return
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    with contextlib.suppress(BaseException):
+        async with asyncio.timeout(seconds):  # no task of its own, unlike wait_for
+            await close()
 
 
 class Notifier:
@@ -80,8 +101,7 @@ class Notifier:
         try:
             await self._listen(client)
         finally:
-            with contextlib.suppress(BaseException):
-                await asyncio.wait_for(client.aclose(close_connection_pool=True), 1.0)
+            await _close_bounded(lambda: client.aclose(close_connection_pool=True))
 
     async def _listen(self, client: aioredis.Redis) -> None:
         backoff = Backoff(0.1, 5.0)
@@ -112,8 +132,30 @@ class Notifier:
                 await asyncio.sleep(delay)
             finally:
                 # bounded: closing can hang when the pool was closed underneath
-                with contextlib.suppress(BaseException):
-                    await asyncio.wait_for(pubsub.aclose(), 1.0)
+                await _close_bounded(pubsub.aclose)
+
+    def abandon(self) -> None:
+        """Stop the reader of a queue dropped without disconnect(), from its finalizer
+        (podq.queue.redis): cancelled, it closes its connection and ends, held until
+        then. If its loop stops or closes first, it can never run again: it then goes
+        without the "Task was destroyed but it is pending" error (it was told to stop)."""
+        task, self.task = self.task, None
+        if task is None or task.done():
+            return
+        task._log_destroy_pending = False  # type: ignore[attr-defined]
+        loop = task.get_loop()
+        if loop.is_closed():
+            return
+        _STOPPING.add(task)
+        task.add_done_callback(_STOPPING.discard)
+        try:
+            current = asyncio.get_running_loop()
+        except RuntimeError:
+            current = None
+        if current is loop:
+            task.cancel()
+        else:
+            loop.call_soon_threadsafe(task.cancel)
 
     async def close(self) -> None:
         task, self.task = self.task, None

@@ -11,6 +11,7 @@ import contextlib
 import json
 import logging
 import typing as t
+import weakref
 from urllib.parse import urlparse
 
 from redis import asyncio as aioredis
@@ -96,6 +97,9 @@ class RedisQueue(Queue):
         self._notifier = Notifier(self.redis, self.keys.changes, name)
         # workers listen here only: new ready work and aborts, not every change
         self._wake_notifier = Notifier(self.redis, self.keys.wake, name)
+        # dropped without disconnect(): its readers stop rather than being destroyed
+        # pending ("Task was destroyed but it is pending")
+        weakref.finalize(self, _abandon, (self._notifier, self._wake_notifier))
         self._registered = False
 
     @classmethod
@@ -803,3 +807,8 @@ class RedisQueue(Queue):
 async def list_queues(redis: aioredis.Redis) -> list[str]:
     """Names of the queues registered on this Redis (by connect/enqueue/workers)."""
     return sorted(text(n) for n in await redis.smembers(redis_keys.QUEUES_KEY))
+
+
+def _abandon(notifiers: tuple[Notifier, ...]) -> None:
+    for notifier in notifiers:
+        notifier.abandon()

@@ -36,8 +36,22 @@ def number(value: t.Any) -> int | float:
         return int(as_float) if as_float.is_integer() else as_float
 
 
+def _library() -> dict[str, str]:
+    """The shared Lua functions of podq/scripts/lib: file `NAME.lua` defines `NAME`."""
+    folder = resources.files("podq").joinpath("scripts", "lib")
+    return {
+        entry.name.removesuffix(".lua"): entry.read_text()
+        for entry in sorted(folder.iterdir(), key=lambda e: e.name)
+        if entry.name.endswith(".lua")
+    }
+
+
 def load_script(name: str) -> str:
-    return resources.files("podq").joinpath("scripts", name).read_text()
+    """A script of podq/scripts, preceded by the shared functions it calls (each is
+    written once, in podq/scripts/lib)."""
+    body = resources.files("podq").joinpath("scripts", name).read_text()
+    used = [text for function, text in _library().items() if f"{function}(" in body]
+    return "\n".join([*used, body])
 
 
 class Scripts:

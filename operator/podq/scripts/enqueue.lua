@@ -16,8 +16,7 @@ local clock = redis.call('TIME')
 if tonumber(ARGV[4]) > tonumber(clock[1]) + tonumber(clock[2]) / 1e6 then
   redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1])
 else
-  local seq = redis.call('INCR', KEYS[5])
-  redis.call('ZADD', KEYS[2], string.format('%.0f', tonumber(ARGV[6]) * 1e12 + seq), ARGV[1])
+  make_ready(KEYS[2], KEYS[5], ARGV[6], ARGV[1])
 end
 redis.call('HINCRBY', KEYS[6], 'enqueued', 1)
 redis.call('PUBLISH', ARGV[2], 'queued:' .. ARGV[1])

@@ -31,8 +31,7 @@ while i <= #ARGV do
       if tonumber(sch) > now then
         redis.call('ZADD', KEYS[2], sch, key)
       else
-        local seq = redis.call('INCR', KEYS[3])
-        redis.call('ZADD', KEYS[1], string.format('%.0f', tonumber(pri) * 1e12 + seq), key)
+        make_ready(KEYS[1], KEYS[3], pri, key)
       end
       redis.call('PUBLISH', ARGV[1], 'queued:' .. key)
       ok = '1'

@@ -36,8 +36,7 @@ for _, k in ipairs(due) do
   redis.call('ZREM', KEYS[2], k)
   local p = redis.call('HGET', ARGV[4] .. k, 'priority')
   if p then
-    local seq = redis.call('INCR', KEYS[4])
-    redis.call('ZADD', KEYS[1], string.format('%.0f', tonumber(p) * 1e12 + seq), k)
+    make_ready(KEYS[1], KEYS[4], p, k)
     promoted[#promoted + 1] = k
   end
 end

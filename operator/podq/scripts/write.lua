@@ -61,8 +61,7 @@ else
   if ready > now_s then
     redis.call('ZADD', KEYS[3], ready, ARGV[1])
   else
-    local seq = redis.call('INCR', KEYS[5])
-    redis.call('ZADD', KEYS[2], string.format('%.0f', tonumber(ARGV[11]) * 1e12 + seq), ARGV[1])
+    make_ready(KEYS[2], KEYS[5], ARGV[11], ARGV[1])
   end
   redis.call('HINCRBY', KEYS[6], mode == 'requeue' and 'disrupted' or 'retried', 1)
   redis.call('PUBLISH', ARGV[3], status .. ':' .. ARGV[1])
