@@ -9,6 +9,7 @@ its key.
 
 from __future__ import annotations
 
+import json
 import re
 import typing as t
 from dataclasses import dataclass, field
@@ -113,6 +114,9 @@ async def list_jobs(
             keys = await _range(queue, source, position - offset, want)
             if not keys:
                 break
+            read = len(keys)
+            if function:
+                keys, read = await _of_function(queue, keys, function, limit - len(jobs))
             found = await queue.jobs(keys)
             gone = [k for k, j in zip(keys, found, strict=True) if j is None]
             if gone and source.reverse:  # expired (the job's ttl): forget it
@@ -125,12 +129,35 @@ async def list_jobs(
                 jobs.append(job)
                 if len(jobs) >= limit:
                     break
+            if function:
+                taken = read
             position += taken
             examined += taken
         offset += source.size
         if len(jobs) >= limit:
             break
     return JobPage(jobs, start, position if position < total else None, total, examined)
+
+
+async def _of_function(
+    queue: Queue, keys: list[str], function: str, wanted: int
+) -> tuple[list[str], int]:
+    """The first `wanted` of keys whose job runs function, and how many keys were read
+    to find them. Reads only each job's `job` field (where the function name
+    is): a fraction of the whole hash, which matters when most jobs are skipped."""
+    async with queue.redis.pipeline(transaction=False) as pipe:
+        for key in keys:
+            pipe.hget(queue.keys.job(key), "job")
+        payloads = await pipe.execute()
+    matches: list[str] = []
+    read = 0
+    for key, payload in zip(keys, payloads, strict=True):
+        read += 1
+        if payload and json.loads(payload).get("function") == function:
+            matches.append(key)
+            if len(matches) >= wanted:
+                break
+    return matches, read
 
 
 @dataclass
