@@ -82,7 +82,6 @@ async def test_live_jobs_and_abort_from_the_ui(queue, dashboard, workers, browse
     await expect(row.locator(".badge")).to_have_text("active")
     assert await page.evaluate("window.notReloaded") is True
     await asyncio.wait_for(started.wait(), 10)
-    await keep(page, tmp_path, "jobs.png")
 
     await page.goto(d.url + "/login")
     await page.fill('input[name="token"]', TOKEN)
@@ -99,6 +98,11 @@ async def test_live_jobs_and_abort_from_the_ui(queue, dashboard, workers, browse
     assert (await queue.job("long-run")).status == Status.ABORTED
     await expect(page.locator("#error")).to_contain_text("aborted from podq web")
     await keep(page, tmp_path, "job.png")
+
+    await page.goto(d.url + "/queues/web/jobs")  # every status: finished ones too
+    await expect(page.locator('tr[data-key="long-run"] .badge')).to_have_text("aborted")
+    await expect(page.locator("tbody .badge.failed")).to_have_count(3)
+    await keep(page, tmp_path, "jobs.png")
 
 
 async def test_read_only_mode_offers_and_accepts_no_action(queue, dashboard, browser):
