@@ -40,6 +40,14 @@
   const source = new EventSource("/events");
   source.addEventListener("open", function () { live.classList.add("on"); });
   source.addEventListener("error", function () { live.classList.remove("on"); });
+  // once subscribed (first time or after a reconnect), fetch what may have changed
+  // between rendering this page and the stream starting: nothing is missed
+  source.addEventListener("hello", function () {
+    if (document.getElementById("jobs-table")) {
+      refresh("jobs-table", withFragment(location.href));
+    }
+    if (pageJob) refresh("job-detail", withFragment(location.href));
+  });
   source.addEventListener("changes", function (event) {
     const data = JSON.parse(event.data);
     setCounts(data.queue, data.counts);
