@@ -459,9 +459,8 @@ class Worker:
                     logger.debug("Processing %s", job.info(False))
                 timeout = job.timeout or None
                 try:
-                    result = await asyncio.wait_for(
-                        self._call(function, context, **(job.kwargs or {})), timeout
-                    )
+                    async with asyncio.timeout(timeout):  # no task of its own, as wait_for
+                        result = await self._call(function, context, **(job.kwargs or {}))
                     outcome = ("complete", result)
                 except TimeoutError:
                     if run.abort_error is not None:

@@ -21,6 +21,7 @@ from podq.job import STORED_FIELDS, TERMINAL_STATUSES, Job, Status
 from podq.queue import keys as redis_keys
 from podq.queue import pool as redis_pool
 from podq.queue.base import DEFAULT_MAX_DISRUPTIONS, WORKER_LOST, Queue
+from podq.queue.batch import ScriptBatcher
 from podq.queue.notify import Change, Notifier, Subscription, WakeSubscription, message
 from podq.queue.store import (
     Scripts,
@@ -94,6 +95,7 @@ class RedisQueue(Queue):
         if max_connections is not None:
             redis_pool.grow(self.redis, max_connections)
         self._scripts = Scripts(self.redis)
+        self._batcher = ScriptBatcher(self.redis)  # write-backs of one loop turn, pipelined
         self._notifier = Notifier(self.redis, self.keys.changes, name)
         # workers listen here only: new ready work and aborts, not every change
         self._wake_notifier = Notifier(self.redis, self.keys.wake, name)
@@ -173,6 +175,7 @@ class RedisQueue(Queue):
             self._registered = True
 
     async def disconnect(self) -> None:
+        await self._batcher.drain()
         await self._notifier.close()
         await self._wake_notifier.close()
         await self.redis.aclose()
@@ -192,6 +195,8 @@ class RedisQueue(Queue):
         job_dict, timeout_chosen = decoded
         job = t.cast(Job, self.deserialize(job_dict))
         job.choose("timeout", timeout_chosen)
+        # the stored fields as read: a guarded finish sends only those changed since
+        job._read_as = {name: getattr(job, name) for name in STORED_NAMES}  # type: ignore[attr-defined]
         return job
 
     # -- enqueue ---------------------------------------------------------------------
@@ -395,12 +400,15 @@ class RedisQueue(Queue):
         *,
         delay: float = 0,
         expect: str = "",
+        partial: bool = False,
     ) -> t.Any:
-        """Run write.lua; expect: the statuses (comma-separated) the job must be in, as
-        this attempt (job.attempt_id), for the write to land ('' = unguarded)."""
+        """Run write.lua (batched: podq.queue.batch); expect: the statuses
+        (comma-separated) the job must be in, as this attempt (job.attempt_id), for the
+        write to land ('' = unguarded); partial: fields are only those changed."""
         key = job.key
-        return self._scripts.write(
-            keys=[
+        return self._batcher.call(
+            self._scripts.write,
+            [
                 self.keys.job(key),
                 self.keys.queued,
                 self.keys.scheduled,
@@ -408,7 +416,7 @@ class RedisQueue(Queue):
                 self.keys.seq,
                 self.keys.stats,
             ],
-            args=[
+            [
                 key,
                 self.keys.changes,
                 self.keys.wake,
@@ -420,9 +428,9 @@ class RedisQueue(Queue):
                 job.attempt_id or "",
                 expect,
                 job.priority,
+                "1" if partial else "0",
                 *fields,
             ],
-            client=self.redis,
         )
 
     async def finish(
@@ -446,8 +454,25 @@ class RedisQueue(Queue):
         job.completed = now()
         if job.status == Status.COMPLETE:
             job.progress = 1.0
-        state = job_hash(job, self._json(job))
-        wrote = bool(await self._write(job, "finish", state, expect=_OWNED if expect else ""))
+        payload = self._json(job)
+        read_as = getattr(job, "_read_as", None)
+        if expect and read_as is not None:
+            # still this attempt: the stored fields not changed since the job was read
+            # are as it read them, in Redis too (an update() there is sent again), but
+            # for status and error, which an abort sets meanwhile: always sent
+            changed = ["job", payload, "status", encode("status", job.status),
+                       "error", encode("error", job.error)]
+            for name, was in read_as.items():
+                value = getattr(job, name)
+                if value != was and name not in ("status", "error"):
+                    changed += [name, encode(name, value)]
+            wrote = await self._write(job, "finish", changed, expect=_OWNED, partial=True)
+            if wrote == -1:  # Redis lost the job: write it back whole
+                wrote = await self._write(job, "finish", job_hash(job, payload), expect=_OWNED)
+        else:
+            wrote = await self._write(job, "finish", job_hash(job, payload),
+                                      expect=_OWNED if expect else "")
+        wrote = bool(wrote)
         if wrote:
             if job.status == Status.COMPLETE:
                 self.complete += 1

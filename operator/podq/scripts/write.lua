@@ -5,14 +5,18 @@
 -- stale run never writes over a newer attempt, and a resent call (client retry after
 -- a lost reply) finds the job moved on and writes nothing. A guarded finish or retry of
 -- a job Redis lost (FLUSHALL, restart empty) writes it back: the run's copy is the only.
+-- A guarded finish may send only what the run changed (partial): the rest of the hash
+-- is as the take left it, since the job is still that attempt. When the job is gone,
+-- a partial write returns -1 and the caller sends the whole hash.
 -- touched and completed come from Redis TIME: one clock for every host.
 -- KEYS: 1 job hash, 2 queued zset, 3 scheduled zset, 4 active zset, 5 seq counter, 6 stats
 -- ARGV: 1 key, 2 changes channel, 3 wake channel, 4 mode (finish|retry|requeue|update),
 --       5 status, 6 ttl, 7 retry delay (s), 8 the job's own schedule (epoch s),
 --       9 the attempt id, 10 expected statuses (comma-separated; '' = unguarded),
---       11 priority, 12.. field/value pairs to set in the job hash
---       (finish/retry/requeue: the whole hash, podq.queue.store.job_hash; update: those
---       changed)
+--       11 priority, 12 partial ('1': the fields below are only those changed),
+--       13.. field/value pairs to set in the job hash (finish/retry/requeue: the whole
+--       hash, podq.queue.store.job_hash, or with partial the changed ones; update:
+--       those changed)
 local mode = ARGV[4]
 if ARGV[10] ~= '' then
   local f = redis.call('HMGET', KEYS[1], 'status', 'attempt_id')
@@ -22,6 +26,8 @@ if ARGV[10] ~= '' then
     end
   elseif mode == 'update' then
     return 0
+  elseif ARGV[12] == '1' then
+    return -1
   end
 end
 local clock = redis.call('TIME')
@@ -30,7 +36,7 @@ local now_ms = string.format('%.0f', math.floor(now_s * 1000))
 local status = ARGV[5]
 if mode == 'update' then
   if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-  redis.call('HSET', KEYS[1], unpack(ARGV, 12))
+  redis.call('HSET', KEYS[1], unpack(ARGV, 13))
   redis.call('HSET', KEYS[1], 'touched', now_ms)
   status = redis.call('HGET', KEYS[1], 'status')
   redis.call('PUBLISH', ARGV[2], status .. ':' .. ARGV[1])
@@ -44,7 +50,7 @@ local ttl = tonumber(ARGV[6])
 if mode == 'finish' and ttl < 0 then
   redis.call('DEL', KEYS[1])
 else
-  redis.call('HSET', KEYS[1], unpack(ARGV, 12))
+  redis.call('HSET', KEYS[1], unpack(ARGV, 13))
   local completed = '0'
   if mode == 'finish' then completed = now_ms end
   redis.call('HSET', KEYS[1], 'touched', now_ms, 'completed', completed)
