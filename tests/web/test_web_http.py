@@ -6,13 +6,18 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import subprocess
+import sys
 import uuid
+from pathlib import Path
+from urllib.parse import quote
 
 import aiohttp
 import pytest
 from web_helpers import TOKEN, wait_for
 
 from podq import Job, Queue, Status
+from podq.testing import free_port, wait_for_port
 from podq.web import charts
 from podq.web.data import list_jobs
 from podq.web.feed import sample
@@ -96,6 +101,29 @@ async def test_job_page_shows_its_run_and_the_job_resource(queue, dashboard):
     assert "Boom" in body and 'class="badge failed"' in body
     assert '<progress max="100" value="40"' in body
     assert "<form" not in body.split("<main>")[1]  # read-only: no action
+
+
+@pytest.mark.parametrize("spec_key", [None, "my-own-key"])
+async def test_job_page_names_the_resource_the_operator_enqueued(queue, dashboard, spec_key):
+    """The operator's own enqueue (podq.operator.jobs), not a copy of its format."""
+    from podq.operator.jobs import enqueue_jobs
+    from podq.operator.registry import JobRegistry
+
+    uid = str(uuid.uuid4())
+    spec = {"function": "resize", "queue": "web", **({"key": spec_key} if spec_key else {})}
+    resource, _ = JobRegistry().observe({
+        "metadata": {"namespace": "team-a", "name": "resize-42", "uid": uid},
+        "spec": spec})
+    outcomes = await enqueue_jobs(queue, [resource])
+    assert outcomes[uid].action == "enqueued"
+    d = await dashboard()
+    async with session() as s:
+        _, body, _ = await get(s, d.url + "/queues/web/job?key=" + quote(resource.key))
+    assert f"uid {uid}" in body
+    if spec_key:
+        assert '<span id="resource">(spec.key set)</span>' in body
+    else:
+        assert '<span id="resource">team-a/resize-42</span>' in body
 
 
 async def test_read_only_refuses_actions(queue, dashboard):
@@ -259,3 +287,35 @@ async def test_login_from_another_origin_is_refused(dashboard, origin):
                                       headers={"Origin": origin}) as r:
         assert r.status == 403
         assert "podq_session" not in {c.key for c in s.cookie_jar}
+
+
+def podq_web(*args: str) -> subprocess.Popen[str]:
+    podq = Path(sys.executable).parent / "podq"
+    return subprocess.Popen([str(podq), "web", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+
+async def test_the_podq_web_command_serves_the_queues_it_is_given(redis_url, queue):
+    await Queue.from_url(redis_url, name="other").connect()
+    port = free_port()
+    proc = podq_web("--redis-url", redis_url, "--port", str(port), "--queue", "web")
+    try:
+        await asyncio.to_thread(wait_for_port, port, 20)
+        async with session() as s:
+            status, body, _ = await get(s, f"http://127.0.0.1:{port}/queues")
+            assert status == 200 and 'id="queue-web"' in body
+            assert 'id="queue-other"' not in body  # only the named queue
+            status, _, _ = await get(s, f"http://127.0.0.1:{port}/queues/other/jobs")
+            assert status == 404
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=10)
+
+
+def test_the_podq_web_command_names_no_password_when_redis_is_unreachable() -> None:
+    url = f"redis://default:hunter2@127.0.0.1:{free_port()}/0"
+    proc = podq_web("--redis-url", url, "--port", str(free_port()))
+    output, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 69
+    assert "cannot serve with Redis at redis://default:***@127.0.0.1" in output
+    assert "hunter2" not in output

@@ -132,6 +132,8 @@ class Feed:
                 await self.flush(batch)
             except RedisError as e:
                 logger.warning("podq web: cannot record changes (%s)", e)
+            except Exception:
+                logger.exception("podq web: recording changes failed")
 
     async def flush(self, batch: list[tuple[str, str, str, int]]) -> None:
         """Record a batch of changes and tell the browsers, with fresh counts."""
@@ -157,6 +159,8 @@ class Feed:
                                                "counts": (await summary(queue)).as_dict()})
             except RedisError as e:
                 logger.warning("podq web: cannot sample the queues (%s)", e)
+            except Exception:
+                logger.exception("podq web: sampling the queues failed")
             await asyncio.sleep(self.sample_s)
 
 

@@ -11,6 +11,7 @@ import typing as t
 from dataclasses import dataclass
 
 from aiohttp import web
+from redis.exceptions import RedisError
 
 from podq.utils import redact
 from podq.web.auth import Guard, load_token
@@ -92,8 +93,9 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(serve(options))
     except KeyboardInterrupt:
         return 130
-    except OSError as e:
-        print(f"podq web: {redact(str(e))}", file=sys.stderr)
+    except (OSError, RedisError) as e:
+        print(f"podq web: cannot serve with Redis at {redact(options.redis_url)}: "
+              f"{redact(str(e))}", file=sys.stderr)
         return 69
     return 0
 
