@@ -184,9 +184,18 @@ def test_operator_cli_accepts_the_args_the_chart_renders(render) -> None:
             assert args.namespace == ["a", "b"] and args.metrics_port == 9090
         else:
             assert args.all_namespaces
-            # the image alone (docker run) behaves as the chart's default install
-            stage = final_stage(IMAGES / "Dockerfile.operator")
-            assert container["args"] == exec_form(stage, "CMD")
+        # two replicas by default, so the chart adds leader election; its Lease is named
+        # after the Deployment, in the release's namespace
+        assert args.leader_elect and args.leader_election_name == "podq-operator"
+
+    # the image alone (docker run) behaves as the chart's install with one replica,
+    # where there is no Lease to take
+    objs = render({"operator": {"replicas": 1, "leaderElection": {"enabled": False}}})
+    (operator,) = [o for o in objs if o["kind"] == "Deployment"
+                   and o["metadata"]["name"] == "podq-operator"]
+    container = operator["spec"]["template"]["spec"]["containers"][0]
+    stage = final_stage(IMAGES / "Dockerfile.operator")
+    assert container["args"] == exec_form(stage, "CMD")
 
 
 # ---------------------------------------------------------------- the worker image, run
