@@ -72,6 +72,13 @@ async def test_jobs_page_pages_filters_and_finds_by_key(queue, dashboard):
         assert re.findall(r'<tr data-key="([^"]+)"', body) == ["s1"]
         status, _, headers = await get(s, d.url + "/queues/web/job?key=nope")
         assert status == 302 and "No+job+with+key" in headers["Location"]
+        status, _, headers = await get(s, d.url + "/queues/web/jobs?key=m007")  # exact
+        assert status == 302 and headers["Location"] == "/queues/web/job?key=m007"
+        _, body, _ = await get(s, d.url + "/queues/web/jobs?key=m02")  # part of keys
+        assert re.findall(r'<tr data-key="([^"]+)"', body) == [f"m02{i}" for i in range(10)]
+        assert "whose key contains &#x27;m02&#x27;" in body
+        _, body, _ = await get(s, d.url + "/queues/web/jobs?key=m0*")  # no glob
+        assert re.findall(r'<tr data-key="([^"]+)"', body) == []
         status, _, _ = await get(s, d.url + "/queues/web/jobs?status=bogus")
         assert status == 400
 
@@ -101,6 +108,16 @@ async def test_job_page_shows_its_run_and_the_job_resource(queue, dashboard):
     assert "Boom" in body and 'class="badge failed"' in body
     assert '<progress max="100" value="40"' in body
     assert "<form" not in body.split("<main>")[1]  # read-only: no action
+
+
+async def test_a_job_resource_is_found_by_its_name(queue, dashboard):
+    uid = str(uuid.uuid4())
+    await queue.enqueue_many([Job("f", key=f"team-a/report-{i}/{uuid.uuid4()}")
+                              for i in range(300)] + [Job("f", key=f"team-b/resize-42/{uid}")])
+    d = await dashboard()
+    async with session() as s:
+        _, body, _ = await get(s, d.url + "/queues/web/jobs?key=resize-42")
+    assert re.findall(r'<tr data-key="([^"]+)"', body) == [f"team-b/resize-42/{uid}"]
 
 
 @pytest.mark.parametrize("spec_key", [None, "my-own-key"])

@@ -27,7 +27,8 @@ def text(value: t.Any) -> str:
 FINISHED = tuple(s.value for s in (Status.COMPLETE, Status.FAILED, Status.ABORTED))
 PENDING = ("active", "queued", "scheduled")
 STATUS_FILTERS = (*PENDING, *FINISHED)
-CHUNK = 200  # job keys read per round trip when a function filter skips some
+CHUNK = 200  # job keys read in the first round trip of a function filter; doubled
+CHUNK_MAX = 2000  # each further round trip, up to this
 SCAN_BUDGET = 5000  # jobs looked at for one page with a function filter, at most
 _RESOURCE_KEY = re.compile(
     r"^(?P<namespace>[a-z0-9-]+)/(?P<name>[a-z0-9.-]+)/(?P<uid>[0-9a-f]{8}-[0-9a-f-]{27})$"
@@ -103,6 +104,7 @@ async def list_jobs(
     jobs: list[Job] = []
     position, examined = start, 0
     offset = 0
+    chunk = CHUNK
     for source in walk:
         if position >= offset + source.size:
             offset += source.size
@@ -110,7 +112,9 @@ async def list_jobs(
         while position < offset + source.size and len(jobs) < limit:
             if examined >= SCAN_BUDGET:
                 return JobPage(jobs, start, position, total, examined)
-            want = limit - len(jobs) if not function else CHUNK
+            want = limit - len(jobs)
+            if function:
+                want, chunk = min(chunk, SCAN_BUDGET - examined), min(chunk * 2, CHUNK_MAX)
             keys = await _range(queue, source, position - offset, want)
             if not keys:
                 break
@@ -158,6 +162,36 @@ async def _of_function(
             if len(matches) >= wanted:
                 break
     return matches, read
+
+
+SEARCH_BUDGET = 50_000  # set members looked at for one search, at most
+SEARCH_STEP = 5000  # ZSCAN's COUNT
+_GLOB = re.compile(r"([*?\[\]\\])")
+
+
+async def search_jobs(
+    queue: Queue, needle: str, status: str | None = None, limit: int = 50
+) -> JobPage:
+    """Jobs whose key contains needle (ZSCAN with a MATCH pattern over the sources),
+    the first `limit` found, looking at SEARCH_BUDGET set members at most: a Job
+    resource's job is found by its name, its key being `namespace/name/uid`."""
+    pattern = "*" + _GLOB.sub(lambda m: "\\" + m.group(1), needle) + "*"
+    walk = sources(queue, status)
+    await _sizes(queue, walk)
+    found: dict[str, None] = {}
+    examined = 0
+    for source in walk:
+        cursor = 0
+        while examined < SEARCH_BUDGET and len(found) < limit:
+            cursor, members = await queue.redis.zscan(source.key, cursor, match=pattern,
+                                                      count=SEARCH_STEP)
+            examined += min(SEARCH_STEP, source.size)
+            found.update((text(m), None) for m, _ in members)
+            if not cursor:
+                break
+    keys = list(found)[:limit]
+    jobs = [j for j in await queue.jobs(keys) if j is not None]
+    return JobPage(jobs, 0, None, len(jobs), min(examined, sum(s.size for s in walk)))
 
 
 @dataclass

@@ -114,12 +114,18 @@ async def jobs_page(request: web.Request) -> web.Response:
         raise web.HTTPBadRequest(text=f"unknown status {status!r}")
     function = q.get("function") or None
     limit = _int(q.get("limit"), 50, MAX_LIMIT) or 50
-    page = await data.list_jobs(queue, status, function, _int(q.get("start"), 0, 10**12),
-                                limit)
-    table = render.jobs_table(queue.name, page, status, function, limit)
+    search = q.get("key", "").strip()
+    if search:
+        if not q.get("fragment") and await queue.job(search) is not None:
+            raise web.HTTPFound(f"/queues/{queue.name}/job?" + urlencode({"key": search}))
+        page = await data.search_jobs(queue, search, status, limit)
+    else:
+        page = await data.list_jobs(queue, status, function,
+                                    _int(q.get("start"), 0, 10**12), limit)
+    table = render.jobs_table(queue.name, page, status, function, limit, search)
     if q.get("fragment"):
         return web.Response(text=table, content_type="text/html")
-    body = render.jobs_body(queue.name, table, status, function, q.get("message", ""))
+    body = render.jobs_body(queue.name, table, status, function, q.get("message", ""), search)
     return _html(request, f"{queue.name}: jobs", body, queue=queue.name)
 
 

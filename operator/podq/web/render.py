@@ -110,7 +110,7 @@ def progress_bar(progress: float) -> str:
 
 
 def jobs_table(name: str, page: JobPage, status: str | None, function: str | None,
-               limit: int) -> str:
+               limit: int, search: str = "") -> str:
     """The table and the pager: what live updates replace."""
     rows = "".join(
         f'<tr data-key="{escape(job.key)}"><td><a href="/queues/{escape(name)}/job?'
@@ -123,6 +123,9 @@ def jobs_table(name: str, page: JobPage, status: str | None, function: str | Non
     ) or '<tr><td colspan="8" class="empty">No job.</td></tr>'
     shown = f"{page.start + 1}-{page.start + len(page.jobs)}" if page.jobs else "0"
     scope = f" of {page.total}" if not function else f" ({page.examined} looked at)"
+    if search:
+        scope = (f" whose key contains {escape(repr(search))} (the first {limit} at most,"
+                 f" {page.examined} keys looked at)")
     pager = [f'<span class="shown">{shown}{scope}</span>']
     shown_limit = limit if limit != 50 else None
     if page.start > 0:
@@ -142,7 +145,7 @@ def jobs_table(name: str, page: JobPage, status: str | None, function: str | Non
 
 
 def jobs_body(name: str, table: str, status: str | None, function: str | None,
-              message: str = "") -> str:
+              message: str = "", search: str = "") -> str:
     options = "".join(
         f'<option value="{s}"{" selected" if s == status else ""}>{s}</option>'
         for s in STATUS_FILTERS
@@ -156,8 +159,9 @@ def jobs_body(name: str, table: str, status: str | None, function: str | None,
         "</select></label>"
         f'<label>function <input name="function" value="{escape(function or "")}"></label>'
         '<button type="submit">Filter</button></form>'
-        f'<form class="search" method="get" action="/queues/{escape(name)}/job">'
-        '<label>key <input name="key" required></label><button type="submit">Find</button>'
+        f'<form class="search" method="get" action="/queues/{escape(name)}/jobs">'
+        f'<label>key <input name="key" value="{escape(search)}" required '
+        'placeholder="a key, or part of one"></label><button type="submit">Find</button>'
         "</form>"
         f'<div id="jobs-table" data-live-table="{escape(name)}">{table}</div>'
     )
