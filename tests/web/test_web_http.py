@@ -336,3 +336,28 @@ def test_the_podq_web_command_names_no_password_when_redis_is_unreachable() -> N
     assert proc.returncode == 69
     assert "cannot serve with Redis at redis://default:***@127.0.0.1" in output
     assert "hunter2" not in output
+
+
+async def test_a_job_resource_s_job_may_only_be_aborted(queue, dashboard):
+    from podq.operator.jobs import enqueue_jobs
+    from podq.operator.registry import JobRegistry
+
+    uid = str(uuid.uuid4())
+    resource, _ = JobRegistry().observe({
+        "metadata": {"namespace": "team-a", "name": "nightly", "uid": uid},
+        "spec": {"function": "f", "queue": "web"}})
+    await enqueue_jobs(queue, [resource])
+    d = await dashboard(token=TOKEN)
+    async with session() as s:
+        csrf = await login(s, d.url)
+        _, body, _ = await get(s, d.url + "/queues/web/job?key=" + quote(resource.key))
+        assert re.findall(r'class="action (\w+)"', body) == ["abort"]
+        assert "re-create the resource" in body
+        form = {"key": resource.key, "csrf": csrf, "confirm": "yes"}
+        async with s.post(d.url + "/queues/web/job/requeue", data=form,
+                          headers={"Origin": d.url}) as r:
+            assert r.status == 409
+        async with s.post(d.url + "/queues/web/job/abort", data=form,
+                          headers={"Origin": d.url}) as r:
+            assert r.status == 200
+    assert (await queue.job(resource.key)).status == Status.ABORTED

@@ -175,7 +175,8 @@ async def action(request: web.Request) -> web.Response:
     if job is None:
         raise web.HTTPNotFound(text="no such job")
     back = f"/queues/{queue.name}/job?" + urlencode({"key": job.key})
-    if name not in render.allowed_actions(job):
+    from_resource = await data.resource_of(queue, job.key) is not None
+    if name not in render.allowed_actions(job, from_resource):
         return _html(request, "Not now", render.message_body(
             "Not now", f"A {job.status.value} job cannot be {name}ed.", back), 409)
     if form.get("confirm") != "yes":

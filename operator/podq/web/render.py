@@ -190,7 +190,7 @@ def job_detail(name: str, job: Job, resource: Resource | None, timeline: list[Ev
     table = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
     events = "".join(f"<li>{when(e.at)} {escape(e.status)}</li>" for e in timeline)
     parts = [f'<table class="fields">{table}</table>',
-             _actions(name, job, csrf),
+             _actions(name, job, csrf, resource is not None),
              f'<h2>Timeline</h2><ol class="timeline">{events}</ol>',
              f"<h2>kwargs</h2><pre>{pretty(job.kwargs or {})}</pre>"]
     if job.status == Status.COMPLETE:
@@ -202,7 +202,13 @@ def job_detail(name: str, job: Job, resource: Resource | None, timeline: list[Ev
     return "".join(parts)
 
 
-def allowed_actions(job: Job) -> list[str]:
+def allowed_actions(job: Job, from_resource: bool = False) -> list[str]:
+    """What may be done to the job now. A job the operator enqueued for a Job resource
+    may only be aborted: the resource is its desired state (re-create it to run it
+    again), and a second run under its key would go behind the operator's back."""
+    if from_resource:
+        return [] if job.status in TERMINAL_STATUSES or job.status == Status.ABORTING else [
+            "abort"]
     if job.status in TERMINAL_STATUSES:
         return (["retry"] if job.status in UNSUCCESSFUL_TERMINAL_STATUSES else []) + ["requeue"]
     if job.status == Status.ABORTING:
@@ -210,17 +216,19 @@ def allowed_actions(job: Job) -> list[str]:
     return ["abort", "requeue"]
 
 
-def _actions(name: str, job: Job, csrf: str | None) -> str:
+def _actions(name: str, job: Job, csrf: str | None, from_resource: bool) -> str:
     if csrf is None:
         return ""
+    note = ('<p class="note">Enqueued for a Job resource: re-create the resource to run '
+            "it again.</p>" if from_resource else "")
     forms = "".join(
         f'<form method="post" action="/queues/{escape(name)}/job/{action}" class="inline">'
         f'<input type="hidden" name="key" value="{escape(job.key)}">'
         f'<input type="hidden" name="csrf" value="{escape(csrf)}">'
         f'<button type="submit" class="action {action}">{ACTIONS[action]}</button></form>'
-        for action in allowed_actions(job)
+        for action in allowed_actions(job, from_resource)
     )
-    return f'<div class="actions">{forms}</div>'
+    return f'<div class="actions">{forms}{note}</div>'
 
 
 def job_body(name: str, job: Job, detail: str) -> str:
