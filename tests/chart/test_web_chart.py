@@ -85,3 +85,32 @@ def test_helm_lint_is_clean_with_the_dashboard(helm_bin: str, tmp_path: Path) ->
                       "--values", str(values_file), check=False)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "[ERROR]" not in result.stdout and "[WARNING]" not in result.stdout, result.stdout
+
+
+def test_podq_web_accepts_the_args_the_chart_renders(render) -> None:
+    from podq.web.main import build_parser
+
+    objs = render({"web": {"enabled": True, "queues": ["a", "b"], "port": 9000,
+                           "token": {"existingSecret": "t"}}})
+    (c,) = one(objs, "Deployment", "podq-web")["spec"]["template"]["spec"]["containers"]
+    args = build_parser().parse_args(c["args"])
+    assert (args.host, args.port, args.queues) == ("0.0.0.0", 9000, ["a", "b"])
+    assert args.token_file == "/etc/podq/web-token/token"
+    assert {"name": "http", "containerPort": 9000, "protocol": "TCP"} in c["ports"]
+
+
+def test_the_operator_image_has_what_podq_web_needs() -> None:
+    """The chart runs the dashboard from the operator image: podq[operator] brings
+    aiohttp (kopf's), and the package data carries the templates and assets."""
+    import tomllib
+
+    project = tomllib.loads((CHART.parents[1] / "pyproject.toml").read_text())
+    package_data = project["tool"]["setuptools"]["package-data"]["podq"]
+    assert "web/templates/*.html" in package_data and "web/static/*" in package_data
+    dockerfile = (CHART.parents[1] / "worker_image" / "Dockerfile.operator").read_text()
+    assert "'.[operator]'" in dockerfile
+    assert any(d.startswith("kopf") for d in project["project"]["optional-dependencies"][
+        "operator"])
+    from importlib.metadata import requires
+
+    assert any(r.startswith("aiohttp") for r in requires("kopf") or [])
