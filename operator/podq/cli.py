@@ -92,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "Failed WorkerLost (default: 5); such runs use no attempt")
     w.add_argument("--metrics-port", type=int,
                    help="serve Prometheus metrics on this port (default: off)")
+    w.add_argument("--metrics-host", metavar="ADDRESS",
+                   help="address to serve metrics on (default: 0.0.0.0, every interface)")
     w.add_argument("-v", "--verbose", action="count", default=0)
 
     h = sub.add_parser(
@@ -174,7 +176,8 @@ def load_worker_settings(args: argparse.Namespace) -> tuple[dict[str, t.Any], st
         raise CliError(f"settings 'queue' must be a podq.Queue or a Redis URL, not {queue!r}")
     settings.pop("queue_name", None)
     for opt in ("concurrency", "burst", "max_burst_jobs", "dequeue_timeout",
-                "shutdown_grace_period_s", "timeout", "metrics_port", "max_disruptions"):
+                "shutdown_grace_period_s", "timeout", "metrics_port", "metrics_host",
+                "max_disruptions"):
         value = getattr(args, opt, None)
         if value is not None:
             settings[opt] = value

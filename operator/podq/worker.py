@@ -93,6 +93,8 @@ class Worker:
             queue's, default 5); such runs do not use up an attempt
         metrics_port: serve Prometheus metrics on this port (podq.metrics; None = off);
             timers["metrics"] is how often queue depth is read for them
+        metrics_host: the address they are served on (all interfaces by default, as a
+            pod needs; 127.0.0.1 keeps them on this machine)
         poll_interval: accepted for SAQ settings (there it affects Postgres only); podq
             workers are woken by Redis pub/sub
     """
@@ -124,6 +126,7 @@ class Worker:
         max_disruptions: int | None = None,
         handle_signals: bool = True,
         metrics_port: int | None = None,
+        metrics_host: str = "0.0.0.0",
         poll_interval: float = 0.0,
     ) -> None:
         if concurrency < 1:
@@ -205,6 +208,7 @@ class Worker:
         self._redis_error_at = float("-inf")
         self.complete = self.failed = self.retried = self.aborted = 0
         self.metrics_port = metrics_port
+        self.metrics_host = metrics_host
         self.metrics = (
             WorkerMetrics(queue, self.functions, concurrency, lambda: self.executing)
             if metrics_port is not None
@@ -257,7 +261,7 @@ class Worker:
             asyncio.create_task(self._loop(self._sweep, "sweep")),
         ]
         if self.metrics is not None and self.metrics_port is not None:
-            self.metrics_port = self.metrics.serve(self.metrics_port)
+            self.metrics_port = self.metrics.serve(self.metrics_port, self.metrics_host)
             tasks.append(asyncio.create_task(self._loop(self.metrics.refresh, "metrics", True)))
         if self.cron_jobs:
             tasks.append(asyncio.create_task(self._loop(self._schedule_cron, "schedule")))

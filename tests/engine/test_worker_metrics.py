@@ -23,7 +23,7 @@ def metrics_worker(redis_url: str) -> Iterator[int]:
     port = free_port()
     proc = subprocess.Popen(
         [PODQ, "worker", "ops_settings.settings", "--redis-url", redis_url, "--queue", "m",
-         "--metrics-port", str(port)],
+         "--metrics-port", str(port), "--metrics-host", "127.0.0.1"],
         cwd=HERE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     try:
@@ -131,19 +131,21 @@ async def test_worker_exits_with_a_message_when_the_metrics_port_is_taken(
     redis_url: str,
 ) -> None:
     with socket.socket() as taken:
-        taken.bind(("0.0.0.0", 0))
+        taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
         code, _, err = await podq_run("worker", "ops_settings.settings", "--redis-url",
-                                      redis_url, "--metrics-port", str(port))
+                                      redis_url, "--metrics-port", str(port),
+                                      "--metrics-host", "127.0.0.1")
     assert code == 1, err
-    assert f"cannot serve metrics on 0.0.0.0:{port}" in err and "Traceback" not in err
+    assert f"cannot serve metrics on 127.0.0.1:{port}" in err and "Traceback" not in err
 
 
 async def test_in_process_worker_counts_aborts_and_serves_on_a_chosen_port(
     queue: Queue, workers: Workers
 ) -> None:
-    worker = await workers.start(queue, [hold], metrics_port=0)  # 0: any free port
+    # port 0: any free port
+    worker = await workers.start(queue, [hold], metrics_port=0, metrics_host="127.0.0.1")
     port = worker.metrics_port
     assert port
     job = await queue.enqueue("hold", key="doomed", name="doomed", timeout=60)

@@ -36,7 +36,7 @@ async def podq(env: dict[str, str], *args: str) -> tuple[int, str, str]:
 
 async def test_operator_metrics_show_depth_and_scaling_decision(harness: Harness) -> None:
     port = free_port()
-    harness.start_operator("--metrics-port", str(port))
+    harness.start_operator("--metrics-port", str(port), "--metrics-host", "127.0.0.1")
     await harness.apps.create_namespaced_deployment(harness.namespace, deployment(
         "metered", "metered", **{"podq.dev/concurrency": "2", "podq.dev/max-replicas": "5"}))
     for index in range(3):

@@ -49,6 +49,7 @@ class Options:
     autoscale_interval: float = 5.0
     cron_refresh: float = 10.0
     metrics_port: int | None = None
+    metrics_host: str = "0.0.0.0"  # every interface, as in a pod
     # Exact namespace names need no namespace (or CRD) scanning: kopf would otherwise list
     # namespaces, which namespaced RBAC refuses, and fall back only after ~1 minute.
     scan_namespaces: bool = True
@@ -95,7 +96,8 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
         asyncio.create_task(memo.autoscaler.run(), name="podq-autoscaler"),
     ]
     if options.metrics_port is not None:
-        memo.tasks.append(asyncio.create_task(serve_metrics(memo, options.metrics_port)))
+        memo.tasks.append(asyncio.create_task(serve_metrics(memo, options.metrics_host,
+                                                                     options.metrics_port)))
     logger.info("podq operator started (redis %s)", kube_redacted(options.redis_url))
 
 

@@ -44,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--liveness", metavar="URL",
                         help="serve a liveness probe, e.g. http://0.0.0.0:8080/healthz")
     parser.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
+    parser.add_argument("--metrics-host", default=Options.metrics_host, metavar="ADDRESS",
+                        help="address to serve metrics on (default: %(default)s)")
     ha = parser.add_argument_group("high availability (several replicas)")
     ha.add_argument("--leader-elect", action="store_true",
                     help="act only while holding a coordination.k8s.io Lease; other replicas"
@@ -112,6 +114,7 @@ def main(argv: list[str]) -> int:
         autoscale_interval=args.autoscale_interval,
         cron_refresh=args.cron_refresh,
         metrics_port=args.metrics_port,
+        metrics_host=args.metrics_host,
         api_parallelism=args.api_parallelism,
         scan_namespaces=clusterwide or any(set("*?[!") & set(ns) for ns in args.namespace),
     )

@@ -77,7 +77,7 @@ def render(memo: Any) -> str:
     return generate_latest(registry_for(memo)).decode()
 
 
-async def serve_metrics(memo: Any, port: int) -> None:
+async def serve_metrics(memo: Any, host: str, port: int) -> None:
     registry = registry_for(memo)
 
     async def handle(_request: web.Request) -> web.Response:
@@ -89,7 +89,7 @@ async def serve_metrics(memo: Any, port: int) -> None:
     app.router.add_get("/metrics", handle)
     runner = web.AppRunner(app)
     await runner.setup()
-    site = web.TCPSite(runner, "0.0.0.0", port)
+    site = web.TCPSite(runner, host, port)
     await site.start()
     try:
         await asyncio.Event().wait()
