@@ -44,7 +44,15 @@ async def count_run(ctx: dict[str, Any], *, seconds: float = 0.0) -> str:
     return job.key
 
 
+async def fail_times(ctx: dict[str, Any], *, times: int) -> str:
+    """Fail the first `times` attempts, then succeed."""
+    attempts = ctx["job"].attempts
+    if attempts <= times:
+        raise ValueError(f"failing on purpose (attempt {attempts})")
+    return f"succeeded on attempt {attempts}"
+
+
 settings = {
-    "functions": [echo, noop, always_fail, nap, count_run],
+    "functions": [echo, noop, always_fail, nap, count_run, fail_times],
     "concurrency": int(os.environ.get("PODQ_TEST_CONCURRENCY", "20")),
 }

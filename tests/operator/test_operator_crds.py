@@ -80,3 +80,34 @@ def test_names_and_categories() -> None:
         names = load(name)["spec"]["names"]
         assert names["categories"] == ["podq"]
         assert shorts in names["shortNames"]
+
+
+def test_every_default_is_stated_in_its_description() -> None:
+    """`kubectl explain` shows descriptions, not defaults: each states its own."""
+    def shown(value: object) -> str:
+        return str(value).lower() if isinstance(value, bool) else str(value)
+
+    for name in ("jobs.podq.dev.yaml", "cronjobs.podq.dev.yaml"):
+        unstated = [
+            path for path, node in walk(schema(load(name)))
+            if "default" in node and f"Default: {shown(node['default'])}"
+            not in " ".join(node["description"].split())
+        ]
+        assert unstated == [], f"{name}: defaults not in the description: {unstated}"
+    timeout = schema(load("jobs.podq.dev.yaml"))["properties"]["spec"]["properties"]["timeout"]
+    assert "10 seconds" in timeout["description"]  # the engine's default, though unset here
+
+
+def test_printer_columns_show_state_at_a_glance() -> None:
+    def columns(name: str) -> dict[str, dict]:
+        version = load(name)["spec"]["versions"][0]
+        return {c["name"]: c for c in version["additionalPrinterColumns"]}
+
+    job = columns("jobs.podq.dev.yaml")
+    assert {"Reason", "Duration", "Progress"} <= set(job)
+    assert job["Progress"]["jsonPath"] == ".status.progressPercent"  # "42%", not 0.4166...
+    cron = columns("cronjobs.podq.dev.yaml")
+    assert {"TimeZone", "Suspend", "Active", "Last Schedule", "Next"} <= set(cron)
+    assert cron["Next"]["jsonPath"] == ".status.nextScheduleTime"
+    # a future time in a "date" column prints as <invalid>
+    assert cron["Next"]["type"] == "string"

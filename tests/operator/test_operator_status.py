@@ -135,3 +135,40 @@ def test_disruptions_are_shown_and_too_many_fail_with_reason_worker_lost() -> No
                    error="WorkerLost: the job's worker was lost 5 times")
     assert failure_reason(lost) == "WorkerLost"
     assert conditions(build(lost))["Failed"]["reason"] == "WorkerLost"
+
+
+def test_progress_shows_as_a_percentage_and_duration_once_finished() -> None:
+    running = build(JobView(status="active", attempts=1, progress=0.14166666666666666,
+                            queued=1_000, started=2_000))
+    assert running["progressPercent"] == "14%"
+    assert running["duration"] is None
+    done = build(JobView(status="complete", attempts=1, progress=0.0, queued=1_000,
+                         started=2_000, completed=201_000))
+    assert (done["progressPercent"], done["duration"]) == ("100%", "3m20s")
+    failed = build(JobView(status="failed", attempts=1, progress=0.999, queued=1_000,
+                           completed=46_000, error="x"))
+    assert (failed["progressPercent"], failed["duration"]) == ("99%", "45s")
+
+
+def test_human_duration_reads_like_kubectl() -> None:
+    from podq.operator.status import human_duration
+
+    cases = {0: "0s", 119: "119s", 125: "2m5s", 600: "10m", 3 * 3600 + 60: "3h1m",
+             20 * 3600: "20h", 3 * 86400 + 4 * 3600: "3d4h", 30 * 86400: "30d"}
+    assert {s: human_duration(s) for s in cases} == cases
+
+
+def test_retried_attempts_count_every_retry_between_two_writes() -> None:
+    from podq.operator.status import retried_attempts
+
+    # the states a job that fails twice, then succeeds (retries 3), passes through
+    path = [("queued", 0), ("active", 1), ("queued", 1), ("active", 2), ("queued", 2),
+            ("active", 3), ("complete", 3)]
+    counts = [retried_attempts(status, attempts) for status, attempts in path]
+    assert counts == [0, 0, 1, 1, 2, 2, 2]
+    # coalesced: whatever two states are written, the difference is the retries between
+    assert retried_attempts("complete", 3) - retried_attempts(None, 0) == 2
+    assert retried_attempts("active", 3) - retried_attempts("active", 1) == 2
+    # a disrupted run gives its attempt back: queued again at attempts - 1, no retry
+    assert retried_attempts("queued", 1) == retried_attempts("active", 2)
+    assert retried_attempts("failed", 3) == 2

@@ -3,6 +3,7 @@ report status. The kopf daemon in handlers.py calls `tick` in a loop."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -44,6 +45,45 @@ class CronMemory:
     skipped: set[str] = field(default_factory=set)  # slots already reported as skipped
     # the latest slot this daemon recorded: the body it is handed may trail that write
     recorded: datetime | None = None
+
+
+class CronWakeups:
+    """Wakes a CronJob's daemon when one of its child Jobs finishes, so that its `active`
+    list and lastSuccessfulTime follow at once instead of at the next refresh tick."""
+
+    def __init__(self) -> None:
+        self._events: dict[tuple[str, str], asyncio.Event] = {}
+        self._finished: set[str] = set()  # uids of children already reported finished
+
+    def event(self, namespace: str, name: str) -> asyncio.Event:
+        return self._events.setdefault((namespace, name), asyncio.Event())
+
+    def forget(self, namespace: str, name: str) -> None:
+        self._events.pop((namespace, name), None)
+
+    def child_finished(self, namespace: str, cron: str, uid: str) -> None:
+        """A child Job of CronJob `cron` was seen finished (once per child)."""
+        if uid in self._finished:
+            return
+        self._finished.add(uid)
+        event = self._events.get((namespace, cron))
+        if event is not None:
+            event.set()
+
+    def child_gone(self, uid: str) -> None:
+        self._finished.discard(uid)
+
+
+async def pause(stopped: Any, wake: asyncio.Event, seconds: float) -> None:
+    """Wait until `seconds` passed, the daemon is stopped (kopf's DaemonStopped) or
+    `wake` is set, whichever comes first; then clear `wake`."""
+    waits = [asyncio.ensure_future(stopped.wait(seconds)), asyncio.ensure_future(wake.wait())]
+    try:
+        await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiting in waits:
+            waiting.cancel()
+    wake.clear()
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ import kopf
 
 from podq.operator import kube
 from podq.operator.autoscaler import Autoscaler
-from podq.operator.cronjobs import CronMemory, tick
+from podq.operator.cronjobs import CronMemory, CronWakeups, pause, tick
 from podq.operator.metrics import serve_metrics
 from podq.operator.mirror import StatusMirror
 from podq.operator.names import (
@@ -26,6 +26,7 @@ from podq.operator.names import (
     GROUP,
     JOBS,
     KOPF_FINALIZER,
+    LABEL_CRONJOB,
     LABEL_QUEUE,
     VERSION,
 )
@@ -79,6 +80,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
     memo.kube = await kube.connect(pool_size=options.api_parallelism + 16)
     memo.pool = QueuePool(options.redis_url)
     memo.registry = JobRegistry()
+    memo.cron_wakeups = CronWakeups()
     memo.events = kube.EventRecorder(memo.kube.core)
     memo.mirror = StatusMirror(
         custom=memo.kube.custom, events=memo.events, pool=memo.pool, registry=memo.registry,
@@ -130,7 +132,9 @@ async def job_event(event: dict, body: kopf.Body, memo: kopf.Memo, **_: Any) -> 
     being deleted is released there too: job aborted, then our finalizer removed.
     Doing this in the writer instead of kopf's create/delete handlers saves kopf's two
     annotation patches per Job. After a restart this is how every status catches up."""
+    cron = (body.metadata.labels or {}).get(LABEL_CRONJOB)
     if event["type"] == "DELETED":
+        memo.cron_wakeups.child_gone(body.metadata.uid)
         gone = memo.registry.forget(body.metadata.uid)
         memo.mirror.forget(body.metadata.uid)
         if gone is not None:
@@ -139,6 +143,8 @@ async def job_event(event: dict, body: kopf.Body, memo: kopf.Memo, **_: Any) -> 
     known = memo.registry.by_uid.get(body.metadata.uid)
     was_finished = known is not None and is_finished(known.status)
     resource, new = memo.registry.observe(body)
+    if cron and is_finished(body.get("status")):
+        memo.cron_wakeups.child_finished(body.metadata.namespace, cron, body.metadata.uid)
     if new:
         memo.pool.listen(resource.queue)
     # unfinished again: another operator's patch, computed from an older read of Redis,
@@ -154,9 +160,10 @@ async def job_event(event: dict, body: kopf.Body, memo: kopf.Memo, **_: Any) -> 
 async def cronjob_daemon(body: kopf.Body, memo: kopf.Memo, stopped: kopf.DaemonStopped,
                          logger: logging.Logger, **_: Any) -> None:
     """Tick at each schedule slot, and at least every cron_refresh seconds so that spec
-    changes (suspend, schedule) and finished children are noticed."""
+    changes (suspend, schedule) are noticed; a child that finishes wakes it at once."""
     memory = CronMemory()
     refresh = memo.options.cron_refresh
+    wake = memo.cron_wakeups.event(body.metadata.namespace, body.metadata.name)
     while not stopped:
         wait = refresh
         try:
@@ -166,7 +173,8 @@ async def cronjob_daemon(body: kopf.Body, memo: kopf.Memo, stopped: kopf.DaemonS
                 wait = min(refresh, (outcome.next_slot - datetime.now(UTC)).total_seconds())
         except Exception:  # one CronJob's trouble must not stop its daemon for good
             logger.exception("cronjob tick failed")
-        await stopped.wait(max(wait, 0.0) + 0.005)
+        await pause(stopped, wake, max(wait, 0.0) + 0.005)
+    memo.cron_wakeups.forget(body.metadata.namespace, body.metadata.name)
 
 
 # -- worker Deployments -------------------------------------------------------------------

@@ -39,6 +39,7 @@ from podq.operator.status import (
     is_finished,
     job_status,
     refused_status,
+    retried_attempts,
     status_patch,
     view_of,
 )
@@ -340,23 +341,29 @@ class StatusMirror:
             self._schedule_ttl(resource, now)
             return "unchanged"
         # before the await: our own patch's watch event may update resource.status meanwhile
-        before = resource.status.get("status")
-        disrupted_before = resource.status.get("disruptions")
+        before = (resource.status.get("status"), resource.status.get("attempts") or 0,
+                  resource.status.get("disruptions"))
         resource_version = await self._api(patch_job_status(
             self.custom, resource.namespace, resource.name, patch))
         if resource_version is None:
             return "gone"
         # unless an event newer than our patch arrived meanwhile (another operator's)
         resource.record(_merged(resource.status, patch), resource_version)
-        await self._post_transition(resource, before, disrupted_before, desired)
+        function = getattr(job, "function", None) or resource.spec.get("function")
+        await self._post_transition(resource, before, desired, function)
         self._schedule_ttl(resource, now)
         resource.compact()
         return "patched"
 
     async def _post_transition(
-        self, resource: JobResource, before: str | None, previous_disruptions: int | None,
-        desired: dict[str, Any],
+        self, resource: JobResource, before: tuple[str | None, int, int | None],
+        desired: dict[str, Any], function: str | None,
     ) -> None:
+        """One Event per transition between the status written before and this one. The
+        writes are coalesced, so several transitions may lie between two: each retry in
+        between still gets its Retrying Event (counted from the attempts), and the end
+        its Completed or Failed one."""
+        status_before, attempts_before, previous_disruptions = before
         disruptions = desired.get("disruptions") or 0
         if disruptions > (previous_disruptions or 0):
             # not the job's failure: the attempt is not used up (see docs/reliability.md)
@@ -366,19 +373,25 @@ class StatusMirror:
                 f"run cut short without the function's doing ({cause}); not counted as an"
                 f" attempt (disruption {disruptions})")
         after = desired.get("status")
-        if after == before:
+        attempts = desired.get("attempts") or 0
+        retried_before = retried_attempts(status_before, attempts_before)
+        retried_now = retried_attempts(after, attempts)
+        for attempt in range(retried_before + 1, retried_now + 1):
+            # the error of an earlier attempt is gone by now: Redis keeps the latest
+            latest = attempt == retried_now and after == Status.QUEUED
+            summary = error_summary(desired.get("error")) if latest else ""
+            await self.events.post(
+                resource.ref, "Normal", "Retrying",
+                f"attempt {attempt} failed" + (f": {summary}" if summary else "")
+                + "; retrying")
+        if after == status_before:
             return
         failed = next((c for c in desired["conditions"] if c["type"] == "Failed"), None)
         if after == Status.COMPLETE:
             await self.events.post(resource.ref, "Normal", "Completed",
-                                   f"{resource.spec.get('function')} completed")
+                                   f"{function} completed after {attempts} attempt(s)")
         elif after in TERMINAL_STATUSES and failed is not None:
             await self.events.post(resource.ref, "Warning", failed["reason"], failed["message"])
-        elif after == Status.QUEUED and before == Status.ACTIVE:
-            await self.events.post(
-                resource.ref, "Normal", "Retrying",
-                f"attempt {desired.get('attempts')} failed: {error_summary(desired.get('error'))}",
-            )
 
     # -- ttlSecondsAfterFinished --------------------------------------------------------
 

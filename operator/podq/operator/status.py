@@ -80,6 +80,46 @@ def _ms_time(epoch_ms: int) -> str | None:
     return rfc3339(epoch_ms / 1000, millis=True) if epoch_ms else None
 
 
+def percent(progress: float) -> str:
+    """Progress as kubectl shows it: "42%", rounded down (99.9% is not yet 100%)."""
+    return f"{int(max(0.0, min(progress, 1.0)) * 100 + 1e-9)}%"
+
+
+def human_duration(seconds: float) -> str:
+    """A duration as kubectl prints one (its HumanDuration): 45s, 3m20s, 17m, 5h3m, 3d4h."""
+    s = max(0, int(seconds))
+    if s < 120:
+        return f"{s}s"
+    m = s // 60
+    if m < 10:
+        return f"{m}m{s % 60}s" if s % 60 else f"{m}m"
+    h = s // 3600
+    if h < 3:
+        return f"{m}m"
+    if h < 8:
+        return f"{h}h{m % 60}m" if m % 60 else f"{h}h"
+    if h < 48:
+        return f"{h}h"
+    d = h // 24
+    if d < 8:
+        return f"{d}d{h % 24}h" if h % 24 else f"{d}d"
+    if d < 730:
+        return f"{d}d"
+    return f"{d // 365}y{d % 365}d" if d < 8 * 365 else f"{d // 365}y"
+
+
+def retried_attempts(status: str | None, attempts: int) -> int:
+    """How many attempts of a job in this state failed and were retried: every attempt
+    but the one running or final, and the last one too while the job waits to retry. The
+    status writer posts one Retrying Event per increase, so a retry is reported even when
+    several changes of the job were coalesced into one status write. A disrupted run
+    gives its attempt back (the count falls by one as the job is queued again), so it
+    never counts as a retry."""
+    if attempts <= 0 or status in (None, Status.NEW):
+        return 0
+    return attempts if status == Status.QUEUED else attempts - 1
+
+
 def cap_result(result: Any) -> tuple[Any, bool]:
     """The result as stored in status, and whether it was cut.
 
@@ -233,6 +273,9 @@ def job_status(
         "disruptions": view.disruptions or None,
         "lastDisruption": view.last_disruption,
         "progress": round(view.progress, 4),
+        "progressPercent": "100%" if complete else percent(view.progress),
+        "duration": human_duration((view.completed - view.queued) / 1000)
+        if view.status in TERMINAL_STATUSES and view.completed and view.queued else None,
         "queuedTime": _ms_time(view.queued),
         "startedTime": _ms_time(view.started),
         "completedTime": _ms_time(view.completed),

@@ -1,0 +1,101 @@
+"""Events of Job resources on the real API server: one per transition, every retry and
+every completion, also when the status writer coalesced several changes into one write;
+a CronJob's `active` list follows its children as they finish."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from operator_harness import (  # noqa: F401 (fixtures)
+    Harness,
+    eventually,
+    harness_fixture,
+    podq_crds_fixture,
+)
+
+
+async def reasons(harness: Harness, name: str) -> Counter[str]:
+    return Counter(e.reason for e in await harness.events(name))
+
+
+async def wait_completed_event(harness: Harness, name: str) -> Counter[str]:
+    async def completed() -> Counter[str] | None:
+        seen = await reasons(harness, name)
+        return seen if seen["Completed"] else None
+    return await eventually(completed, within=60, what=f"the Completed Event of {name}")
+
+
+# retryDelay 1: the status writer sees each failed attempt (queued, active, queued, ...);
+# retryDelay 0: the three attempts run within one coalescing window, one status write
+@pytest.mark.parametrize("retry_delay", [1, 0], ids=["apart", "coalesced"])
+async def test_fails_twice_then_succeeds_gives_two_retrying_and_one_completed(
+        harness: Harness, retry_delay: int) -> None:
+    harness.start_operator()
+    harness.start_worker()
+    await harness.create_job("twice", "fail_times", kwargs={"times": 2}, retries=3,
+                             retryDelay=retry_delay)
+    body = await harness.wait_status("twice", "complete", within=60)
+    assert body["status"]["attempts"] == 3
+    assert body["status"]["progressPercent"] == "100%" and body["status"]["duration"]
+    seen = await wait_completed_event(harness, "twice")
+    # a later point in the operator's life: another job enqueued, run and written
+    await harness.create_job("later", "noop")
+    await wait_completed_event(harness, "later")
+    seen = await reasons(harness, "twice")
+    assert seen == Counter({"Retrying": 2, "Completed": 1}), seen
+    events = {e.reason: e for e in await harness.events("twice")}
+    assert events["Completed"].message == "fail_times completed after 3 attempt(s)"
+    retrying = sorted(e.message for e in await harness.events("twice")
+                      if e.reason == "Retrying")
+    assert retrying[0].startswith("attempt 1 failed") and retrying[1].startswith(
+        "attempt 2 failed"), retrying
+    table = harness.plane.kubectl("get", "pqjob", "twice", "-n", harness.namespace).stdout
+    header, row = table.splitlines()
+    assert header.split()[:7] == ["NAME", "FUNCTION", "STATUS", "REASON", "ATTEMPTS",
+                                  "PROGRESS", "DURATION"], table
+    assert row.split()[:6] == ["twice", "fail_times", "complete", "Completed", "3", "100%"]
+
+
+async def test_cron_child_completion_names_the_function_and_clears_active(
+        harness: Harness) -> None:
+    # the refresh tick is long: only the child's completion can update the CronJob soon
+    harness.start_operator("--cron-refresh", "300")
+    harness.start_worker()
+    fire = datetime.now(UTC) + timedelta(seconds=3)
+    # six fields, seconds last: fires once within seconds, next time a day later
+    schedule = f"{fire.minute} {fire.hour} * * * {fire.second}"
+    await harness.create("cronjobs", "once", {"schedule": schedule, "jobTemplate": {
+        "spec": {"function": "nap", "kwargs": {"seconds": 1}}}})
+
+    async def child() -> dict | None:
+        jobs = await harness.list_jobs(label_selector="podq.dev/cronjob=once")
+        return jobs[0] if jobs else None
+    made = await eventually(child, within=30, what="the CronJob's child")
+    name = made["metadata"]["name"]
+
+    async def active_listed() -> bool:
+        cron = await harness.get("cronjobs", "once")
+        return bool((cron.get("status") or {}).get("activeCount"))
+    await eventually(active_listed, within=30, what="the child in the CronJob's active list")
+    await harness.wait_status(name, "complete", within=30)
+    seen = await wait_completed_event(harness, name)
+    assert seen["Completed"] == 1
+    completed = next(e for e in await harness.events(name) if e.reason == "Completed")
+    assert completed.message.startswith("nap completed")
+
+    async def cleared() -> dict | None:
+        cron = await harness.get("cronjobs", "once")
+        status = cron.get("status") or {}
+        return cron if status.get("activeCount") == 0 and not status.get("active") else None
+    cron = await eventually(cleared, within=15, what="the active list emptied")
+    assert cron["status"]["lastSuccessfulTime"]
+    assert cron["status"]["nextScheduleTime"]
+    table = harness.plane.kubectl("get", "pqcron", "once", "-n", harness.namespace).stdout
+    header, row = table.splitlines()
+    assert header.split() == ["NAME", "SCHEDULE", "TIMEZONE", "FUNCTION", "SUSPEND", "ACTIVE",
+                              "LAST", "SCHEDULE", "NEXT", "AGE"], table
+    cells = row.split()  # the schedule is six of them
+    assert cells[7:11] == ["UTC", "nap", "false", "0"], row
+    assert cells[12] == cron["status"]["nextScheduleTime"], row
