@@ -21,7 +21,7 @@ from podq.jobstate import format_state, job_state
 from podq.metrics import MetricsPortError
 from podq.queue import Queue, keys, list_queues
 from podq.queue.pool import waiting_pool
-from podq.utils import redact
+from podq.redact import install_logging_filter, redact, remember_url
 from podq.worker import Worker, import_settings
 
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
@@ -39,9 +39,10 @@ class CliError(Exception):
 # the Job fields `podq enqueue` takes as options (each declared with cli=True in Job)
 ENQUEUE_OPTIONS = [field for field in JOB_FIELDS.values() if field.use.cli]
 
-
 def redis_url(args: argparse.Namespace) -> str:
-    return args.redis_url or os.environ.get("PODQ_REDIS_URL") or DEFAULT_REDIS_URL
+    url = args.redis_url or os.environ.get("PODQ_REDIS_URL") or DEFAULT_REDIS_URL
+    remember_url(url)  # masked in every log line and error from now on
+    return url
 
 
 async def check_redis(queue: Queue, url: str) -> None:
@@ -242,7 +243,7 @@ async def cmd_worker_health(args: argparse.Namespace) -> int:
 async def cmd_enqueue(args: argparse.Namespace) -> int:
     try:
         kwargs = json.loads(args.kwargs)
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, RecursionError) as e:
         raise CliError(f"--kwargs is not valid JSON: {e}") from None
     if not isinstance(kwargs, dict):
         raise CliError("--kwargs must be a JSON object, e.g. '{\"a\": 1}'")
@@ -491,13 +492,14 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "verbose", 0):
         level = logging.DEBUG
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    install_logging_filter()
     handlers = {"worker": cmd_worker, "worker-health": cmd_worker_health,
                 "enqueue": cmd_enqueue, "info": cmd_info, "status": cmd_status,
                 "drain": cmd_drain, "resume": cmd_resume}
     try:
         return asyncio.run(handlers[args.command](args))
     except CliError as e:
-        print(f"podq: error: {e}", file=sys.stderr)
+        print(f"podq: error: {redact(str(e))}", file=sys.stderr)
         return e.code
     except KeyboardInterrupt:
         return 130

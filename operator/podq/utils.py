@@ -6,7 +6,6 @@ import asyncio
 import json
 import os
 import random
-import re
 import time
 import typing as t
 import uuid
@@ -14,11 +13,6 @@ from typing import Any
 
 if t.TYPE_CHECKING:
     from collections.abc import Iterable
-
-
-def redact(url: str) -> str:
-    """The URL without its password (for logs, errors and pages)."""
-    return re.sub(r"(//[^:/@]*:)[^@/]*@", r"\1***@", url)
 
 
 def now() -> int:
@@ -101,23 +95,28 @@ class Backoff:
         self.failures = 0
 
 
-def _describe_path(value: Any, path: str) -> str | None:
+_PATH_DEPTH = 20  # deeper than this, a path is not worth spelling out
+
+
+def _describe_path(value: Any, path: str, depth: int = 0) -> str | None:
     """The first path inside value that json cannot encode, or None."""
     try:
         json.dumps(value)
         return None
     except (TypeError, ValueError, RecursionError):
         pass
+    if depth >= _PATH_DEPTH:
+        return f"{path}... is nested too deeply"
     if isinstance(value, dict):
         for k, v in value.items():
             if not isinstance(k, str | int | float | bool) and k is not None:
                 return f"{path} has a key of type {type(k).__name__}"
-            found = _describe_path(v, f"{path}[{k!r}]")
+            found = _describe_path(v, f"{path}[{k!r}]", depth + 1)
             if found:
                 return found
     elif isinstance(value, list | tuple):
         for i, v in enumerate(value):
-            found = _describe_path(v, f"{path}[{i}]")
+            found = _describe_path(v, f"{path}[{i}]", depth + 1)
             if found:
                 return found
     return f"{path} is a {type(value).__name__}"

@@ -4,6 +4,7 @@ operator_worker_settings.settings` with tests/kube on PYTHONPATH)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import socket
 from typing import Any
@@ -52,7 +53,27 @@ async def fail_times(ctx: dict[str, Any], *, times: int) -> str:
     return f"succeeded on attempt {attempts}"
 
 
+async def nan_result(ctx: dict[str, Any]) -> dict[str, float]:
+    """Not JSON: the status shows the strings "NaN" and "Infinity" instead."""
+    return {"nan": float("nan"), "inf": float("inf")}
+
+
+async def deep_result(ctx: dict[str, Any], *, depth: int) -> list[Any]:
+    """A result nested `depth` levels deep."""
+    value: list[Any] = []
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
+async def leak(ctx: dict[str, Any], *, text: str) -> None:
+    """Log text and fail with it (a secret in a job's error must be masked everywhere)."""
+    logging.getLogger("podq.test").warning("about to fail with %s", text)
+    raise RuntimeError(text)
+
+
 settings = {
-    "functions": [echo, noop, always_fail, nap, count_run, fail_times],
+    "functions": [echo, noop, always_fail, nap, count_run, fail_times, nan_result, deep_result,
+                  leak],
     "concurrency": int(os.environ.get("PODQ_TEST_CONCURRENCY", "20")),
 }

@@ -33,6 +33,7 @@ from podq.operator.names import (
 from podq.operator.queues import QueuePool
 from podq.operator.registry import JobRegistry
 from podq.operator.status import is_finished
+from podq.redact import redact
 
 LAST_HANDLED = "last-handled-configuration"
 log = logging.getLogger("podq.operator")
@@ -100,12 +101,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
     if options.metrics_port is not None:
         memo.tasks.append(asyncio.create_task(serve_metrics(memo, options.metrics_host,
                                                                      options.metrics_port)))
-    logger.info("podq operator started (redis %s)", kube_redacted(options.redis_url))
-
-
-def kube_redacted(url: str) -> str:
-    head, sep, tail = url.rpartition("@")
-    return f"{head.split('//')[0]}//***@{tail}" if sep else url
+    logger.info("podq operator started (redis %s)", redact(options.redis_url))
 
 
 @kopf.on.cleanup()

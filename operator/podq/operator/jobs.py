@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
+
+from redis.exceptions import ResponseError
 
 from podq import Job, Queue
 from podq.job import RUNNING_STATUSES, TERMINAL_STATUSES, Status
 from podq.operator.jobspec import InvalidJobSpec, engine_fields, rfc3339_to_epoch
 from podq.operator.registry import JobResource
+from podq.redact import redact
 
 ABORTED_BY_DELETE = "aborted: the Job resource was deleted"
 
@@ -55,17 +59,22 @@ async def enqueue_jobs(
     for resource in resources:
         try:
             fields = engine_fields(resource.spec, resource.key)
+            attempts = int(resource.status.get("attempts") or 0)
+            candidates.append((resource, Job(**fields, attempts=attempts)))
         except InvalidJobSpec as invalid:
             outcomes[resource.uid] = Outcome("refused", invalid.reason, invalid.message)
-            continue
-        attempts = int(resource.status.get("attempts") or 0)
-        candidates.append((resource, Job(**fields, attempts=attempts)))
+        except Exception as error:  # one resource's bad value never holds up the others
+            outcomes[resource.uid] = Outcome(
+                "refused", "InvalidSpec", f"spec cannot become a job: {type(error).__name__}:"
+                f" {str(error)[:300]}")
     if not candidates:
         return outcomes
     claimed = await _claim(queue, [r for r, _ in candidates])
     mine = [(r, job) for (r, job), won in zip(candidates, claimed, strict=True) if won]
-    enqueued = {job.key for job in await queue.enqueue_many([job for _, job in mine])}
+    enqueued = await _enqueue_each_apart(queue, mine, outcomes)
     for (resource, job), won in zip(candidates, claimed, strict=True):
+        if resource.uid in outcomes:
+            continue
         if job.key in enqueued:
             outcomes[resource.uid] = Outcome(
                 "enqueued", "" if won is True else "ClaimTakenOver",
@@ -73,6 +82,26 @@ async def enqueue_jobs(
         else:
             outcomes[resource.uid] = Outcome("exists", message=f"job {job.key} was enqueued")
     return outcomes
+
+
+async def _enqueue_each_apart(
+    queue: Queue, mine: list[tuple[JobResource, Job]], outcomes: dict[str, Outcome]
+) -> set[str]:
+    """Keys enqueued, in one pipelined call; should Redis refuse that call (a script's
+    check), each job again on its own, so that only the culprit is refused (recorded in
+    outcomes). Connection errors propagate: the whole pass is retried."""
+    try:
+        return {job.key for job in await queue.enqueue_many([job for _, job in mine])}
+    except (ResponseError, TypeError, ValueError) as error:
+        if len(mine) == 1:
+            text = redact(f"{type(error).__name__}: {error}")[:500]
+            outcomes[mine[0][0].uid] = Outcome(
+                "refused", "EnqueueFailed", f"Redis refused the job: {text}")
+            return set()
+    enqueued: set[str] = set()
+    for pair in mine:
+        enqueued |= await _enqueue_each_apart(queue, [pair], outcomes)
+    return enqueued
 
 
 # A claim whose job is gone and that no operator renewed for this long is taken over:
@@ -107,9 +136,8 @@ async def _claim(queue: Queue, resources: list[JobResource]) -> list[bool | str]
         for i, value in zip(lost, values, strict=True):
             if value is None:
                 continue
-            text = value.decode() if isinstance(value, bytes) else str(value)
-            _, _, stamp = text.partition(" ")
-            if stamp and now - float(stamp) > STALE_CLAIM_S and await take_over(
+            text = value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+            if now - _claimed_at(text) > STALE_CLAIM_S and await take_over(
                     keys=[keys[i]], args=[text, f"{resources[i].uid} {now:.3f}", CLAIM_TTL_S]):
                 won[i] = TAKEN_OVER
     return won
@@ -133,6 +161,16 @@ def write_back_deadline(resource: JobResource) -> float | None:
     timeout = resource.spec.get("timeout")
     run_s = min(timeout, UNBOUNDED_RUN_WAIT_S) if timeout else UNBOUNDED_RUN_WAIT_S
     return rfc3339_to_epoch(status["startedTime"]) + run_s + WRITE_BACK_MARGIN_S
+
+
+def _claimed_at(claim: str) -> float:
+    """When a claim ("<uid> <epoch s>") was written; 0 (stale) for anything else, such
+    as foreign data under the claim's key."""
+    try:
+        stamp = float(claim.partition(" ")[2])
+    except ValueError:
+        return 0.0
+    return stamp if math.isfinite(stamp) else 0.0
 
 
 async def release_claim(queue: Queue, key: str) -> None:

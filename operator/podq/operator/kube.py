@@ -15,6 +15,7 @@ from kubernetes_asyncio.client.rest import ApiException
 
 from podq.operator.coalesce import TokenBucket
 from podq.operator.names import CRONJOBS, GROUP, JOBS, VERSION
+from podq.redact import redact
 
 log = logging.getLogger("podq.operator")
 
@@ -183,7 +184,7 @@ class EventRecorder:
             },
             "type": type_,
             "reason": reason,
-            "message": message[:1024],
+            "message": redact(message)[:1024],
             "source": {"component": self.component},
             "reportingComponent": self.component,
             "firstTimestamp": now,

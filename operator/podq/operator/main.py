@@ -17,9 +17,10 @@ import kopf
 from aiohttp import web
 from kubernetes_asyncio import client
 
-from podq.operator import handlers, kube
+from podq.operator import handlers, kube, safejson
 from podq.operator.handlers import Options
 from podq.operator.leader import LeaderElector, LeaseSettings
+from podq.redact import install_logging_filter, remember_url
 
 log = logging.getLogger("podq.operator")
 
@@ -97,13 +98,16 @@ def configure_logging(log_format: str, verbose: bool) -> None:
     # kubernetes_asyncio and aiohttp are chatty at debug level; kopf logs every handler
     # call at INFO, which at thousands of Jobs drowns what podq itself reports
     logging.getLogger("aiohttp").setLevel(logging.WARNING)
+    install_logging_filter()  # no Redis password in any log line (podq.redact)
     if not verbose:
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
 
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
+    remember_url(args.redis_url)
     configure_logging(args.log_format, args.verbose)
+    safejson.install()  # no object the API server accepts can crash the decoding
     clusterwide = args.all_namespaces or not args.namespace
     options = Options(
         redis_url=args.redis_url,

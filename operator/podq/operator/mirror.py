@@ -23,6 +23,7 @@ from kubernetes_asyncio import client
 
 from podq.job import TERMINAL_STATUSES, Status
 from podq.operator.coalesce import Coalescer, TokenBucket
+from podq.operator.isolation import OUTAGES, CorruptRecord, Quarantine, read_jobs
 from podq.operator.jobs import abort_job, enqueue_jobs, release_claim, write_back_deadline
 from podq.operator.kube import (
     EventRecorder,
@@ -74,6 +75,10 @@ def _epoch(rfc3339: str) -> float:
     return datetime.fromisoformat(rfc3339.replace("Z", "+00:00")).timestamp()
 
 
+class CorruptJob(Exception):
+    reason = "CorruptJobRecord"
+
+
 class StatusMirror:
     """The status writer: see the module docstring. `run()` is its two loops."""
 
@@ -108,6 +113,7 @@ class StatusMirror:
         self.counts: Counter[str] = Counter()  # patches, recovered, deleted, ... (metrics)
         self._ttl_timers: dict[str, asyncio.TimerHandle] = {}
         self._awaiting: set[str] = set()  # lost while running: waiting for the write-back
+        self.quarantine = Quarantine(custom, events, self.dirty.mark)  # failing ones back off
 
     # -- inputs -----------------------------------------------------------------------
 
@@ -141,6 +147,9 @@ class StatusMirror:
                 await self._slot_free.wait()
             uids = []
             for uid in self.dirty.take(self.batch_size):
+                held = self.registry.by_uid.get(uid)
+                if held is not None and not held.deleting and self.quarantine.waiting(uid):
+                    continue  # backing off: its timer marks it again
                 if uid in self._in_flight:
                     self._again.add(uid)
                 else:
@@ -150,11 +159,13 @@ class StatusMirror:
                     await self._dispatch(uids)
                 except asyncio.CancelledError:
                     raise
-                except Exception as error:  # Redis away, say: the same ones again shortly
+                except OUTAGES as error:  # Redis away, say: the same ones again shortly
                     log.warning("status sync failed (%s: %s); retrying %d resources",
                                 type(error).__name__, error, len(uids))
                     self.dirty.mark_many(uids)
                     await asyncio.sleep(1.0)
+                except Exception:  # one resource's doing: each on its own, culprits back off
+                    await self._dispatch_apart(uids)
             # the coalescing window: changes arriving meanwhile merge into one patch
             await asyncio.sleep(self.flush_interval)
 
@@ -191,7 +202,7 @@ class StatusMirror:
                 by_queue.setdefault(resource.queue, []).append(resource)
         for queue_name, resources in by_queue.items():
             queue = self.pool.get(queue_name)
-            jobs = await queue.jobs([r.key for r in resources])
+            jobs = await read_jobs(queue, [r.key for r in resources])
             missing = [r for r, job in zip(resources, jobs, strict=True)
                        if self._needs_enqueue(r, job) and not self._awaits_write_back(r, job)]
             settling: set[str] = set()
@@ -208,6 +219,15 @@ class StatusMirror:
                          for r, j in zip(resources, jobs, strict=True) if r.uid not in settling)
         return tasks
 
+    async def _dispatch_apart(self, uids: list[str]) -> None:
+        for uid in uids:
+            try:
+                await self._dispatch([uid])
+            except OUTAGES:
+                self.dirty.mark(uid)
+            except Exception as error:
+                self.quarantine.failed(self.registry.by_uid.get(uid), uid, error)
+
     def _start(self, resource: JobResource, work: Any) -> asyncio.Task[str]:
         self._in_flight.add(resource.uid)
         task = asyncio.create_task(work)
@@ -222,10 +242,11 @@ class StatusMirror:
             return
         error = task.exception()
         if error is not None:
-            log.warning("status sync of %s failed (%s); retrying", uid, error)
             self.counts["error"] += 1
-            self.dirty.mark(uid)
+            self.quarantine.failed(self.registry.by_uid.get(uid), uid, error,
+                                   getattr(error, "reason", "SyncFailed"))
         else:
+            self.quarantine.succeeded(uid)
             self.counts[task.result()] += 1
         if uid in self._again:
             self._again.discard(uid)
@@ -331,6 +352,8 @@ class StatusMirror:
                       previous=resource.status, now_s=now)
         if resource.refusal:
             desired = refused_status(*resource.refusal, **common)
+        elif isinstance(job, CorruptRecord):
+            raise CorruptJob(job.message)
         elif job is None:
             self._schedule_ttl(resource, now)
             return "missing"
@@ -423,6 +446,7 @@ class StatusMirror:
                 log.warning("could not delete expired %s: %s", resource.name, error)
 
     def forget(self, uid: str) -> None:
+        self.quarantine.forget(uid)
         timer = self._ttl_timers.pop(uid, None)
         if timer is not None:
             timer.cancel()

@@ -8,6 +8,7 @@ import logging
 from collections.abc import Callable
 
 from podq import Queue
+from podq.operator import safejson
 from podq.utils import Backoff
 
 log = logging.getLogger("podq.operator")
@@ -31,7 +32,9 @@ class QueuePool:
     def get(self, name: str) -> Queue:
         queue = self._queues.get(name)
         if queue is None:
-            queue = self._queues[name] = Queue.from_url(self.redis_url, name=name)
+            # safejson: a job record nested too deeply cannot crash the operator's reads
+            queue = self._queues[name] = Queue.from_url(self.redis_url, name=name,
+                                                        load=safejson.loads)
         return queue
 
     def names(self) -> list[str]:

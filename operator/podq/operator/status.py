@@ -7,6 +7,7 @@ resource's current status and patches only the difference.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -14,8 +15,11 @@ from typing import Any
 
 from podq.job import TERMINAL_STATUSES, UNSUCCESSFUL_TERMINAL_STATUSES, Status
 from podq.queue.base import WORKER_LOST
+from podq.redact import redact
 
 MAX_RESULT_BYTES = 16 * 1024
+MAX_RESULT_DEPTH = 32  # deeper results are shown as (the start of) their JSON text
+_LATEST_S = 253402300799  # 9999-12-31T23:59:59Z: the last time RFC 3339 can write
 MAX_ERROR_BYTES = 8 * 1024
 MAX_CONDITION_MESSAGE = 1024
 
@@ -48,29 +52,46 @@ class JobView:
         object.__setattr__(self, "status", Status(self.status))
 
 
+def _number(value: Any, default: float = 0) -> float:
+    """A finite number from whatever the job record holds (0 for garbage)."""
+    try:
+        number = float(value or default)
+    except (TypeError, ValueError):
+        return default
+    return number if math.isfinite(number) else default
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None or value == "" else str(value)
+
+
 def view_of(job: Any) -> JobView:
-    """A JobView from a podq.Job (or anything with the same attribute names)."""
+    """A JobView from a podq.Job (or anything with the same attribute names); values
+    that are not what they should be (a corrupted record) read as their defaults."""
     status = getattr(job, "status", "new")
     return JobView(
-        status=Status(getattr(status, "value", status) or Status.NEW),
-        attempts=int(getattr(job, "attempts", 0) or 0),
-        retries=int(getattr(job, "retries", 1) or 1),
-        progress=float(getattr(job, "progress", 0.0) or 0.0),
-        queued=int(getattr(job, "queued", 0) or 0),
-        started=int(getattr(job, "started", 0) or 0),
-        completed=int(getattr(job, "completed", 0) or 0),
-        scheduled=int(getattr(job, "scheduled", 0) or 0),
-        worker=getattr(job, "worker_id", None) or getattr(job, "worker", None),
+        status=getattr(status, "value", status) or Status.NEW,
+        attempts=int(_number(getattr(job, "attempts", 0))),
+        retries=int(_number(getattr(job, "retries", 1), 1)) or 1,
+        progress=_number(getattr(job, "progress", 0.0)),
+        queued=int(_number(getattr(job, "queued", 0))),
+        started=int(_number(getattr(job, "started", 0))),
+        completed=int(_number(getattr(job, "completed", 0))),
+        scheduled=int(_number(getattr(job, "scheduled", 0))),
+        worker=_text(getattr(job, "worker_id", None) or getattr(job, "worker", None)),
         result=getattr(job, "result", None),
-        error=getattr(job, "error", None),
-        function=getattr(job, "function", "") or "",
-        disruptions=int(getattr(job, "disruptions", 0) or 0),
-        last_disruption=getattr(job, "last_disruption", None) or None,
+        error=_text(getattr(job, "error", None)),
+        function=str(getattr(job, "function", "") or ""),
+        disruptions=int(_number(getattr(job, "disruptions", 0))),
+        last_disruption=_text(getattr(job, "last_disruption", None)),
     )
 
 
 def rfc3339(epoch_s: float, *, millis: bool = False) -> str:
-    moment = datetime.fromtimestamp(epoch_s, UTC)
+    """RFC 3339 in UTC; times past 9999 (a huge retry delay, say) print as its end."""
+    if not math.isfinite(epoch_s):
+        epoch_s = _LATEST_S if epoch_s > 0 else 0
+    moment = datetime.fromtimestamp(min(max(epoch_s, 0), _LATEST_S), UTC)
     if millis:
         return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -120,22 +141,49 @@ def retried_attempts(status: str | None, attempts: int) -> int:
     return attempts if status == Status.QUEUED else attempts - 1
 
 
+def json_safe(value: Any, max_depth: int = MAX_RESULT_DEPTH) -> tuple[Any, bool]:
+    """value as the API server takes it, and whether it changed: NaN and infinities
+    (not JSON) become the strings "NaN", "Infinity", "-Infinity"; anything else that
+    is not JSON becomes its repr; values nested deeper than max_depth become None."""
+    changed = False
+
+    def walk(item: Any, depth: int) -> Any:
+        nonlocal changed
+        if isinstance(item, float) and not math.isfinite(item):
+            changed = True
+            return "NaN" if math.isnan(item) else ("Infinity" if item > 0 else "-Infinity")
+        if item is None or isinstance(item, str | int | float | bool):
+            return item
+        if depth >= max_depth:
+            changed = True
+            return None
+        if isinstance(item, dict):
+            return {str(k): walk(v, depth + 1) for k, v in item.items()}
+        if isinstance(item, list | tuple):
+            return [walk(v, depth + 1) for v in item]
+        changed = True
+        return repr(item)
+
+    return walk(value, 0), changed
+
+
 def cap_result(result: Any) -> tuple[Any, bool]:
     """The result as stored in status, and whether it was cut.
 
-    A result too large for the resource becomes a string holding the start of its JSON
-    text followed by a marker; the full value stays in Redis for the job's ttl.
+    A result too large (or nested too deeply) for the resource becomes a string
+    holding the start of its JSON text followed by a marker; the full value stays in
+    Redis for the job's ttl. NaN and infinities become strings (see json_safe).
     """
-    try:
-        text = json.dumps(result, separators=(",", ":"), default=str)
-    except (TypeError, ValueError):
-        text = json.dumps(repr(result))
-        result = repr(result)
-    if len(text.encode()) <= MAX_RESULT_BYTES:
-        return json.loads(text), False
+    safe, _ = json_safe(result, MAX_RESULT_DEPTH * 4)
+    deep = json_safe(safe, MAX_RESULT_DEPTH)[0] != safe
+    text = json.dumps(safe, separators=(",", ":"), allow_nan=False)
+    if len(text.encode()) <= MAX_RESULT_BYTES and not deep:
+        return safe, False
     size = len(text.encode())
     head = text.encode()[: MAX_RESULT_BYTES - 200].decode(errors="ignore")
-    marker = f"... [truncated: result is {size} bytes as JSON; the full value is in Redis]"
+    marker = (f"... [truncated: result is {size} bytes as JSON" +
+              (f", nested more than {MAX_RESULT_DEPTH} levels" if deep else "") +
+              "; the full value is in Redis]")
     return head + marker, True
 
 
@@ -144,6 +192,7 @@ def cap_error(error: str | None) -> tuple[str | None, bool]:
     the last lines of a traceback name the exception)."""
     if error is None:
         return None, False
+    error = redact(str(error))
     raw = error.encode()
     if len(raw) <= MAX_ERROR_BYTES:
         return error, False
@@ -243,7 +292,7 @@ def build_conditions(
                 "type": type_,
                 "status": status,
                 "reason": reason,
-                "message": message,
+                "message": redact(message)[:MAX_CONDITION_MESSAGE],
                 "lastTransitionTime": rfc3339(now_s) if changed else old["lastTransitionTime"],
                 "observedGeneration": generation,
             }
@@ -262,6 +311,8 @@ def job_status(
 ) -> dict[str, Any]:
     """The full status a Job resource should have for this job."""
     complete = view.status == Status.COMPLETE
+    # a corrupted record or a NaN from the function: status takes only finite numbers
+    progress = min(max(view.progress, 0.0), 1.0) if math.isfinite(view.progress) else 0.0
     result, result_cut = cap_result(view.result) if complete else (None, False)
     error, error_cut = cap_error(view.error)
     retry_pending = view.status == Status.QUEUED and view.attempts > 0 and view.scheduled > now_s
@@ -271,9 +322,10 @@ def job_status(
         "queue": queue,
         "attempts": view.attempts,
         "disruptions": view.disruptions or None,
-        "lastDisruption": view.last_disruption,
-        "progress": round(view.progress, 4),
-        "progressPercent": "100%" if complete else percent(view.progress),
+        "lastDisruption": redact(str(view.last_disruption))[:MAX_CONDITION_MESSAGE]
+        if view.last_disruption else None,
+        "progress": round(progress, 4),
+        "progressPercent": "100%" if complete else percent(progress),
         "duration": human_duration((view.completed - view.queued) / 1000)
         if view.status in TERMINAL_STATUSES and view.completed and view.queued else None,
         "queuedTime": _ms_time(view.queued),
@@ -281,7 +333,7 @@ def job_status(
         "completedTime": _ms_time(view.completed),
         "scheduledTime": rfc3339(view.scheduled) if view.scheduled else None,
         "nextRetryTime": rfc3339(view.scheduled) if retry_pending else None,
-        "worker": view.worker,
+        "worker": redact(str(view.worker))[:253] if view.worker else None,
         "result": result,
         "resultTruncated": result_cut or None,
         "error": error,
@@ -311,7 +363,7 @@ def refused_status(
         "jobKey": key,
         "queue": queue,
         "attempts": 0,
-        "error": message,
+        "error": redact(message),
         "observedGeneration": generation,
         "conditions": build_conditions(
             facts, (previous or {}).get("conditions"), generation, now_s

@@ -35,6 +35,30 @@ DEFAULT_SWEPT_JOB_ERROR = "swept"
 DEFAULT_MAX_DISRUPTIONS = 5
 WORKER_LOST = "WorkerLost"
 PRIORITY_LIMIT = 8000
+# What Redis (EXPIRE, sorted-set scores) and the clock can hold: a job outside these is
+# refused at enqueue, naming the field, instead of failing half-way in a script later.
+LIMITS = {
+    "timeout": (0, 10 * 365 * 24 * 3600),
+    "heartbeat": (0, 10 * 365 * 24 * 3600),
+    "ttl": (-10 * 365 * 24 * 3600, 10 * 365 * 24 * 3600),
+    "retries": (0, 1_000_000),
+    "retry_delay": (0, 30 * 24 * 3600),
+    "scheduled": (0, 32503680000 - 1),  # epoch seconds, up to the end of 2999
+}
+
+
+def check_limits(job: Job) -> None:
+    """ValueError naming the first field of job out of its LIMITS (or not a number)."""
+    for name, (low, high) in LIMITS.items():
+        value = getattr(job, name)
+        if isinstance(value, bool) or not isinstance(value, int | float) \
+                or not low <= value <= high:  # NaN compares False: refused too
+            raise ValueError(f"{name} must be a number from {low} to {high}, not {value!r}")
+    backoff = job.retry_backoff
+    if not isinstance(backoff, bool) and (
+            not isinstance(backoff, int | float) or not 0 <= backoff <= LIMITS["retry_delay"][1]):
+        raise ValueError(f"retry_backoff must be true, false or seconds from 0 to"
+                         f" {LIMITS['retry_delay'][1]}, not {backoff!r}")
 
 
 class JobError(Exception):
@@ -205,7 +229,7 @@ class Queue(ABC):
         """The job as JSON; TypeError naming the field that cannot be encoded."""
         try:
             return self.serialize(job)
-        except (TypeError, ValueError) as e:
+        except (TypeError, ValueError, RecursionError) as e:
             problem = (
                 json_problem(job.kwargs, "kwargs")
                 or json_problem(job.meta, "meta")
@@ -242,6 +266,7 @@ class Queue(ABC):
             raise ValueError(
                 f"priority must be an integer between -{PRIORITY_LIMIT} and {PRIORITY_LIMIT}"
             )
+        check_limits(job)
         job.queue = self
         job.queued = now()
         job.status = Status.QUEUED

@@ -31,6 +31,7 @@ from podq.queue.store import (
     read_counts,
     text,
 )
+from podq.redact import redact
 from podq.utils import new_request_id, now, now_seconds
 
 if t.TYPE_CHECKING:
@@ -122,7 +123,8 @@ class RedisQueue(Queue):
         """
         if urlparse(url).scheme.lower() not in ("redis", "rediss", "unix"):
             raise InvalidUrlError(
-                f"Invalid url: {url} (podq queues live on Redis: redis://, rediss://, unix://)"
+                f"Invalid url: {redact(url)} (podq queues live on Redis: redis://, rediss://,"
+                " unix://)"
             )
         client = aioredis.Redis.from_pool(redis_pool.waiting_pool(url, max_connections))
         return cls(client, name=name, max_connections=max_connections, **kwargs)
@@ -660,7 +662,17 @@ class RedisQueue(Queue):
         if not ids:
             return []
         records = await self.redis.mget([self.keys.worker(i) for i in ids])
-        return [json.loads(r) for r in records if r]
+        found = []
+        for worker_id, record in zip(ids, records, strict=True):
+            try:
+                info = json.loads(record) if record else None
+            except ValueError:  # foreign data under the queue's keys: not a worker
+                info = None
+                logger.warning("worker record %s of queue %s is not JSON; ignored",
+                               self.keys.worker(worker_id), self.name)
+            if isinstance(info, dict):
+                found.append(info)
+        return found
 
     async def info(self, jobs: bool = False, offset: int = 0, limit: int = 10) -> dict[str, t.Any]:
         workers = await self.workers()

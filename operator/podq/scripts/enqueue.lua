@@ -5,6 +5,12 @@
 -- KEYS: 1 job hash, 2 queued zset, 3 scheduled zset, 4 abort marker, 5 seq counter, 6 stats
 -- ARGV: 1 key, 2 changes channel, 3 wake channel, 4 scheduled (epoch s), 5 request id,
 --       6 priority, 7.. the job hash as field/value pairs (podq.queue.store.job_hash)
+local sch, pri = tonumber(ARGV[4]), tonumber(ARGV[6])
+if sch == nil or sch ~= sch or sch < 0 or sch > 1e11 or pri == nil or pri < -8000
+    or pri > 8000 or (#ARGV - 6) % 2 ~= 0 then
+  return redis.error_reply('podq: invalid job ' .. tostring(ARGV[1]) .. ' (scheduled '
+    .. tostring(ARGV[4]) .. ', priority ' .. tostring(ARGV[6]) .. ')')
+end
 if redis.call('EXISTS', KEYS[4]) == 1 then return 0 end
 local st = redis.call('HGET', KEYS[1], 'status')
 if st == 'queued' and redis.call('HGET', KEYS[1], 'enqueue_id') == ARGV[5] then return 1 end

@@ -5,6 +5,18 @@
 --       5 wake channel, then per job: key, scheduled (epoch s), priority, N, then N values:
 --       the job hash as field/value pairs (podq.queue.store.job_hash)
 -- Returns a string with one '1' (enqueued) or '0' (duplicate) per job.
+-- validate every job before writing any (a bad one refuses the call, and the caller
+-- can retry the others apart)
+local j = 6
+while j <= #ARGV do
+  local sch, pri, n = tonumber(ARGV[j + 1]), tonumber(ARGV[j + 2]), tonumber(ARGV[j + 3])
+  if sch == nil or sch ~= sch or sch < 0 or sch > 1e11 or pri == nil or pri < -8000
+      or pri > 8000 or n == nil or n < 0 or n % 2 ~= 0 or j + 3 + n > #ARGV then
+    return redis.error_reply('podq: invalid job ' .. tostring(ARGV[j]) .. ' (scheduled '
+      .. tostring(ARGV[j + 1]) .. ', priority ' .. tostring(ARGV[j + 2]) .. ')')
+  end
+  j = j + 4 + n
+end
 local out = {}
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) + tonumber(clock[2]) / 1e6

@@ -18,6 +18,22 @@
 --       hash, podq.queue.store.job_hash, or with partial the changed ones; update:
 --       those changed)
 local mode = ARGV[4]
+-- validate before writing anything: a value EXPIRE or ZADD refuses must not leave a
+-- half-applied write (HSET done, EXPIRE failed)
+local function out_of_range(name, value, low, high)
+  local n = tonumber(value)
+  if n == nil or n ~= n or n < low or n > high then
+    return redis.error_reply('podq: ' .. name .. ' out of range: ' .. tostring(value))
+  end
+end
+local bad = out_of_range('ttl', ARGV[6], -1e10, 1e10)
+  or out_of_range('retry delay', ARGV[7], 0, 1e10)
+  or out_of_range('scheduled', ARGV[8], 0, 1e11)
+  or out_of_range('priority', ARGV[11], -8000, 8000)
+if bad then return bad end
+if mode ~= 'finish' and mode ~= 'retry' and mode ~= 'requeue' and mode ~= 'update' then
+  return redis.error_reply('podq: unknown write mode ' .. tostring(mode))
+end
 if ARGV[10] ~= '' then
   local f = redis.call('HMGET', KEYS[1], 'status', 'attempt_id')
   if f[1] then

@@ -13,7 +13,8 @@ from aiohttp import web
 
 from podq.job import JOB_FIELDS as FIELDS
 from podq.job import Job, get_default_job_key
-from podq.utils import now, redact
+from podq.redact import redact
+from podq.utils import now
 from podq.web import data, render
 from podq.web.auth import SESSION_COOKIE, SESSION_S, Guard, same_origin
 from podq.web.charts import charts

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from aiohttp import web
 from redis.exceptions import RedisError
 
-from podq.utils import redact
+from podq.redact import redact
 from podq.web.auth import Guard, load_token
 from podq.web.feed import Feed
 from podq.web.handlers import create_app
