@@ -21,7 +21,8 @@ MASK = "***"
 # words); inside a URL it is masked whatever its length.
 MIN_SECRET_LEN = 4
 
-_SCHEME = r"(?:rediss?|unix|redis\+sentinel|valkeys?)"
+# any scheme: a Redis URL mistyped as http:// still carries the password
+_SCHEME = r"[A-Za-z][A-Za-z0-9+.-]*"
 # scheme://<userinfo up to the last '@' before whitespace or a quote>@: greedy, so a
 # password holding '@', '/', '?' or '#' is masked whole (more, at worst: never less)
 _USERINFO = re.compile(rf"(?i)(\b{_SCHEME}://)([^\s'\"<>]*)@")

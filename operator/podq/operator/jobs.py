@@ -70,12 +70,16 @@ async def enqueue_jobs(
     if not candidates:
         return outcomes
     claimed = await _claim(queue, [r for r, _ in candidates])
-    mine = [(r, job) for (r, job), won in zip(candidates, claimed, strict=True) if won]
+    mine = [(r, job) for (r, job), won in zip(candidates, claimed, strict=True)
+            if won is True or won == TAKEN_OVER]
     enqueued = await _enqueue_each_apart(queue, mine, outcomes)
     for (resource, job), won in zip(candidates, claimed, strict=True):
         if resource.uid in outcomes:
             continue
-        if job.key in enqueued:
+        if won == OWN_CLAIM:
+            outcomes[resource.uid] = Outcome(
+                "exists", OWN_CLAIM, f"job {job.key} was enqueued for this resource already")
+        elif job.key in enqueued:
             outcomes[resource.uid] = Outcome(
                 "enqueued", "" if won is True else "ClaimTakenOver",
                 f"enqueued {job.function} as {job.key} on {queue.name}")
@@ -117,12 +121,16 @@ end
 return 0
 """
 TAKEN_OVER = "taken over"
+# The claim is this resource's own: the finished job under a key set in the spec is the
+# run this resource asked for (it finished before its first status), not an earlier run.
+OWN_CLAIM = "OwnClaim"
 
 
 async def _claim(queue: Queue, resources: list[JobResource]) -> list[bool | str]:
     """Claim each resource's key (only called for jobs missing from Redis). Returns per
-    resource True (claimed), False (another claim holds it), or TAKEN_OVER: a claim older
-    than STALE_CLAIM_S was replaced (compare-and-set, so only one operator wins)."""
+    resource True (claimed), False (another claim holds it), TAKEN_OVER: a claim older
+    than STALE_CLAIM_S was replaced (compare-and-set, so only one operator wins), or
+    OWN_CLAIM: this resource's own fresh claim holds it."""
     now = time.time()
     keys = [claim_key(queue, r.key) for r in resources]
     async with queue.redis.pipeline(transaction=False) as pipe:
@@ -137,7 +145,10 @@ async def _claim(queue: Queue, resources: list[JobResource]) -> list[bool | str]
             if value is None:
                 continue
             text = value.decode(errors="replace") if isinstance(value, bytes) else str(value)
-            if now - _claimed_at(text) > STALE_CLAIM_S and await take_over(
+            stale = now - _claimed_at(text) > STALE_CLAIM_S
+            if not stale and text.partition(" ")[0] == resources[i].uid:
+                won[i] = OWN_CLAIM
+            elif stale and await take_over(
                     keys=[keys[i]], args=[text, f"{resources[i].uid} {now:.3f}", CLAIM_TTL_S]):
                 won[i] = TAKEN_OVER
     return won

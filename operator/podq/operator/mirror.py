@@ -24,7 +24,13 @@ from kubernetes_asyncio import client
 from podq.job import TERMINAL_STATUSES, Status
 from podq.operator.coalesce import Coalescer, TokenBucket
 from podq.operator.isolation import OUTAGES, CorruptRecord, Quarantine, read_jobs
-from podq.operator.jobs import abort_job, enqueue_jobs, release_claim, write_back_deadline
+from podq.operator.jobs import (
+    OWN_CLAIM,
+    abort_job,
+    enqueue_jobs,
+    release_claim,
+    write_back_deadline,
+)
 from podq.operator.kube import (
     EventRecorder,
     add_job_finalizer,
@@ -207,11 +213,13 @@ class StatusMirror:
                        if self._needs_enqueue(r, job) and not self._awaits_write_back(r, job)]
             settling: set[str] = set()
             if missing:
-                self.counts.update(await self._enqueue(queue, missing))
+                done, own = await self._enqueue(queue, missing)
+                self.counts.update(done)
                 # A job enqueued just now is written a moment later: by then an idle
                 # worker has usually finished it (one patch instead of queued, active,
-                # complete), and under load more changes coalesce.
-                settling = {r.uid for r in missing if not r.refusal}
+                # complete), and under load more changes coalesce. A job this resource
+                # enqueued before (its own claim) is written now, as it is.
+                settling = {r.uid for r in missing if not r.refusal and r.uid not in own}
                 loop = asyncio.get_running_loop()
                 for uid in settling:
                     loop.call_later(self.settle_s, self.dirty.mark, uid)
@@ -320,11 +328,17 @@ class StatusMirror:
         return bool(resource.spec.get("key")) and not resource.status \
             and Status(job.status) in TERMINAL_STATUSES
 
-    async def _enqueue(self, queue: Any, resources: list[JobResource]) -> Counter[str]:
+    async def _enqueue(self, queue: Any, resources: list[JobResource]
+                       ) -> tuple[Counter[str], set[str]]:
+        """Enqueue; returns counts by outcome and the uids whose job they had enqueued
+        already (their own claim: a finished job under a key set in the spec)."""
         done: Counter[str] = Counter()
         outcomes = await enqueue_jobs(queue, resources)
+        own = {uid for uid, outcome in outcomes.items() if outcome.reason == OWN_CLAIM}
         for resource in resources:
             outcome = outcomes[resource.uid]
+            log.debug("%s/%s: %s %s %s", resource.namespace, resource.name, outcome.action,
+                      outcome.reason, outcome.message)
             if outcome.action == "refused":
                 resource.refusal = (outcome.reason, outcome.message)
                 await self.events.post(resource.ref, "Warning", outcome.reason, outcome.message)
@@ -344,7 +358,7 @@ class StatusMirror:
                 done["recovered"] += 1
             else:
                 done[outcome.action] += 1
-        return done
+        return done, own
 
     async def _sync_one(self, resource: JobResource, job: Any) -> str:
         now = time.time()

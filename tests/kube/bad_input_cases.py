@@ -1,0 +1,322 @@
+"""The cases of the bad-input catalogue (test_bad_inputs.py), registered in CASES:
+manifests, Python API calls, CLI arguments and corrupted or foreign data under a queue's
+Redis keys. Each asserts a clear error naming the thing."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import os
+import subprocess
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+import yaml
+from bad_input_stage import ENCODED, IDLE_QUEUE, PASSWORD, SECRET_FORMS, Ctx
+from operator_harness import (
+    GROUP,
+    KUBE_TESTS,
+    PODQ,
+    REPO,
+    VERSION,
+)
+
+from podq import Queue
+from podq.errors import InvalidUrlError
+
+Case = Callable[[Ctx], Awaitable[None]]
+CASES: dict[str, Case] = {}
+
+
+def case(name: str) -> Callable[[Case], Case]:
+    def register(fn: Case) -> Case:
+        assert name not in CASES
+        CASES[name] = fn
+        return fn
+    return register
+
+
+# -- 1. manifests the API server refuses, naming the field -----------------------------
+
+
+def _refused(name: str, spec: dict[str, Any], naming: str) -> None:
+    async def run(ctx: Ctx) -> None:
+        manifest = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Job",
+                    "metadata": {"name": ctx.name}, "spec": spec}
+        applied = ctx.stage.plane.kubectl("apply", "-n", ctx.stage.poison, "-f", "-",
+                                          input=yaml.safe_dump(manifest), check=False)
+        assert applied.returncode != 0, f"accepted: {applied.stdout}"
+        assert naming in applied.stderr, applied.stderr
+    case(f"apply refuses {name}")(run)
+
+
+_refused("scheduled in year 0", {"function": "noop", "scheduled": "0000-01-01T00:00:00Z"},
+         "spec.scheduled")
+_refused("scheduled past 9999 in UTC", {"function": "noop",
+                                        "scheduled": "9999-12-31T23:59:59-23:59"},
+         "spec.scheduled")
+_refused("retryDelay 1e12", {"function": "noop", "retryDelay": 1e12}, "spec.retryDelay")
+_refused("ttl 1e16", {"function": "noop", "ttl": 10**16}, "spec.ttl")
+_refused("ttlSecondsAfterFinished 1e16", {"function": "noop",
+                                          "ttlSecondsAfterFinished": 10**16},
+         "spec.ttlSecondsAfterFinished")
+_refused("timeout of 100 days", {"function": "noop", "timeout": 8640000}, "spec.timeout")
+_refused("heartbeat negative", {"function": "noop", "heartbeat": -1}, "spec.heartbeat")
+_refused("retries 10^6", {"function": "noop", "retries": 10**6}, "spec.retries")
+_refused("priority below -8000", {"function": "noop", "priority": -8001}, "spec.priority")
+_refused("function with a newline", {"function": "noop\nrm"}, "spec.function")
+_refused("key with a hash tag", {"function": "noop", "key": "a{b}"}, "spec.key")
+_refused("key of 600 characters", {"function": "noop", "key": "k" * 600}, "spec.key")
+_refused("queue of 64 characters", {"function": "noop", "queue": "q" * 64}, "spec.queue")
+_refused("kwargs a string", {"function": "noop", "kwargs": "a=1"}, "spec.kwargs")
+_refused("meta a list", {"function": "noop", "meta": [1]}, "spec.meta")
+
+
+# -- 2. accepted by the API server, marked by the operator ---------------------------
+
+
+def _deep(levels: int) -> dict[str, Any]:
+    value: dict[str, Any] = {}
+    for _ in range(levels - 1):
+        value = {"a": value}
+    return value
+
+
+def _deep_text(levels: int) -> str:
+    return '{"a":' * (levels - 1) + "{}" + "}" * (levels - 1)
+
+
+def _marked(name: str, spec: dict[str, Any] | str, reason: str, naming: str) -> None:
+    async def run(ctx: Ctx) -> None:
+        await (ctx.create_raw(spec) if isinstance(spec, str) else ctx.create(spec))
+        body = await ctx.marked("Failed", reason, naming)
+        assert body["status"]["status"] == "failed"
+    case(f"operator marks {name}")(run)
+
+
+_marked("kwargs nested 2,000 deep", f'{{"function":"noop","kwargs":{_deep_text(2000)}}}',
+        "KwargsTooDeep", "spec.kwargs")
+_marked("kwargs nested 9,000 deep", f'{{"function":"noop","kwargs":{_deep_text(9000)}}}',
+        "KwargsTooDeep", "spec.kwargs")
+_marked("kwargs nested 40 deep", {"function": "echo", "kwargs": {"x": _deep(40)}},
+        "KwargsTooDeep", "spec.kwargs")
+_marked("meta nested 2,000 deep", f'{{"function":"noop","meta":{_deep_text(2000)}}}',
+        "MetaTooDeep", "spec.meta")
+_marked("meta of 1 MiB", {"function": "noop", "meta": {"blob": "m" * (1 << 20)}},
+        "MetaTooLarge", "spec.meta")
+_marked("kwargs of 100 KiB", {"function": "echo", "kwargs": {"blob": "k" * 100_000}},
+        "KwargsTooLarge", "spec.kwargs")
+_marked("retryBackoff a string", {"function": "noop", "retryBackoff": "fast"},
+        "InvalidSpec", "spec.retryBackoff")
+_marked("retryBackoff 1e12", {"function": "noop", "retryBackoff": 1e12},
+        "InvalidSpec", "spec.retryBackoff")
+_marked("retryBackoff an object", {"function": "noop", "retryBackoff": {"a": 1}},
+        "InvalidSpec", "spec.retryBackoff")
+_marked("function no worker has", {"function": "not_registered_anywhere"},
+        "FunctionNotRegistered", "not_registered_anywhere")
+
+
+# -- 3. functions whose outcome is not JSON-friendly -----------------------------------
+
+
+@case("function returning NaN and Infinity")
+async def _nan(ctx: Ctx) -> None:
+    await ctx.create({"function": "nan_result"})
+    body = await ctx.wait(lambda b: (b.get("status") or {}).get("status") == "complete",
+                          "complete")
+    assert body["status"]["result"] == {"nan": "NaN", "inf": "Infinity"}
+
+
+@case("result nested 5,000 deep")
+async def _deep_result(ctx: Ctx) -> None:
+    await ctx.create({"function": "deep_result", "kwargs": {"depth": 5000}})
+    body = await ctx.marked("Failed", "JobFailed", "result")
+    assert "nested too deeply" in body["status"]["error"], body["status"]["error"]
+
+
+@case("result nested 300 deep")
+async def _deepish_result(ctx: Ctx) -> None:
+    await ctx.create({"function": "deep_result", "kwargs": {"depth": 300}})
+    body = await ctx.wait(lambda b: (b.get("status") or {}).get("status") == "complete",
+                          "complete")
+    assert body["status"]["resultTruncated"] is True
+    assert "nested more than 32 levels" in body["status"]["result"]
+
+
+@case("error holding the Redis password in every URL form")
+async def _leak(ctx: Ctx) -> None:
+    port = ctx.stage.url.rsplit(":", 1)[1]
+    text = " ".join([
+        ctx.stage.url, f"redis://default:{PASSWORD}@h:{port}", f"rediss://:{ENCODED}@h/1",
+        f"redis://h/0?password={ENCODED}&db=0", f"unix://:{ENCODED}@/run/redis.sock",
+        f"unix:///run/redis.sock?db=0&password={PASSWORD}", f"auth failed for {PASSWORD}"])
+    await ctx.create({"function": "leak", "kwargs": {"text": text}})
+    body = await ctx.marked("Failed", "JobFailed", "***")
+    assert "***" in body["status"]["error"]
+
+
+# -- 4. Python API calls -------------------------------------------------------------
+
+
+def _api(name: str, call: Callable[[Queue], Awaitable[Any]], error: type[Exception],
+         naming: str) -> None:
+    async def run(ctx: Ctx) -> None:
+        queue = Queue.from_url(ctx.stage.url, name="api-cases")
+        try:
+            with pytest.raises(error) as raised:
+                await call(queue)
+            assert naming in str(raised.value), raised.value
+            for secret in SECRET_FORMS:
+                assert secret not in str(raised.value)
+        finally:
+            await queue.disconnect()
+    case(f"python {name}")(run)
+
+
+_api("enqueue ttl=1e16", lambda q: q.enqueue("noop", ttl=10**16), ValueError, "ttl")
+_api("enqueue retry_delay=nan", lambda q: q.enqueue("noop", retry_delay=math.nan),
+     ValueError, "retry_delay")
+_api("enqueue scheduled=inf", lambda q: q.enqueue("noop", scheduled=math.inf),
+     ValueError, "scheduled")
+_api("enqueue timeout=-1", lambda q: q.enqueue("noop", timeout=-1), ValueError, "timeout")
+_api("enqueue priority=10**9", lambda q: q.enqueue("noop", priority=10**9), ValueError,
+     "priority")
+_api("enqueue retry_backoff='x'", lambda q: q.enqueue("noop", retry_backoff="x"),
+     ValueError, "retry_backoff")
+_api("enqueue kwargs holding a set", lambda q: q.enqueue("noop", kwargs={"s": {1}}),
+     TypeError, "kwargs['s']")
+_api("enqueue kwargs nested 5,000 deep", lambda q: q.enqueue("noop", kwargs=_deep(5000)),
+     TypeError, "nested too deeply")
+_api("enqueue_many with a ttl of 1e16", lambda q: q.enqueue_many(
+    [{"function": "noop"}, {"function": "noop", "ttl": 10**16}]), ValueError, "ttl")
+
+
+@case("python Queue.from_url with an http URL holding the password")
+async def _from_url(ctx: Ctx) -> None:
+    with pytest.raises(InvalidUrlError) as raised:
+        Queue.from_url(f"http://:{ENCODED}@127.0.0.1/0")
+    assert "Invalid url" in str(raised.value) and ENCODED not in str(raised.value)
+
+
+# -- 5. command line -------------------------------------------------------------------
+
+
+def _cli(name: str, args: list[str], naming: str) -> None:
+    async def run(ctx: Ctx) -> None:
+        wrong = ctx.stage.url.replace(ENCODED, "wrong%2Fpass%40")
+        argv = [{"URL": ctx.stage.url, "WRONG": wrong}.get(a, a) for a in args]
+        done = await asyncio.to_thread(
+            subprocess.run, [PODQ, *argv], capture_output=True, text=True, timeout=60,
+            cwd=REPO, env=dict(os.environ, PYTHONPATH=str(KUBE_TESTS)))
+        assert done.returncode != 0, done.stdout
+        assert naming in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr, done.stderr
+        for secret in SECRET_FORMS:
+            assert secret not in done.stderr + done.stdout
+    case(f"cli {name}")(run)
+
+
+_cli("enqueue --ttl 1e16", ["enqueue", "noop", "--redis-url", "URL", "--ttl", "1e16"],
+     "--ttl")
+_cli("enqueue --retry-delay nan", ["enqueue", "noop", "--redis-url", "URL", "--no-check",
+                                   "--retry-delay", "nan"], "retry_delay")
+_cli("enqueue --kwargs nested 5,000 deep", ["enqueue", "noop", "--redis-url", "URL",
+                                            "--kwargs", "[" * 5000 + "]" * 5000], "--kwargs")
+_cli("enqueue --scheduled tomorrow", ["enqueue", "noop", "--redis-url", "URL",
+                                      "--scheduled", "tomorrow"], "--scheduled")
+_cli("worker --concurrency abc", ["worker", "operator_worker_settings.settings",
+                                  "--concurrency", "abc"], "--concurrency")
+_cli("worker --max-disruptions 0", ["worker", "operator_worker_settings.settings",
+                                    "--max-disruptions", "0"], "--max-disruptions")
+_cli("enqueue with a wrong password", ["enqueue", "noop", "--redis-url", "WRONG"],
+     "cannot reach")
+_cli("operator --reconcile-interval x", ["operator", "--reconcile-interval", "x"],
+     "--reconcile-interval")
+
+
+# -- 6. corrupted or foreign data under a queue's Redis keys --------------------------
+
+
+async def _queued_job(ctx: Ctx) -> tuple[aioredis.Redis, str]:
+    """A Job on the idle queue, queued in Redis; returns a client and its job hash key."""
+    await ctx.create({"function": "noop", "queue": IDLE_QUEUE})
+    body = await ctx.wait(lambda b: (b.get("status") or {}).get("status") == "queued",
+                          "queued")
+    queue = Queue.from_url(ctx.stage.url, name=IDLE_QUEUE)
+    key = queue.job_id(body["status"]["jobKey"])
+    await queue.disconnect()
+    return await ctx.redis(), key
+
+
+def _corrupt(name: str, damage: Callable[[aioredis.Redis, str], Awaitable[Any]]) -> None:
+    async def run(ctx: Ctx) -> None:
+        redis, key = await _queued_job(ctx)
+        try:
+            await damage(redis, key)
+            await ctx.marked("Stalled", "CorruptJobRecord", key)
+        finally:
+            await redis.aclose()
+    case(f"redis {name}")(run)
+
+
+_corrupt("job JSON that does not parse", lambda r, k: r.hset(k, "job", "{not json"))
+_corrupt("job hash replaced by a string", lambda r, k: _replace_with_string(r, k))
+_corrupt("job JSON a list", lambda r, k: r.hset(k, "job", "[1, 2]"))
+_corrupt("job JSON with a foreign field", lambda r, k: _foreign_field(r, k))
+_corrupt("attempts not a number", lambda r, k: r.hset(k, "attempts", "many"))
+_corrupt("status not a status", lambda r, k: r.hset(k, "status", "sideways"))
+
+
+async def _replace_with_string(redis: aioredis.Redis, key: str) -> None:
+    await redis.delete(key)
+    await redis.set(key, "not a hash")
+
+
+async def _foreign_field(redis: aioredis.Redis, key: str) -> None:
+    job = json.loads(await redis.hget(key, "job"))
+    job["rogue"] = True
+    await redis.hset(key, "job", json.dumps(job))
+
+
+@case("redis a foreign claim under a new Job's claim key")
+async def _foreign_claim(ctx: Ctx) -> None:
+    queue = Queue.from_url(ctx.stage.url, name="default")
+    try:
+        uid_free_key = f"foreign-{ctx.name}"
+        await queue.redis.set(queue.keys.operator_claim(uid_free_key), "garbage without-stamp")
+        await ctx.create({"function": "noop", "key": uid_free_key})
+        await ctx.wait(lambda b: (b.get("status") or {}).get("status") == "complete",
+                       "complete despite the foreign claim")
+    finally:
+        await queue.disconnect()
+
+
+@case("redis a worker record that is not JSON")
+async def _foreign_worker(ctx: Ctx) -> None:
+    queue = Queue.from_url(ctx.stage.url, name="default")
+    try:
+        seconds, _ = await queue.redis.time()
+        await queue.redis.zadd(queue.keys.workers, {"rogue": (seconds + 600) * 1000})
+        await queue.redis.set(queue.keys.worker("rogue"), "{not json", ex=600)
+        workers = await queue.workers()
+        assert workers and all(isinstance(w, dict) for w in workers)
+    finally:
+        await queue.redis.zrem(queue.keys.workers, "rogue")
+        await queue.disconnect()
+
+
+@case("redis garbage on the queue's change channel")
+async def _garbage_changes(ctx: Ctx) -> None:
+    queue = Queue.from_url(ctx.stage.url, name="default")
+    try:
+        for garbage in ("", ":", "nocolon", "\xff\xfe", "queued:" + "k" * 10_000):
+            await queue.redis.publish(queue.keys.changes, garbage)
+    finally:
+        await queue.disconnect()
+    await ctx.create({"function": "noop"})
+    await ctx.wait(lambda b: (b.get("status") or {}).get("status") == "complete", "complete")
+
+
