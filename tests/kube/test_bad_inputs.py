@@ -51,7 +51,8 @@ def stage(podq_crds: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> 
         metrics_port, health_port = free_port(), free_port()
         operator = Process(
             [PODQ, "operator", "--namespace", poison, "--namespace", canary, "--redis-url", url,
-             "--reconcile-interval", "1", "--cron-refresh", "1", "--metrics-port",
+             "--reconcile-interval", "1", "--cron-refresh", "1", "--metrics-host", "127.0.0.1",
+             "--metrics-port",
              str(metrics_port), "--liveness", f"http://127.0.0.1:{health_port}/healthz"],
             logs / "operator.log", dict(podq_crds.env))
         worker = Process(
