@@ -257,6 +257,7 @@ def _corrupt(name: str, damage: Callable[[aioredis.Redis, str], Awaitable[Any]])
         try:
             await damage(redis, key)
             await ctx.marked("Stalled", "CorruptJobRecord", key)
+            await ctx.delete_and_wait()  # its finalizer does not hold it forever
         finally:
             await redis.aclose()
     case(f"redis {name}")(run)

@@ -89,6 +89,17 @@ class Ctx:
             input=manifest, check=False)
         assert done.returncode == 0, done.stderr
 
+    async def delete_and_wait(self, within: float = 30) -> None:
+        await self.custom.delete_namespaced_custom_object(
+            GROUP, VERSION, self.stage.poison, "jobs", self.name)
+
+        async def gone() -> bool:
+            listed = await self.custom.list_namespaced_custom_object(
+                GROUP, VERSION, self.stage.poison, "jobs",
+                field_selector=f"metadata.name={self.name}")
+            return not listed["items"]
+        await eventually(gone, within=within, what=f"{self.name} to be deleted")
+
     async def get(self, name: str | None = None, namespace: str | None = None) -> dict:
         return await self.custom.get_namespaced_custom_object(
             GROUP, VERSION, namespace or self.stage.poison, "jobs", name or self.name)

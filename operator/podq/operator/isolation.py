@@ -23,6 +23,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from podq import Queue
+from podq.operator.jobs import Outcome, abort_job
 from podq.operator.kube import EventRecorder, patch_job_status
 from podq.operator.registry import JobResource
 from podq.operator.status import MAX_CONDITION_MESSAGE, build_conditions
@@ -69,6 +70,18 @@ async def read_jobs(queue: Queue, keys: list[str]) -> list[Any]:
         except Exception as error:
             found.append(CorruptRecord(queue.job_id(key), describe(error)))
     return found
+
+
+async def abort_readable(queue: Queue, key: str) -> Outcome:
+    """abort_job, except that a job record that cannot be read is left as it is (there
+    is nothing to abort that a worker could run): the resource can still go."""
+    try:
+        return await abort_job(queue, key)
+    except OUTAGES:
+        raise
+    except Exception as error:
+        return Outcome("unreadable", message=f"job record {queue.job_id(key)} cannot be read"
+                       f" ({describe(error)}); left as it is")
 
 
 def describe(error: BaseException) -> str:

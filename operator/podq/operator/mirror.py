@@ -11,8 +11,6 @@ Redis lost.
 from __future__ import annotations
 
 import asyncio
-import ctypes
-import ctypes.util
 import logging
 import time
 from collections import Counter
@@ -23,10 +21,15 @@ from kubernetes_asyncio import client
 
 from podq.job import TERMINAL_STATUSES, Status
 from podq.operator.coalesce import Coalescer, TokenBucket
-from podq.operator.isolation import OUTAGES, CorruptRecord, Quarantine, read_jobs
+from podq.operator.isolation import (
+    OUTAGES,
+    CorruptRecord,
+    Quarantine,
+    abort_readable,
+    read_jobs,
+)
 from podq.operator.jobs import (
     OWN_CLAIM,
-    abort_job,
     enqueue_jobs,
     release_claim,
     write_back_deadline,
@@ -38,6 +41,7 @@ from podq.operator.kube import (
     patch_job_status,
     remove_job_finalizer,
 )
+from podq.operator.memory import release_free_memory
 from podq.operator.names import GROUP, JOB_FINALIZER, JOBS, VERSION
 from podq.operator.queues import QueuePool
 from podq.operator.registry import JobRegistry, JobResource
@@ -52,24 +56,6 @@ from podq.operator.status import (
 )
 
 log = logging.getLogger("podq.operator")
-
-
-def _load_malloc_trim() -> Any:
-    try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
-    except (OSError, AttributeError):  # not glibc
-        return None
-
-
-_MALLOC_TRIM = _load_malloc_trim()
-
-
-def release_free_memory() -> None:
-    """Hand freed heap pages back to the OS. A burst (thousands of watch events, each
-    a decoded JSON body) leaves glibc's heap fragmented and RSS at its peak long after
-    the objects are gone; malloc_trim returns the free pages."""
-    if _MALLOC_TRIM is not None:
-        _MALLOC_TRIM(0)
 
 
 def _merged(current: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
@@ -280,7 +266,7 @@ class StatusMirror:
         if JOB_FINALIZER not in resource.finalizers:
             return "deleting"
         if not is_finished(resource.status):
-            outcome = await abort_job(self.pool.get(resource.queue), resource.key)
+            outcome = await abort_readable(self.pool.get(resource.queue), resource.key)
             log.info("%s/%s deleted: %s %s", resource.namespace, resource.name,
                      outcome.action, outcome.message)
         await release_claim(self.pool.get(resource.queue), resource.key)
@@ -295,7 +281,7 @@ class StatusMirror:
         """The resource vanished without our finalizer (removed by hand, or deleted before
         the finalizer was added): abort its job all the same."""
         if not is_finished(resource.status):
-            outcome = await abort_job(self.pool.get(resource.queue), resource.key)
+            outcome = await abort_readable(self.pool.get(resource.queue), resource.key)
             log.info("%s/%s gone: %s %s", resource.namespace, resource.name,
                      outcome.action, outcome.message)
         await release_claim(self.pool.get(resource.queue), resource.key)
