@@ -1,9 +1,11 @@
-"""The `podq` command: worker, enqueue, info, status, drain/resume, operator."""
+"""The `podq` command: worker, enqueue, info, status, drain/resume, operator; abort,
+retry, jobs and cronjob run are in podq.cli_jobs."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.metadata
 import json
 import logging
 import os
@@ -18,6 +20,7 @@ from redis.exceptions import RedisError
 from podq import drain as draining
 from podq.job import JOB_FIELDS
 from podq.jobstate import format_state, job_state
+from podq.logs import FORMATS, configure
 from podq.metrics import MetricsPortError
 from podq.queue import Queue, keys, list_queues
 from podq.queue.pool import waiting_pool
@@ -28,6 +31,16 @@ DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 EXIT_BAD_INPUT = 2
 EXIT_UNAVAILABLE = 1
 BURST_DEQUEUE_TIMEOUT_S = 1.0
+
+
+REDIS_URL_HELP = f"Redis URL (default: $PODQ_REDIS_URL or {DEFAULT_REDIS_URL})"
+
+
+def version() -> str:
+    try:
+        return importlib.metadata.version("podq")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree
+        return "unknown"
 
 
 class CliError(Exception):
@@ -52,10 +65,10 @@ async def check_redis(queue: Queue, url: str) -> None:
         raise CliError(f"cannot reach Redis at {redact(url)}: {e}", EXIT_UNAVAILABLE) from None
 
 
-def _add_redis(p: argparse.ArgumentParser) -> None:
+def add_redis(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--redis-url",
-        help=f"Redis URL (default: $PODQ_REDIS_URL or {DEFAULT_REDIS_URL})",
+        help=REDIS_URL_HELP,
     )
     p.add_argument("--queue", default=None, help="queue name (default: default)")
 
@@ -73,20 +86,26 @@ def _at_least_one(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="podq", description="podq: async Python jobs on Redis")
+    parser.add_argument("--version", action="version", version=f"podq {version()}",
+                        help="print podq's version and exit")
     sub = parser.add_subparsers(dest="command", required=True)
 
     w = sub.add_parser("worker", help="run a worker from a settings dict (module.name)")
     w.add_argument("settings", help="dotted path to a settings dict or a callable returning one")
-    _add_redis(w)
-    w.add_argument("--concurrency", type=int)
+    add_redis(w)
+    w.add_argument("--concurrency", type=int,
+                   help="jobs run at once (default: the settings', else 10)")
     w.add_argument(
         "--burst", action="store_true", default=None, help="stop when the queue is empty"
     )
-    w.add_argument("--max-burst-jobs", type=int)
+    w.add_argument("--max-burst-jobs", type=int,
+                   help="with --burst: stop after this many jobs (default: no limit)")
     w.add_argument("--dequeue-timeout", type=float,
                    help="with --burst: seconds an empty queue is waited on before the worker "
                         f"exits (default {BURST_DEQUEUE_TIMEOUT_S:g} when the settings give none)")
-    w.add_argument("--shutdown-grace-period-s", type=float)
+    w.add_argument("--shutdown-grace-period-s", type=float,
+                   help="on SIGTERM, seconds running jobs may finish before they are put "
+                        "back in the queue (default: the settings')")
     w.add_argument("--timeout", type=int, help="default timeout (s) of jobs enqueued without one")
     w.add_argument("--max-disruptions", type=_at_least_one,
                    help="times a job may lose its worker (killed, shut down) before it ends "
@@ -95,20 +114,23 @@ def build_parser() -> argparse.ArgumentParser:
                    help="serve Prometheus metrics on this port (default: off)")
     w.add_argument("--metrics-host", metavar="ADDRESS",
                    help="address to serve metrics on (default: 0.0.0.0, every interface)")
-    w.add_argument("-v", "--verbose", action="count", default=0)
+    w.add_argument("--log-format", choices=FORMATS, default="plain",
+                   help="plain text, or one JSON object a line like the operator's; lines "
+                        "logged while a job runs name its key (default: plain)")
+    w.add_argument("-v", "--verbose", action="count", default=0, help="debug logging")
 
     h = sub.add_parser(
         "worker-health",
         help="exit 0 when a worker of this host is alive in Redis (a liveness probe)",
     )
     h.add_argument("settings", help="the worker's settings, as given to `podq worker`")
-    _add_redis(h)
+    add_redis(h)
     h.add_argument("--hostname", help="host of the worker (default: this host's name)")
 
     e = sub.add_parser("enqueue", help="enqueue one job and print its key and id")
-    e.add_argument("function")
+    e.add_argument("function", help="name of a function the queue's workers registered")
     e.add_argument("--kwargs", default="{}", help="keyword arguments as a JSON object")
-    _add_redis(e)
+    add_redis(e)
     for field in ENQUEUE_OPTIONS:
         # --scheduled also takes +N (seconds from now): read in _enqueue
         kind = str if field.name == "scheduled" else field.type
@@ -117,31 +139,34 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", action="store_true", help="print the job as JSON")
 
     i = sub.add_parser("info", help="queues, counts and live workers")
-    i.add_argument("--redis-url")
+    i.add_argument("--redis-url", help=REDIS_URL_HELP)
     i.add_argument("--queue", action="append", help="only these queues (repeatable)")
-    i.add_argument("--json", action="store_true")
+    i.add_argument("--json", action="store_true", help="print the queues as JSON")
 
     s = sub.add_parser("status", help="a job's state, from Redis or from its Job resource")
     s.add_argument("job", nargs="?",
                    help="job key, job id (podq:{QUEUE}:job:KEY) or job.podq.dev/NAME")
-    _add_redis(s)
+    add_redis(s)
     s.add_argument("--resource", metavar="NAME", help="read the Job resource NAME instead")
     s.add_argument("-n", "--namespace", default="default",
                    help="namespace of the Job resource (default: default)")
-    s.add_argument("--json", action="store_true")
+    s.add_argument("--json", action="store_true", help="print the state as JSON")
 
     d = sub.add_parser("drain", help="pause a queue and wait until no job of it runs")
-    d.add_argument("queue_name", metavar="queue")
-    d.add_argument("--redis-url")
+    d.add_argument("queue_name", metavar="queue", help="name of the queue")
+    d.add_argument("--redis-url", help=REDIS_URL_HELP)
     d.add_argument("--timeout", type=float, help="give up after this many seconds (exit 1)")
     d.add_argument("--resume", action="store_true", help="lift the pause instead")
 
     r = sub.add_parser("resume", help="lift a queue's pause and wake its workers")
-    r.add_argument("queue_name", metavar="queue")
-    r.add_argument("--redis-url")
+    r.add_argument("queue_name", metavar="queue", help="name of the queue")
+    r.add_argument("--redis-url", help=REDIS_URL_HELP)
 
     sub.add_parser("operator", help="run the Kubernetes operator (needs podq[operator])")
     sub.add_parser("web", help="the dashboard: queues, jobs and workers (podq web --help)")
+    from podq import cli_jobs  # imports this module's helpers: once it is loaded
+
+    cli_jobs.add_parsers(sub)
     return parser
 
 
@@ -369,7 +394,8 @@ async def _resource_state(name: str, namespace: str) -> dict[str, t.Any]:
     return resource_job_state(body)
 
 
-async def _redis_state(args: argparse.Namespace, target: str) -> dict[str, t.Any]:
+def queue_and_key(args: argparse.Namespace, target: str) -> tuple[str, str]:
+    """The queue and key of a job named by key (in --queue) or by id."""
     queue_name = args.queue or "default"
     key = target
     if target.startswith(keys.ROOT + "{"):
@@ -380,6 +406,11 @@ async def _redis_state(args: argparse.Namespace, target: str) -> dict[str, t.Any
             raise CliError(str(e)) from None
         if args.queue and args.queue != queue_name:
             raise CliError(f"job id {target!r} is of queue {queue_name!r}, not {args.queue!r}")
+    return queue_name, key
+
+
+async def _redis_state(args: argparse.Namespace, target: str) -> dict[str, t.Any]:
+    queue_name, key = queue_and_key(args, target)
     url = redis_url(args)
     try:
         queue = Queue.from_url(url, name=queue_name)
@@ -491,11 +522,13 @@ def main(argv: list[str] | None = None) -> int:
     level = logging.INFO
     if getattr(args, "verbose", 0):
         level = logging.DEBUG
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure(level, getattr(args, "log_format", "plain"))
     install_logging_filter()
+    from podq import cli_jobs
+
     handlers = {"worker": cmd_worker, "worker-health": cmd_worker_health,
                 "enqueue": cmd_enqueue, "info": cmd_info, "status": cmd_status,
-                "drain": cmd_drain, "resume": cmd_resume}
+                "drain": cmd_drain, "resume": cmd_resume, **cli_jobs.HANDLERS}
     try:
         return asyncio.run(handlers[args.command](args))
     except CliError as e:

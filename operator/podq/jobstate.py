@@ -9,10 +9,23 @@ from datetime import UTC, datetime
 from podq.job import Job, Status
 
 
-def _iso(epoch_ms: int) -> str | None:
+def iso_utc(epoch_ms: float) -> str | None:
+    """The one time format of the CLI's output: ISO 8601 in UTC with milliseconds and a
+    Z, e.g. 2026-01-02T03:04:05.678Z (None for 0, the engine's "never")."""
     if not epoch_ms:
         return None
-    return datetime.fromtimestamp(epoch_ms / 1000, UTC).isoformat(timespec="milliseconds")
+    moment = datetime.fromtimestamp(epoch_ms / 1000, UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def iso_from_text(value: str | None) -> str | None:
+    """An RFC 3339 time (a resource's status, with or without fractions) in iso_utc's
+    format."""
+    if not value:
+        return None
+    moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return iso_utc(moment.timestamp() * 1000)
+
 
 
 def job_state(job: Job) -> dict[str, t.Any]:
@@ -27,10 +40,10 @@ def job_state(job: Job) -> dict[str, t.Any]:
         "attempts": job.attempts,
         "retries": job.retries,
         "progress": job.progress,
-        "queued": _iso(job.queued),
-        "started": _iso(job.started),
-        "completed": _iso(job.completed),
-        "scheduled": _iso(int(job.scheduled * 1000)),
+        "queued": iso_utc(job.queued),
+        "started": iso_utc(job.started),
+        "completed": iso_utc(job.completed),
+        "scheduled": iso_utc(int(job.scheduled * 1000)),
         "worker": job.worker_id,
         "result": job.result,
         "error": job.error,

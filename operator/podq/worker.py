@@ -32,6 +32,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from podq.job import CRON_FIELDS, CronJob, Job, Status
+from podq.logs import CURRENT_JOB
 from podq.metrics import WorkerMetrics
 from podq.queue import Queue
 from podq.utils import Backoff, cancel_and_wait, cancel_requested, new_request_id, now, now_seconds
@@ -444,6 +445,7 @@ class Worker:
 
     async def _execute(self, run: _Run) -> None:
         job = run.job
+        CURRENT_JOB.set((job.key, job.function))  # this task's own: its log lines name it
         context: Context = {**self.context, "job": job}
         outcome: tuple[str, t.Any]
         began = time.monotonic()

@@ -4,6 +4,7 @@ ops_settings.settings`, run with tests/engine as the working directory)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 RELEASE = "podq-test:release"  # a `hold` job returns once this Redis key holds its name
@@ -33,10 +34,16 @@ async def hold(ctx: dict, name: str) -> str:
         await asyncio.sleep(0.02)
 
 
+async def chatty(ctx: dict, words: str) -> str:
+    """Logs a line of its own (the worker adds the job to it)."""
+    logging.getLogger("ops_settings").warning("chatty says %s", words)
+    return words
+
+
 FAST = {"schedule": 0.5, "worker_info": 0.2, "sweep": 0.3, "abort": 0.2, "metrics": 0.2}
 
 settings: dict[str, Any] = {
-    "functions": [ok, fail, flaky, hold],
+    "functions": [ok, fail, flaky, hold, chatty],
     "concurrency": 4,
     "timers": FAST,
     "liveness_ttl": 1.0,

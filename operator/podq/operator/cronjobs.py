@@ -24,6 +24,7 @@ from podq.operator.cron import (
 )
 from podq.operator.kube import EventRecorder, ObjectRef, patch_cronjob_status
 from podq.operator.names import (
+    ANNOTATION_INSTANTIATE,
     ANNOTATION_SCHEDULED_TIME,
     API_VERSION,
     GROUP,
@@ -174,12 +175,15 @@ async def tick(
         })
         return TickOutcome(Decision("wait"), invalid=invalid)
 
-    children = [_as_child(item) for item in await list_children(custom, cron)]
+    items = await list_children(custom, cron)
+    children = [_as_child(item) for item in items]
     active = sorted((c for c in children if c.state == "active"), key=lambda c: c.scheduled)
     created_at = _time(meta.get("creationTimestamp")) or now
     handled_until = max(
         [created_at, _time(previous.get("lastScheduleTime")) or created_at]
-        + [c.scheduled for c in children]  # a child whose status write was lost counts
+        # a child whose status write was lost counts; one run by hand fills no slot
+        + [c.scheduled for c, item in zip(children, items, strict=True)
+           if not (item["metadata"].get("annotations") or {}).get(ANNOTATION_INSTANTIATE)]
         + ([memory.recorded] if memory.recorded else [])
     )
     decision = decide(

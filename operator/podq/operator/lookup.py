@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from podq.job import Status
+from podq.jobstate import iso_from_text
 from podq.operator import kube
 from podq.operator.names import GROUP, JOBS, VERSION
 
@@ -39,10 +40,10 @@ def job_state(body: dict[str, Any]) -> dict[str, Any]:
         "attempts": status.get("attempts", 0),
         "retries": spec.get("retries"),
         "progress": status.get("progress", 0.0),
-        "queued": status.get("queuedTime"),
-        "started": status.get("startedTime"),
-        "completed": status.get("completedTime"),
-        "scheduled": status.get("scheduledTime"),
+        "queued": iso_from_text(status.get("queuedTime")),
+        "started": iso_from_text(status.get("startedTime")),
+        "completed": iso_from_text(status.get("completedTime")),
+        "scheduled": iso_from_text(status.get("scheduledTime")),
         "worker": status.get("worker"),
         "result": status.get("result"),
         "error": status.get("error"),

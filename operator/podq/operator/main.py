@@ -40,7 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="watch every namespace (the default when no --namespace is given)")
     parser.add_argument("--redis-url", default=os.environ.get("PODQ_REDIS_URL", DEFAULT_REDIS_URL),
                         help="Redis URL (default: $PODQ_REDIS_URL or %(default)s)")
-    parser.add_argument("--log-format", choices=["plain", "json"], default="plain")
+    parser.add_argument("--log-format", choices=["plain", "json"], default="plain",
+                        help="plain text, or one JSON object a line (default: plain)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("--liveness", metavar="URL",
                         help="serve a liveness probe, e.g. http://0.0.0.0:8080/healthz")

@@ -29,6 +29,9 @@ POD_DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
 # Child Jobs of a CronJob carry these, so history and concurrency can find them.
 LABEL_CRONJOB = f"{GROUP}/cronjob"
 ANNOTATION_SCHEDULED_TIME = f"{GROUP}/scheduled-time"
+# A child made by `podq cronjob run` (batch/v1: cronjob.kubernetes.io/instantiate): it
+# fills no slot of the schedule.
+ANNOTATION_INSTANTIATE = f"{GROUP}/instantiate"
 
 MAX_CRONJOB_NAME = 52  # 63 (label value limit) minus "-" and a 10-digit epoch
 

@@ -1,0 +1,198 @@
+"""`podq abort`, `podq retry`, `podq jobs` and `podq cronjob run`: acting on single jobs
+and listing them. Imported by podq.cli once it is loaded (the helpers come from there)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import typing as t
+
+from podq.cli import (
+    EXIT_UNAVAILABLE,
+    REDIS_URL_HELP,
+    CliError,
+    add_redis,
+    check_redis,
+    queue_and_key,
+    redis_url,
+)
+from podq.job import JOB_FIELDS, TERMINAL_STATUSES, UNSUCCESSFUL_TERMINAL_STATUSES, Job, Status
+from podq.jobstate import iso_utc
+from podq.queue import Queue, list_queues
+from podq.web.data import STATUS_FILTERS, list_jobs, resource_of
+
+MAX_LIMIT = 1000
+# what a retry copies of the failed job: what its caller chose, under the same key
+_COPIED = [name for name, field in JOB_FIELDS.items()
+           if field.use.caller and name not in ("queue", "progress", "scheduled")]
+
+
+def _limit(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= MAX_LIMIT:
+        raise argparse.ArgumentTypeError(f"must be 1 to {MAX_LIMIT}, got {value}")
+    return value
+
+
+def add_parsers(sub: t.Any) -> None:
+    a = sub.add_parser("abort", help="abort a queued, scheduled or running job")
+    a.add_argument("job", help="job key or job id (podq:{QUEUE}:job:KEY)")
+    add_redis(a)
+    a.add_argument("--reason", default="aborted with podq abort",
+                   help="error text the aborted job keeps (default: %(default)s)")
+    a.add_argument("--json", action="store_true", help="print the job as JSON")
+
+    r = sub.add_parser("retry", help="run a failed or aborted job again, under its key")
+    r.add_argument("job", help="job key or job id (podq:{QUEUE}:job:KEY)")
+    add_redis(r)
+    r.add_argument("--json", action="store_true", help="print the new job as JSON")
+
+    j = sub.add_parser("jobs", help="list jobs a page at a time: running, queued, "
+                       "scheduled, then finished ones newest first")
+    j.add_argument("--redis-url", help=REDIS_URL_HELP)
+    j.add_argument("--queue", action="append",
+                   help="only this queue (repeatable; default: every queue)")
+    j.add_argument("--status", choices=STATUS_FILTERS,
+                   help="only jobs in this state; finished ones (complete, failed, aborted) "
+                        "are those a running `podq web` recorded")
+    j.add_argument("--function", help="only jobs of this function")
+    j.add_argument("--limit", type=_limit, default=50,
+                   help=f"jobs shown per queue, 1 to {MAX_LIMIT} (default: %(default)s)")
+    j.add_argument("--start", type=int, default=0,
+                   help="position to start from, as printed after a full page (default: 0)")
+    j.add_argument("--json", action="store_true",
+                   help="one JSON object: the jobs and, per queue, where the next page starts")
+
+    c = sub.add_parser("cronjob", help="act on podq CronJob resources (needs podq[operator])")
+    cron = c.add_subparsers(dest="cron_command", required=True)
+    run = cron.add_parser("run", help="create a Job from a CronJob now, like "
+                          "`kubectl create job --from=cronjob/NAME`")
+    run.add_argument("name", help="name of the CronJob")
+    run.add_argument("-n", "--namespace", default="default",
+                     help="namespace of the CronJob (default: default)")
+    run.add_argument("--job-name", help="name of the Job to create "
+                     "(default: NAME-manual-<5 random characters>)")
+
+
+async def _job(args: argparse.Namespace) -> tuple[Queue, Job]:
+    queue_name, key = queue_and_key(args, args.job)
+    url = redis_url(args)
+    queue = Queue.from_url(url, name=queue_name)
+    try:
+        await check_redis(queue, url)
+        job = await queue.job(key)
+    except BaseException:
+        await queue.disconnect()
+        raise
+    if job is None:
+        await queue.disconnect()
+        raise CliError(f"no job {key!r} in queue {queue_name!r}", EXIT_UNAVAILABLE)
+    return queue, job
+
+
+def _print_job(job: Job, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps({"id": job.id, **job.to_dict()}, default=str))
+    else:
+        print(f"{job.key}\t{Status(job.status).value}")
+
+
+async def cmd_abort(args: argparse.Namespace) -> int:
+    queue, job = await _job(args)
+    try:
+        if job.status in TERMINAL_STATUSES:
+            raise CliError(f"job {job.key!r} already finished ({job.status.value})",
+                           EXIT_UNAVAILABLE)
+        await queue.abort(job, args.reason)
+        fresh = await queue.job(job.key) or job
+    finally:
+        await queue.disconnect()
+    _print_job(fresh, args.json)
+    return 0
+
+
+async def cmd_retry(args: argparse.Namespace) -> int:
+    queue, job = await _job(args)
+    try:
+        if job.status not in UNSUCCESSFUL_TERMINAL_STATUSES:
+            raise CliError(f"only a failed or aborted job can be retried; {job.key!r} is "
+                           f"{job.status.value}", EXIT_UNAVAILABLE)
+        resource = await resource_of(queue, job.key)
+        if resource is not None:
+            where = f"job.podq.dev/{resource.name} in namespace {resource.namespace}" \
+                if resource.name else "a podq Job resource"
+            raise CliError(f"job {job.key!r} belongs to {where}: delete and re-create the "
+                           "resource to run it again")
+        copy = Job(**{name: getattr(job, name) for name in _COPIED})
+        for name in _COPIED:
+            copy.choose(name, job.chose(name))
+        again = await queue.enqueue(copy)
+        if again is None:
+            raise CliError(f"the queue refused {job.key!r}: it is pending again, or was "
+                           "aborted a moment ago", EXIT_UNAVAILABLE)
+    finally:
+        await queue.disconnect()
+    _print_job(again, args.json)
+    return 0
+
+
+def _row(queue: str, job: Job) -> dict[str, t.Any]:
+    return {"queue": queue, "key": job.key, "function": job.function,
+            "status": Status(job.status).value, "attempts": job.attempts,
+            "retries": job.retries, "progress": job.progress,
+            "queued": iso_utc(job.queued), "started": iso_utc(job.started),
+            "completed": iso_utc(job.completed)}
+
+
+async def cmd_jobs(args: argparse.Namespace) -> int:
+    url = redis_url(args)
+    probe = Queue.from_url(url, name="default")
+    rows: list[dict[str, t.Any]] = []
+    pages: dict[str, int | None] = {}
+    try:
+        await check_redis(probe, url)
+        names = args.queue or await list_queues(probe.redis)
+        for name in names:
+            queue = Queue(probe.redis, name=name)
+            page = await list_jobs(queue, args.status, args.function, max(args.start, 0),
+                                   args.limit)
+            rows.extend(_row(name, job) for job in page.jobs)
+            pages[name] = page.next_start
+    finally:
+        await probe.disconnect()
+    if args.json:
+        print(json.dumps({"jobs": rows, "next_start": pages}, default=str))
+        return 0
+    if not rows:
+        print("no jobs")
+    columns = ("queue", "key", "function", "status", "attempts", "queued", "completed")
+    table = [[("-" if r[c] is None else str(r[c])) for c in columns] for r in rows]
+    widths = [max([len(c)] + [len(row[i]) for row in table]) for i, c in enumerate(columns)]
+    if table:
+        print("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)))
+    for row in table:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+    for name, start in pages.items():
+        if start is not None:
+            print(f"more in queue {name}: podq jobs --queue {name} --start {start}")
+    return 0
+
+
+async def cmd_cronjob(args: argparse.Namespace) -> int:
+    try:
+        from podq.operator.cronrun import CronJobNotFound, run_cronjob
+    except ImportError:
+        raise CliError("podq cronjob needs the operator extra: pip install 'podq[operator]'"
+                       ) from None
+    try:
+        made = await run_cronjob(args.name, args.namespace, args.job_name)
+    except CronJobNotFound as e:
+        raise CliError(str(e), EXIT_UNAVAILABLE) from None
+    except Exception as e:  # no kubeconfig, API unreachable, forbidden, name taken
+        raise CliError(f"cannot create a Job from cronjob.podq.dev/{args.name}: {e}",
+                       EXIT_UNAVAILABLE) from None
+    print(f"job.podq.dev/{made['metadata']['name']} created")
+    return 0
+
+
+HANDLERS = {"abort": cmd_abort, "retry": cmd_retry, "jobs": cmd_jobs, "cronjob": cmd_cronjob}

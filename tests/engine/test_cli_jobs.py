@@ -1,0 +1,147 @@
+"""`podq abort`, `podq retry`, `podq jobs`, `--version`, help on every option, one time
+format, and worker logs that name their job: on a real redis-server."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+
+from engine_helpers import Workers, output, start_worker_process, wait_for
+from ops_helpers import podq_run
+from ops_settings import fail, ok
+
+from podq import Queue, Status
+from podq.cli import build_parser
+from podq.jobstate import iso_from_text, iso_utc
+from podq.operator.main import build_parser as operator_parser
+from podq.web.main import build_parser as web_parser
+
+ISO_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+FAR = 4102444800  # 2100-01-01
+
+
+def walk(parser: argparse.ArgumentParser, path: str):
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, child in action.choices.items():
+                yield from walk(child, f"{path} {name}")
+        elif not isinstance(action, argparse._HelpAction):
+            yield path, action
+
+
+def test_every_option_of_every_subcommand_has_help() -> None:
+    parsers = [(build_parser(), "podq"), (operator_parser(), "podq operator"),
+               (web_parser(), "podq web")]
+    missing = [f"{path} {'/'.join(action.option_strings) or action.dest}"
+               for parser, name in parsers for path, action in walk(parser, name)
+               if not action.help]
+    assert missing == []
+    commands = {path for parser, name in parsers for path, _ in walk(parser, name)}
+    assert {"podq abort", "podq retry", "podq jobs", "podq cronjob run"} <= commands
+
+
+async def test_version() -> None:
+    code, out, _ = await podq_run("--version")
+    assert code == 0 and re.fullmatch(r"podq \d+\.\d+\.\d+\S*\n", out), out
+
+
+def test_one_time_format() -> None:
+    assert iso_utc(1_700_000_000_123) == "2023-11-14T22:13:20.123Z"
+    # a resource's status times, with and without fractions, read the same way
+    assert iso_from_text("2023-11-14T22:13:20Z") == "2023-11-14T22:13:20.000Z"
+    assert iso_from_text("2023-11-14T22:13:20.123Z") == "2023-11-14T22:13:20.123Z"
+    assert iso_utc(0) is None and iso_from_text(None) is None
+
+
+async def podq_json(*args: str) -> dict:
+    code, out, err = await podq_run(*args, "--json")
+    assert code == 0, err
+    return json.loads(out)
+
+
+async def test_jobs_lists_and_filters_a_page_at_a_time(queue: Queue, redis_url: str) -> None:
+    for n in range(5):
+        await queue.enqueue("ok", key=f"later-{n}", scheduled=FAR)
+    await queue.enqueue("fail", key="now")
+    listed = await podq_json("jobs", "--queue", "test", "--redis-url", redis_url)
+    assert [j["key"] for j in listed["jobs"]] == ["now"] + [f"later-{n}" for n in range(5)]
+    assert all(ISO_UTC.match(j["queued"]) for j in listed["jobs"])
+    assert listed["next_start"] == {"test": None}
+    page = await podq_json("jobs", "--queue", "test", "--status", "scheduled", "--limit", "2",
+                           "--redis-url", redis_url)
+    assert [j["key"] for j in page["jobs"]] == ["later-0", "later-1"]
+    assert page["next_start"] == {"test": 2}
+    rest = await podq_json("jobs", "--queue", "test", "--status", "scheduled", "--start", "4",
+                           "--redis-url", redis_url)
+    assert [j["key"] for j in rest["jobs"]] == ["later-4"]
+    failing = await podq_json("jobs", "--function", "fail", "--redis-url", redis_url)
+    assert [(j["queue"], j["key"]) for j in failing["jobs"]] == [("test", "now")]
+    code, out, err = await podq_run("jobs", "--queue", "test", "--limit", "2",
+                                    "--redis-url", redis_url)
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0].split() == ["QUEUE", "KEY", "FUNCTION", "STATUS", "ATTEMPTS", "QUEUED",
+                                "COMPLETED"]
+    assert lines[1].split()[:5] == ["test", "now", "fail", "queued", "0"]
+    assert lines[-1] == "more in queue test: podq jobs --queue test --start 2"
+    code, _, err = await podq_run("jobs", "--limit", "100000", "--redis-url", redis_url)
+    assert code == 2 and "1 to 1000" in err
+
+
+async def test_abort_and_retry(queue: Queue, workers: Workers, redis_url: str) -> None:
+    await workers.start(queue, [ok, fail])
+    broken = await queue.enqueue("fail", key="broken")
+    await broken.refresh(until_complete=10)
+    await queue.enqueue("ok", key="waiting", scheduled=FAR)
+    common = ("--queue", "test", "--redis-url", redis_url)
+
+    code, out, err = await podq_run("abort", "waiting", *common)
+    assert (code, out) == (0, "waiting\taborted\n"), err
+    assert (await queue.job("waiting")).status == Status.ABORTED
+    code, _, err = await podq_run("abort", "waiting", *common)
+    assert code == 1 and "already finished (aborted)" in err
+
+    code, _, err = await podq_run("retry", "nope", *common)
+    assert code == 1 and "no job 'nope'" in err
+    again = await podq_json("retry", "podq:{test}:job:broken", "--redis-url", redis_url)
+    assert again["key"] == "broken" and again["function"] == "fail"
+    job = await queue.job("broken")
+    await job.refresh(until_complete=10)
+    assert job.status == Status.FAILED and job.attempts == 1  # a run of its own
+
+    code, out, err = await podq_run("retry", "waiting", *common)
+    assert code == 1 and "aborted a moment ago" in err  # its abort marker lives 5 s
+
+    async def marker_gone() -> bool:
+        return not await queue.redis.exists(queue.keys.abort("waiting"))
+    await wait_for(marker_gone, 10)
+    code, out, err = await podq_run("retry", "waiting", *common)
+    assert code == 0, err
+    job = await queue.job("waiting")
+    await job.refresh(until_complete=10)
+    assert job.status == Status.COMPLETE and job.result == "fine"
+    code, _, err = await podq_run("retry", "waiting", *common)
+    assert code == 1 and "only a failed or aborted job" in err
+
+
+async def test_worker_log_lines_name_their_job_as_json(
+        queue: Queue, redis_url: str, spawn: list) -> None:
+    worker = start_worker_process(spawn, redis_url, "--queue", "test", "--log-format", "json",
+                                  settings="ops_settings.settings")
+    job = await queue.enqueue("chatty", key="talker", words="hi")
+    await job.refresh(until_complete=20)
+    assert job.status == Status.COMPLETE
+
+    def said() -> dict | None:
+        for line in output(worker).splitlines():
+            record = json.loads(line)  # every line is JSON
+            if record["message"] == "chatty says hi":
+                return record
+        return None
+    record = await wait_for(said, 10)
+    assert record["job"] == {"key": "talker", "function": "chatty"}
+    assert record["severity"] == "warn" and record["logger"] == "ops_settings"
+    assert ISO_UTC.match(record["timestamp"])
+    started = json.loads(output(worker).splitlines()[0])
+    assert "job" not in started  # not logged while a job ran
