@@ -13,6 +13,7 @@ worker install it on their handlers at start (`install_logging_filter`).
 from __future__ import annotations
 
 import logging
+import os
 import re
 import urllib.parse
 
@@ -53,6 +54,13 @@ def remember_url(url: str | None) -> None:
         remember(urllib.parse.unquote_plus(value))
 
 
+def remember_environment() -> None:
+    """Remember the Redis password the chart hands over from its Secret
+    (PODQ_REDIS_PASSWORD) and the one in PODQ_REDIS_URL."""
+    remember(os.environ.get("PODQ_REDIS_PASSWORD"))
+    remember_url(os.environ.get("PODQ_REDIS_URL"))
+
+
 def _mask_userinfo(match: re.Match[str]) -> str:
     # user:password keeps the user; a lone part (redis://secret@host) may be the password
     user, sep, _ = match.group(2).partition(":")
@@ -87,9 +95,12 @@ class RedactingFilter(logging.Filter):
         return True
 
 
-def install_logging_filter(logger: logging.Logger | None = None) -> None:
-    """Put a RedactingFilter on every handler of logger (the root by default)."""
-    target = logger or logging.getLogger()
-    for handler in target.handlers:
-        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
-            handler.addFilter(RedactingFilter())
+def install_logging_filter(*names: str) -> None:
+    """Put a RedactingFilter on every handler of the root logger and of the loggers
+    named (kopf posts Events from the records of "kopf.objects" through its own
+    handler there), and remember the passwords of the environment."""
+    remember_environment()
+    for logger in (logging.getLogger(), *(logging.getLogger(name) for name in names)):
+        for handler in logger.handlers:
+            if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+                handler.addFilter(RedactingFilter())

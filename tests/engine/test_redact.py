@@ -49,3 +49,28 @@ def test_the_logging_filter_masks_messages_arguments_and_tracebacks() -> None:
     assert RedactingFilter().filter(record)
     text = logging.Formatter().format(record)
     assert ENC not in text and "***" in text
+
+
+def test_the_chart_password_from_its_secret_is_masked_in_every_handler(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The chart hands the Secret's password over as PODQ_REDIS_PASSWORD (and inserts
+    it, unencoded, in PODQ_REDIS_URL); kopf posts Events through a handler of its own
+    logger "kopf.objects": both are covered."""
+    monkeypatch.setenv("PODQ_REDIS_PASSWORD", "from-the-Secret/@x")
+    records: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(self.format(record))
+    keep = Keep()
+    poster = logging.getLogger("podq.test.poster")
+    poster.addHandler(keep)
+    poster.propagate = False
+    try:
+        from podq.redact import install_logging_filter
+        install_logging_filter("podq.test.poster")
+        poster.warning("handler failed: AUTH %s", "from-the-Secret/@x")
+    finally:
+        poster.removeHandler(keep)
+    assert records == ["handler failed: AUTH ***"]

@@ -43,6 +43,7 @@ class Stage:
     operator: Process
     worker: Process
     metrics_port: int
+    worker_metrics_port: int = 0
     canary_times: list[float] = field(default_factory=list)
 
 

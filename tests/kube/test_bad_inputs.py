@@ -48,7 +48,7 @@ def stage(podq_crds: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> 
         poison, canary = f"poison-{suffix}", f"canary-{suffix}"
         for namespace in (poison, canary):
             podq_crds.kubectl("create", "namespace", namespace)
-        metrics_port, health_port = free_port(), free_port()
+        metrics_port, health_port, worker_metrics_port = free_port(), free_port(), free_port()
         operator = Process(
             [PODQ, "operator", "--namespace", poison, "--namespace", canary, "--redis-url", url,
              "--reconcile-interval", "1", "--cron-refresh", "1", "--metrics-host", "127.0.0.1",
@@ -56,9 +56,11 @@ def stage(podq_crds: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> 
              str(metrics_port), "--liveness", f"http://127.0.0.1:{health_port}/healthz"],
             logs / "operator.log", dict(podq_crds.env))
         worker = Process(
-            [PODQ, "worker", "operator_worker_settings.settings", "--redis-url", url],
+            [PODQ, "worker", "operator_worker_settings.settings", "--redis-url", url,
+             "--metrics-host", "127.0.0.1", "--metrics-port", str(worker_metrics_port)],
             logs / "worker.log", dict(os.environ, PYTHONPATH=str(KUBE_TESTS)))
-        stage = Stage(podq_crds, url, poison, canary, logs, operator, worker, metrics_port)
+        stage = Stage(podq_crds, url, poison, canary, logs, operator, worker, metrics_port,
+                      worker_metrics_port)
         try:
             wait_http(operator, f"http://127.0.0.1:{health_port}/healthz")
             yield stage
@@ -100,8 +102,10 @@ async def test_no_secret_in_logs_events_status_or_metrics(
         jobs = await custom.list_namespaced_custom_object(GROUP, VERSION, namespace, "jobs")
         texts[f"statuses {namespace}"] = json.dumps([j.get("status") for j in jobs["items"]])
     assert "***" in texts[f"events {stage.poison}"]
-    texts["metrics"] = await asyncio.to_thread(fetch,
-                                               f"http://127.0.0.1:{stage.metrics_port}/metrics")
+    for what, port in (("operator", stage.metrics_port), ("worker", stage.worker_metrics_port)):
+        texts[f"{what} metrics"] = await asyncio.to_thread(
+            fetch, f"http://127.0.0.1:{port}/metrics")
+    assert 'function="leak"' in texts["worker metrics"]  # the labels are there, unmasked
     for where, text in texts.items():
         for secret in SECRET_FORMS:
             assert secret not in text, f"{secret!r} in {where}"

@@ -56,6 +56,18 @@ REFUSED = {
         "spec.jobTemplate.spec.timeout"),
     "cron negative history limit": (cron(successfulJobsHistoryLimit=-1),
                                     "spec.successfulJobsHistoryLimit"),
+    # issue 8: values that used to pass the schema and then break the operator or Redis
+    "scheduled in year 0": (job(function="f", scheduled="0000-01-01T00:00:00Z"),
+                            "spec.scheduled"),
+    "scheduled past 9999 in UTC": (job(function="f", scheduled="9999-12-31T23:59:59-23:59"),
+                                   "spec.scheduled"),
+    "retryDelay 1e12": (job(function="f", retryDelay=1e12), "spec.retryDelay"),
+    "ttl 1e16": (job(function="f", ttl=10**16), "spec.ttl"),
+    "ttlSecondsAfterFinished 1e16": (job(function="f", ttlSecondsAfterFinished=10**16),
+                                     "spec.ttlSecondsAfterFinished"),
+    "cron template scheduled in year 0": (
+        cron(jobTemplate={"spec": {"function": "f", "scheduled": "0000-01-01T00:00:00Z"}}),
+        "spec.jobTemplate.spec.scheduled"),
 }
 
 

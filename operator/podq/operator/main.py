@@ -99,7 +99,8 @@ def configure_logging(log_format: str, verbose: bool) -> None:
     # kubernetes_asyncio and aiohttp are chatty at debug level; kopf logs every handler
     # call at INFO, which at thousands of Jobs drowns what podq itself reports
     logging.getLogger("aiohttp").setLevel(logging.WARNING)
-    install_logging_filter()  # no Redis password in any log line (podq.redact)
+    # no Redis password in any log line or in kopf's Events from log records (podq.redact)
+    install_logging_filter("kopf.objects")
     if not verbose:
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
 
