@@ -1,7 +1,11 @@
 """podq for real, on this machine: control plane, Redis, operator, worker, examples.
 
-Started by scripts/demo after it has installed what is needed. Everything it starts
-is stopped again on Ctrl-C (or, with --exit-when-done, once the examples finished).
+Started by scripts/demo after it has installed what is needed. The worker runs the
+example functions (worker_image/podq_hello.py, as in the worker image); the operator
+and the worker serve Prometheus metrics on 127.0.0.1; the example CronJob is run once
+at the start (`podq cronjob run`), so its first Job does not wait for the schedule.
+Everything it starts is stopped again on Ctrl-C (or, with --exit-when-done, once the
+examples finished).
 """
 
 from __future__ import annotations
@@ -14,11 +18,12 @@ import sys
 import time
 from pathlib import Path
 
-from podq.testing import ControlPlane, RedisServer
+from podq.testing import ControlPlane, RedisServer, free_port
 
 REPO = Path(__file__).resolve().parent.parent
 RUN_DIR = REPO / ".podq" / "demo"
 TERMINAL = {"complete", "failed", "aborted"}
+EXAMPLE_CRONJOB = "report"  # examples/cronjob-report.yaml
 
 
 def start(name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -60,6 +65,16 @@ def wait_for_examples(
     return False
 
 
+def print_access(plane: ControlPlane, redis_url: str, metrics: dict[str, int]) -> None:
+    """How to reach what the demo runs, from another shell."""
+    print("    To look around, in another shell (from this folder):")
+    print(f"      eval \"$(PODQ_CONTROL_PLANE_DIR={plane.run_dir} scripts/control-plane env)\"")
+    print(f"      export PODQ_REDIS_URL={redis_url}")
+    print("      kubectl get podq -w ; .venv/bin/podq info ; .venv/bin/podq jobs")
+    for name, port in metrics.items():
+        print(f"      curl -s http://127.0.0.1:{port}/metrics   # the {name}'s metrics")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--exit-when-done", action="store_true",
@@ -82,21 +97,28 @@ def main() -> int:
                       "crd/cronjobs.podq.dev", "--timeout=60s")
         print("==> operator and worker")
         podq = str(REPO / ".venv" / "bin" / "podq")
-        env["PYTHONPATH"] = str(REPO)
-        processes.append(start("operator", [podq, "operator", "--all-namespaces",
-                                            "--redis-url", redis.url], env))
-        processes.append(start("worker", [podq, "worker", "examples.worker_settings.settings",
-                                          "--redis-url", redis.url], env))
+        env["PYTHONPATH"] = str(REPO / "worker_image")  # podq_hello, as in the worker image
+        metrics = {"operator": free_port(), "worker": free_port()}
+        processes.append(start("operator", [
+            podq, "operator", "--all-namespaces", "--redis-url", redis.url,
+            "--metrics-port", str(metrics["operator"]), "--metrics-host", "127.0.0.1"], env))
+        processes.append(start("worker", [
+            podq, "worker", "podq_hello.settings", "--redis-url", redis.url,
+            "--metrics-port", str(metrics["worker"]), "--metrics-host", "127.0.0.1"], env))
+        print_access(plane, redis.url, metrics)
         print("==> kubectl apply -f examples/")
         print(plane.kubectl("apply", "-f", str(REPO / "examples")).stdout, end="")
+        print(f"==> podq cronjob run {EXAMPLE_CRONJOB}  (its schedule fires every minute)")
+        ran = subprocess.run([podq, "cronjob", "run", EXAMPLE_CRONJOB], env=env,
+                             capture_output=True, text=True, timeout=60)
+        print(ran.stdout + ran.stderr, end="")
         done = wait_for_examples(plane, args.timeout, processes)
         print(plane.kubectl("get", "podq").stdout, end="")
         if not done:
             print(f"examples did not finish (limit {args.timeout:.0f}s); logs in {RUN_DIR}")
             return 1
-        print("\nAll example Jobs finished. To look around, in another shell:")
-        print(f"    eval \"$(PODQ_CONTROL_PLANE_DIR={plane.run_dir} scripts/control-plane env)\"")
-        print("    kubectl get podq -w")
+        print("\nAll example Jobs finished.")
+        print_access(plane, redis.url, metrics)
         if args.exit_when_done:
             return 0
         print("Ctrl-C stops the worker, the operator, Redis and the control plane.")
