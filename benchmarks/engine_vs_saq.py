@@ -114,11 +114,24 @@ def percentiles(values_ms: list[float]) -> tuple[float, float]:
     return statistics.median(values_ms), values_ms[max(int(len(values_ms) * 0.99) - 1, 0)]
 
 
+def make_queue(lib: str, url: str) -> t.Any:
+    """The library's queue on url. SAQ's gets a pool of 1,000 connections: on redis-py
+    8's default pool (100) its worker fails at concurrency 100 with "Too many
+    connections" (podq's callers wait for a connection instead)."""
+    module = importlib.import_module(lib)
+    if lib == "saq":
+        from redis import asyncio as aioredis
+        from saq.queue.redis import RedisQueue
+
+        return RedisQueue(aioredis.from_url(url, max_connections=1000))
+    return module.Queue.from_url(url)
+
+
 async def measure(
     lib: str, url: str, n: int, concurrency: int, workloads: list[str], rate: int
 ) -> dict[str, float | None]:
     module = importlib.import_module(lib)
-    queue = module.Queue.from_url(url)
+    queue = make_queue(lib, url)
     if hasattr(queue, "connect"):
         await queue.connect()
     figures: dict[str, float | None] = {}
@@ -142,7 +155,7 @@ async def measure(
     if "bulk" in workloads:
         await queue.disconnect() if hasattr(queue, "disconnect") else None
         flush(url)
-        queue = module.Queue.from_url(url)
+        queue = make_queue(lib, url)
         if hasattr(queue, "connect"):
             await queue.connect()
         started = time.perf_counter()
@@ -195,8 +208,7 @@ async def measure(
 async def produce(lib: str, url: str, rate: int, seconds: float) -> None:
     """Enqueue `paced` jobs at rate per second for seconds, each on its tick however
     long the previous enqueue takes."""
-    module = importlib.import_module(lib)
-    queue = module.Queue.from_url(url)
+    queue = make_queue(lib, url)
     if hasattr(queue, "connect"):
         await queue.connect()
     total = int(rate * seconds)

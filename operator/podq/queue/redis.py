@@ -24,8 +24,10 @@ from podq.queue.base import DEFAULT_MAX_DISRUPTIONS, WORKER_LOST, Queue
 from podq.queue.batch import ScriptBatcher
 from podq.queue.notify import Change, Notifier, Subscription, WakeSubscription, message
 from podq.queue.store import (
+    TAKE_FIELDS,
     Scripts,
     decode_hash,
+    decode_values,
     encode,
     job_hash,
     read_counts,
@@ -190,8 +192,10 @@ class RedisQueue(Queue):
 
     # -- (de)serialisation ---------------------------------------------------------
 
-    def _from_hash(self, raw: t.Any) -> Job | None:
-        decoded = decode_hash(raw, self._load)
+    def _from_hash(self, raw: t.Any, positional: bool = False) -> Job | None:
+        """The Job of a job hash (HGETALL reply), or of the values of TAKE_FIELDS
+        (positional: take.lua's reply)."""
+        decoded = (decode_values if positional else decode_hash)(raw, self._load)
         if decoded is None:
             return None
         job_dict, timeout_chosen = decoded
@@ -203,10 +207,13 @@ class RedisQueue(Queue):
 
     # -- enqueue ---------------------------------------------------------------------
 
-    def _enqueue_call(self, job: Job, client: t.Any = None) -> t.Any:
+    def _enqueue_call(self, job: Job) -> t.Any:
+        """enqueue.lua, batched with the other calls of this loop turn (safe to resend:
+        its request id makes a resent enqueue report the job it stored)."""
         key = job.key
-        return self._scripts.enqueue(
-            keys=[
+        return self._batcher.call(
+            self._scripts.enqueue,
+            [
                 self.keys.job(key),
                 self.keys.queued,
                 self.keys.scheduled,
@@ -214,16 +221,15 @@ class RedisQueue(Queue):
                 self.keys.seq,
                 self.keys.stats,
             ],
-            args=[
+            [
                 key,
                 self.keys.changes,
                 self.keys.wake,
                 job.scheduled or 0,
                 new_request_id(),
                 job.priority,
-                *job_hash(job, self._json(job, "enqueue")),
+                *job_hash(job, self._json(job, "enqueue"), fresh=True),
             ],
-            client=client or self.redis,
         )
 
     async def _enqueue(self, job: Job) -> bool:
@@ -266,7 +272,7 @@ class RedisQueue(Queue):
                     self.keys.wake,
                 ]
                 for job in prepared[start : start + chunk]:
-                    pairs = job_hash(job, self._json(job, "enqueue"))
+                    pairs = job_hash(job, self._json(job, "enqueue"), fresh=True)
                     args += [job.key, job.scheduled or 0, job.priority, len(pairs), *pairs]
                 await self._scripts.enqueue_many(
                     keys=[self.keys.queued, self.keys.scheduled, self.keys.seq, self.keys.stats],
@@ -325,6 +331,7 @@ class RedisQueue(Queue):
                 self.keys.changes,
                 "" if default_timeout is None else default_timeout,
                 int(lease * 1000),
+                *TAKE_FIELDS,
             ],
             client=self.redis,
         )
@@ -332,7 +339,7 @@ class RedisQueue(Queue):
         promoted = [text(key) for key in raw[1]]
         jobs = []
         for i in range(2, len(raw), 2):
-            job = self._from_hash(raw[i + 1])
+            job = self._from_hash(raw[i + 1], positional=True)
             if job:
                 jobs.append(job)
         return jobs, nxt, promoted

@@ -28,11 +28,10 @@ def text(value: t.Any) -> str:
 
 def number(value: t.Any) -> int | float:
     """A Redis reply as a number: int when whole."""
-    as_text = text(value)
     try:
-        return int(as_text)
+        return int(value)  # int() and float() read bytes as well as text
     except ValueError:
-        as_float = float(as_text)
+        as_float = float(value)
         return int(as_float) if as_float.is_integer() else as_float
 
 
@@ -77,14 +76,41 @@ def encode(name: str, value: t.Any) -> t.Any:
     return value or ""
 
 
-def job_hash(job: Job, payload: str) -> list[t.Any]:
+def job_hash(job: Job, payload: str, fresh: bool = False) -> list[t.Any]:
     """The job hash as field/value pairs (what the Lua scripts HSET): the JSON, every
-    stored field of Job, and whether the timeout was chosen."""
+    stored field of Job, and whether the timeout was chosen.
+
+    fresh: for a new hash (enqueue), the framework's fields still at their empty
+    default are left out: read back, a missing field is its default, and the scripts
+    read each of them with that default."""
     pairs: list[t.Any] = ["job", payload]
     for field in STORED_FIELDS:
-        pairs += [field.name, encode(field.name, getattr(job, field.name))]
+        value = getattr(job, field.name)
+        if fresh and not field.use.caller and not value:
+            continue
+        pairs += [field.name, encode(field.name, value)]
     pairs += [TIMEOUT_NOT_CHOSEN, "0" if job.chose("timeout") else "1"]
     return pairs
+
+
+# the fields take.lua returns of each job it takes, in this order (read by decode_values)
+TAKE_FIELDS = ("job", *(f.name for f in STORED_FIELDS), TIMEOUT_NOT_CHOSEN)
+_STORED_INT = tuple(f.use.stored == "int" for f in STORED_FIELDS)
+_STORED_NAMES = tuple(f.name for f in STORED_FIELDS)
+
+
+def decode_values(
+    values: list[t.Any], load: t.Callable[[t.Any], t.Any]
+) -> tuple[dict[str, t.Any], bool] | None:
+    """decode_hash for the values of TAKE_FIELDS, in that order (what take.lua returns):
+    the job dict and whether its timeout was chosen; None for no job."""
+    if not values or values[0] is None:
+        return None
+    job_dict = load(values[0])
+    for name, is_int, value in zip(_STORED_NAMES, _STORED_INT, values[1:-1], strict=True):
+        if value is not None:
+            job_dict[name] = number(value) if is_int else text(value) or None
+    return job_dict, text(values[-1] or "0") != "1"
 
 
 def decode_hash(

@@ -11,8 +11,10 @@
 --       6 this request's record, 7 the previous request's record (or KEYS[6])
 -- ARGV: 1 n, 2 request id, 3 worker id, 4 job key prefix, 5 channel,
 --       6 worker default timeout ('' = none), 7 lease (ms the worker's liveness record
---       may be missing after the take before its jobs count as orphaned; sweep.lua)
--- Returns {next scheduled score or '', {promoted keys}, key1, {hash1...}, key2, {hash2...}, ...}
+--       may be missing after the take before its jobs count as orphaned; sweep.lua),
+--       8.. the job hash fields to return (podq.queue.store.TAKE_FIELDS)
+-- Returns {next scheduled score or '', {promoted keys}, key1, {values1...}, key2,
+--          {values2...}, ...}: each job's values of those fields, in their order
 local clock = redis.call('TIME')
 local now_s = tonumber(clock[1]) + tonumber(clock[2]) / 1e6
 local now_ms = string.format('%.0f', math.floor(now_s * 1000))
@@ -25,7 +27,7 @@ if #taken > 0 then
     local f = redis.call('HMGET', jk, 'status', 'attempt_id')
     if (f[1] == 'active' or f[1] == 'aborting') and f[2] == ARGV[2] .. '.' .. i then
       out[#out + 1] = k
-      out[#out + 1] = redis.call('HGETALL', jk)
+      out[#out + 1] = redis.call('HMGET', jk, unpack(ARGV, 8))
     end
   end
   return out
@@ -62,7 +64,7 @@ while got < n do
       redis.call('RPUSH', KEYS[6], k)
       redis.call('PUBLISH', ARGV[5], 'active:' .. k)
       out[#out + 1] = k
-      out[#out + 1] = redis.call('HGETALL', jk)
+      out[#out + 1] = redis.call('HMGET', jk, unpack(ARGV, 8))
     end
   end
 end
