@@ -14,7 +14,24 @@ from podq.operator.names import cron_child_name, job_key
 def test_job_key_is_deterministic_and_changes_with_uid() -> None:
     assert job_key("ns", "a", "u1") == job_key("ns", "a", "u1") == "ns/a/u1"
     assert job_key("ns", "a", "u2") != job_key("ns", "a", "u1")
-    assert job_key("ns", "a", "u1", spec_key="mine") == "mine"
+    assert job_key("ns", "a", "u1", spec_key="mine") == "ns/mine"
+
+
+def test_job_key_is_scoped_to_the_namespace() -> None:
+    # the same spec.key in two namespaces is two jobs; a key naming another namespace
+    # stays inside its own; no spec key can produce another namespace's derived key
+    assert job_key("team-a", "x", "u1", "nightly") != job_key("team-b", "y", "u2", "nightly")
+    assert job_key("team-b", "x", "u1", "team-a/nightly") == "team-b/team-a/nightly"
+    assert job_key("team-b", "x", "u1", "a/u9").startswith("team-b/")
+    assert job_key("team-a", "x", "u1", None) == "team-a/x/u1"
+
+
+def test_job_key_keeps_the_old_form_for_a_job_enqueued_before_the_upgrade() -> None:
+    # status.jobKey == spec.key: enqueued by an operator that used spec.key as it was
+    assert job_key("ns", "a", "u1", "mine", status_key="mine") == "mine"
+    # a status key of another form is not taken: only the legacy form of its own spec.key
+    assert job_key("ns", "a", "u1", "mine", status_key="other/mine") == "ns/mine"
+    assert job_key("ns", "a", "u1", None, status_key="victim") == "ns/a/u1"
 
 
 def test_cron_child_name_is_one_per_slot() -> None:

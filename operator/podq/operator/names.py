@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from podq.queue.keys import resource_job_key
+
 GROUP = "podq.dev"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
@@ -36,17 +38,21 @@ ANNOTATION_INSTANTIATE = f"{GROUP}/instantiate"
 MAX_CRONJOB_NAME = 52  # 63 (label value limit) minus "-" and a 10-digit epoch
 
 
-def job_key(namespace: str, name: str, uid: str, spec_key: str | None = None) -> str:
-    """The Redis key of the job a Job resource stands for.
+def job_key(namespace: str, name: str, uid: str, spec_key: str | None = None,
+            status_key: str | None = None) -> str:
+    """The Redis key of the job a Job resource stands for (podq.queue.keys).
 
     Deterministic, so a restarted operator, a re-delivered event or a second operator
-    computes the same key and the queue's uniqueness refuses the duplicate. The uid makes
-    a deleted and re-created resource of the same name a new job. A key set in the spec
-    wins: the user asked to share deduplication with jobs enqueued from Python.
+    computes the same key and the queue's uniqueness refuses the duplicate. It begins
+    with the namespace: a Job in another namespace with the same `spec.key` is another
+    job. Upgrade: operators before the namespaced form used `spec.key` as it is; a resource whose
+    status shows it was enqueued under that old form (`status.jobKey == spec.key`) keeps
+    it until the resource is deleted, so its queued or running job is neither lost nor
+    run twice. Only resources with no such status get the namespaced form.
     """
-    if spec_key:
+    if spec_key and status_key == spec_key:
         return spec_key
-    return f"{namespace}/{name}/{uid}"
+    return resource_job_key(namespace, name, uid, spec_key)
 
 
 def cron_child_name(cronjob_name: str, slot: datetime) -> str:

@@ -99,7 +99,8 @@ class JobRegistry:
                 spec=spec,
                 status=dict(body.get("status") or {}),
                 resource_version=str(meta.get("resourceVersion") or ""),
-                key=job_key(meta["namespace"], meta["name"], uid, spec.get("key")),
+                key=job_key(meta["namespace"], meta["name"], uid, spec.get("key"),
+                            (body.get("status") or {}).get("jobKey")),
                 queue=queue_name(spec),
             )
             self.by_uid[uid] = resource

@@ -89,6 +89,38 @@ class QueueKeys:
         return f"{self.prefix}web:samples"
 
 
+def resource_job_key(namespace: str, name: str, uid: str, spec_key: str | None = None) -> str:
+    """The job key of a podq.dev Job resource (the part after `job:` in its job hash).
+
+    Always begins with the resource's namespace and a '/' (namespace names cannot contain
+    one), so two namespaces never share a job: `<namespace>/<spec.key>` when the spec
+    sets a key, else `<namespace>/<name>/<uid>` (the uid makes a re-created resource of
+    the same name a new job). A Python client shares deduplication with a resource by
+    enqueueing under the same form, e.g. `resource_job_key("team-a", "", "", "nightly")`.
+    """
+    if spec_key:
+        return f"{namespace}/{spec_key}"
+    return f"{namespace}/{name}/{uid}"
+
+
+# Commands a queue user may run: everything but the @dangerous category (FLUSHALL, KEYS,
+# CONFIG, DEBUG, MONITOR, ACL, ...), and only on the keys and channels of acl_rules;
+# but INFO, which sweep.lua reads Redis's uptime from (server-wide counters, no key or
+# value; `+info|server` would be narrower, but Redis deprecates first-arg rules).
+_ACL_COMMANDS = ("+@all", "-@dangerous", "+info")
+
+
+def acl_rules(queue: str | None) -> list[str]:
+    """Redis ACL rules (`ACL SETUSER <user> on ><password> <rules...>`) that confine a
+    user to one queue's keys and channels, plus the set of queue names (`podq info`).
+    A worker or client connecting as that user gets NOPERM on any other queue's keys,
+    also from inside the Lua scripts. queue None: every queue's (the operator's user).
+    """
+    pattern = f"{ROOT}*" if queue is None else QueueKeys(queue).prefix + "*"
+    keys = [f"~{pattern}"] if queue is None else [f"~{pattern}", f"~{QUEUES_KEY}"]
+    return ["resetkeys", *keys, "resetchannels", f"&{pattern}", *_ACL_COMMANDS]
+
+
 def is_job_id(text: str) -> bool:
     return text.startswith(ROOT + "{") and _JOB_MARK in text
 
