@@ -208,6 +208,9 @@ def assert_least_privilege(rules: list[dict[str, Any]]) -> None:
         assert "escalate" not in r["verbs"] and "bind" not in r["verbs"], r
     assert not grants(rules, "", "pods", "delete")
     assert not grants(rules, "", "pods", "create")
+    # the pod-deletion-cost annotation goes through pods/status, which keeps the spec
+    for verb in ("patch", "update"):
+        assert not grants(rules, "", "pods", verb)
     assert not grants(rules, "apps", "deployments", "patch")  # scale subresource only
     assert not grants(rules, "apps", "deployments", "delete")
     for verb in ("create", "patch", "delete", "update"):
@@ -229,17 +232,43 @@ def assert_operator_needs(rules: list[dict[str, Any]]) -> None:
     assert grants(rules, "events.k8s.io", "events", "create")
     for verb in ("get", "list", "watch"):
         assert grants(rules, "apps", "deployments", verb)
+    # nothing on pods or scale where Jobs are: that is the worker namespaces' Role
+    assert not grants(rules, "apps", "deployments/scale", "patch")
+    assert not [r for r in rules if {"pods", "pods/status"} & set(r["resources"])]
+
+
+def assert_worker_rules(rules: list[dict[str, Any]]) -> None:
     assert grants(rules, "apps", "deployments/scale", "patch")
-    assert grants(rules, "", "pods", "list") and grants(rules, "", "pods", "patch")
+    assert grants(rules, "", "pods", "list") and grants(rules, "", "pods/status", "patch")
     assert grants(rules, "autoscaling", "horizontalpodautoscalers", "list")
     assert grants(rules, "keda.sh", "scaledobjects", "list")
+    assert not grants(rules, "podq.dev", "jobs", "list")
 
 
 LEADER_ELECTION_ROLE = "podq-operator-leader-election"
+WORKERS_ROLE = "podq-operator-workers"
 
 
 def without_leader_election(objs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [o for o in objs if o["metadata"]["name"] != LEADER_ELECTION_ROLE]
+    return [o for o in objs if o["metadata"]["name"] not in (LEADER_ELECTION_ROLE, WORKERS_ROLE)]
+
+
+def test_pod_rights_only_in_worker_namespaces(render) -> None:
+    objs = render()
+    (role,) = [r for r in by_kind(objs, "Role") if r["metadata"]["name"] == WORKERS_ROLE]
+    assert role["metadata"]["namespace"] == "podq-system"
+    assert_worker_rules(role["rules"])
+    assert_least_privilege(role["rules"])
+    (binding,) = [b for b in by_kind(objs, "RoleBinding")
+                  if b["metadata"]["name"] == WORKERS_ROLE]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "podq-operator", "namespace": "podq-system"}]
+    # more worker namespaces by value; none at all without a pool
+    objs = render({"operator": {"workerNamespaces": ["batch", "podq-system"]}})
+    assert sorted(r["metadata"]["namespace"] for r in by_kind(objs, "Role")
+                  if r["metadata"]["name"] == WORKERS_ROLE) == ["batch", "podq-system"]
+    objs = render({"workers": {"enabled": False}})
+    assert not [r for r in by_kind(objs, "Role") if r["metadata"]["name"] == WORKERS_ROLE]
 
 
 def test_leader_election_role_grants_the_lease_only(render) -> None:
@@ -656,3 +685,38 @@ def test_values_in_the_gitops_examples_render(render) -> None:
         if d["kind"] == "HelmRelease"]
     assert release["spec"]["chart"]["spec"]["chart"] == "./charts/podq"
     render(release["spec"]["values"])
+
+
+# ----------------------------------------------------------------- queue access
+
+
+def operator_args(objs: list[dict[str, Any]]) -> list[str]:
+    return one(objs, "Deployment", "podq-operator")["spec"]["template"]["spec"][
+        "containers"][0]["args"]
+
+
+def test_each_pool_grants_its_queue_to_its_namespaces(render) -> None:
+    # by default the release namespace only, explicitly
+    args = operator_args(render())
+    assert "--queue-access=explicit" in args
+    assert [a for a in args if a.startswith("--allow-queue")] == [
+        "--allow-queue=default=podq-system"]
+    args = operator_args(render({
+        "workers": {"namespaces": ["team-a"],
+                    "pools": [{"name": "emails", "namespaces": ["team-b", "team-c"]},
+                              {"name": "reports"},  # inherits team-a
+                              {"name": "more-emails", "queue": "emails",
+                               "namespaces": ["team-a"]}]},
+        "operator": {"queueAccess": {"grants": {"ext": ["*"], "emails": ["team-d"]}}}}))
+    assert sorted(a for a in args if a.startswith("--allow-queue")) == [
+        "--allow-queue=default=team-a",
+        "--allow-queue=emails=team-b,team-c,team-a,team-d",
+        "--allow-queue=ext=*",
+        "--allow-queue=reports=team-a"]
+    assert "--queue-access=open" in operator_args(render({"operator": {"queueAccess": {
+        "mode": "open"}}}))
+
+
+def test_queue_access_values_are_checked(render_error) -> None:
+    assert "mode" in render_error({"operator": {"queueAccess": {"mode": "closed"}}})
+    assert "namespaces" in render_error({"workers": {"namespaces": ["Not_A_Namespace"]}})

@@ -383,8 +383,20 @@ def test_operator_under_the_chart_service_account_runs_jobs_and_is_not_over_priv
     yes("patch", "jobs.podq.dev", "--subresource=status", "-n", apps)
     yes("create", "jobs.podq.dev", "-n", apps)
     yes("delete", "jobs.podq.dev", "-n", apps)
-    yes("patch", "deployments.apps", "--subresource=scale", "-n", apps)
-    yes("patch", "pods", "-n", apps)
+    # worker pools run in the release namespace only: scale and the pod-deletion-cost
+    # annotation there (through pods/status, which cannot change a spec), nothing on
+    # pods or scale anywhere else, and no way to change a pod's spec anywhere
+    yes("patch", "deployments.apps", "--subresource=scale", "-n", RELEASE_NS)
+    yes("list", "pods", "-n", RELEASE_NS)
+    yes("patch", "pods", "--subresource=status", "-n", RELEASE_NS)
+    no("patch", "deployments.apps", "--subresource=scale", "-n", apps)
+    for where in (("-n", apps), ("-n", RELEASE_NS), ("-n", "kube-system"), ("--all-namespaces",)):
+        no("patch", "pods", *where)
+        no("update", "pods", *where)
+        no("create", "pods/ephemeralcontainers", *where)
+    no("patch", "pods", "--subresource=status", "-n", apps)
+    no("list", "pods", "-n", apps)
+    no("list", "pods", "--all-namespaces")
     yes("create", "events", "-n", apps)
     yes("watch", "customresourcedefinitions.apiextensions.k8s.io")
     yes("update", "leases.coordination.k8s.io/podq-operator", "-n", RELEASE_NS)
@@ -456,6 +468,27 @@ def test_operator_under_the_chart_service_account_runs_jobs_and_is_not_over_priv
         wait_for("the worker Deployment scaled to 2", lambda: plane.kubectl_json(
             "get", "deployment", "podq-worker", "-n", RELEASE_NS)["spec"].get("replicas") == 2,
             60, operator.text)
+        # ... and sets pod-deletion-cost on its (Pending: no kubelet) pods via pods/status
+        selector = "app.kubernetes.io/instance=podq,app.kubernetes.io/component=worker"
+
+        def annotated() -> list[str]:
+            pods = plane.kubectl_json("get", "pods", "-n", RELEASE_NS, "-l", selector)["items"]
+            return [p["metadata"]["name"] for p in pods if "controller.kubernetes.io/"
+                    "pod-deletion-cost" in (p["metadata"].get("annotations") or {})]
+        pod = wait_for("pod-deletion-cost on a worker pod", annotated, 60, operator.text)[0]
+        # with the operator's token: a spec change through pods/status is dropped by the
+        # API server, and patching the pod itself is forbidden
+        as_operator = [f"--kubeconfig={kubeconfig}", "-n", RELEASE_NS]
+        image = plane.kubectl_json("get", "pod", pod, "-n", RELEASE_NS)["spec"]["containers"][0][
+            "image"]
+        evil = json.dumps({"spec": {"containers": [{"name": "worker", "image": "evil:1"}]}})
+        plane.kubectl(*as_operator, "patch", "pod", pod, "--subresource=status",
+                      "--type=strategic", "-p", evil)
+        after = plane.kubectl_json("get", "pod", pod, "-n", RELEASE_NS)
+        assert after["spec"]["containers"][0]["image"] == image
+        refused = plane.kubectl(*as_operator, "patch", "pod", pod, "--type=strategic",
+                                "-p", evil, check=False)
+        assert refused.returncode != 0 and "forbidden" in refused.stderr.lower(), refused.stderr
         assert_nothing_forbidden(operator)
     finally:
         plane.kubectl("delete", "cronjob.podq.dev", "every-second", "-n", apps,
@@ -482,11 +515,21 @@ def test_namespaced_mode_sees_only_its_namespaces(
         # plus the leader-election Role for the Lease in the release namespace
         assert sorted((r["metadata"]["namespace"], r["metadata"]["name"])
                       for r in roles["items"]) == sorted(
-            [(mine, "podq-ns-operator"), (ns_release, "podq-ns-operator-leader-election")])
+            [(mine, "podq-ns-operator"), (ns_release, "podq-ns-operator-leader-election"),
+             (ns_release, "podq-ns-operator-workers")])
         kubeconfig = sa_kubeconfig(plane, ns_release, "podq-ns-operator", tmp_path)
         assert can_i(plane, kubeconfig, "list", "jobs.podq.dev", "-n", mine)
+        # scale and pod annotation only where the chart runs worker pools
         assert can_i(plane, kubeconfig, "patch", "deployments.apps", "--subresource=scale",
-                     "-n", mine)
+                     "-n", ns_release)
+        assert can_i(plane, kubeconfig, "patch", "pods", "--subresource=status", "-n", ns_release)
+        for where in (mine, other, ns_release):
+            assert not can_i(plane, kubeconfig, "patch", "pods", "-n", where)
+            assert not can_i(plane, kubeconfig, "update", "pods", "-n", where)
+        assert not can_i(plane, kubeconfig, "patch", "deployments.apps", "--subresource=scale",
+                         "-n", mine)
+        assert not can_i(plane, kubeconfig, "list", "pods", "-n", mine)
+        assert not can_i(plane, kubeconfig, "patch", "pods", "--subresource=status", "-n", mine)
         assert not can_i(plane, kubeconfig, "list", "jobs.podq.dev", "-n", other)
         assert not can_i(plane, kubeconfig, "list", "jobs.podq.dev", "--all-namespaces")
         assert not can_i(plane, kubeconfig, "list", "namespaces")

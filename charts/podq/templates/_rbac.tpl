@@ -20,17 +20,31 @@
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
-# Autoscaling of worker Deployments on queue depth.
+# Worker Deployments (label podq.dev/queue) are watched where Jobs are; acting on them
+# (scale, pod annotation) is granted only where worker pools run: podq.operator.workerRules.
+- apiGroups: ["apps"]
+  resources: ["deployments"]
+  verbs: ["get", "list", "watch"]
+{{- end }}
+
+{{/* What the operator needs where worker pools run (a Role in each worker namespace). */}}
+{{- define "podq.operator.workerRules" }}
+# Autoscaling of worker Deployments on queue depth: the scale subresource only.
 - apiGroups: ["apps"]
   resources: ["deployments"]
   verbs: ["get", "list", "watch"]
 - apiGroups: ["apps"]
   resources: ["deployments/scale"]
   verbs: ["patch"]
-# The pod-deletion-cost annotation, so idle worker pods go first on scale-down.
+# The pod-deletion-cost annotation, so idle worker pods go first on scale-down. Written
+# through pods/status, whose strategy keeps the spec: no right to patch pods, so never
+# a changed image or command (docs/security.md).
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["list", "patch"]
+  verbs: ["list"]
+- apiGroups: [""]
+  resources: ["pods/status"]
+  verbs: ["patch"]
 # Read-only: a Deployment that an HPA or a KEDA ScaledObject also scales is left alone.
 - apiGroups: ["autoscaling"]
   resources: ["horizontalpodautoscalers"]
@@ -39,3 +53,14 @@
   resources: ["scaledobjects"]
   verbs: ["list"]
 {{- end }}
+
+{{/* Namespaces where worker pools run: the release namespace when the chart renders a
+pool, plus operator.workerNamespaces (pools deployed by other means). */}}
+{{- define "podq.workerNamespaces" -}}
+{{- $ns := list -}}
+{{- if (include "podq.worker.pools" . | fromYaml).pools -}}
+{{- $ns = append $ns .Release.Namespace -}}
+{{- end -}}
+{{- $ns = concat $ns .Values.operator.workerNamespaces -}}
+{{- toYaml (dict "namespaces" (uniq $ns)) -}}
+{{- end -}}

@@ -75,6 +75,7 @@ class Autoscaler:
         self._poked = asyncio.Event()
         self._owners: dict[str, tuple[float, set[str]]] = {}  # namespace -> (when, names)
         self._left_alone: set[str] = set()  # uids of Deployments another scaler owns
+        self._forbidden_uids: set[str] = set()  # uids of Deployments we have no rights on
         # what the passes saw and decided, exported by metrics.py
         self.seen: dict[str, tuple[int, int]] = {}  # queue -> (depth, active)
         self.desired: dict[tuple[str, str], int] = {}  # (namespace, name) -> replicas
@@ -125,10 +126,28 @@ class Autoscaler:
                     await self.reconcile(deployment)
                 except asyncio.CancelledError:
                     raise
+                except ApiException as error:
+                    if error.status != 403:
+                        log.exception("autoscaling %s/%s failed", deployment.namespace,
+                                      deployment.name)
+                    else:
+                        await self._forbidden(deployment)
                 except Exception:
                     log.exception("autoscaling %s/%s failed", deployment.namespace,
                                   deployment.name)
             await asyncio.sleep(0.2)  # bound the pass rate under a storm of changes
+
+    async def _forbidden(self, deployment: WorkerDeployment) -> None:
+        """No rights on pods or scale in this namespace (the chart grants them only where
+        worker pools run): say so once per Deployment, then keep quiet."""
+        if deployment.uid in self._forbidden_uids:
+            return
+        self._forbidden_uids.add(deployment.uid)
+        message = (f"the operator may not annotate pods or scale Deployments in namespace"
+                   f" {deployment.namespace}; grant it there (chart value"
+                   f" operator.workerNamespaces) to autoscale this worker pool")
+        log.warning("%s/%s: %s", deployment.namespace, deployment.name, message)
+        await self.events.post(deployment.ref, "Warning", "NotPermitted", message)
 
     async def reconcile(self, deployment: WorkerDeployment) -> ScaleOutcome:
         """Mark pod deletion costs, then scale: costs first, so that a scale-down that
@@ -193,7 +212,10 @@ class Autoscaler:
             if live[pod] == str(cost):
                 continue
             try:
-                await self.kube.core.patch_namespaced_pod(
+                # through the status subresource: its strategy keeps the pod's spec, so
+                # the operator needs no right that could change an image or a command
+                # (docs/security.md); the annotation is metadata, which it does update
+                await self.kube.core.patch_namespaced_pod_status(
                     pod, deployment.namespace,
                     {"metadata": {"annotations": {POD_DELETION_COST: str(cost)}}},
                 )
