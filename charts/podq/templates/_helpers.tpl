@@ -234,3 +234,62 @@ worker
 {{- define "podq.watchNamespaces" -}}
 {{- toYaml (dict "namespaces" (uniq .Values.operator.watchNamespaces)) -}}
 {{- end -}}
+
+{{/* Queue grants, queue -> namespaces: each worker pool grants its queue to its
+`namespaces` (default: the release namespace), plus operator.queueAccess.grants. */}}
+{{- define "podq.queueGrants" -}}
+{{- $grants := dict -}}
+{{- range $pool := (include "podq.worker.pools" . | fromYaml).pools -}}
+{{- $ns := $pool.namespaces | default (list $.Release.Namespace) -}}
+{{- $_ := set $grants $pool.queue (concat (default (list) (get $grants $pool.queue)) $ns | uniq) -}}
+{{- end -}}
+{{- range $queue, $ns := .Values.operator.queueAccess.grants -}}
+{{- $_ := set $grants $queue (concat (default (list) (get $grants $queue)) $ns | uniq) -}}
+{{- end -}}
+{{- toYaml (dict "grants" $grants) -}}
+{{- end -}}
+
+{{/* Redis ACL (redis.acl): the queues of the rendered worker pools, the Secret of their
+users' passwords, and the rules of one queue's user, which must stay those of
+podq.queue.keys.acl_rules (tests/chart compares them). */}}
+{{- define "podq.redis.aclQueues" -}}
+{{- $queues := list -}}
+{{- range $pool := (include "podq.worker.pools" . | fromYaml).pools -}}
+{{- $queues = append $queues $pool.queue -}}
+{{- end -}}
+{{- toYaml (dict "queues" ($queues | uniq | sortAlpha)) -}}
+{{- end -}}
+
+{{- define "podq.redis.aclSecret" -}}
+{{- default (printf "%s-acl" (include "podq.redis.fullname" .)) .Values.redis.acl.existingSecret -}}
+{{- end -}}
+
+{{- define "podq.redis.aclRules" -}}
+{{- toYaml (list "resetkeys" (printf "~podq:{%s}:*" .) "~podq:queues" "resetchannels" (printf "&podq:{%s}:*" .) "+@all" "-@dangerous" "+info") -}}
+{{- end -}}
+
+{{/* env entries giving PODQ_REDIS_URL to the containers of one worker pool: as the
+pool's queue user under redis.acl, else as the operator */}}
+{{- define "podq.redis.workerEnv" -}}
+{{- $root := .root -}}
+{{- if $root.Values.redis.acl.enabled }}
+{{- if $root.Values.redis.urlSecret.name }}
+{{- fail "podq: redis.acl needs the URL without credentials (redis.url), not redis.urlSecret" }}
+{{- end }}
+{{- if and (not $root.Values.redis.embedded.enabled) (not $root.Values.redis.acl.existingSecret) }}
+{{- fail "podq: redis.acl with an external Redis needs redis.acl.existingSecret (one password per queue, key: the queue name)" }}
+{{- end }}
+{{- if and $root.Values.redis.embedded.enabled (not $root.Values.redis.embedded.auth) }}
+{{- fail "podq: redis.acl needs redis.embedded.auth: without a password every client is Redis's default user, with access to every queue" }}
+{{- end }}
+- name: PODQ_REDIS_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "podq.redis.aclSecret" $root }}
+      key: {{ .pool.queue }}
+- name: PODQ_REDIS_URL
+  value: {{ regexReplaceAll "^(rediss?://)([^/@]*@)?" (include "podq.redis.baseUrl" $root) (printf "${1}podq-%s:$$(PODQ_REDIS_PASSWORD)@" .pool.queue) | quote }}
+{{- else }}
+{{- include "podq.redis.env" $root }}
+{{- end }}
+{{- end -}}

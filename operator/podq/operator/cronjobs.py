@@ -13,6 +13,7 @@ from typing import Any
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.rest import ApiException
 
+from podq.operator.access import QueueAccess
 from podq.operator.cron import (
     Child,
     Decision,
@@ -22,6 +23,7 @@ from podq.operator.cron import (
     decide,
     parse_schedule,
 )
+from podq.operator.jobspec import queue_name
 from podq.operator.kube import EventRecorder, ObjectRef, patch_cronjob_status
 from podq.operator.names import (
     ANNOTATION_INSTANTIATE,
@@ -155,6 +157,7 @@ async def tick(
     cron: Mapping[str, Any],
     now: datetime,
     memory: CronMemory,
+    access: QueueAccess | None = None,
 ) -> TickOutcome:
     """Do what the CronJob needs now; idempotent, safe to repeat after any crash."""
     meta, spec = cron["metadata"], cron["spec"]
@@ -163,6 +166,10 @@ async def tick(
     previous = cron.get("status") or {}
     try:
         schedule = parse_schedule(spec["schedule"], spec.get("timeZone"))
+        refusal = (access or QueueAccess()).refusal(
+            meta["namespace"], queue_name(spec["jobTemplate"].get("spec") or {}))
+        if refusal is not None:  # no child Job at all: each would be refused
+            raise InvalidCronSpec(refusal[0], "jobTemplate." + refusal[1])
     except InvalidCronSpec as invalid:
         await events.post(ref, "Warning", invalid.reason, invalid.message)
         facts = [("Ready", "False", invalid.reason, invalid.message),

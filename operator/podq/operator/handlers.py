@@ -9,13 +9,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import kopf
 
 from podq.operator import kube
+from podq.operator.access import QueueAccess
 from podq.operator.autoscaler import Autoscaler
 from podq.operator.cronjobs import CronMemory, CronWakeups, pause, tick
 from podq.operator.metrics import serve_metrics
@@ -56,6 +57,7 @@ class Options:
     # namespaces, which namespaced RBAC refuses, and fall back only after ~1 minute.
     scan_namespaces: bool = True
     api_parallelism: int = 48
+    queue_access: QueueAccess = field(default_factory=QueueAccess)
 
 
 @kopf.on.startup()
@@ -87,6 +89,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
         custom=memo.kube.custom, events=memo.events, pool=memo.pool, registry=memo.registry,
         patch_rate=options.status_patch_rate, flush_interval=options.flush_interval,
         reconcile_interval=options.reconcile_interval, parallel=options.api_parallelism,
+        access=options.queue_access,
     )
     memo.autoscaler = Autoscaler(
         memo.kube, memo.pool, memo.events, stabilisation_s=options.stabilisation_window,
@@ -102,6 +105,12 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
         memo.tasks.append(asyncio.create_task(serve_metrics(memo, options.metrics_host,
                                                                      options.metrics_port)))
     logger.info("podq operator started (redis %s)", redact(options.redis_url))
+    if options.queue_access.open:
+        logger.warning("queue access is open: every namespace may use every queue (give"
+                       " --allow-queue grants on a shared cluster; docs/security.md)")
+    else:
+        logger.info("queue grants: %s", options.queue_access.describe())
+
 
 
 @kopf.on.cleanup()
@@ -164,7 +173,8 @@ async def cronjob_daemon(body: kopf.Body, memo: kopf.Memo, stopped: kopf.DaemonS
         wait = refresh
         try:
             now = datetime.now(UTC)
-            outcome = await tick(memo.kube.custom, memo.events, body, now, memory)
+            outcome = await tick(memo.kube.custom, memo.events, body, now, memory,
+                                 memo.options.queue_access)
             if outcome.next_slot is not None:
                 wait = min(refresh, (outcome.next_slot - datetime.now(UTC)).total_seconds())
         except Exception:  # one CronJob's trouble must not stop its daemon for good

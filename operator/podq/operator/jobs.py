@@ -10,6 +10,7 @@ from redis.exceptions import ResponseError
 
 from podq import Job, Queue
 from podq.job import RUNNING_STATUSES, TERMINAL_STATUSES, Status
+from podq.operator.access import QueueAccess
 from podq.operator.jobspec import InvalidJobSpec, engine_fields, rfc3339_to_epoch
 from podq.operator.registry import JobResource
 from podq.redact import redact
@@ -42,7 +43,7 @@ def claim_key(queue: Queue, key: str) -> str:
 
 
 async def enqueue_jobs(
-    queue: Queue, resources: list[JobResource]
+    queue: Queue, resources: list[JobResource], access: QueueAccess | None = None,
 ) -> dict[str, Outcome]:
     """Enqueue the jobs of resources whose job is not in Redis, in two pipelined round
     trips; returns an Outcome per resource uid.
@@ -52,11 +53,16 @@ async def enqueue_jobs(
     So each job is first claimed with SET NX; only the claimant enqueues. A resource
     that already has a status (Redis lost the job, and the claim with it) keeps its
     attempt count. A stale claim whose job is gone is taken over (see _claim): the
-    outcome's reason is then "ClaimTakenOver".
+    outcome's reason is then "ClaimTakenOver". A resource whose namespace may not use
+    the queue is refused (QueueNotAllowed), before anything touches Redis.
     """
     outcomes: dict[str, Outcome] = {}
     candidates: list[tuple[JobResource, Job]] = []
     for resource in resources:
+        refusal = access.refusal(resource.namespace, queue.name) if access else None
+        if refusal is not None:
+            outcomes[resource.uid] = Outcome("refused", *refusal)
+            continue
         try:
             fields = engine_fields(resource.spec, resource.key)
             attempts = int(resource.status.get("attempts") or 0)

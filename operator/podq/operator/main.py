@@ -18,6 +18,7 @@ from aiohttp import web
 from kubernetes_asyncio import client
 
 from podq.operator import handlers, kube, safejson
+from podq.operator.access import QueueAccess
 from podq.operator.handlers import Options
 from podq.operator.leader import LeaderElector, LeaseSettings
 from podq.redact import install_logging_filter, remember_url
@@ -48,6 +49,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
     parser.add_argument("--metrics-host", default=Options.metrics_host, metavar="ADDRESS",
                         help="address to serve metrics on (default: %(default)s)")
+    access = parser.add_argument_group("queue access (docs/security.md)")
+    access.add_argument("--allow-queue", action="append", default=[], metavar="QUEUE=NS[,NS]",
+                        help="let Jobs of these namespaces ('*': all) use this queue; repeat"
+                        " per queue. Jobs on a queue not granted to their namespace are"
+                        " refused (condition and Event QueueNotAllowed)")
+    access.add_argument("--queue-access", choices=["explicit", "open"],
+                        help="explicit: only --allow-queue grants (the default when one is"
+                        " given); open: every namespace may use every queue (the default"
+                        " without grants: single-tenant use)")
     ha = parser.add_argument_group("high availability (several replicas)")
     ha.add_argument("--leader-elect", action="store_true",
                     help="act only while holding a coordination.k8s.io Lease; other replicas"
@@ -110,6 +120,10 @@ def main(argv: list[str]) -> int:
     remember_url(args.redis_url)
     configure_logging(args.log_format, args.verbose)
     safejson.install()  # no object the API server accepts can crash the decoding
+    try:
+        access = QueueAccess.parse(args.allow_queue, args.queue_access)
+    except ValueError as invalid:
+        build_parser().error(str(invalid))
     clusterwide = args.all_namespaces or not args.namespace
     options = Options(
         redis_url=args.redis_url,
@@ -122,6 +136,7 @@ def main(argv: list[str]) -> int:
         metrics_port=args.metrics_port,
         metrics_host=args.metrics_host,
         api_parallelism=args.api_parallelism,
+        queue_access=access,
         scan_namespaces=clusterwide or any(set("*?[!") & set(ns) for ns in args.namespace),
     )
     assert handlers.startup  # the handlers register themselves with kopf on import

@@ -20,6 +20,7 @@ from typing import Any
 from kubernetes_asyncio import client
 
 from podq.job import TERMINAL_STATUSES, Status
+from podq.operator.access import QueueAccess
 from podq.operator.coalesce import Coalescer, TokenBucket
 from podq.operator.isolation import (
     OUTAGES,
@@ -86,11 +87,13 @@ class StatusMirror:
         reconcile_interval: float = 10.0,
         batch_size: int = 256,
         parallel: int = 48,
+        access: QueueAccess | None = None,
     ) -> None:
         self.custom = custom
         self.events = events
         self.pool = pool
         self.registry = registry
+        self.access = access or QueueAccess()
         self.flush_interval = flush_interval
         self.reconcile_interval = reconcile_interval
         self.batch_size = batch_size
@@ -319,7 +322,7 @@ class StatusMirror:
         """Enqueue; returns counts by outcome and the uids whose job they had enqueued
         already (their own claim: a finished job under a key set in the spec)."""
         done: Counter[str] = Counter()
-        outcomes = await enqueue_jobs(queue, resources)
+        outcomes = await enqueue_jobs(queue, resources, self.access)
         own = {uid for uid, outcome in outcomes.items() if outcome.reason == OWN_CLAIM}
         for resource in resources:
             outcome = outcomes[resource.uid]
