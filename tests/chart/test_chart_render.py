@@ -110,9 +110,11 @@ def test_default_values_render_operator_worker_rbac_and_crds(render) -> None:
     kinds = sorted({o["kind"] for o in objs})
     assert kinds == ["ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition",
                      "Deployment", "PodDisruptionBudget", "Role", "RoleBinding",
-                     "ServiceAccount"]
+                     "ServiceAccount", "ValidatingAdmissionPolicy",
+                     "ValidatingAdmissionPolicyBinding"]
     for o in objs:
-        if o["kind"] not in ("ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition"):
+        if o["kind"] not in ("ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition",
+                             "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"):
             assert o["metadata"]["namespace"] == "podq-system", o["metadata"]
         assert o["metadata"]["labels"]["app.kubernetes.io/instance"] == "podq"
         assert o["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "Helm"
@@ -131,7 +133,8 @@ def test_default_values_render_operator_worker_rbac_and_crds(render) -> None:
     (container,) = pod["containers"]
     assert container["image"] == "ghcr.io/podq/operator:0.1.0"
     assert container["args"] == [
-        "--all-namespaces", "--log-format=json", "--liveness=http://0.0.0.0:8080/healthz",
+        "--all-namespaces", "--log-format=json", "--queue-access=explicit",
+        "--allow-queue=default=podq-system", "--liveness=http://0.0.0.0:8080/healthz",
         "--leader-elect", "--leader-election-name=podq-operator",
         "--leader-election-namespace=podq-system", "--lease-duration=8", "--renew-deadline=6",
         "--retry-period=1"]
@@ -609,7 +612,8 @@ def test_all_options_on_render_everything(render) -> None:
     kinds = {o["kind"] for o in objs}
     assert kinds == {"ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition",
                      "Deployment", "NetworkPolicy", "PodDisruptionBudget", "Role",
-                     "RoleBinding", "Service", "ServiceAccount", "ServiceMonitor"}
+                     "RoleBinding", "Service", "ServiceAccount", "ServiceMonitor",
+                     "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"}
     for o in objs:
         assert o["metadata"]["labels"]["team"] == "data"
 
@@ -720,3 +724,19 @@ def test_each_pool_grants_its_queue_to_its_namespaces(render) -> None:
 def test_queue_access_values_are_checked(render_error) -> None:
     assert "mode" in render_error({"operator": {"queueAccess": {"mode": "closed"}}})
     assert "namespaces" in render_error({"workers": {"namespaces": ["Not_A_Namespace"]}})
+
+
+def test_pod_status_policy_limits_the_operator_to_the_cost_annotation(render) -> None:
+    objs = render()
+    (policy,) = by_kind(objs, "ValidatingAdmissionPolicy")
+    assert policy["spec"]["matchConstraints"]["resourceRules"][0]["resources"] == [
+        "pods/status"]
+    (condition,) = policy["spec"]["matchConditions"]
+    assert condition["expression"] == (
+        "request.userInfo.username == 'system:serviceaccount:podq-system:podq-operator'")
+    (binding,) = by_kind(objs, "ValidatingAdmissionPolicyBinding")
+    assert binding["spec"] == {"policyName": policy["metadata"]["name"],
+                               "validationActions": ["Deny"]}
+    for values in ({"operator": {"rbac": {"podStatusPolicy": False}}},
+                   {"operator": {"rbac": {"create": False}}}):
+        assert not by_kind(render(values), "ValidatingAdmissionPolicy")

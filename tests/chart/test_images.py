@@ -184,18 +184,22 @@ def test_operator_cli_accepts_the_args_the_chart_renders(render) -> None:
             assert args.namespace == ["a", "b"] and args.metrics_port == 9090
         else:
             assert args.all_namespaces
+            assert args.queue_access == "explicit"
+            assert args.allow_queue == ["default=podq-system"]
         # two replicas by default, so the chart adds leader election; its Lease is named
         # after the Deployment, in the release's namespace
         assert args.leader_elect and args.leader_election_name == "podq-operator"
 
     # the image alone (docker run) behaves as the chart's install with one replica,
-    # where there is no Lease to take
+    # where there is no Lease to take, but for the queue grants, which name the release
+    # namespace (docs/security.md)
     objs = render({"operator": {"replicas": 1, "leaderElection": {"enabled": False}}})
     (operator,) = [o for o in objs if o["kind"] == "Deployment"
                    and o["metadata"]["name"] == "podq-operator"]
     container = operator["spec"]["template"]["spec"]["containers"][0]
     stage = final_stage(IMAGES / "Dockerfile.operator")
-    assert container["args"] == exec_form(stage, "CMD")
+    assert [a for a in container["args"] if not a.startswith(
+        ("--queue-access=", "--allow-queue="))] == exec_form(stage, "CMD")
 
 
 # ---------------------------------------------------------------- the worker image, run

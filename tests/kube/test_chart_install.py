@@ -10,6 +10,7 @@ own control plane, apart from the session's: no other test sees Helm-owned CRDs.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -23,6 +24,8 @@ from typing import Any
 
 import pytest
 import yaml
+from kubernetes_asyncio import client, config
+from kubernetes_asyncio.client.rest import ApiException
 
 from podq.testing import ControlPlane, RedisServer, free_port
 
@@ -230,6 +233,24 @@ def job_condition(plane: ControlPlane, namespace: str, name: str, type_: str) ->
     return any(c["type"] == type_ and c["status"] == "True" for c in conditions)
 
 
+async def patch_pod_as(kubeconfig: Path, namespace: str, pod: str,
+                       body: dict[str, Any]) -> tuple[int | None, int | None]:
+    """PATCH a pod's status, then the pod itself, with the credentials of kubeconfig (no
+    GET first, as kubectl would need); the HTTP error status of each, None when it
+    succeeded."""
+    outcomes: list[int | None] = []
+    async with await config.new_client_from_config(config_file=str(kubeconfig),
+                                                   persist_config=False) as api:
+        core = client.CoreV1Api(api)
+        for call in (core.patch_namespaced_pod_status, core.patch_namespaced_pod):
+            try:
+                await call(pod, namespace, body)
+                outcomes.append(None)
+            except ApiException as error:
+                outcomes.append(error.status)
+    return outcomes[0], outcomes[1]
+
+
 def assert_nothing_forbidden(operator: Local, allowed: str | None = None) -> None:
     """No log line of the operator reports an RBAC refusal, but those matching `allowed`."""
     for line in operator.text().splitlines():
@@ -245,8 +266,10 @@ def release(plane: ControlPlane, redis_server: RedisServer,
     the default worker pool scaled by the operator between 2 and 4 pods."""
     folder = tmp_path_factory.mktemp("release")
     ensure_namespace(plane, RELEASE_NS)
+    # the default queue for every namespace: each test makes its own (random) ones
     values = {"redis": {"url": redis_server.url},
-              "workers": {"autoscaling": {"minReplicas": 2, "maxReplicas": 4}}}
+              "workers": {"autoscaling": {"minReplicas": 2, "maxReplicas": 4},
+                          "namespaces": ["*"]}}
     result = helm(plane, "install", RELEASE, str(CHART), "-n", RELEASE_NS,
                   "-f", values_file(folder, values))
     plane.kubectl("wait", "--for=condition=Established", "crd/jobs.podq.dev",
@@ -478,17 +501,24 @@ def test_operator_under_the_chart_service_account_runs_jobs_and_is_not_over_priv
         pod = wait_for("pod-deletion-cost on a worker pod", annotated, 60, operator.text)[0]
         # with the operator's token: a spec change through pods/status is dropped by the
         # API server, and patching the pod itself is forbidden
-        as_operator = [f"--kubeconfig={kubeconfig}", "-n", RELEASE_NS]
         image = plane.kubectl_json("get", "pod", pod, "-n", RELEASE_NS)["spec"]["containers"][0][
             "image"]
-        evil = json.dumps({"spec": {"containers": [{"name": "worker", "image": "evil:1"}]}})
-        plane.kubectl(*as_operator, "patch", "pod", pod, "--subresource=status",
-                      "--type=strategic", "-p", evil)
+        evil = {"spec": {"containers": [{"name": "worker", "image": "evil:1"}]}}
+        status, refused = asyncio.run(patch_pod_as(kubeconfig, RELEASE_NS, pod, evil))
+        assert status is None, status
         after = plane.kubectl_json("get", "pod", pod, "-n", RELEASE_NS)
         assert after["spec"]["containers"][0]["image"] == image
-        refused = plane.kubectl(*as_operator, "patch", "pod", pod, "--type=strategic",
-                                "-p", evil, check=False)
-        assert refused.returncode != 0 and "forbidden" in refused.stderr.lower(), refused.stderr
+        assert refused == 403
+        # and the chart's ValidatingAdmissionPolicy keeps pods/status to that annotation:
+        # no label (Service steering), no other annotation, no status field
+        for change in ({"metadata": {"labels": {"app.kubernetes.io/component": "stolen"}}},
+                       {"metadata": {"annotations": {"other": "x"}}},
+                       {"status": {"conditions": [{"type": "Ready", "status": "False"}]}}):
+            denied, _ = asyncio.run(patch_pod_as(kubeconfig, RELEASE_NS, pod, change))
+            assert denied == 422, (change, denied)
+        after = plane.kubectl_json("get", "pod", pod, "-n", RELEASE_NS)
+        assert after["metadata"]["labels"]["app.kubernetes.io/component"] == "worker"
+        assert "other" not in after["metadata"]["annotations"]
         assert_nothing_forbidden(operator)
     finally:
         plane.kubectl("delete", "cronjob.podq.dev", "every-second", "-n", apps,
@@ -507,7 +537,8 @@ def test_namespaced_mode_sees_only_its_namespaces(
         ensure_namespace(plane, name)
     values = {"redis": {"url": redis_url}, "crds": {"install": False},
               "operator": {"watchNamespaces": [mine]},
-              "workers": {"queue": f"q-{suffix}", "autoscaling": {"minReplicas": 1}}}
+              "workers": {"queue": f"q-{suffix}", "autoscaling": {"minReplicas": 1},
+                          "namespaces": [mine]}}
     helm(plane, "install", "podq-ns", str(CHART), "-n", ns_release,
          "-f", values_file(tmp_path, values))
     try:
@@ -547,6 +578,19 @@ def test_namespaced_mode_sees_only_its_namespaces(
         plane.kubectl("apply", "-f", "-", input=json.dumps(job))
         plane.kubectl("wait", "--for=condition=Complete", "job.podq.dev/scoped", "-n", mine,
                       "--timeout=120s", timeout=150)
+        # a queue the chart did not grant to this namespace: refused, visibly
+        stray = {**job, "metadata": {"name": "stray", "namespace": mine},
+                 "spec": {"function": "echo", "queue": "default"}}
+        plane.kubectl("apply", "-f", "-", input=json.dumps(stray))
+        plane.kubectl("wait", "--for=condition=Failed", "job.podq.dev/stray", "-n", mine,
+                      "--timeout=60s", timeout=90)
+        failed = [c for c in plane.kubectl_json("get", "job.podq.dev", "stray", "-n", mine)[
+            "status"]["conditions"] if c["type"] == "Failed"]
+        assert failed[0]["reason"] == "QueueNotAllowed", failed
+        wait_for("a QueueNotAllowed Event", lambda: [
+            e for e in plane.kubectl_json("get", "events", "-n", mine, "--field-selector",
+                                          "involvedObject.name=stray")["items"]
+            if e["reason"] == "QueueNotAllowed"], 30, operator.text)
         assert_nothing_forbidden(operator)
     finally:
         helm(plane, "uninstall", "podq-ns", "-n", ns_release, "--wait", "--timeout=60s")

@@ -33,7 +33,8 @@ async def test_same_spec_key_in_two_namespaces_never_meets(
     try:
         harness.start_operator("--namespace", b.namespace)
         harness.start_worker(concurrency=4)
-        await harness.create_job("long", "nap", key="shared", kwargs={"seconds": 60})
+        await harness.create_job("long", "nap", key="shared", timeout=120,
+                                 kwargs={"seconds": 60})
         running = await harness.wait_status("long", "active")
         assert status(running)["jobKey"] == f"{harness.namespace}/shared"
         # B's Job with A's key is B's own job: its own result, never A's state
@@ -41,16 +42,20 @@ async def test_same_spec_key_in_two_namespaces_never_meets(
         done = await b.wait_status("same-key", "complete")
         assert status(done)["jobKey"] == f"{b.namespace}/shared"
         assert status(done)["result"] == {"from": "b"}
-        # deleting B's Job (its job finished) and a second one still queued aborts
-        # nothing of A's
-        await b.create_job("same-key-2", "nap", key="shared", kwargs={"seconds": 60})
-        await b.wait_status("same-key-2", "active", "queued")
         await b.delete_job("same-key")
-        await b.delete_job("same-key-2")
 
-        async def gone() -> bool:
-            return await b.get_job("same-key-2") is None
-        await eventually(gone, within=30, what="B's Jobs deleted")
+        async def gone(name: str) -> bool:
+            return await b.get_job(name) is None
+        await eventually(lambda: gone("same-key"), within=30, what="B's Job deleted")
+        # B's running job under A's key, then deleted: B's job is aborted, A's runs on
+        await b.create_job("same-key-2", "nap", key="shared", timeout=120,
+                           kwargs={"seconds": 60})
+        await b.wait_status("same-key-2", "active")
+        await b.delete_job("same-key-2")
+        await eventually(lambda: gone("same-key-2"), within=30, what="B's Job deleted")
+        mine = await harness.queue().job(f"{b.namespace}/shared")
+        assert mine is not None and getattr(mine.status, "value", mine.status) in (
+            "aborting", "aborted")
         job = await harness.queue().job(f"{harness.namespace}/shared")
         assert job is not None and getattr(job.status, "value", job.status) == "active"
         assert status(await harness.get_job("long"))["status"] == "active"
@@ -68,7 +73,8 @@ async def test_job_enqueued_under_the_old_key_form_keeps_it(harness: Harness) ->
     await harness.create_job("old", "echo", key="legacy", kwargs={"old": True})
     await harness.custom.patch_namespaced_custom_object_status(
         "podq.dev", "v1alpha1", harness.namespace, "jobs", "old",
-        {"status": {"status": "queued", "jobKey": "legacy", "queue": "default"}})
+        {"status": {"status": "queued", "jobKey": "legacy", "queue": "default"}},
+        _content_type="application/merge-patch+json")
     harness.start_operator()
     harness.start_worker()
     body = await harness.wait_status("old", "complete")
