@@ -22,6 +22,9 @@ from podq.queue import Queue, list_queues
 from podq.web.data import STATUS_FILTERS, list_jobs, resource_of
 
 MAX_LIMIT = 1000
+SCAN_COUNT = 200  # job hashes one SCAN call looks at (finished jobs are in no set)
+SCAN_BUDGET = 20_000  # ... and one page at most
+FINISHED = {s.value for s in TERMINAL_STATUSES}
 # what a retry copies of the failed job: what its caller chose, under the same key
 _COPIED = [name for name, field in JOB_FIELDS.items()
            if field.use.caller and name not in ("queue", "progress", "scheduled")]
@@ -53,15 +56,19 @@ def add_parsers(sub: t.Any) -> None:
     j.add_argument("--queue", action="append",
                    help="only this queue (repeatable; default: every queue)")
     j.add_argument("--status", choices=STATUS_FILTERS,
-                   help="only jobs in this state; finished ones (complete, failed, aborted) "
-                        "are those a running `podq web` recorded")
+                   help="only jobs in this state. Finished ones (complete, failed, aborted) "
+                        "are found by scanning the queue's job records (they are in no "
+                        "set; Redis keeps them for their ttl); without --status, those "
+                        "a running `podq web` recorded are listed after the pending ones")
     j.add_argument("--function", help="only jobs of this function")
     j.add_argument("--limit", type=_limit, default=50,
                    help=f"jobs shown per queue, 1 to {MAX_LIMIT} (default: %(default)s)")
     j.add_argument("--start", type=int, default=0,
-                   help="position to start from, as printed after a full page (default: 0)")
+                   help="where the page starts: a position, or with a finished --status a "
+                        "scan cursor, as printed after a page (default: 0)")
     j.add_argument("--json", action="store_true",
-                   help="one JSON object: the jobs and, per queue, where the next page starts")
+                   help="one JSON object: the jobs and, per queue, where the next page "
+                        "starts (null: no more)")
 
     c = sub.add_parser("cronjob", help="act on podq CronJob resources (needs podq[operator])")
     cron = c.add_subparsers(dest="cron_command", required=True)
@@ -144,6 +151,27 @@ def _row(queue: str, job: Job) -> dict[str, t.Any]:
             "completed": iso_utc(job.completed)}
 
 
+async def scan_finished(queue: Queue, status: str, function: str | None, cursor: int,
+                        limit: int) -> tuple[list[Job], int | None]:
+    """Finished jobs of one status, by SCAN over the queue's job hashes from `cursor`:
+    at least `limit` of them unless the scan ends or SCAN_BUDGET records were looked at
+    (a SCAN call may bring up to SCAN_COUNT more). Returns the jobs and the cursor of
+    the next page (None: the scan is complete)."""
+    found: list[Job] = []
+    looked = 0
+    while True:
+        cursor, ids = await queue.redis.scan(cursor=cursor, match=queue.keys.job_prefix + "*",
+                                             count=SCAN_COUNT)
+        looked += len(ids)
+        jobs = await queue.jobs(queue.job_key_from_id(i) for i in ids)
+        found.extend(job for job in jobs if job is not None and job.status.value == status
+                     and (function is None or job.function == function))
+        if not cursor:
+            return found, None
+        if len(found) >= limit or looked >= SCAN_BUDGET:
+            return found, int(cursor)
+
+
 async def cmd_jobs(args: argparse.Namespace) -> int:
     url = redis_url(args)
     probe = Queue.from_url(url, name="default")
@@ -154,10 +182,14 @@ async def cmd_jobs(args: argparse.Namespace) -> int:
         names = args.queue or await list_queues(probe.redis)
         for name in names:
             queue = Queue(probe.redis, name=name)
-            page = await list_jobs(queue, args.status, args.function, max(args.start, 0),
-                                   args.limit)
-            rows.extend(_row(name, job) for job in page.jobs)
-            pages[name] = page.next_start
+            if args.status in FINISHED:
+                jobs, pages[name] = await scan_finished(
+                    queue, args.status, args.function, max(args.start, 0), args.limit)
+            else:
+                page = await list_jobs(queue, args.status, args.function,
+                                       max(args.start, 0), args.limit)
+                jobs, pages[name] = page.jobs, page.next_start
+            rows.extend(_row(name, job) for job in jobs)
     finally:
         await probe.disconnect()
     if args.json:
@@ -174,7 +206,8 @@ async def cmd_jobs(args: argparse.Namespace) -> int:
         print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
     for name, start in pages.items():
         if start is not None:
-            print(f"more in queue {name}: podq jobs --queue {name} --start {start}")
+            status = f" --status {args.status}" if args.status else ""
+            print(f"more in queue {name}: podq jobs --queue {name}{status} --start {start}")
     return 0
 
 

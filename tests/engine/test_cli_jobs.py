@@ -89,6 +89,34 @@ async def test_jobs_lists_and_filters_a_page_at_a_time(queue: Queue, redis_url: 
     assert code == 2 and "1 to 1000" in err
 
 
+async def test_jobs_finds_finished_jobs_by_scanning(queue: Queue, workers: Workers,
+                                                   redis_url: str) -> None:
+    await workers.start(queue, [ok, fail])
+    finished = [await queue.enqueue("fail" if n % 3 == 0 else "ok", key=f"done-{n}")
+                for n in range(30)]
+    for job in finished:
+        await job.refresh(until_complete=10)
+    await queue.enqueue("ok", key="pending", scheduled=FAR)
+    failed = await podq_json("jobs", "--queue", "test", "--status", "failed",
+                             "--redis-url", redis_url)
+    assert sorted(j["key"] for j in failed["jobs"]) == sorted(f"done-{n}" for n in range(0, 30, 3))
+    assert all(j["status"] == "failed" and ISO_UTC.match(j["completed"])
+               for j in failed["jobs"])
+    assert failed["next_start"] == {"test": None}
+    # page by page with the scan cursor: every complete job once, none twice
+    seen: list[str] = []
+    start = "0"
+    for _ in range(30):
+        page = await podq_json("jobs", "--queue", "test", "--status", "complete", "--limit",
+                               "1", "--start", start, "--function", "ok",
+                               "--redis-url", redis_url)
+        seen += [j["key"] for j in page["jobs"]]
+        if page["next_start"]["test"] is None:
+            break
+        start = str(page["next_start"]["test"])
+    assert sorted(seen) == sorted(f"done-{n}" for n in range(30) if n % 3)
+
+
 async def test_abort_and_retry(queue: Queue, workers: Workers, redis_url: str) -> None:
     await workers.start(queue, [ok, fail])
     broken = await queue.enqueue("fail", key="broken")
