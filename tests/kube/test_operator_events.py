@@ -99,3 +99,30 @@ async def test_cron_child_completion_names_the_function_and_clears_active(
     cells = row.split()  # the schedule is six of them
     assert cells[7:11] == ["UTC", "nap", "false", "0"], row
     assert cells[12] == cron["status"]["nextScheduleTime"], row
+
+
+async def test_deleting_a_running_cron_child_clears_active_at_once(harness: Harness) -> None:
+    harness.start_operator("--cron-refresh", "300")
+    harness.start_worker()
+    fire = datetime.now(UTC) + timedelta(seconds=3)
+    schedule = f"{fire.minute} {fire.hour} * * * {fire.second}"
+    await harness.create("cronjobs", "held", {"schedule": schedule, "jobTemplate": {
+        "spec": {"function": "nap", "kwargs": {"seconds": 120}, "timeout": 300}}})
+
+    async def running_child() -> dict | None:
+        jobs = await harness.list_jobs(label_selector="podq.dev/cronjob=held")
+        return next((j for j in jobs if (j.get("status") or {}).get("status") == "active"),
+                    None)
+    child = await eventually(running_child, within=30, what="a running child")
+
+    async def listed() -> bool:
+        cron = await harness.get("cronjobs", "held")
+        return (cron.get("status") or {}).get("activeCount") == 1
+    await eventually(listed, within=30, what="the child in the active list")
+    await harness.delete_job(child["metadata"]["name"])
+
+    async def cleared() -> bool:
+        cron = await harness.get("cronjobs", "held")
+        return (cron.get("status") or {}).get("activeCount") == 0
+    await eventually(cleared, within=15, what="the deleted child gone from the active list")
+

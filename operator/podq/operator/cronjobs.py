@@ -73,8 +73,12 @@ class CronWakeups:
         if event is not None:
             event.set()
 
-    def child_gone(self, uid: str) -> None:
+    def child_gone(self, namespace: str, cron: str | None, uid: str) -> None:
+        """A child Job (of CronJob `cron`, if labelled) was deleted: it leaves `active`."""
         self._finished.discard(uid)
+        event = self._events.get((namespace, cron)) if cron else None
+        if event is not None:
+            event.set()
 
 
 async def pause(stopped: Any, wake: asyncio.Event, seconds: float) -> None:

@@ -139,7 +139,7 @@ async def job_event(event: dict, body: kopf.Body, memo: kopf.Memo, **_: Any) -> 
     annotation patches per Job. After a restart this is how every status catches up."""
     cron = (body.metadata.labels or {}).get(LABEL_CRONJOB)
     if event["type"] == "DELETED":
-        memo.cron_wakeups.child_gone(body.metadata.uid)
+        memo.cron_wakeups.child_gone(body.metadata.namespace, cron, body.metadata.uid)
         gone = memo.registry.forget(body.metadata.uid)
         memo.mirror.forget(body.metadata.uid)
         if gone is not None:
