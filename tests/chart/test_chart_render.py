@@ -272,6 +272,11 @@ def test_pod_rights_only_in_worker_namespaces(render) -> None:
                   if r["metadata"]["name"] == WORKERS_ROLE) == ["batch", "podq-system"]
     objs = render({"workers": {"enabled": False}})
     assert not [r for r in by_kind(objs, "Role") if r["metadata"]["name"] == WORKERS_ROLE]
+    # namespaced mode: only where the operator watches, the only place it sees pools
+    objs = render({"operator": {"watchNamespaces": ["team-a", "batch"],
+                                "workerNamespaces": ["batch", "elsewhere"]}})
+    assert [r["metadata"]["namespace"] for r in by_kind(objs, "Role")
+            if r["metadata"]["name"] == WORKERS_ROLE] == ["batch"]
 
 
 def test_leader_election_role_grants_the_lease_only(render) -> None:

@@ -536,7 +536,7 @@ def test_namespaced_mode_sees_only_its_namespaces(
     for name in (ns_release, mine, other):
         ensure_namespace(plane, name)
     values = {"redis": {"url": redis_url}, "crds": {"install": False},
-              "operator": {"watchNamespaces": [mine]},
+              "operator": {"watchNamespaces": [mine], "workerNamespaces": [mine]},
               "workers": {"queue": f"q-{suffix}", "autoscaling": {"minReplicas": 1},
                           "namespaces": [mine]}}
     helm(plane, "install", "podq-ns", str(CHART), "-n", ns_release,
@@ -547,20 +547,24 @@ def test_namespaced_mode_sees_only_its_namespaces(
         assert sorted((r["metadata"]["namespace"], r["metadata"]["name"])
                       for r in roles["items"]) == sorted(
             [(mine, "podq-ns-operator"), (ns_release, "podq-ns-operator-leader-election"),
-             (ns_release, "podq-ns-operator-workers")])
+             (mine, "podq-ns-operator-workers")])
         kubeconfig = sa_kubeconfig(plane, ns_release, "podq-ns-operator", tmp_path)
         assert can_i(plane, kubeconfig, "list", "jobs.podq.dev", "-n", mine)
-        # scale and pod annotation only where the chart runs worker pools
+        # scale and pod annotation only in the watched namespace declared to run worker
+        # pools: not in the release namespace, whose pool this operator never sees
         assert can_i(plane, kubeconfig, "patch", "deployments.apps", "--subresource=scale",
-                     "-n", ns_release)
-        assert can_i(plane, kubeconfig, "patch", "pods", "--subresource=status", "-n", ns_release)
+                     "-n", mine)
+        assert can_i(plane, kubeconfig, "list", "pods", "-n", mine)
+        assert can_i(plane, kubeconfig, "patch", "pods", "--subresource=status", "-n", mine)
         for where in (mine, other, ns_release):
             assert not can_i(plane, kubeconfig, "patch", "pods", "-n", where)
             assert not can_i(plane, kubeconfig, "update", "pods", "-n", where)
-        assert not can_i(plane, kubeconfig, "patch", "deployments.apps", "--subresource=scale",
-                         "-n", mine)
-        assert not can_i(plane, kubeconfig, "list", "pods", "-n", mine)
-        assert not can_i(plane, kubeconfig, "patch", "pods", "--subresource=status", "-n", mine)
+        for where in (other, ns_release):
+            assert not can_i(plane, kubeconfig, "patch", "deployments.apps",
+                             "--subresource=scale", "-n", where)
+            assert not can_i(plane, kubeconfig, "list", "pods", "-n", where)
+            assert not can_i(plane, kubeconfig, "patch", "pods", "--subresource=status",
+                             "-n", where)
         assert not can_i(plane, kubeconfig, "list", "jobs.podq.dev", "-n", other)
         assert not can_i(plane, kubeconfig, "list", "jobs.podq.dev", "--all-namespaces")
         assert not can_i(plane, kubeconfig, "list", "namespaces")

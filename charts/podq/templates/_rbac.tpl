@@ -55,12 +55,23 @@
 {{- end }}
 
 {{/* Namespaces where worker pools run: the release namespace when the chart renders a
-pool, plus operator.workerNamespaces (pools deployed by other means). */}}
+pool, plus operator.workerNamespaces (pools deployed by other means); in namespaced mode
+only those the operator watches (it never sees a Deployment elsewhere). */}}
 {{- define "podq.workerNamespaces" -}}
 {{- $ns := list -}}
 {{- if (include "podq.worker.pools" . | fromYaml).pools -}}
 {{- $ns = append $ns .Release.Namespace -}}
 {{- end -}}
 {{- $ns = concat $ns .Values.operator.workerNamespaces -}}
+{{- $watched := (include "podq.watchNamespaces" . | fromYaml).namespaces -}}
+{{- if $watched -}}
+{{- $in := list -}}
+{{- range $ns -}}
+{{- if has . $watched -}}
+{{- $in = append $in . -}}
+{{- end -}}
+{{- end -}}
+{{- $ns = $in -}}
+{{- end -}}
 {{- toYaml (dict "namespaces" (uniq $ns)) -}}
 {{- end -}}
