@@ -265,7 +265,7 @@ podq.queue.keys.acl_rules (tests/chart compares them). */}}
 {{- end -}}
 
 {{- define "podq.redis.aclRules" -}}
-{{- toYaml (list "resetkeys" (printf "~podq:{%s}:*" .) "~podq:queues" "resetchannels" (printf "&podq:{%s}:*" .) "+@all" "-@dangerous" "+info") -}}
+{{- toYaml (list "resetkeys" (printf "~podq:{%s}:*" .) "~podq:queues" "resetchannels" (printf "&podq:{%s}:*" .) "+@all" "-@dangerous" "+info" "-scan" "-randomkey") -}}
 {{- end -}}
 
 {{/* env entries giving PODQ_REDIS_URL to the containers of one worker pool: as the
