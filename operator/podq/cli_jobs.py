@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import typing as t
+
+from redis.exceptions import NoPermissionError
 
 from podq.cli import (
     EXIT_UNAVAILABLE,
@@ -172,6 +175,19 @@ async def scan_finished(queue: Queue, status: str, function: str | None, cursor:
             return found, int(cursor)
 
 
+async def _page(queue: Queue, args: argparse.Namespace) -> tuple[list[Job], int | None]:
+    """One page of one queue's jobs, and where the next page starts."""
+    start = max(args.start, 0)
+    if args.status in FINISHED:
+        try:
+            return await scan_finished(queue, args.status, args.function, start, args.limit)
+        except NoPermissionError:  # a queue's ACL user may not SCAN (docs/security.md)
+            print(f"podq: warning: this Redis user may not SCAN; listing the {args.status} "
+                  f"jobs of queue {queue.name} that `podq web` recorded", file=sys.stderr)
+    page = await list_jobs(queue, args.status, args.function, start, args.limit)
+    return page.jobs, page.next_start
+
+
 async def cmd_jobs(args: argparse.Namespace) -> int:
     url = redis_url(args)
     probe = Queue.from_url(url, name="default")
@@ -182,13 +198,7 @@ async def cmd_jobs(args: argparse.Namespace) -> int:
         names = args.queue or await list_queues(probe.redis)
         for name in names:
             queue = Queue(probe.redis, name=name)
-            if args.status in FINISHED:
-                jobs, pages[name] = await scan_finished(
-                    queue, args.status, args.function, max(args.start, 0), args.limit)
-            else:
-                page = await list_jobs(queue, args.status, args.function,
-                                       max(args.start, 0), args.limit)
-                jobs, pages[name] = page.jobs, page.next_start
+            jobs, pages[name] = await _page(queue, args)
             rows.extend(_row(name, job) for job in jobs)
     finally:
         await probe.disconnect()

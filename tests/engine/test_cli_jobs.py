@@ -15,6 +15,8 @@ from podq import Queue, Status
 from podq.cli import build_parser
 from podq.jobstate import iso_from_text, iso_utc
 from podq.operator.main import build_parser as operator_parser
+from podq.queue.keys import acl_rules
+from podq.testing import RedisServer
 from podq.web.main import build_parser as web_parser
 
 ISO_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
@@ -115,6 +117,30 @@ async def test_jobs_finds_finished_jobs_by_scanning(queue: Queue, workers: Worke
             break
         start = str(page["next_start"]["test"])
     assert sorted(seen) == sorted(f"done-{n}" for n in range(30) if n % 3)
+
+
+async def test_jobs_of_a_queue_user_that_may_not_scan() -> None:
+    """A queue's ACL user (docs/security.md) may not SCAN: finished jobs are then those
+    `podq web` recorded, with a warning, not an error."""
+    with RedisServer() as server:
+        queue = Queue.from_url(server.url, name="emails")
+        try:
+            await queue.connect()
+            job = await queue.enqueue("ok", key="stopped", scheduled=FAR)
+            await queue.abort(job, "stopped by the test")
+            await queue.redis.execute_command("ACL", "SETUSER", "mail", "reset", "on",
+                                              ">mail-pw", *acl_rules("emails"))
+        finally:
+            await queue.disconnect()
+        user_url = server.url.replace("redis://", "redis://mail:mail-pw@")
+        admin = await podq_json("jobs", "--queue", "emails", "--status", "aborted",
+                                "--redis-url", server.url)
+        assert [j["key"] for j in admin["jobs"]] == ["stopped"]
+        code, out, err = await podq_run("jobs", "--queue", "emails", "--status", "aborted",
+                                        "--json", "--redis-url", user_url)
+        assert code == 0, err
+        assert "this Redis user may not SCAN" in err
+        assert json.loads(out)["jobs"] == []  # no podq web recorded it
 
 
 async def test_abort_and_retry(queue: Queue, workers: Workers, redis_url: str) -> None:
