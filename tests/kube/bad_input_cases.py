@@ -9,6 +9,7 @@ import json
 import math
 import os
 import subprocess
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -22,6 +23,7 @@ from operator_harness import (
     PODQ,
     REPO,
     VERSION,
+    eventually,
 )
 
 from podq import Queue
@@ -280,6 +282,28 @@ async def _foreign_field(redis: aioredis.Redis, key: str) -> None:
     job = json.loads(await redis.hget(key, "job"))
     job["rogue"] = True
     await redis.hset(key, "job", json.dumps(job))
+
+
+@case("redis a job record corrupted before the worker takes it")
+async def _corrupt_taken(ctx: Ctx) -> None:
+    """The worker fails that job (its record rewritten readable, saying why) and goes on;
+    test_bad_input checks that it is still running."""
+    queue = Queue.from_url(ctx.stage.url, name="default")
+    key = f"python-{ctx.name}"
+    try:
+        await queue.enqueue("noop", key=key, scheduled=time.time() + 1.0)
+        await queue.redis.hset(queue.job_id(key), "job", "{not json")
+
+        async def failed() -> Any:
+            try:
+                job = await queue.job(key)
+            except ValueError:  # still the corrupt record
+                return None
+            return job if job is not None and str(job.status) == "failed" else None
+        job = await eventually(failed, what=f"{key} failed by the worker")
+        assert queue.job_id(key) in job.error and "cannot be read" in job.error
+    finally:
+        await queue.disconnect()
 
 
 @case("redis a foreign claim under a new Job's claim key")

@@ -35,8 +35,10 @@ from podq.operator.queues import QueuePool
 from podq.operator.registry import JobRegistry
 from podq.operator.status import is_finished
 from podq.redact import redact
+from podq.utils import Backoff
 
 LAST_HANDLED = "last-handled-configuration"
+CRON_BACKOFF_CAP_S = 300.0
 log = logging.getLogger("podq.operator")
 
 
@@ -168,6 +170,7 @@ async def cronjob_daemon(body: kopf.Body, memo: kopf.Memo, stopped: kopf.DaemonS
     changes (suspend, schedule) are noticed; a child that finishes wakes it at once."""
     memory = CronMemory()
     refresh = memo.options.cron_refresh
+    backoff = Backoff(refresh, CRON_BACKOFF_CAP_S)  # a tick that keeps failing waits longer
     wake = memo.cron_wakeups.event(body.metadata.namespace, body.metadata.name)
     while not stopped:
         wait = refresh
@@ -177,8 +180,10 @@ async def cronjob_daemon(body: kopf.Body, memo: kopf.Memo, stopped: kopf.DaemonS
                                  memo.options.queue_access)
             if outcome.next_slot is not None:
                 wait = min(refresh, (outcome.next_slot - datetime.now(UTC)).total_seconds())
+            backoff.reset()
         except Exception:  # one CronJob's trouble must not stop its daemon for good
-            logger.exception("cronjob tick failed")
+            logger.exception("cronjob tick failed")  # also a kopf Event on the CronJob
+            wait = backoff.next()
         await pause(stopped, wake, max(wait, 0.0) + 0.005)
     memo.cron_wakeups.forget(body.metadata.namespace, body.metadata.name)
 

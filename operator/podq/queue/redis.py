@@ -339,10 +339,25 @@ class RedisQueue(Queue):
         promoted = [text(key) for key in raw[1]]
         jobs = []
         for i in range(2, len(raw), 2):
-            job = self._from_hash(raw[i + 1], positional=True)
+            try:
+                job = self._from_hash(raw[i + 1], positional=True)
+            except Exception as error:  # corrupted or foreign data: that job fails, not us
+                await self._fail_unreadable(text(raw[i]), raw[i + 1], error)
+                continue
             if job:
                 jobs.append(job)
         return jobs, nxt, promoted
+
+    async def _fail_unreadable(self, key: str, raw: t.Any, error: Exception) -> None:
+        """A job just taken whose record cannot be read as a job: write it back as a
+        readable Failed job saying why (guarded by the attempt take.lua gave it)."""
+        fields = dict(zip(TAKE_FIELDS, raw or (), strict=False))  # take.lua's reply
+        message = f"job record {self.job_id(key)} cannot be read: {type(error).__name__}: {error}"
+        logger.warning("%s; marked failed", message)
+        job = Job(function=text(fields.get("function", b"")) or "?", key=key, queue=self)
+        job.attempt_id = text(fields.get("attempt_id", b""))
+        job.attempts = 1
+        await self.finish(job, Status.FAILED, error=message[:2000], expect=True)
 
     async def take_one(
         self,
