@@ -18,7 +18,7 @@ from web_helpers import TOKEN, wait_for
 
 from podq import Job, Queue, Status
 from podq.testing import free_port, wait_for_port
-from podq.web import charts
+from podq.web import charts, data
 from podq.web.data import list_jobs
 from podq.web.feed import sample
 from podq.web.handlers import CSP
@@ -83,13 +83,30 @@ async def test_jobs_page_pages_filters_and_finds_by_key(queue, dashboard):
         assert status == 400
 
 
-async def test_a_function_filter_reads_a_bounded_number_of_jobs(queue):
+async def test_a_function_filter_reads_a_bounded_number_of_jobs(queue, monkeypatch):
     await queue.enqueue_many([Job("add", key=f"a{i:05}") for i in range(6000)]
                              + [Job("rare", key="r1")])
+    monkeypatch.setattr(data, "TIME_BUDGET_S", 3600)  # the count bounds it here
     page = await list_jobs(queue, function="rare", limit=10)
     assert page.jobs == [] and page.examined == 5000 and page.next_start == 5000
     page = await list_jobs(queue, function="rare", start=page.next_start, limit=10)
     assert [j.key for j in page.jobs] == ["r1"] and page.next_start is None
+
+
+async def test_a_slow_filter_or_search_stops_at_its_time_budget_and_goes_on(
+        queue, monkeypatch):
+    await queue.enqueue_many([Job("add", key=f"a{i:05}") for i in range(3000)]
+                             + [Job("rare", key="r1")])
+    monkeypatch.setattr(data, "TIME_BUDGET_S", 0)  # one read per page, then stop
+    start, pages, found = 0, 0, []
+    while start is not None:
+        page = await list_jobs(queue, function="rare", start=start, limit=10)
+        assert page.examined > 0  # each page gets on
+        found += [j.key for j in page.jobs]
+        start, pages = page.next_start, pages + 1
+    assert found == ["r1"] and pages > 2
+    page = await data.search_jobs(queue, "r1")
+    assert [j.key for j in page.jobs] == ["r1"]  # one ZSCAN step covers 3,001 keys
 
 
 async def test_job_page_shows_its_run_and_the_job_resource(queue, dashboard):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 import typing as t
 from dataclasses import dataclass, field
 
@@ -30,6 +31,9 @@ STATUS_FILTERS = (*PENDING, *FINISHED)
 CHUNK = 200  # job keys read in the first round trip of a function filter; doubled
 CHUNK_MAX = 2000  # each further round trip, up to this
 SCAN_BUDGET = 5000  # jobs looked at for one page with a function filter, at most
+# and for at most this long (then the page shows what it found and where to go on), so
+# a rare function or key answers in bounded time on a busy machine too
+TIME_BUDGET_S = 0.15
 _RESOURCE_KEY = re.compile(
     r"^(?P<namespace>[a-z0-9-]+)/(?P<name>[a-z0-9.-]+)/(?P<uid>[0-9a-f]{8}-[0-9a-f-]{27})$"
 )
@@ -96,7 +100,8 @@ async def list_jobs(
 ) -> JobPage:
     """One page of a queue's jobs: `limit` jobs from position `start` of the sources
     (see sources()), those of `function` only when given. Reads ranges of the sets and
-    the jobs in them, at most SCAN_BUDGET of them with a function filter."""
+    the jobs in them; with a function filter, at most SCAN_BUDGET of them and for about
+    TIME_BUDGET_S (the page then links to where it stopped)."""
     walk = sources(queue, status)
     await _sizes(queue, walk)
     total = sum(s.size for s in walk)
@@ -105,12 +110,14 @@ async def list_jobs(
     position, examined = start, 0
     offset = 0
     chunk = CHUNK
+    deadline = time.monotonic() + TIME_BUDGET_S
     for source in walk:
         if position >= offset + source.size:
             offset += source.size
             continue
         while position < offset + source.size and len(jobs) < limit:
-            if examined >= SCAN_BUDGET:
+            late = examined and time.monotonic() > deadline  # after one read at least
+            if examined >= SCAN_BUDGET or (function and late):
                 return JobPage(jobs, start, position, total, examined)
             want = limit - len(jobs)
             if function:
@@ -173,16 +180,19 @@ async def search_jobs(
     queue: Queue, needle: str, status: str | None = None, limit: int = 50
 ) -> JobPage:
     """Jobs whose key contains needle (ZSCAN with a MATCH pattern over the sources),
-    the first `limit` found, looking at SEARCH_BUDGET set members at most: a Job
-    resource's job is found by its name, its key being `namespace/name/uid`."""
+    the first `limit` found, looking at SEARCH_BUDGET set members at most and for
+    about TIME_BUDGET_S: a Job resource's job is found by its name, its key being
+    `namespace/name/uid`."""
     pattern = "*" + _GLOB.sub(lambda m: "\\" + m.group(1), needle) + "*"
     walk = sources(queue, status)
     await _sizes(queue, walk)
     found: dict[str, None] = {}
     examined = 0
+    deadline = time.monotonic() + TIME_BUDGET_S
     for source in walk:
         cursor = 0
-        while examined < SEARCH_BUDGET and len(found) < limit:
+        while (examined < SEARCH_BUDGET and len(found) < limit
+               and (not examined or time.monotonic() < deadline)):
             cursor, members = await queue.redis.zscan(source.key, cursor, match=pattern,
                                                       count=SEARCH_STEP)
             examined += min(SEARCH_STEP, source.size)
