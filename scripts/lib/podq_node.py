@@ -31,6 +31,12 @@ from pathlib import Path
 
 NODE_NAME = "podq-node"
 BRIDGE = "podq0"
+# Set, not left to the kernel: a bridge without an address of its own takes the lowest
+# of its ports' and changes it when that port goes (a pod deleted) or a lower one joins;
+# the pods' ARP entries for NODE_IP then name a MAC nobody answers to, and every pod
+# loses Redis and the API server for up to ~30 s (a draining worker's liveness record
+# expired and its job was run again elsewhere). Locally administered, unicast.
+BRIDGE_MAC = "02:70:6f:64:71:01"
 NODE_IP = "10.88.0.1"
 POD_CIDR = "10.88.0.0/24"
 APISERVER_NODE_PORT = 443  # the `kubernetes` Service's port: pods dial SERVICE_IP:443
@@ -114,7 +120,7 @@ def create_netns(name: str, service_ip: str) -> None:
     ip("netns", "add", name)
     ip("-n", name, "link", "set", "lo", "up")
     ip("-n", name, "addr", "add", f"{service_ip}/32", "dev", "lo")
-    ip("-n", name, "link", "add", BRIDGE, "type", "bridge")
+    ip("-n", name, "link", "add", BRIDGE, "address", BRIDGE_MAC, "type", "bridge")
     ip("-n", name, "addr", "add", f"{NODE_IP}/{POD_CIDR.split('/')[1]}", "dev", BRIDGE)
     ip("-n", name, "link", "set", BRIDGE, "up")
 
@@ -197,10 +203,10 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
 """
 
 
-def cni_config(node: Path) -> str:
+def cni_config(node: Path, network: str) -> str:
     return json.dumps({
         "cniVersion": "1.0.0",
-        "name": "podq",
+        "name": network,
         "plugins": [
             {
                 "type": "bridge", "bridge": BRIDGE, "isGateway": True, "ipMasq": False,
@@ -360,6 +366,63 @@ def unmount_under(path: Path) -> list[str]:
                           check=False).returncode == 0:
             done.append(point)
     return done
+
+
+# What the kubelet and the CNI library write on the host whatever their config says
+# (constants in their code): links to each container's log, the device plugins' socket
+# folder, the cached result of each pod's network setup. `up` records which of these
+# folders it found missing; `down` drops our entries and those folders once empty.
+CONTAINER_LOG_LINKS = Path("/var/log/containers")
+CNI_RESULTS = Path("/var/lib/cni/results")
+DEVICE_PLUGINS = Path("/var/lib/kubelet/device-plugins")
+HOST_FOLDERS = (CONTAINER_LOG_LINKS, DEVICE_PLUGINS,
+                Path("/var/lib/kubelet"), CNI_RESULTS, Path("/var/lib/cni"))
+
+
+def network_name(run: Path) -> str:
+    """The CNI network's name: its cached results on the host carry it, so ours are
+    told from another node's."""
+    return f"podq-{node_id(run)}"
+
+
+def missing_host_folders() -> list[str]:
+    return [str(folder) for folder in HOST_FOLDERS if not folder.exists()]
+
+
+def sandbox_ids(node: Path) -> set[str]:
+    """Ids of the pod sandboxes our containerd made (its CRI keeps a folder for each)."""
+    found: set[str] = set()
+    for base in (node / "containerd" / "root", node / "containerd" / "state"):
+        folder = base / "io.containerd.grpc.v1.cri" / "sandboxes"
+        with contextlib.suppress(OSError):
+            found.update(p.name for p in folder.iterdir())
+    return found
+
+
+def remove_host_leftovers(node: Path, network: str, created: list[str]) -> int:
+    """Our log links and cached CNI results, then the folders `up` created, if empty;
+    returns how many entries went."""
+    gone = 0
+    entries = [*(CONTAINER_LOG_LINKS.iterdir() if CONTAINER_LOG_LINKS.is_dir() else []),
+               *(CNI_RESULTS.iterdir() if CNI_RESULTS.is_dir() else [])]
+    sandboxes = sandbox_ids(node)
+    for entry in entries:
+        with contextlib.suppress(OSError):
+            # a result is `<network>-<sandbox id>-<interface>`; containerd's own loopback
+            # one is `cni-loopback-<sandbox id>-lo`
+            ours = (os.readlink(entry).startswith(f"{node}/") if entry.is_symlink()
+                    else entry.name.startswith(f"{network}-")
+                    or entry.name.split("-")[-2:-1] in ([i] for i in sandboxes))
+            if ours:
+                entry.unlink()
+                gone += 1
+    for folder in sorted(created, key=lambda f: -len(f)):
+        if folder == str(DEVICE_PLUGINS):  # our kubelet's socket, left when it stops
+            with contextlib.suppress(OSError):
+                (DEVICE_PLUGINS / "kubelet.sock").unlink()
+        with contextlib.suppress(OSError):
+            os.rmdir(folder)  # only when empty
+    return gone
 
 
 # containerd 1.6 puts its shims' sockets here whatever its config says; emptied by them

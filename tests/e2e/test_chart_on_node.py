@@ -30,18 +30,39 @@ def pod_of(worker_id: str) -> str:
     return worker_id.split(":", 1)[0]  # "<hostname>:<pid>:<nonce>"; hostname = pod name
 
 
+def operator_pods(rel: Release) -> list[dict]:
+    return rel.get("pods", "-l", "app.kubernetes.io/component=operator")["items"]
+
+
+def lease_holder(rel: Release) -> str | None:
+    """The pod holding the operator's Lease (its identity is `<pod name>-<nonce>`)."""
+    found = rel.kubectl("get", "lease", "podq-operator", "-o", "json", check=False)
+    if found.returncode != 0:
+        return None
+    holder = json.loads(found.stdout)["spec"].get("holderIdentity") or ""
+    return holder.rsplit("-", 1)[0] or None
+
+
 def test_operator_runs_in_a_pod_under_its_service_account(rel: Release) -> None:
-    pods = rel.get("pods", "-l", "app.kubernetes.io/component=operator")["items"]
-    assert len(pods) == 1
-    pod = pods[0]
-    assert pod["status"]["phase"] == "Running"
-    assert pod["spec"]["serviceAccountName"].endswith("operator")
-    assert pod["spec"]["containers"][0]["imagePullPolicy"] == "Never"
-    # in-cluster config: the token of its ServiceAccount, mounted by the kubelet
-    mounts = [m["mountPath"] for m in pod["spec"]["containers"][0]["volumeMounts"]]
-    assert "/var/run/secrets/kubernetes.io/serviceaccount" in mounts
-    logs = rel.kubectl("logs", pod["metadata"]["name"]).stdout
-    assert "Forbidden" not in logs and "403" not in logs, logs[-3000:]
+    # the chart's two replicas, exactly one acting: the holder of the Lease
+    pods = operator_pods(rel)
+    assert len(pods) == 2, [p["metadata"]["name"] for p in pods]
+    names = {p["metadata"]["name"] for p in pods}
+    holder = rel.wait_for("an operator pod holding the Lease", lambda: lease_holder(rel))
+    assert holder in names, (holder, names)
+    for pod in pods:
+        assert pod["status"]["phase"] == "Running"
+        assert pod["spec"]["serviceAccountName"].endswith("operator")
+        assert pod["spec"]["containers"][0]["imagePullPolicy"] == "Never"
+        # in-cluster config: the token of its ServiceAccount, mounted by the kubelet
+        mounts = [m["mountPath"] for m in pod["spec"]["containers"][0]["volumeMounts"]]
+        assert "/var/run/secrets/kubernetes.io/serviceaccount" in mounts
+        logs = rel.kubectl("logs", pod["metadata"]["name"]).stdout
+        # both use the API server with that token (the standby reads the Lease)
+        assert "Forbidden" not in logs and "403" not in logs, logs[-3000:]
+        assert "waits for the lease" in logs, logs[-3000:]
+        if pod["metadata"]["name"] == holder:
+            assert "now leads" in logs, logs[-3000:]
 
 
 def test_job_scales_from_zero_runs_in_a_worker_pod_and_back_to_zero(rel: Release) -> None:
@@ -132,14 +153,19 @@ def test_scale_down_removes_idle_pods_first(rel: Release) -> None:
 
 
 def test_operator_pod_deleted_mid_burst_loses_nothing(rel: Release) -> None:
+    # the acting replica (the Lease holder) goes; the standby takes over within about
+    # a lease duration and the ReplicaSet starts a new standby
+    leader = rel.wait_for("an operator pod holding the Lease", lambda: lease_holder(rel))
     names = [unique("burst") for _ in range(12)]
     rel.apply(*(rel.job(n, "echo", kwargs={"message": n}) for n in names[:6]))
-    operator = rel.get("pods", "-l", "app.kubernetes.io/component=operator")["items"][0]
-    rel.kubectl("delete", "pod", operator["metadata"]["name"], "--wait=false")
+    rel.kubectl("delete", "pod", leader, "--wait=false")
     rel.apply(*(rel.job(n, "echo", kwargs={"message": n}) for n in names[6:]))
     statuses = rel.wait_complete(*names, timeout=180)
     assert all(s["result"]["message"] == n for n, s in statuses.items())
     assert all(s["attempts"] == 1 for s in statuses.values()), statuses
-    rel.wait_for("a new operator pod running", lambda: any(
-        p["status"]["phase"] == "Running" and p["metadata"]["name"] != operator["metadata"]["name"]
-        for p in rel.get("pods", "-l", "app.kubernetes.io/component=operator")["items"]))
+    new_leader = rel.wait_for("another operator pod holding the Lease", lambda: (
+        (h := lease_holder(rel)) not in (None, leader) and h))
+    assert new_leader in {p["metadata"]["name"] for p in operator_pods(rel)}
+    rel.wait_for("two operator pods running again", lambda: sorted(
+        p["status"]["phase"] for p in operator_pods(rel)
+        if not p["metadata"].get("deletionTimestamp")) == ["Running", "Running"])

@@ -1,16 +1,19 @@
 """`up --node` / `down` of a second node, beside the session's: a pod runs on it, its
 traffic stays in the run's network namespace, and `down` leaves nothing behind (no
-process, mount, network namespace, cgroup or run folder)."""
+process, mount, network namespace, iptables chain, cgroup, run folder or state folder of
+the host's own)."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 from pathlib import Path
 
 import pytest
+from chart_release import NAMESPACE
 
 from podq.testing import ControlPlane
 
@@ -33,6 +36,45 @@ def netns_names() -> set[str]:
     return {line.split()[0] for line in out.stdout.splitlines() if line.strip()}
 
 
+# where a kubelet, containerd or the CNI plugins keep state by default: the node keeps
+# its own under the run folder, so `up` must not create these, nor `down` leave them
+HOST_STATE = ("/var/lib/kubelet", "/var/lib/containerd", "/var/lib/cni", "/run/containerd",
+              "/var/run/containerd", "/var/log/pods", "/var/log/containers", "/etc/cni",
+              "/opt/cni", "/etc/kubernetes", "/run/runc", "/run/calico", "/var/lib/calico")
+
+
+def host_state(session: ControlPlane) -> dict[str, list[str]]:
+    """What exists of HOST_STATE (with the entries of each folder), but for what the
+    session's node makes meanwhile (its pods' log links and CNI results)."""
+    theirs = (f"_{NAMESPACE}_", f"{session.state['node']['network']}-")
+    found = {}
+    for folder in map(Path, HOST_STATE):
+        if folder.is_dir():
+            found[str(folder)] = sorted(p.name for p in folder.iterdir()
+                                        if not any(mark in p.name for mark in theirs))
+        elif folder.exists():
+            found[str(folder)] = []
+    return found
+
+
+def host_firewall() -> str:
+    """The host namespace's packet filter rules (iptables and nftables, where present)."""
+    dumps = []
+    for cmd in (["iptables-save"], ["ip6tables-save"], ["nft", "list", "ruleset"]):
+        if shutil.which(cmd[0]):
+            out = subprocess.run(cmd, capture_output=True, text=True, check=False).stdout
+            # counters and the dump's timestamp comments change by themselves
+            dumps.append("\n".join(line.split(" [")[0] for line in out.splitlines()
+                                   if not line.startswith("#")))
+    return "\n".join(dumps)
+
+
+def link_address(netns: str, link: str) -> str:
+    words = subprocess.run(["ip", "-n", netns, "-o", "link", "show", link], capture_output=True,
+                           text=True, check=True).stdout.split()
+    return words[words.index("link/ether") + 1]
+
+
 def host_addresses() -> str:
     return subprocess.run(["ip", "-o", "addr"], capture_output=True, text=True,
                           check=True).stdout
@@ -43,6 +85,7 @@ def test_a_node_comes_up_runs_a_pod_and_leaves_nothing_behind(
 ) -> None:
     run = tmp_path_factory.mktemp("second-node")
     before_addresses = host_addresses()
+    before_state, before_firewall = host_state(node_plane), host_firewall()
     plane = ControlPlane.up(run, exit_with=os.getpid(), node=True)
     try:
         netns = plane.state["node"]["netns"]
@@ -60,8 +103,15 @@ def test_a_node_comes_up_runs_a_pod_and_leaves_nothing_behind(
         pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "pause"},
                "spec": {"containers": [{"name": "pause", "image": "podq.local/pause:1",
                                         "imagePullPolicy": "Never"}]}}
+        bridge_mac = link_address(netns, "podq0")
         plane.kubectl("apply", "-f", "-", input=json.dumps(pod))
         plane.kubectl("wait", "--for=condition=Ready", "pod/pause", "--timeout=60s")
+        # the pod network's gateway keeps its MAC as pods join (and leave): the pods'
+        # ARP entries for it stay right (a bridge left to pick its ports' lowest MAC
+        # changes it, and pods lose Redis and the API server for up to ~30 s)
+        assert link_address(netns, "podq0") == bridge_mac
+        # the kubelet's and the pod network's rules are the namespace's, not the host's
+        assert host_firewall() == before_firewall
         veths = subprocess.run(["ip", "-n", netns, "-o", "link", "show", "type", "veth"],
                                capture_output=True, text=True, check=True).stdout.split()
         pod_netns = veths[veths.index("link-netns") + 1]  # the pod's, wired to our bridge
@@ -69,6 +119,8 @@ def test_a_node_comes_up_runs_a_pod_and_leaves_nothing_behind(
     finally:
         plane.down()
     assert netns not in netns_names() and pod_netns not in netns_names()
+    assert host_firewall() == before_firewall
+    assert host_state(node_plane) == before_state
     assert not processes_mentioning(str(run)), processes_mentioning(str(run))
     mounts = Path("/proc/self/mountinfo").read_text()
     assert str(run) not in mounts
