@@ -4,8 +4,11 @@
 temporary folder and stops exactly that process.
 
 `ControlPlane` drives `scripts/control-plane` (etcd, kube-apiserver,
-kube-controller-manager on free loopback ports; no kubelet) in a run folder of
-its own, and stops exactly what it started.
+kube-controller-manager on free loopback ports; with `node=True` also a real node) in a
+run folder of its own, and stops exactly what it started.
+
+`build_images` and `install_chart` put podq's chart, with the worker and operator images
+built here, on such a node: the e2e tests, `scripts/demo` and benchmarks/ share them.
 """
 
 from __future__ import annotations
@@ -121,9 +124,9 @@ class RedisServer:
         self.close()
 
 
+REPO = Path(__file__).resolve().parents[2]  # the checkout (podq is installed editable)
 CONTROL_PLANE_SCRIPT = Path(
-    os.environ.get("PODQ_CONTROL_PLANE_SCRIPT")
-    or Path(__file__).resolve().parents[2] / "scripts" / "control-plane"
+    os.environ.get("PODQ_CONTROL_PLANE_SCRIPT") or REPO / "scripts" / "control-plane"
 )
 
 
@@ -293,3 +296,48 @@ class ControlPlane:
                 "get", "serviceaccount", name, "-n", namespace, check=False
             ).returncode == 0,
         )
+
+
+def build_images(*names: str) -> dict[str, dict]:
+    """`scripts/images build` (cached by inputs): {name: {ref, repository, tag, archive,
+    seconds}} of the worker and operator images (or of names)."""
+    built = subprocess.run([str(REPO / "scripts" / "images"), "build", *names],
+                           capture_output=True, text=True, check=False, timeout=1800)
+    if built.returncode != 0:
+        raise RuntimeError(f"`scripts/images build` failed:\n{built.stderr}")
+    images = [json.loads(line) for line in built.stdout.splitlines() if line.strip()]
+    return {image["name"]: image for image in images}
+
+
+def chart_image_values(images: dict[str, dict]) -> dict:
+    """Helm values pointing the chart at images imported into the node (no registry)."""
+    def image(name: str) -> dict:
+        built = images[name]
+        return {"repository": built["repository"], "tag": built["tag"], "pullPolicy": "Never"}
+    return {"operator": {"image": image("operator")}, "workers": {"image": image("worker")}}
+
+
+def install_chart(plane: ControlPlane, release: str, namespace: str, values: dict,
+                  restricted: bool = False, timeout: float = 180) -> float:
+    """`helm install --wait` of charts/podq into a new namespace (enforcing the
+    `restricted` Pod Security level if asked); returns the seconds it took."""
+    plane.kubectl("create", "namespace", namespace)
+    if restricted:
+        plane.kubectl("label", "namespace", namespace,
+                      "pod-security.kubernetes.io/enforce=restricted",
+                      "pod-security.kubernetes.io/enforce-version=latest")
+    plane.wait_for_service_account(namespace)
+    home = plane.run_dir / "helm-home"
+    env = {**plane.env, "HELM_CACHE_HOME": str(home / "cache"),
+           "HELM_CONFIG_HOME": str(home / "config"), "HELM_DATA_HOME": str(home / "data")}
+    started = time.monotonic()
+    out = subprocess.run(
+        [str(plane.bin / "helm"), "install", release, str(REPO / "charts" / "podq"),
+         "-n", namespace, "--values", "-", "--wait", "--timeout", f"{timeout:.0f}s"],
+        input=json.dumps(values), capture_output=True, text=True, env=env, check=False,
+        timeout=timeout + 60)
+    if out.returncode != 0:
+        pods = plane.kubectl("get", "pods", "-A", "-o", "wide", check=False).stdout
+        events = plane.kubectl("get", "events", "-n", namespace, check=False).stdout
+        raise RuntimeError(f"helm install failed:\n{out.stderr}\n{pods}\n{events}")
+    return time.monotonic() - started

@@ -16,16 +16,20 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from chart_release import CHART, NAMESPACE, RELEASE, ROOT, Release
+from chart_release import NAMESPACE, RELEASE, ROOT, Release
 
-from podq.testing import ControlPlane, run_control_plane_script
+from podq.testing import (
+    ControlPlane,
+    build_images,
+    chart_image_values,
+    install_chart,
+    run_control_plane_script,
+)
 
 E2E_DIR = Path(__file__).resolve().parent
 
@@ -60,14 +64,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if result.returncode != 0:
         _prepare_error = f"`scripts/control-plane install` failed:\n{result.stderr}"
         return
-    built = subprocess.run([str(ROOT / "scripts" / "images"), "build"], capture_output=True,
-                           text=True, check=False, timeout=1800)
-    if built.returncode != 0:
-        _prepare_error = f"`scripts/images build` failed:\n{built.stderr}"
-        return
-    for line in built.stdout.splitlines():
-        image = json.loads(line)
-        _images[image["name"]] = image
+    try:
+        _images.update(build_images())
+    except RuntimeError as err:
+        _prepare_error = str(err)
+
+
+@pytest.fixture(scope="session")
+def images() -> dict[str, dict]:
+    """The worker and operator images `scripts/images` built (name -> archive, ref ...)."""
+    if _prepare_error:
+        pytest.fail(_prepare_error, pytrace=False)
+    return _images
 
 
 @pytest.fixture(scope="session")
@@ -85,19 +93,17 @@ def node_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlan
 
 
 def helm_values(plane: ControlPlane) -> dict:
-    worker, operator = _images["worker"], _images["operator"]
+    images = chart_image_values(_images)
     return {
         "redis": {"url": plane.pod_redis_url},
         "operator": {
-            "image": {"repository": operator["repository"], "tag": operator["tag"],
-                      "pullPolicy": "Never"},
+            **images["operator"],
             "logFormat": "plain",
             # quick scale-down, so "back to zero" takes seconds
             "extraArgs": ["--stabilisation-window=2", "--autoscale-interval=1"],
         },
         "workers": {
-            "image": {"repository": worker["repository"], "tag": worker["tag"],
-                      "pullPolicy": "Never"},
+            **images["workers"],
             "concurrency": 2,
             "autoscaling": {"enabled": True, "minReplicas": 0, "maxReplicas": 3},
             "longestJobTimeoutSeconds": 20,
@@ -111,25 +117,11 @@ def helm_values(plane: ControlPlane) -> dict:
 def release(node_plane: ControlPlane) -> Release:
     """charts/podq installed into a namespace that enforces Pod Security `restricted`."""
     plane = node_plane
-    plane.kubectl("create", "namespace", NAMESPACE)
-    plane.kubectl("label", "namespace", NAMESPACE,
-                  "pod-security.kubernetes.io/enforce=restricted",
-                  "pod-security.kubernetes.io/enforce-version=latest")
-    plane.wait_for_service_account(NAMESPACE)
-    home = plane.run_dir / "helm-home"
-    env = {**plane.env, "HELM_CACHE_HOME": str(home / "cache"),
-           "HELM_CONFIG_HOME": str(home / "config"), "HELM_DATA_HOME": str(home / "data")}
-    started = time.monotonic()
-    out = subprocess.run(
-        [str(plane.bin / "helm"), "install", RELEASE, str(CHART), "-n", NAMESPACE,
-         "--values", "-", "--wait", "--timeout", "180s"],
-        input=json.dumps(helm_values(plane)), capture_output=True, text=True, env=env,
-        check=False, timeout=240)
-    if out.returncode != 0:
-        pods = plane.kubectl("get", "pods", "-A", "-o", "wide", check=False).stdout
-        events = plane.kubectl("get", "events", "-n", NAMESPACE, check=False).stdout
-        pytest.fail(f"helm install failed:\n{out.stderr}\n{pods}\n{events}", pytrace=False)
-    print(f"helm install --wait took {time.monotonic() - started:.1f}s")
+    try:
+        took = install_chart(plane, RELEASE, NAMESPACE, helm_values(plane), restricted=True)
+    except RuntimeError as err:
+        pytest.fail(str(err), pytrace=False)
+    print(f"helm install --wait took {took:.1f}s")
     deployments = json.loads(plane.kubectl(
         "get", "deployments", "-n", NAMESPACE, "-l", "app.kubernetes.io/component=worker",
         "-o", "json").stdout)["items"]
