@@ -8,6 +8,7 @@ from pathlib import Path
 from kubernetes_asyncio import client
 from operator_harness import (  # noqa: F401 (fixtures)
     Harness,
+    condition,
     eventually,
     harness_fixture,
     podq_crds_fixture,
@@ -104,6 +105,21 @@ async def test_queue_not_granted_to_the_namespace_is_refused_visibly(harness: Ha
     theirs = harness.queue("theirs")
     assert await theirs.job(f"{ns}/stray/{stray['metadata']['uid']}") is None
     assert await theirs.count("queued") == 0
+    # the operator wrote no key of that queue; one granted to nobody, it does not even
+    # listen to (tenants choose queue names freely)
+    assert await theirs.redis.keys("podq:{theirs}:*") == []
+    await harness.create_job("nowhere", "echo", queue="nobodys")
+    failed = condition(await harness.wait_status("nowhere", "failed"), "Failed")
+    assert failed["reason"] == "QueueNotAllowed"
+    assert await theirs.redis.keys("podq:{nobodys}:*") == []
+    assert await theirs.redis.pubsub_channels("podq:{nobodys}:*") == []
+
+    await harness.delete_job("stray")
+
+    async def stray_gone() -> bool:
+        return await harness.get_job("stray") is None
+    await eventually(stray_gone, within=20, what="the refused Job deleted")
+    assert await theirs.redis.keys("podq:{theirs}:*") == []
 
     await harness.create_job("granted", "echo", kwargs={"y": 2})
     assert status(await harness.wait_status("granted", "complete"))["result"] == {"y": 2}
@@ -117,8 +133,8 @@ async def test_queue_not_granted_to_the_namespace_is_refused_visibly(harness: Ha
         conditions = (body or {}).get("status", {}).get("conditions") or ()
         return next((c for c in conditions if c["type"] == "Stalled"
                      and c["status"] == "True" and c["reason"] == "QueueNotAllowed"), None)
-    condition = await eventually(stalled, within=30, what="the CronJob Stalled: QueueNotAllowed")
-    assert "jobTemplate.spec.queue" in condition["message"]
+    stall = await eventually(stalled, within=30, what="the CronJob Stalled: QueueNotAllowed")
+    assert "jobTemplate.spec.queue" in stall["message"]
     listed = await harness.custom.list_namespaced_custom_object(
         "podq.dev", "v1alpha1", ns, "jobs", label_selector="podq.dev/cronjob=stray-cron")
     assert listed["items"] == []

@@ -53,6 +53,11 @@ class QueueAccess:
         granted = self.grants.get(queue, frozenset())
         return namespace in granted or ANY_NAMESPACE in granted
 
+    def granted(self, queue: str) -> bool:
+        """Whether any namespace may use the queue: only then does the operator listen to
+        it or open a connection for it."""
+        return self.open or queue in self.grants
+
     def refusal(self, namespace: str, queue: str) -> tuple[str, str] | None:
         """(reason, message) when namespace may not use queue, else None."""
         if self.allows(namespace, queue):

@@ -152,7 +152,7 @@ async def job_event(event: dict, body: kopf.Body, memo: kopf.Memo, **_: Any) -> 
     resource, new = memo.registry.observe(body)
     if cron and is_finished(body.get("status")):
         memo.cron_wakeups.child_finished(body.metadata.namespace, cron, body.metadata.uid)
-    if new:
+    if new and memo.options.queue_access.granted(resource.queue):
         memo.pool.listen(resource.queue)
     # unfinished again: another operator's patch, computed from an older read of Redis,
     # landed after the final one; the next pass writes the final status again

@@ -168,7 +168,8 @@ class StatusMirror:
         while True:
             await asyncio.sleep(self.reconcile_interval)
             for name in self.registry.queues():
-                self.pool.listen(name)
+                if self.access.granted(name):
+                    self.pool.listen(name)
             self.mark_unfinished()
             release_free_memory()
 
@@ -189,6 +190,11 @@ class StatusMirror:
             elif is_finished(resource.status):  # final, like a batch/v1 Job
                 self._schedule_ttl(resource, time.time())
                 self.counts["finished"] += 1
+            elif not resource.status and (refusal := self.access.refusal(
+                    resource.namespace, resource.queue)):
+                # never enqueued, and its queue is not its namespace's: refused without
+                # a connection to that queue (tenants choose queue names freely)
+                tasks.append(self._start(resource, self._refuse(resource, refusal)))
             elif JOB_FINALIZER not in resource.finalizers:
                 # before the enqueue: a resource deleted at any moment after its job
                 # exists (even while no operator runs) waits for the abort
@@ -255,6 +261,12 @@ class StatusMirror:
         async with self.parallel:
             return await call
 
+    async def _refuse(self, resource: JobResource, refusal: tuple[str, str]) -> str:
+        resource.refusal = refusal
+        await self.events.post(resource.ref, "Warning", *refusal)
+        self.counts["refused"] += 1
+        return await self._sync_one(resource, None)
+
     async def _hold(self, resource: JobResource) -> str:
         """Add our finalizer; the next pass enqueues the job."""
         if await self._api(add_job_finalizer(self.custom, resource.namespace, resource.name,
@@ -287,7 +299,8 @@ class StatusMirror:
             outcome = await abort_readable(self.pool.get(resource.queue), resource.key)
             log.info("%s/%s gone: %s %s", resource.namespace, resource.name,
                      outcome.action, outcome.message)
-        await release_claim(self.pool.get(resource.queue), resource.key)
+        if self.access.granted(resource.queue):  # no connection for a never-granted queue
+            await release_claim(self.pool.get(resource.queue), resource.key)
 
     def _awaits_write_back(self, resource: JobResource, job: Any) -> bool:
         """Redis lost a job that was running: leave it to its worker's write-back for a
