@@ -53,23 +53,11 @@ class CorruptRecord:
 
 
 async def read_jobs(queue: Queue, keys: list[str]) -> list[Any]:
-    """queue.jobs(keys), except that a record that cannot be decoded is a CorruptRecord
-    in its place (outages propagate)."""
-    try:
-        return await queue.jobs(keys)
-    except OUTAGES:
-        raise
-    except Exception:
-        pass
-    found: list[Any] = []
-    for key in keys:
-        try:
-            found.append(await queue.job(key))
-        except OUTAGES:
-            raise
-        except Exception as error:
-            found.append(CorruptRecord(queue.job_id(key), describe(error)))
-    return found
+    """queue.jobs(keys), except that a record that cannot be read is a CorruptRecord in
+    its place (one round trip; outages propagate)."""
+    found = await queue.jobs_or_errors(keys)
+    return [CorruptRecord(queue.job_id(key), describe(item)) if isinstance(item, Exception)
+            else item for key, item in zip(keys, found, strict=True)]
 
 
 async def abort_readable(queue: Queue, key: str) -> Outcome:

@@ -15,6 +15,7 @@ import weakref
 from urllib.parse import urlparse
 
 from redis import asyncio as aioredis
+from redis.exceptions import ResponseError
 
 from podq.errors import InvalidUrlError
 from podq.job import STORED_FIELDS, TERMINAL_STATUSES, Job, Status
@@ -626,6 +627,27 @@ class RedisQueue(Queue):
                 pipe.hgetall(self.job_id(key))
             raws = await pipe.execute()
         return [self._from_hash(raw) for raw in raws]
+
+    async def jobs_or_errors(self, job_keys: Iterable[str]) -> list[Job | Exception | None]:
+        """jobs(), except that a record that cannot be read (the wrong type, JSON that
+        does not parse or is not a job) is the exception in its place, in the same one
+        round trip. Connection errors still raise."""
+        keys = list(job_keys)
+        if not keys:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.hgetall(self.job_id(key))
+            raws = await pipe.execute(raise_on_error=False)
+        found: list[Job | Exception | None] = []
+        for raw in raws:
+            if isinstance(raw, Exception) and not isinstance(raw, ResponseError):
+                raise raw  # not this record's doing
+            try:
+                found.append(raw if isinstance(raw, Exception) else self._from_hash(raw))
+            except Exception as error:
+                found.append(error)
+        return found
 
     async def iter_jobs(
         self, statuses: Sequence[Status] = tuple(Status), batch_size: int = 100
