@@ -192,14 +192,14 @@ def test_operator_cli_accepts_the_args_the_chart_renders(render) -> None:
 
     # the image alone (docker run) behaves as the chart's install with one replica,
     # where there is no Lease to take, but for the queue grants, which name the release
-    # namespace (docs/security.md)
+    # namespace (docs/security.md), and the webhook, which needs the chart's certificate
     objs = render({"operator": {"replicas": 1, "leaderElection": {"enabled": False}}})
     (operator,) = [o for o in objs if o["kind"] == "Deployment"
                    and o["metadata"]["name"] == "podq-operator"]
     container = operator["spec"]["template"]["spec"]["containers"][0]
     stage = final_stage(IMAGES / "Dockerfile.operator")
     assert [a for a in container["args"] if not a.startswith(
-        ("--queue-access=", "--allow-queue="))] == exec_form(stage, "CMD")
+        ("--queue-access=", "--allow-queue=", "--webhook-"))] == exec_form(stage, "CMD")
 
 
 # ---------------------------------------------------------------- the worker image, run

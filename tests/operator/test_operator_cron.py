@@ -44,12 +44,31 @@ def test_time_zone_is_honoured() -> None:
         ("@fortnightly", "UTC", "InvalidSchedule"),
         ("* * * * *", "Mars/Olympus", "InvalidTimeZone"),
         ("* * * * *", "../etc/passwd", "InvalidTimeZone"),
+        ("5-1 * * * *", "UTC", "InvalidSchedule"),  # reversed: croniter would wrap it
+        ("0 9 * * fri-mon", "UTC", "InvalidSchedule"),
+        ("0 0 1 dec-jan *", "UTC", "InvalidSchedule"),
+        ("0 0 31 2 *", "UTC", "InvalidSchedule"),  # no date matches
+        ("0 0 31 2,4,6,9,11 *", "UTC", "InvalidSchedule"),
+        ("*/0 * * * *", "UTC", "InvalidSchedule"),
     ],
 )
 def test_invalid_specs_are_named(expression: str, zone: str, reason: str) -> None:
     with pytest.raises(InvalidCronSpec) as invalid:
         parse_schedule(expression, zone)
     assert invalid.value.reason == reason
+
+
+@pytest.mark.parametrize("expression", ["0 0 29 2 *", "1-5 * * * *", "0 9 * * mon-fri",
+                                        "0-59/15 * * * *", "0 0 31 * *", "* * * * 0-6"])
+def test_valid_ranges_and_rare_dates_pass(expression: str) -> None:
+    parse_schedule(expression, "UTC")
+
+
+def test_impossible_dates_and_reversed_ranges_say_so() -> None:
+    with pytest.raises(InvalidCronSpec, match="no date matches"):
+        parse_schedule("0 0 30 2 *", None)
+    with pytest.raises(InvalidCronSpec, match="range 5-1 of the minute field is reversed"):
+        parse_schedule("5-1 * * * *", None)
 
 
 def test_after_downtime_only_the_latest_missed_slot_is_due() -> None:

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import CroniterError, croniter
+from croniter import CroniterBadDateError, CroniterError, croniter
 
 from podq.job import UNSUCCESSFUL_TERMINAL_STATUSES, Status
 
@@ -56,15 +56,43 @@ def parse_schedule(expression: str, time_zone: str | None) -> Schedule:
             "InvalidSchedule",
             f"spec.schedule {expression!r} has {len(fields)} fields; expected 5 or 6",
         )
+    reversed_range = _reversed_range(fields) if not expression.startswith("@") else None
+    if reversed_range:
+        raise InvalidCronSpec("InvalidSchedule", f"spec.schedule {expression!r} is not valid:"
+                              f" {reversed_range} (batch/v1 refuses it too)")
     try:
         if not croniter.is_valid(expression):
             raise CroniterError("not a valid cron expression")
         croniter(expression, datetime.now(zone)).get_next(datetime)
+    except CroniterBadDateError:
+        raise InvalidCronSpec(
+            "InvalidSchedule", f"spec.schedule {expression!r} is not valid: no date matches it"
+            " (such as day 30 or 31 of February)") from None
     except (CroniterError, ValueError, KeyError) as error:
         raise InvalidCronSpec(
             "InvalidSchedule", f"spec.schedule {expression!r} is not valid: {error}"
         ) from None
     return Schedule(expression, zone)
+
+
+_FIELD_NAMES = ("minute", "hour", "day-of-month", "month", "day-of-week", "second")
+_NAMES = {name: number for number, name in enumerate(
+    ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"), 1)}
+_NAMES.update({name: number for number, name in enumerate(
+    ("sun", "mon", "tue", "wed", "thu", "fri", "sat"))})
+
+
+def _reversed_range(fields: Sequence[str]) -> str | None:
+    """The first range such as 5-1 (croniter would wrap it around; cron refuses it)."""
+    for position, value in enumerate(fields):
+        for part in value.split(","):
+            bounds = part.split("/", 1)[0].split("-")
+            if len(bounds) != 2:
+                continue
+            low, high = (_NAMES.get(b.lower(), int(b) if b.isdigit() else None) for b in bounds)
+            if low is not None and high is not None and low > high:
+                return f"range {part} of the {_FIELD_NAMES[position]} field is reversed"
+    return None
 
 
 def due_slot(schedule: Schedule, handled_until: datetime, now: datetime) -> datetime | None:

@@ -17,7 +17,7 @@ import kopf
 from aiohttp import web
 from kubernetes_asyncio import client
 
-from podq.operator import handlers, kube, safejson
+from podq.operator import handlers, kube, safejson, webhook
 from podq.operator.access import QueueAccess
 from podq.operator.handlers import Options
 from podq.operator.leader import LeaderElector, LeaseSettings
@@ -26,6 +26,7 @@ from podq.redact import install_logging_filter, remember_url
 log = logging.getLogger("podq.operator")
 
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
+DEFAULT_WEBHOOK_CERT_DIR = Path("/etc/podq/webhook-tls")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,6 +59,15 @@ def build_parser() -> argparse.ArgumentParser:
                         help="explicit: only --allow-queue grants (the default when one is"
                         " given); open: every namespace may use every queue (the default"
                         " without grants: single-tenant use)")
+    hook = parser.add_argument_group("validating admission webhook (docs/operator.md)")
+    hook.add_argument("--webhook-port", type=int, metavar="PORT",
+                      help="serve the validating webhook (HTTPS, path /validate) on this port;"
+                      " every replica serves it, standbys too (default: not served)")
+    hook.add_argument("--webhook-host", default="0.0.0.0", metavar="ADDRESS",
+                      help="address to serve the webhook on (default: %(default)s)")
+    hook.add_argument("--webhook-cert-dir", type=Path, default=DEFAULT_WEBHOOK_CERT_DIR,
+                      metavar="DIR", help="folder holding the webhook's tls.crt and tls.key,"
+                      " read again when they change (default: %(default)s)")
     ha = parser.add_argument_group("high availability (several replicas)")
     ha.add_argument("--leader-elect", action="store_true",
                     help="act only while holding a coordination.k8s.io Lease; other replicas"
@@ -150,6 +160,17 @@ def main(argv: list[str]) -> int:
             liveness_endpoint=args.liveness,
         )
 
+    hook = None
+    if args.webhook_port:
+        hook = webhook.WebhookSettings(args.webhook_host, args.webhook_port, args.webhook_cert_dir)
+        for path in (hook.cert_file, hook.key_file):
+            if not path.is_file():
+                build_parser().error(f"--webhook-cert-dir: no {path}")
+
+    async def run(main: Callable[[], Awaitable[None]]) -> None:
+        async with webhook.serving(hook, access):  # before the lease: standbys serve too
+            await main()
+
     try:
         if args.leader_elect:
             try:
@@ -162,9 +183,9 @@ def main(argv: list[str]) -> int:
             except ValueError as invalid:
                 build_parser().error(f"{invalid} (--retry-period, --renew-deadline,"
                                      " --lease-duration)")
-            asyncio.run(run_elected(settings, run_operator, args.liveness))
+            asyncio.run(run(lambda: run_elected(settings, run_operator, args.liveness)))
         else:
-            asyncio.run(run_operator())
+            asyncio.run(run(run_operator))
     except KeyboardInterrupt:
         pass
     return 0
