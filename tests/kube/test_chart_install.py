@@ -11,9 +11,12 @@ own control plane, apart from the session's: no other test sees Helm-owned CRDs.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import re
+import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -153,6 +156,7 @@ class Local:
     args the installed Deployment gives it."""
 
     def __init__(self, argv: list[str], env: dict[str, str], log: Path, cwd: Path) -> None:
+        self.webhook_port: int | None = None
         self.log = log
         self._file = log.open("ab")
         self.proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=self._file,
@@ -181,6 +185,43 @@ def local_processes() -> Iterator[list[Local]]:
         print(f"--- {process.log.name} ---\n{process.text()[-6000:]}")
 
 
+def write_webhook_certificate(plane: ControlPlane, namespace: str, secret: str,
+                              into: Path) -> None:
+    data = plane.kubectl_json("get", "secret", secret, "-n", namespace)["data"]
+    into.mkdir(exist_ok=True)
+    for name in ("tls.crt", "tls.key"):
+        (into / name).write_bytes(base64.b64decode(data[name]))
+
+
+def assert_webhook_answers(plane: ControlPlane, port: int) -> None:
+    """What the API server does through the Service (which has no pod to reach here):
+    trust the operator's certificate through the configuration's caBundle under the
+    Service's name, post an AdmissionReview, read the refusal naming the field."""
+    config = plane.kubectl_json("get", "validatingwebhookconfiguration",
+                                f"podq-operator-{RELEASE_NS}")
+    (hook,) = config["webhooks"]
+    service = hook["clientConfig"]["service"]
+    context = ssl.create_default_context(
+        cadata=base64.b64decode(hook["clientConfig"]["caBundle"]).decode())
+    review = json.dumps({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+                         "request": {"uid": "u1", "operation": "CREATE", "namespace": "x",
+                                     "kind": {"kind": "CronJob"},
+                                     "object": {"spec": {"schedule": "0 0 31 2 *"}}}})
+    request = (f"POST {service['path']} HTTP/1.1\r\nHost: {service['name']}\r\n"
+               f"Content-Type: application/json\r\nContent-Length: {len(review)}\r\n"
+               f"Connection: close\r\n\r\n{review}").encode()
+    name = f"{service['name']}.{service['namespace']}.svc"
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw, \
+            context.wrap_socket(raw, server_hostname=name) as tls:
+        tls.sendall(request)
+        answer = b""
+        while chunk := tls.recv(65536):
+            answer += chunk
+    body = json.loads(answer.split(b"\r\n\r\n", 1)[1])
+    assert body["response"]["allowed"] is False, body
+    assert body["response"]["status"]["message"].startswith("spec.schedule"), body
+
+
 def start_operator(plane: ControlPlane, namespace: str, deployment: str, kubeconfig: Path,
                    tmp_path: Path, processes: list[Local]) -> tuple[Local, int]:
     """`podq operator` (the operator image's entrypoint) with the installed Deployment's
@@ -189,6 +230,16 @@ def start_operator(plane: ControlPlane, namespace: str, deployment: str, kubecon
     port = free_port()
     args = [re.sub(r"^--liveness=http://0\.0\.0\.0:\d+/", f"--liveness=http://127.0.0.1:{port}/",
                    a) for a in container["args"]]
+    # the webhook: its certificate from the chart's Secret, as the pod mounts it, and
+    # served on loopback
+    webhook_port = free_port()
+    certs = tmp_path / f"webhook-tls-{deployment}"
+    for i, arg in enumerate(args):
+        if arg.startswith("--webhook-cert-dir="):
+            write_webhook_certificate(plane, namespace, f"{deployment}-webhook-tls", certs)
+            args[i] = f"--webhook-cert-dir={certs}"
+        elif arg.startswith("--webhook-port="):
+            args[i:i + 1] = [f"--webhook-port={webhook_port}", "--webhook-host=127.0.0.1"]
     env = {k: v for k, v in os.environ.items() if not k.startswith("KUBERNETES_")}
     env.update({e["name"]: e["value"] for e in container["env"] if "value" in e})
     env["KUBECONFIG"] = str(kubeconfig)
@@ -196,6 +247,7 @@ def start_operator(plane: ControlPlane, namespace: str, deployment: str, kubecon
     operator = Local([str(VENV_BIN / "podq"), "operator", *args], env,
                      tmp_path / f"operator-{deployment}.log", tmp_path)
     processes.append(operator)
+    operator.webhook_port = webhook_port if f"--webhook-port={webhook_port}" in args else None
 
     def healthy() -> bool:
         assert operator.proc.poll() is None, f"operator exited:\n{operator.text()[-4000:]}"
@@ -446,6 +498,8 @@ def test_operator_under_the_chart_service_account_runs_jobs_and_is_not_over_priv
     start_worker(plane, RELEASE_NS, "podq-worker", tmp_path, local_processes)
     operator, _ = start_operator(plane, RELEASE_NS, "podq-operator", kubeconfig, tmp_path,
                                  local_processes)
+    assert operator.webhook_port, "the chart serves no webhook"
+    assert_webhook_answers(plane, operator.webhook_port)
     try:
         # a Job, as a user applies it; the operator enqueues it, mirrors it to Complete
         manifest = {"apiVersion": "podq.dev/v1alpha1", "kind": "Job",
