@@ -78,6 +78,9 @@ _refused("meta a list", {"function": "noop", "meta": [1]}, "spec.meta")
 
 
 # -- 2. accepted by the API server, marked by the operator ---------------------------
+# (the session's API server has no webhook: this is the operator's line of defence, the
+# one left when the webhook is down or off; with the chart's webhook, apply refuses the
+# spec cases already: tests/kube/test_webhook.py)
 
 
 def _deep(levels: int) -> dict[str, Any]:

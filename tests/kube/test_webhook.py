@@ -281,3 +281,23 @@ async def test_webhook_down_with_fail_refuses_naming_the_webhook(webhook: Webhoo
         result.stderr
     webhook.start_operator()
     assert webhook.apply(job("blocked")).returncode == 0
+
+
+async def test_a_standby_replica_serves_the_webhook(webhook: Webhook, harness: Harness) -> None:
+    """The Service may send the call to any replica: a leader-election standby, which
+    runs no kopf handler, judges as the leader does."""
+    harness.start_operator("--leader-elect", "--leader-election-namespace", harness.namespace)
+
+    async def leader() -> bool:
+        return bool(harness.plane.kubectl("get", "lease", "podq-operator", "-n",
+                                          harness.namespace, check=False).returncode == 0)
+    await eventually(leader, what="the first replica to lead")
+    standby = webhook.start_operator("--leader-elect", "--leader-election-namespace",
+                                     harness.namespace)
+    webhook.register("Fail")
+    await webhook.wait_in_force()
+    result = webhook.apply(cron("zone", timeZone="Mars/Olympus"))
+    assert result.returncode != 0 and "spec.timeZone" in result.stderr, result.stderr
+    assert webhook.apply(cron("fine", timeZone="Asia/Tokyo")).returncode == 0
+    log = standby.tail(400)
+    assert "waits for the lease" in log and "now leads" not in log, log
