@@ -708,6 +708,11 @@ def test_values_in_the_gitops_examples_render(render) -> None:
     objs = render(app["spec"]["source"]["helm"]["valuesObject"])
     worker = one(objs, "Deployment", "podq-worker")
     assert "replicas" not in worker["spec"]
+    # the ignored differences name the webhook's generated Secret and configuration
+    # (release podq in podq-system, as the Application installs it)
+    assert "RespectIgnoreDifferences=true" in app["spec"]["syncPolicy"]["syncOptions"]
+    for ignored in app["spec"]["ignoreDifferences"]:
+        assert one(objs, ignored["kind"], ignored["name"])
 
     (release,) = [d for d in yaml.safe_load_all(
         (ROOT / "examples/gitops/flux/podq-helmrelease.yaml").read_text())
