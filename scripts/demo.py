@@ -1,11 +1,20 @@
-"""podq for real, on this machine: control plane, Redis, operator, worker, examples.
+"""podq for real, on this machine: control plane, Redis, operator, workers, examples.
 
-Started by scripts/demo after it has installed what is needed. The worker runs the
-example functions (worker_image/podq_hello.py, as in the worker image); the operator
-and the worker serve Prometheus metrics on 127.0.0.1; the example CronJob is run once
-at the start (`podq cronjob run`), so its first Job does not wait for the schedule.
-Everything it starts is stopped again on Ctrl-C (or, with --exit-when-done, once the
-examples finished).
+Started by scripts/demo after it has installed what is needed. Two modes; the first
+line it prints says which:
+
+- node, where the machine allows it (root, cgroups, iproute2): a real node
+  (`scripts/control-plane up --node`: kubelet, containerd, a Redis for the pods), the
+  worker and operator images built here (`scripts/images`), and charts/podq installed
+  with them in namespace podq-demo (Pod Security `restricted`): the operator and the
+  workers run as pods, the workers scaled from zero by the operator;
+- processes, elsewhere or with --processes: the control plane without a node, the
+  operator and one worker as local processes serving metrics on 127.0.0.1.
+
+Either way the workers run the example functions (worker_image/podq_hello.py, as in the
+worker image) and the example CronJob is run once at the start (`podq cronjob run`), so
+its first Job does not wait for the schedule. Everything it starts is stopped again on
+Ctrl-C (or, with --exit-when-done, once the examples finished).
 """
 
 from __future__ import annotations
@@ -18,10 +27,21 @@ import sys
 import time
 from pathlib import Path
 
-from podq.testing import ControlPlane, RedisServer, free_port
+from podq.testing import (
+    ControlPlane,
+    RedisServer,
+    build_images,
+    chart_image_values,
+    free_port,
+    install_chart,
+)
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "scripts" / "lib"))
+import podq_node  # noqa: E402  (standard library only: whether a node can run here)
+
 RUN_DIR = REPO / ".podq" / "demo"
+NAMESPACE = "podq-demo"  # node mode: the chart's release and the examples
 TERMINAL = {"complete", "failed", "aborted"}
 EXAMPLE_CRONJOB = "report"  # examples/cronjob-report.yaml
 
@@ -36,7 +56,7 @@ def start(name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen[b
 
 def job_states(plane: ControlPlane) -> list[tuple[str, str, bool]]:
     """(name, status, made by a CronJob) of every podq Job resource."""
-    items = plane.kubectl_json("get", "jobs.podq.dev")
+    items = plane.kubectl_json("get", "jobs.podq.dev", "--all-namespaces")
     return [
         (
             item["metadata"]["name"],
@@ -75,15 +95,8 @@ def print_access(plane: ControlPlane, redis_url: str, metrics: dict[str, int]) -
         print(f"      curl -s http://127.0.0.1:{port}/metrics   # the {name}'s metrics")
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--exit-when-done", action="store_true",
-                        help="stop everything once the example Jobs have finished")
-    parser.add_argument("--timeout", type=float, default=180,
-                        help="seconds to wait for the examples to finish")
-    args = parser.parse_args()
-    RUN_DIR.mkdir(parents=True, exist_ok=True)
-
+def run_processes(args: argparse.Namespace) -> int:
+    """The control plane without a node; the operator and a worker as local processes."""
     print("==> control plane (etcd, kube-apiserver, kube-controller-manager)")
     plane = ControlPlane.up(RUN_DIR / "control-plane")
     env = plane.env
@@ -124,8 +137,6 @@ def main() -> int:
         print("Ctrl-C stops the worker, the operator, Redis and the control plane.")
         signal.pause()
         return 0
-    except KeyboardInterrupt:
-        return 0
     finally:
         for process in processes:
             process.terminate()
@@ -136,6 +147,80 @@ def main() -> int:
                 process.kill()
         redis.close()
         plane.down()
+
+
+def run_node(args: argparse.Namespace) -> int:
+    """A real node; charts/podq installed with images built here; workers as pods."""
+    print("==> control plane and a node (kubelet, containerd, a Redis for the pods)")
+    plane = ControlPlane.up(RUN_DIR / "control-plane", node=True)
+    try:
+        print("==> images: worker, operator (scripts/images; cached after the first build)")
+        images = build_images()
+        plane.load_images(*(image["archive"] for image in images.values()))
+        values = chart_image_values(images)
+        values["redis"] = {"url": plane.pod_redis_url}
+        values["operator"]["logFormat"] = "plain"
+        values["workers"].update(
+            autoscaling={"enabled": True, "minReplicas": 0, "maxReplicas": 2},
+            longestJobTimeoutSeconds=60,
+            resources={"requests": {"cpu": "10m", "memory": "32Mi"},
+                       "limits": {"memory": "256Mi"}})
+        print(f"==> helm install podq charts/podq -n {NAMESPACE} (Pod Security: restricted)")
+        took = install_chart(plane, "podq", NAMESPACE, values, restricted=True)
+        print(f"    installed in {took:.1f}s; the operator scales the workers (0 to 2 pods)")
+        print(f"==> kubectl apply -n {NAMESPACE} -f examples/")
+        print(plane.kubectl("apply", "-n", NAMESPACE, "-f", str(REPO / "examples")).stdout,
+              end="")
+        print(f"==> podq cronjob run {EXAMPLE_CRONJOB}  (its schedule fires every minute)")
+        env = {**plane.env, "PODQ_REDIS_URL": plane.redis_url or ""}
+        ran = subprocess.run([str(REPO / ".venv" / "bin" / "podq"), "cronjob", "run",
+                              EXAMPLE_CRONJOB, "-n", NAMESPACE], env=env,
+                             capture_output=True, text=True, timeout=60)
+        print(ran.stdout + ran.stderr, end="")
+        done = wait_for_examples(plane, args.timeout, [])
+        print(plane.kubectl("get", "podq", "-n", NAMESPACE).stdout, end="")
+        print(plane.kubectl("get", "pods", "-n", NAMESPACE, "-o", "wide").stdout, end="")
+        if not done:
+            print(f"examples did not finish (limit {args.timeout:.0f}s); logs in"
+                  f" {plane.run_dir / 'logs'}")
+            return 1
+        print("\nAll example Jobs finished, run by worker pods. To look around, in another"
+              " shell (from this folder):")
+        print(f"      eval \"$(PODQ_CONTROL_PLANE_DIR={plane.run_dir} scripts/control-plane"
+              " env)\"")
+        print(f"      kubectl get podq,pods -n {NAMESPACE} -w")
+        print(f"      export PODQ_REDIS_URL={plane.redis_url} ; .venv/bin/podq jobs")
+        if args.exit_when_done:
+            return 0
+        print("Ctrl-C stops the pods, the node and the control plane, and removes them.")
+        signal.pause()
+        return 0
+    finally:
+        plane.down()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--exit-when-done", action="store_true",
+                        help="stop everything once the example Jobs have finished")
+    parser.add_argument("--timeout", type=float, default=180,
+                        help="seconds to wait for the examples to finish")
+    parser.add_argument("--processes", action="store_true",
+                        help="operator and worker as local processes even where a node"
+                             " could run")
+    args = parser.parse_args()
+    RUN_DIR.mkdir(parents=True, exist_ok=True)
+    reason = "--processes given" if args.processes else podq_node.unsupported_reason()
+    try:
+        if reason is None:
+            print("==> mode: node (operator and workers as pods on a real node, installed"
+                  " by charts/podq)")
+            return run_node(args)
+        print(f"==> mode: processes (operator and worker as local processes; no node:"
+              f" {reason})")
+        return run_processes(args)
+    except KeyboardInterrupt:
+        return 0
 
 
 def interrupt(_signum: int, _frame: object) -> None:
