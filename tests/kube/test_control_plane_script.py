@@ -78,7 +78,7 @@ def test_empty_kubebuilder_assets_falls_back_to_built_binaries(
     assert f"KUBEBUILDER_ASSETS={empty} lacks kube-apiserver, etcd, kubectl" in result.stderr
     paths = dict(line.split() for line in result.stdout.splitlines())
     assert set(paths) == {"kube-apiserver", "kube-controller-manager", "kubectl", "etcd", "helm",
-                          "kubelet", "kube-scheduler"}
+                          "kubelet", "kube-scheduler", "promtool"}
     assert not any(p.startswith(str(empty)) for p in paths.values())
 
 
@@ -209,6 +209,45 @@ def test_status_reports_a_dead_process_and_up_starts_afresh(tmp_path: Path) -> N
         assert fresh.kubectl("get", "--raw", "/readyz").stdout.strip() == "ok"
     finally:
         run_control_plane_script("down", run_dir=run)
+
+
+def test_a_cached_binary_of_another_build_recipe_is_rebuilt(tmp_path: Path) -> None:
+    """helm built without the Kubernetes version stamp (no bin/.stamp, or another recipe
+    in it) is built again; with the script's stamp the cached binary is used."""
+    installed = run_control_plane_script("install")
+    assert installed.returncode == 0, installed.stderr
+    real = {name: Path(path) for name, path in
+            (line.split() for line in installed.stdout.splitlines())}
+    assets = tmp_path / "assets"
+    assets.mkdir()
+    for name in ("kube-apiserver", "etcd", "kubectl", "kube-controller-manager", "kubelet",
+                 "kube-scheduler"):
+        (assets / name).symlink_to(real[name])
+    cache = tmp_path / "cache"
+    for name in ("helm", "promtool"):
+        folder = cache / "podq" / real[name].parent.parent.name / "bin"
+        folder.mkdir(parents=True)
+        (folder / name).symlink_to(real[name])
+        if name == "promtool":
+            (folder / ".stamp").write_text((real[name].parent / ".stamp").read_text())
+    helm_stamp = cache / "podq" / real["helm"].parent.parent.name / "bin" / ".stamp"
+    fake_go = tmp_path / "go"
+    fake_go.write_text(FAKE_GO)
+    fake_go.chmod(0o755)
+    env = clean_env(tmp_path, XDG_CACHE_HOME=str(cache), KUBEBUILDER_ASSETS=str(assets),
+                    PODQ_GO=str(fake_go))
+    for stamp in (None, "ldflags: an older recipe\n"):
+        if stamp is not None:
+            helm_stamp.write_text(stamp)
+        result = run_control_plane_script("install", env=env)
+        assert result.returncode == 1, result.stdout
+        assert "building helm from helm.sh/helm/v3@" in result.stderr
+        assert "promtool" not in result.stderr  # its stamp is current
+    helm_stamp.write_text((real["helm"].parent / ".stamp").read_text())
+    result = run_control_plane_script("install", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "building" not in result.stderr
+    assert f"helm                     {helm_stamp.parent / 'helm'}" in result.stdout
 
 
 def test_up_runs_on_kubebuilder_assets(control_plane: ControlPlane, tmp_path: Path) -> None:
