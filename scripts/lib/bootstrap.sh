@@ -31,8 +31,10 @@ bootstrap() {
     log "creating .venv"
     python3 -m venv .venv
   fi
-  log "installing podq[$extras] into .venv"
-  .venv/bin/pip install -q --disable-pip-version-check -e ".[$extras]"
+  # constraints/test.txt: the exact versions the tests run with (scripts/lock-deps
+  # refreshes it); it pins what gets installed, never adds a package
+  log "installing podq[$extras] into .venv (versions from constraints/test.txt)"
+  .venv/bin/pip install -q --disable-pip-version-check -c constraints/test.txt -e ".[$extras]"
   log "Kubernetes control plane binaries (built once from Go modules, then cached)"
   scripts/control-plane install
 }
