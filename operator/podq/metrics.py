@@ -21,6 +21,7 @@ from prometheus_client.exposition import start_http_server
 
 from podq.drain import is_paused
 from podq.job import Status
+from podq.utils import now as now_ms
 from podq.utils import now_seconds
 
 if t.TYPE_CHECKING:
@@ -33,6 +34,9 @@ if t.TYPE_CHECKING:
 # seconds: from sub-10 ms jobs to an hour
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120,
                     300, 600, 1800, 3600)
+# seconds a job waited for a worker: from instant pickup to a backlog of a day
+WAIT_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 1800, 3600, 7200,
+                21600, 86400)
 OUTCOMES = ("complete", "failed", "aborted")
 STATES = ("queued", "scheduled", "active")
 
@@ -81,6 +85,14 @@ class WorkerMetrics:
             "podq_job_duration_seconds", "Run time of job attempts on this worker, by "
             "outcome (complete, failed, aborted, retried).", ["queue", "function", "outcome"],
             buckets=DURATION_BUCKETS, registry=self.registry)
+        self.wait = Histogram(
+            "podq_job_queue_wait_seconds", "Time from a job's enqueue (or, when scheduled, "
+            "the time it became due) to an attempt's start on this worker.",
+            ["queue", "function"], buckets=WAIT_BUCKETS, registry=self.registry)
+        self.waiting = Gauge(
+            "podq_queue_waiting_seconds", "How long the next job to run of the queue has "
+            "waited since it was enqueued or became due (0 when none is due); read from "
+            "Redis every few seconds.", ["queue"], registry=self.registry)
         self.running = Gauge(
             "podq_jobs_running", "Jobs this worker is running now.", ["queue"],
             registry=self.registry)
@@ -109,6 +121,14 @@ class WorkerMetrics:
 
     # -- hooks -----------------------------------------------------------------------
 
+    def job_started(self, job: Job) -> None:
+        """When the worker starts an attempt of a job it took from the queue."""
+        started = (job.started or now_ms()) / 1000
+        since = max(job.queued / 1000, float(job.scheduled or 0))
+        if since <= 0:  # enqueued by a client that records no time
+            return
+        self.wait.labels(self.queue, job.function).observe(max(0.0, started - since))
+
     def job_done(self, job: Job, kind: str, seconds: float) -> None:
         """After a job's write-back: kind is the worker's outcome kind ("complete",
         "error", "aborted" or "back"); the job's status says what was written."""
@@ -131,6 +151,8 @@ class WorkerMetrics:
         for state, value in zip(STATES, (counts.queued, counts.later, counts.active),
                                 strict=True):
             self.depth.labels(self.queue, state).set(value)
+        since = await self._queue.waiting_since()
+        self.waiting.labels(self.queue).set(0 if since is None else max(0.0, now_seconds() - since))
         self.paused.labels(self.queue).set(1 if await is_paused(self._queue) else 0)
         self.depth_age.labels(self.queue).set(now_seconds())
 

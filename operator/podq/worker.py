@@ -448,6 +448,8 @@ class Worker:
         CURRENT_JOB.set((job.key, job.function))  # this task's own: its log lines name it
         context: Context = {**self.context, "job": job}
         outcome: tuple[str, t.Any]
+        if self.metrics is not None:
+            self.metrics.job_started(job)
         began = time.monotonic()
         try:
             function = self.functions.get(job.function)

@@ -102,6 +102,12 @@ async def test_worker_metrics_count_outcomes_retries_durations_and_depth(
             assert sample(s, "podq_job_duration_seconds_bucket", le="+Inf", **labels) == 1
             total = sample(s, "podq_job_duration_seconds_sum", **labels)
             assert total is not None and 0 <= total < 10
+        # one wait per attempt taken: flaky ran twice
+        for function, attempts in (("ok", 1), ("fail", 1), ("flaky", 2), ("hold", 1)):
+            labels = {"queue": "m", "function": function}
+            assert sample(s, "podq_job_queue_wait_seconds_count", **labels) == attempts
+            waited = sample(s, "podq_job_queue_wait_seconds_sum", **labels)
+            assert waited is not None and 0 <= waited < 10 * attempts
         assert sample(s, "podq_jobs_running", queue="m") == 1  # hold-1
         assert sample(s, "podq_queue_jobs", queue="m", state="scheduled") == 1  # later
         assert sample(s, "podq_queue_jobs", queue="m", state="queued") == 0
@@ -179,7 +185,7 @@ async def test_worker_metrics_stand_alone_read_running_jobs_from_a_callable(
     metrics = WorkerMetrics(queue, ["b", "a"], 7, lambda: running[0])
     port = metrics.serve(0, addr="127.0.0.1")
     try:
-        await queue.enqueue("a")
+        await queue.enqueue("a", key="old")
         await metrics.refresh()
         running[0] = 3
         samples = scrape(port)
@@ -189,6 +195,13 @@ async def test_worker_metrics_stand_alone_read_running_jobs_from_a_callable(
                       functions="a,b", version=sample_version(samples)) == 1
         running[0] = 0
         assert sample(scrape(port), "podq_jobs_running", queue=queue.name) == 0
+
+        # the next job's wait: the head of the ready queue, as if enqueued 2 minutes ago
+        await queue.redis.hset(queue.job_id("old"), "queued", int((time.time() - 120) * 1000))
+        await metrics.refresh()
+        waiting = sample(scrape(port), "podq_queue_waiting_seconds", queue=queue.name)
+        assert waiting is not None and 120 <= waiting < 150
+        assert await queue.waiting_since() == pytest.approx(time.time() - 120, abs=30)
     finally:
         metrics.close()
 

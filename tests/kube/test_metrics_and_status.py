@@ -65,6 +65,11 @@ async def test_operator_metrics_show_depth_and_scaling_decision(harness: Harness
     assert samples[key("podq_operator_worker_deployments")] == 1
     assert samples[key("podq_operator_job_resources")] == 3
 
+    async def by_status() -> bool:  # queued once the status writer has synced them
+        return scrape(port).get(key("podq_operator_job_resources_by_status", queue="metered",
+                                    status="queued")) == 3
+    await eventually(by_status, within=20, what="3 queued Job resources in the by-status gauge")
+
 
 async def test_podq_status_reads_the_job_resource(harness: Harness) -> None:
     harness.start_operator()

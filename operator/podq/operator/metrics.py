@@ -8,6 +8,7 @@ queue and decided per Deployment. No job keys in labels.
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
@@ -35,6 +36,14 @@ class OperatorCollector(Collector):
         yield syncs
         yield GaugeMetricFamily(f"{PREFIX}job_resources", "Job resources the operator watches.",
                                 value=len(memo.registry))
+        by_status = GaugeMetricFamily(
+            f"{PREFIX}job_resources_by_status", "Job resources the operator watches, by "
+            "queue and status.status (`pending` before the first status).",
+            labels=["queue", "status"])
+        for (queue, status), value in sorted(Counter(
+                (r.queue, r.status.get("status") or "pending") for r in memo.registry).items()):
+            by_status.add_metric([queue, status], value)
+        yield by_status
         yield GaugeMetricFamily(f"{PREFIX}status_dirty",
                                 "Job resources waiting for a status sync.",
                                 value=len(memo.mirror.dirty))

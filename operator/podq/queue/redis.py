@@ -685,6 +685,25 @@ class RedisQueue(Queue):
         first = await self.redis.zrange(self.keys.scheduled, 0, 0, withscores=True)
         return float(first[0][1]) if first else None
 
+    async def waiting_since(self) -> float | None:
+        """Epoch seconds since when the next job to run has waited: the head of the ready
+        queue (since it was enqueued, or became due if scheduled) or the earliest scheduled
+        job already due, whichever waited longer. None when no job is due. With
+        priorities, a lower-priority job may have waited longer than the head."""
+        current = now_seconds()
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zrange(self.keys.queued, 0, 0)
+            pipe.zrangebyscore(self.keys.scheduled, "-inf", current, start=0, num=1,
+                               withscores=True)
+            head, due = await pipe.execute()
+        since = [float(due[0][1])] if due else []
+        if head:
+            queued, scheduled = await self.redis.hmget(
+                self.job_id(text(head[0])), "queued", "scheduled")
+            if queued is not None:
+                since.append(max(int(queued) / 1000, float(scheduled or 0)))
+        return min(since) if since else None
+
     async def stats(self) -> dict[str, int]:
         """Lifetime counters of this queue (enqueued, complete, failed, aborted, retried,
         disrupted) plus the current counts."""
