@@ -16,7 +16,13 @@ KUBE_VERSION = "1.37.2"
 
 
 def find_helm() -> str:
-    explicit = os.environ.get("PODQ_HELM")
+    return find_binary("helm")
+
+
+def find_binary(name: str) -> str:
+    """helm or promtool: PODQ_HELM / PODQ_PROMTOOL, else what `scripts/control-plane
+    install` names (built once from Go modules, then cached)."""
+    explicit = os.environ.get(f"PODQ_{name.upper()}")
     if explicit:
         return explicit
     result = run_control_plane_script("install")
@@ -25,9 +31,9 @@ def find_helm() -> str:
             f"`scripts/control-plane install` failed (exit {result.returncode}):\n"
             f"{result.stderr}{result.stdout}"
         )
-    match = re.search(r"^helm\s+(\S+)\s*$", result.stdout, flags=re.M)
+    match = re.search(rf"^{name}\s+(\S+)\s*$", result.stdout, flags=re.M)
     if not match:
-        raise RuntimeError(f"`scripts/control-plane install` named no helm:\n{result.stdout}")
+        raise RuntimeError(f"`scripts/control-plane install` named no {name}:\n{result.stdout}")
     return match.group(1)
 
 
@@ -41,3 +47,13 @@ def run_helm(helm: str, *args: str, check: bool = True) -> subprocess.CompletedP
         raise AssertionError(f"helm {' '.join(args)} failed ({result.returncode}):\n"
                              f"{result.stderr}{result.stdout}")
     return result
+
+
+def check_notes(text: str) -> None:
+    """No repository-relative paths (meaningless from a chart repository); links are
+    https; raw-file URLs name files (that URL form serves no folders)."""
+    assert not re.search(r"(?<![/\w])(docs|worker_image|crds|examples)/", text), text
+    for url in re.findall(r"https?://[^\s)]+", text):
+        assert url.startswith("https://"), url
+        if "raw.githubusercontent.com" in url:
+            assert url.endswith(".yaml"), url
