@@ -165,3 +165,44 @@ def _after(moment: float):
     async def probe() -> bool:
         return time.time() >= moment
     return probe
+
+
+async def test_a_cronjob_whose_ticks_keep_failing_is_stalled_then_recovers(
+    harness: Harness,
+) -> None:
+    """A quota that refuses every child: each slot's creation fails (FailedCreate); from
+    the third failing tick in a row the CronJob says so (Stalled, TickFailed), and the
+    first tick that works again clears it. Other CronJobs are not held up meanwhile."""
+    core = harness.core
+    quota = {"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "no-jobs"},
+             "spec": {"hard": {f"count/jobs.{GROUP}": "0"}}}
+    await core.create_namespaced_resource_quota(harness.namespace, quota)
+
+    async def enforced() -> bool:  # once the quota controller has counted
+        read = await core.read_namespaced_resource_quota("no-jobs", harness.namespace)
+        return bool(read.status and read.status.hard)
+    await eventually(enforced, within=30, what="the quota in force")
+    harness.start_operator()
+    await harness.create("cronjobs", "refused", cron_spec("noop", EVERY_SECOND))
+
+    async def stalled() -> dict | None:
+        cron = await harness.get("cronjobs", "refused")
+        found = condition(cron, "Stalled") if cron else None
+        return cron if found and found["status"] == "True" else None
+    cron = await eventually(stalled, within=60, what="the CronJob marked Stalled")
+    found = condition(cron, "Stalled")
+    assert found["reason"] == "TickFailed" and "quota" in found["message"], found
+    assert condition(cron, "Ready")["status"] == "False"
+    reasons = {e.reason for e in await harness.events("refused")}
+    assert {"FailedCreate", "TickFailed"} <= reasons, reasons
+    assert await children(harness, "refused") == []
+
+    await core.delete_namespaced_resource_quota("no-jobs", harness.namespace)
+
+    async def recovered() -> dict | None:
+        cron = await harness.get("cronjobs", "refused")
+        found = condition(cron, "Stalled") if cron else None
+        return cron if found and found["status"] == "False" and await children(
+            harness, "refused") else None
+    cron = await eventually(recovered, within=60, what="the CronJob firing again")
+    assert condition(cron, "Ready")["status"] == "True"

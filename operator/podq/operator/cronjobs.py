@@ -269,6 +269,35 @@ async def tick(
     return TickOutcome(decision, created, deleted, next_slot)
 
 
+async def mark_tick_failing(
+    custom: client.CustomObjectsApi,
+    events: EventRecorder,
+    cron: Mapping[str, Any],
+    detail: str,
+    now: datetime,
+) -> bool:
+    """Say on a CronJob whose ticks keep failing (API errors, a quota refusing its
+    children...) that the operator cannot handle it: Stalled True, reason TickFailed, and
+    a Warning Event. Best effort, as the failure may be the API server's: returns whether
+    the condition was written. The next tick that works sets Stalled False again."""
+    meta = cron["metadata"]
+    ref = ObjectRef(API_VERSION, "CronJob", meta["namespace"], meta["name"], meta["uid"])
+    message = f"the operator's ticks of this CronJob keep failing; retrying with backoff: {detail}"
+    facts = [("Ready", "False", "TickFailed", message), ("Stalled", "True", "TickFailed", message)]
+    previous = cron.get("status") or {}
+    try:
+        await events.post(ref, "Warning", "TickFailed", message)
+        await _write_status(custom, cron, {
+            "conditions": build_conditions(facts, previous.get("conditions"),
+                                           int(meta.get("generation") or 1), now.timestamp()),
+        })
+    except Exception as error:  # the status is best effort
+        log.warning("cronjob %s/%s: cannot mark it stalled: %s", meta["namespace"],
+                    meta["name"], type(error).__name__)
+        return False
+    return True
+
+
 async def _delete_child(custom: client.CustomObjectsApi, namespace: str, name: str) -> None:
     try:
         await custom.delete_namespaced_custom_object(

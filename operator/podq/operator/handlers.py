@@ -18,7 +18,8 @@ import kopf
 from podq.operator import kube
 from podq.operator.access import QueueAccess
 from podq.operator.autoscaler import Autoscaler
-from podq.operator.cronjobs import CronMemory, CronWakeups, pause, tick
+from podq.operator.cronjobs import CronMemory, CronWakeups, mark_tick_failing, pause, tick
+from podq.operator.isolation import STALL_AFTER, describe
 from podq.operator.metrics import serve_metrics
 from podq.operator.mirror import StatusMirror
 from podq.operator.names import (
@@ -181,9 +182,12 @@ async def cronjob_daemon(body: kopf.Body, memo: kopf.Memo, stopped: kopf.DaemonS
             if outcome.next_slot is not None:
                 wait = min(refresh, (outcome.next_slot - datetime.now(UTC)).total_seconds())
             backoff.reset()
-        except Exception:  # one CronJob's trouble must not stop its daemon for good
+        except Exception as error:  # one CronJob's trouble must not stop its daemon
             logger.exception("cronjob tick failed")  # also a kopf Event on the CronJob
             wait = backoff.next()
+            if backoff.failures == STALL_AFTER:
+                await mark_tick_failing(memo.kube.custom, memo.events, body,
+                                        describe(error), datetime.now(UTC))
         await pause(stopped, wake, max(wait, 0.0) + 0.005)
     memo.cron_wakeups.forget(body.metadata.namespace, body.metadata.name)
 
