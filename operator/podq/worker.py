@@ -31,6 +31,7 @@ from croniter import croniter
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from podq.deadlines import Deadlines
 from podq.job import CRON_FIELDS, CronJob, Job, Status
 from podq.logs import CURRENT_JOB
 from podq.metrics import WorkerMetrics
@@ -58,6 +59,7 @@ class _Run:
     task: asyncio.Task[None] | None = None
     executing: bool = True  # the function or its hooks still run: it holds a slot
     abort_error: str | None = None  # why it was cancelled, when an abort did it
+    timed_out: bool = False  # cancelled by its job's timeout (podq.deadlines)
 
 
 def _as_list(funcs: t.Any) -> list[Callable[..., t.Any]]:
@@ -187,6 +189,7 @@ class Worker:
         # running state
         self._runs: dict[str, _Run] = {}  # attempt id -> run, from take until written back
         self._executing = 0  # runs of _runs holding a slot (run.executing)
+        self._deadlines = Deadlines()  # the timeouts of the running jobs
         self._bg: set[asyncio.Task[None]] = set()
         # a take whose reply did not arrive is sent again under the same request id, so
         # it returns the jobs it took instead of leaving them active for nobody
@@ -426,6 +429,13 @@ class Worker:
         run.task.add_done_callback(functools.partial(self._run_done, attempt, run))
         return run.task
 
+    def _time_out(self, run: _Run) -> None:
+        """Its job's timeout passed: cancel the run (its function), unless it was
+        aborted or ended meanwhile."""
+        if run.executing and run.abort_error is None and run.task is not None:
+            run.timed_out = True
+            run.task.cancel()
+
     def _release(self, run: _Run) -> None:
         if run.executing:
             run.executing = False
@@ -465,24 +475,29 @@ class Worker:
                     await self._call(hook, context)
                 if logger.isEnabledFor(logging.DEBUG):
                     logger.debug("Processing %s", job.info(False))
-                timeout = job.timeout or None
+                # one timer for every running job's timeout, not one per job
+                deadline = (self._deadlines.add(job.timeout, functools.partial(
+                    self._time_out, run)) if job.timeout else None)
                 try:
-                    async with asyncio.timeout(timeout):  # no task of its own, as wait_for
-                        result = await self._call(function, context, **(job.kwargs or {}))
+                    result = await self._call(function, context, **(job.kwargs or {}))
+                    if run.timed_out:  # the function swallowed its timeout's cancel
+                        t.cast(asyncio.Task[None], asyncio.current_task()).uncancel()
                     outcome = ("complete", result)
-                except TimeoutError:
-                    if run.abort_error is not None:
-                        raise asyncio.CancelledError() from None
+                except asyncio.CancelledError:
+                    if not run.timed_out or run.abort_error is not None:
+                        raise
+                    t.cast(asyncio.Task[None], asyncio.current_task()).uncancel()
                     outcome = (
                         "error",
                         f"TimeoutError: job {job.key} ({job.function}) exceeded its timeout "
                         f"of {job.timeout}s",
                     )
-                except asyncio.CancelledError:
-                    raise
                 except Exception as e:
                     context["exception"] = e
                     outcome = ("error", traceback.format_exc())
+                finally:
+                    if deadline is not None:
+                        self._deadlines.cancel(deadline)
         except asyncio.CancelledError:
             if run.abort_error is not None:
                 outcome = ("aborted", run.abort_error)

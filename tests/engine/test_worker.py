@@ -87,6 +87,28 @@ async def test_timeout_fails_with_a_clear_message(queue: Queue, workers: Workers
     assert time.monotonic() - started < 2.5
 
 
+async def test_each_running_job_times_out_at_its_own_deadline(
+    queue: Queue, workers: Workers
+) -> None:
+    """The worker keeps every running job's timeout on one timer (podq.deadlines): a
+    later deadline still fires after earlier ones, and a job that ended is not hit."""
+    await workers.start(queue, FUNCTIONS, concurrency=20)
+    late = await queue.enqueue("sleeps", seconds=30, timeout=2)
+    early = [await queue.enqueue("sleeps", seconds=30, timeout=1) for _ in range(5)]
+    quick = [await queue.enqueue("sleeps", seconds=0.2, timeout=1) for _ in range(5)]
+    within = await queue.enqueue("sleeps", seconds=1.5, timeout=3)
+    started = time.monotonic()
+    for job in [*early, *quick, late, within]:
+        await job.refresh(until_complete=10)
+    assert time.monotonic() - started < 6
+    assert [j.status for j in early] == [Status.FAILED] * 5
+    assert all("exceeded its timeout of 1s" in j.error for j in early)
+    assert [j.status for j in quick] == [Status.COMPLETE] * 5
+    assert late.status is Status.FAILED and "exceeded its timeout of 2s" in late.error
+    assert late.duration("process") >= 1900  # not before its own deadline
+    assert within.status is Status.COMPLETE
+
+
 async def test_fix7_default_timeout_per_worker(queue: Queue, workers: Workers) -> None:
     await workers.start(queue, FUNCTIONS, timeout=1)
     job = await queue.enqueue("sleeps")  # no timeout chosen: the worker's default applies
