@@ -63,6 +63,12 @@ def test_operator_runs_in_a_pod_under_its_service_account(rel: Release) -> None:
         assert "waits for the lease" in logs, logs[-3000:]
         if pod["metadata"]["name"] == holder:
             assert "now leads" in logs, logs[-3000:]
+        assert pod["spec"]["containers"][0]["readinessProbe"]["httpGet"]["path"] == "/healthz"
+
+    def all_ready() -> bool:  # the standby too: readiness is not leadership
+        return all({c["type"]: c["status"] for c in p["status"].get("conditions", [])}
+                   .get("Ready") == "True" for p in operator_pods(rel))
+    rel.wait_for("both operator pods Ready", all_ready)
 
 
 def test_job_scales_from_zero_runs_in_a_worker_pod_and_back_to_zero(rel: Release) -> None:
