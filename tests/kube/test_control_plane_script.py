@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -248,6 +249,16 @@ def test_a_cached_binary_of_another_build_recipe_is_rebuilt(tmp_path: Path) -> N
     assert result.returncode == 0, result.stderr
     assert "building" not in result.stderr
     assert f"helm                     {helm_stamp.parent / 'helm'}" in result.stdout
+
+    # promtool is for the tests only: `install --without promtool` (the demo's) and `up`
+    # neither need nor build it
+    shutil.rmtree(cache / "podq" / real["promtool"].parent.parent.name)
+    result = run_control_plane_script("install", "--without", "promtool", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "promtool" not in result.stdout + result.stderr
+    result = run_control_plane_script("install", env=env)
+    assert result.returncode == 1
+    assert "building promtool from github.com/prometheus/prometheus@" in result.stderr
 
 
 def test_up_runs_on_kubebuilder_assets(control_plane: ControlPlane, tmp_path: Path) -> None:
