@@ -61,7 +61,10 @@ ALL_ON: dict[str, Any] = {
                           {"name": "reports", "autoscaling": {"enabled": False}, "replicas": 2}]},
     "networkPolicy": {"enabled": True, "metricsFrom": [
         {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]},
-    "metrics": {"enabled": True, "serviceMonitor": {"enabled": True}},
+    "metrics": {"enabled": True, "serviceMonitor": {"enabled": True},
+                "grafanaDashboard": {"enabled": True}},
+    "extraObjects": [{"apiVersion": "v1", "kind": "ConfigMap",
+                      "metadata": {"name": "{{ .Release.Name }}-extra"}, "data": {"a": "b"}}],
 }
 ALL_ON_EMBEDDED = {**ALL_ON, "redis": {"embedded": {"enabled": True}}}
 
