@@ -251,14 +251,23 @@ async def test_webhook_down_with_ignore_accepts_and_the_operator_marks(
     operator.kill()
     result = webhook.apply(cron("late", "61 * * * *"))
     assert result.returncode == 0, result.stderr
+    template = cron("template", "* * * * * */2", jobTemplate={"spec": {
+        "function": "noop", "retryBackoff": "fast"}})
+    assert webhook.apply(template).returncode == 0
     assert webhook.apply(job("good")).returncode == 0
     webhook.start_operator()
 
-    async def stalled() -> bool:
-        body = await harness.get("cronjobs", "late")
+    async def stalled(name: str, reason: str) -> dict[str, Any] | None:
+        body = await harness.get("cronjobs", name)
         found = condition(body, "Stalled") if body else None
-        return bool(found and found["reason"] == "InvalidSchedule")
-    await eventually(stalled, what="InvalidSchedule on the CronJob admitted while down")
+        return found if found and found["reason"] == reason else None
+    await eventually(lambda: stalled("late", "InvalidSchedule"),
+                     what="InvalidSchedule on the CronJob admitted while down")
+    # a template every child of which would fail: no child at all, the field named
+    found = await eventually(lambda: stalled("template", "InvalidJobTemplate"),
+                             what="InvalidJobTemplate on the CronJob admitted while down")
+    assert found["message"].startswith("spec.jobTemplate.spec.retryBackoff"), found
+    assert not await harness.list_jobs(label_selector="podq.dev/cronjob=template")
 
 
 async def test_webhook_down_with_fail_refuses_naming_the_webhook(webhook: Webhook) -> None:

@@ -14,6 +14,7 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client.rest import ApiException
 
 from podq.operator.access import QueueAccess
+from podq.operator.admission import job_problem
 from podq.operator.cron import (
     Child,
     Decision,
@@ -174,6 +175,11 @@ async def tick(
             meta["namespace"], queue_name(spec["jobTemplate"].get("spec") or {}))
         if refusal is not None:  # no child Job at all: each would be refused
             raise InvalidCronSpec(refusal[0], "jobTemplate." + refusal[1])
+        # nor from a template every child of which would fail (or the webhook refuse)
+        problem = job_problem(spec["jobTemplate"].get("spec") or {}, meta["namespace"],
+                              QueueAccess(open=True), "spec.jobTemplate.spec")
+        if problem is not None:
+            raise InvalidCronSpec("InvalidJobTemplate", problem)
     except InvalidCronSpec as invalid:
         await events.post(ref, "Warning", invalid.reason, invalid.message)
         facts = [("Ready", "False", invalid.reason, invalid.message),
