@@ -11,6 +11,7 @@ namespaceSelector), so other tests sharing the control plane never meet it.
 from __future__ import annotations
 
 import base64
+import json
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -310,3 +311,23 @@ async def test_a_standby_replica_serves_the_webhook(webhook: Webhook, harness: H
     assert webhook.apply(cron("fine", timeZone="Asia/Tokyo")).returncode == 0
     log = standby.tail(400)
     assert "waits for the lease" in log and "now leads" not in log, log
+
+
+async def test_json_nested_9000_deep_is_refused_and_the_webhook_lives_on(
+    webhook: Webhook, harness: Harness,
+) -> None:
+    """The API server accepts JSON nested 10,000 levels; the webhook decodes it with
+    safejson (no RecursionError) and refuses it naming the field."""
+    operator = webhook.start_operator()
+    webhook.register("Fail")
+    await webhook.wait_in_force()
+    deep = '{"a":' * 8999 + "{}" + "}" * 8999
+    head = json.dumps({"apiVersion": f"{GROUP}/{VERSION}", "kind": "Job",
+                       "metadata": {"name": "deep"}, "spec": {"function": "noop"}})
+    manifest = head[:-2] + ', "kwargs": ' + deep + "}}"
+    result = harness.plane.kubectl("apply", "-n", harness.namespace, "-f", "-",
+                                   input=manifest, check=False)
+    assert result.returncode != 0, result.stdout
+    assert "spec.kwargs" in result.stderr and "32 levels" in result.stderr, result.stderr[-2000:]
+    assert operator.alive
+    assert webhook.apply(job("after")).returncode == 0
