@@ -5,7 +5,9 @@ aiohttp was imported by the operator, declared only through kopf)."""
 from __future__ import annotations
 
 import ast
+import os
 import re
+import subprocess
 import sys
 import tomllib
 from importlib.metadata import packages_distributions
@@ -89,3 +91,15 @@ def test_upper_bounds_admit_what_the_lock_installs() -> None:
             continue
         assert name in pins, f"{name} is not in constraints/test.txt: run scripts/lock-deps"
         assert requirement.specifier.contains(pins[name]), (text, pins[name])
+
+
+def test_time_zones_come_with_podq_not_from_the_system() -> None:
+    """With no system zone files (PYTHONTZPATH empty, as on a slim image without
+    /usr/share/zoneinfo) CronJob time zones still resolve: tzdata is a dependency."""
+    code = ("import zoneinfo; assert zoneinfo.TZPATH == (), zoneinfo.TZPATH; "
+            "from podq.operator.cron import parse_schedule; "
+            "print(parse_schedule('0 9 * * *', 'America/Argentina/Buenos_Aires').zone.key)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env={**os.environ, "PYTHONTZPATH": ""}, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "America/Argentina/Buenos_Aires"
