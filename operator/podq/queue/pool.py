@@ -18,6 +18,9 @@ from redis.asyncio.connection import BlockingConnectionPool, ConnectionPool
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
+from podq.queue import cluster
+from podq.queue.keys import QUEUES_KEY
+
 DEFAULT_MAX_CONNECTIONS = 50
 # connections a Worker adds to its concurrency: take, liveness, aborts, sweep, metrics
 WORKER_RESERVE = 5
@@ -30,9 +33,15 @@ def retry_policy() -> Retry:
 
 
 def waiting_pool(
-    url: str, max_connections: int | None = None, **kwargs: t.Any
+    url: str, max_connections: int | None = None, slot_key: str = QUEUES_KEY, **kwargs: t.Any
 ) -> BlockingConnectionPool:
-    """A pool on the Redis at url whose callers wait (without limit) for a connection."""
+    """A pool on the Redis at url whose callers wait (without limit) for a connection.
+
+    On a cluster (redis+cluster://, podq.queue.cluster) its connections go to the
+    primary that owns slot_key's slot (a queue passes one of its keys)."""
+    if cluster.is_cluster_url(url):
+        url, extra = cluster.pool_kwargs(url, slot_key)
+        kwargs = {**extra, **kwargs}
     kwargs.setdefault("retry", retry_policy())
     return BlockingConnectionPool.from_url(
         url, max_connections=max_connections or DEFAULT_MAX_CONNECTIONS, timeout=None, **kwargs

@@ -19,6 +19,7 @@ from redis.exceptions import ResponseError
 
 from podq.errors import InvalidUrlError
 from podq.job import STORED_FIELDS, TERMINAL_STATUSES, Job, Status
+from podq.queue import cluster
 from podq.queue import keys as redis_keys
 from podq.queue import pool as redis_pool
 from podq.queue.base import DEFAULT_MAX_DISRUPTIONS, WORKER_LOST, Queue
@@ -124,12 +125,15 @@ class RedisQueue(Queue):
         Commands are retried on a dropped connection (3 times, backoff up to 1 s), so a
         Redis restart costs a retry rather than an error.
         """
-        if urlparse(url).scheme.lower() not in ("redis", "rediss", "unix"):
+        if urlparse(url).scheme.lower() not in ("redis", "rediss", "unix", *cluster.SCHEMES):
             raise InvalidUrlError(
                 f"Invalid url: {redact(url)} (podq queues live on Redis: redis://, rediss://,"
-                " unix://)"
+                " unix://, redis+cluster://host:port,host:port)"
             )
-        client = aioredis.Redis.from_pool(redis_pool.waiting_pool(url, max_connections))
+        pool = redis_pool.waiting_pool(
+            url, max_connections, slot_key=redis_keys.QueueKeys(name).queued
+        )
+        client = aioredis.Redis.from_pool(pool)
         return cls(client, name=name, max_connections=max_connections, **kwargs)
 
     def fit_pool(self, concurrency: int) -> None:
@@ -176,7 +180,8 @@ class RedisQueue(Queue):
 
     async def _register(self) -> None:
         if not self._registered:
-            await self.redis.sadd(redis_keys.QUEUES_KEY, self.name)
+            async with cluster.client_for(self.redis, redis_keys.QUEUES_KEY) as client:
+                await client.sadd(redis_keys.QUEUES_KEY, self.name)
             self._registered = True
 
     async def disconnect(self) -> None:
@@ -906,7 +911,8 @@ class RedisQueue(Queue):
 
 async def list_queues(redis: aioredis.Redis) -> list[str]:
     """Names of the queues registered on this Redis (by connect/enqueue/workers)."""
-    return sorted(text(n) for n in await redis.smembers(redis_keys.QUEUES_KEY))
+    async with cluster.client_for(redis, redis_keys.QUEUES_KEY) as client:
+        return sorted(text(n) for n in await client.smembers(redis_keys.QUEUES_KEY))
 
 
 def _abandon(notifiers: tuple[Notifier, ...]) -> None:

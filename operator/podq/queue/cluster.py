@@ -1,0 +1,212 @@
+"""Redis Cluster: a queue talks to the primary that owns its slot, with a plain client.
+
+Every key of a queue shares the hash tag `{name}` (podq.queue.keys), so the whole queue
+lives in one slot: its Lua scripts, pipelines, blocking calls and pub/sub work on that
+slot's primary exactly as on a lone Redis. A cluster is named by a URL listing one or
+more of its nodes: `redis+cluster://[user:pass@]host:port[,host:port...]/0`
+(`rediss+cluster://` with TLS). `Queue.from_url` builds a pool whose connections
+connect to the current owner of the queue's slot (asked of the known nodes with
+CLUSTER SLOTS) and look it up again:
+
+- on MOVED (the slot's primary changed, e.g. a CLUSTER FAILOVER: the old primary, now
+  a replica, redirects): the redirect names the new owner; the command is retried there;
+- on a lost connection or CLUSTERDOWN/TRYAGAIN (the primary died and the cluster is
+  electing a replica): retried with backoff for about 15 s, resolving anew each time.
+
+Notifications use ordinary PUBLISH/SUBSCRIBE, which a cluster delivers to subscribers
+on every node, so a subscription survives its node's change of role. ASK (a slot being
+migrated by resharding) is not followed: the command fails and the caller's retry
+finds the slot's new owner once the migration ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import typing as t
+from urllib.parse import urlsplit, urlunsplit
+
+from redis import asyncio as aioredis
+from redis.asyncio.connection import Connection, ConnectionPool, SSLConnection, parse_url
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.crc import key_slot
+from redis.exceptions import (
+    ClusterDownError,
+    MovedError,
+    TryAgainError,
+)
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+if t.TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
+Address = tuple[str, int]
+
+
+def is_cluster_url(url: str) -> bool:
+    return urlsplit(url).scheme.lower() in SCHEMES
+
+
+def split_url(url: str) -> tuple[str, list[Address]]:
+    """(the URL of the first node as a plain redis:// or rediss:// URL, every node)."""
+    parts = urlsplit(url)
+    auth, _, hosts = parts.netloc.rpartition("@")
+    seeds: list[Address] = []
+    for item in hosts.split(","):
+        host, _, port = item.strip().rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"cluster node {item!r} is not host:port")
+        seeds.append((host.strip("[]"), int(port)))
+    netloc = (auth + "@" if auth else "") + hosts.split(",")[0].strip()
+    plain = urlunsplit((SCHEMES[parts.scheme.lower()], netloc, parts.path, parts.query, ""))
+    return plain, seeds
+
+
+def retry_policy() -> Retry:
+    """Commands are retried on a lost connection, a redirect or a cluster that is
+    electing a new primary (about 15 s in all), resolving the slot's owner each time."""
+    return Retry(
+        ExponentialBackoff(cap=1.0, base=0.05),
+        20,
+        supported_errors=(
+            RedisConnectionError, RedisTimeoutError, MovedError, ClusterDownError,
+            TryAgainError,
+        ),
+    )
+
+
+class SlotOwner:
+    """The primary that owns one slot, as last learned from the cluster."""
+
+    def __init__(self, seeds: list[Address], slot: int, probe: dict[str, t.Any]) -> None:
+        self.known: list[Address] = list(seeds)
+        self.slot = slot
+        self.probe = probe  # connection settings (auth, TLS) for CLUSTER SLOTS
+        self.address: Address | None = None
+        self._lock = asyncio.Lock()
+
+    async def current(self) -> Address:
+        if self.address is None:
+            async with self._lock:
+                if self.address is None:
+                    self.address = await self._resolve()
+        return self.address
+
+    def forget(self, address: Address) -> None:
+        """The owner at address could not be reached: resolve anew next time."""
+        if self.address == address:
+            self.address = None
+
+    def moved(self, host: str, port: int) -> None:
+        self.address = (host, int(port))
+        if self.address not in self.known:
+            self.known.append(self.address)
+
+    async def _resolve(self) -> Address:
+        errors = []
+        for host, port in list(self.known):
+            conn_class = self.probe.get("connection_class", Connection)
+            kwargs = {k: v for k, v in self.probe.items() if k != "connection_class"}
+            conn = conn_class(host=host, port=port, socket_connect_timeout=1.0,
+                              socket_timeout=2.0, **kwargs)
+            try:
+                await conn.connect()
+                await conn.send_command("CLUSTER", "SLOTS")
+                reply = await conn.read_response()
+            except Exception as e:  # a dead node: ask the next one
+                errors.append(f"{host}:{port}: {e}")
+                continue
+            finally:
+                await conn.disconnect()
+            owner = self._learn(reply, host)
+            if owner is not None:
+                return owner
+            errors.append(f"{host}:{port}: no primary serves slot {self.slot}")
+        raise RedisConnectionError("no cluster node named the owner of slot "
+                                   f"{self.slot}: {'; '.join(errors)}")
+
+    def _learn(self, reply: t.Any, asked: str) -> Address | None:
+        owner = None
+        for start, end, primary, *replicas in reply:
+            for node in (primary, *replicas):
+                host = node[0].decode() if isinstance(node[0], bytes) else node[0]
+                address = (host or asked, int(node[1]))
+                if address not in self.known:
+                    self.known.append(address)
+            if int(start) <= self.slot <= int(end):
+                host = primary[0].decode() if isinstance(primary[0], bytes) else primary[0]
+                owner = (host or asked, int(primary[1]))
+        return owner
+
+
+class _SlotOwnerConnection:
+    """Connects to the owner of its SlotOwner's slot; learns from MOVED."""
+
+    owner: SlotOwner
+
+    async def _connect(self) -> None:
+        address = await self.owner.current()
+        self.host, self.port = address  # type: ignore[misc]
+        try:
+            await super()._connect()  # type: ignore[misc]
+        except (TimeoutError, OSError):
+            self.owner.forget(address)
+            raise
+
+    async def read_response(self, *args: t.Any, **kwargs: t.Any) -> t.Any:
+        try:
+            return await super().read_response(*args, **kwargs)  # type: ignore[misc]
+        except MovedError as e:
+            self.owner.moved(e.host, e.port)
+            raise
+        except (RedisConnectionError, ClusterDownError, TryAgainError):
+            self.owner.forget((self.host, self.port))  # type: ignore[attr-defined]
+            raise
+
+
+class SlotOwnerConnection(_SlotOwnerConnection, Connection):
+    def __init__(self, *, owner: SlotOwner, **kwargs: t.Any) -> None:
+        self.owner = owner
+        super().__init__(**kwargs)
+
+
+class SlotOwnerSSLConnection(_SlotOwnerConnection, SSLConnection):
+    def __init__(self, *, owner: SlotOwner, **kwargs: t.Any) -> None:
+        self.owner = owner
+        super().__init__(**kwargs)
+
+
+def pool_kwargs(url: str, slot_key: str) -> tuple[str, dict[str, t.Any]]:
+    """(a plain URL, the extra settings of a pool) whose connections go to the primary
+    that owns slot_key's slot on the cluster at url (redis+cluster://...)."""
+    plain, seeds = split_url(url)
+    probe = {k: v for k, v in parse_url(plain).items() if k not in ("host", "port")}
+    owner = SlotOwner(seeds, key_slot(slot_key.encode()), probe)
+    tls = plain.startswith("rediss:")
+    return plain, {
+        "connection_class": SlotOwnerSSLConnection if tls else SlotOwnerConnection,
+        "owner": owner,
+        "retry": retry_policy(),
+    }
+
+
+@contextlib.asynccontextmanager
+async def client_for(redis: aioredis.Redis, key: str) -> AsyncIterator[aioredis.Redis]:
+    """redis itself; on a cluster, a client for the owner of key's slot (e.g. the queue
+    registry, which lives outside every queue's slot), closed on exit."""
+    pool = getattr(redis, "connection_pool", None)
+    owner = pool.connection_kwargs.get("owner") if pool is not None else None
+    if not isinstance(owner, SlotOwner) or owner.slot == key_slot(key.encode()):
+        yield redis
+        return
+    kwargs = {**pool.connection_kwargs,
+              "owner": SlotOwner(owner.known, key_slot(key.encode()), owner.probe)}
+    other = aioredis.Redis(connection_pool=ConnectionPool(
+        connection_class=pool.connection_class, max_connections=4, **kwargs))
+    try:
+        yield other
+    finally:
+        await other.aclose(close_connection_pool=True)

@@ -1,0 +1,113 @@
+"""A real Redis Cluster on loopback: three primaries, three replicas (six redis-server
+processes in a tmp dir), joined with `redis-cli --cluster create`."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import redis
+from test_cluster import cluster_port
+
+from podq.testing import wait_for_port
+
+
+class LoopbackCluster:
+    def __init__(self, root: Path, nodes: int = 6, replicas: int = 1) -> None:
+        self.root = root
+        self.nodes = nodes
+        self.replicas = replicas
+        self.procs: dict[int, subprocess.Popen[bytes]] = {}
+
+    @property
+    def url(self) -> str:
+        """One name for the whole cluster (two seeds: any node can answer)."""
+        ports = sorted(self.procs)[:2]
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{p}" for p in ports) + "/0"
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server")
+        cli = shutil.which("redis-cli")
+        assert binary and cli
+        for _ in range(self.nodes):
+            port = cluster_port()
+            while port in self.procs:
+                port = cluster_port()
+            home = self.root / str(port)
+            home.mkdir()
+            self.procs[port] = subprocess.Popen(
+                [binary, "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled",
+                 "yes", "--cluster-config-file", str(home / "nodes.conf"), "--dir",
+                 str(home), "--save", "", "--appendonly", "no",
+                 "--cluster-node-timeout", "1500"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )
+        for port in self.procs:
+            wait_for_port(port)
+        subprocess.run(
+            [cli, "--cluster", "create", *(f"127.0.0.1:{p}" for p in self.procs),
+             "--cluster-replicas", str(self.replicas), "--cluster-yes"],
+            check=True, capture_output=True, timeout=60,
+        )
+        self.wait_healthy()
+
+    def client(self, port: int) -> redis.Redis:
+        return redis.Redis(port=port, socket_timeout=5)
+
+    def wait_healthy(self, deadline_s: float = 30.0) -> None:
+        """Every live node says cluster_state:ok and every slot has a live primary."""
+        deadline = time.monotonic() + deadline_s
+        while True:
+            try:
+                ok = all(
+                    b"cluster_state:ok" in self.client(p).execute_command("CLUSTER", "INFO")
+                    for p in self.procs
+                ) and self._primaries_alive()
+            except redis.RedisError:
+                ok = False
+            if ok:
+                return
+            assert time.monotonic() < deadline, "the cluster did not become healthy"
+            time.sleep(0.1)
+
+    def _primaries_alive(self) -> bool:
+        slots = self.slots()
+        return sum(end - start + 1 for start, end, _ in slots) == 16384 and all(
+            port in self.procs for _, _, port in slots
+        )
+
+    def slots(self) -> list[tuple[int, int, int]]:
+        """(first slot, last slot, primary port) per range, as a live node sees it."""
+        port = next(iter(self.procs))
+        return [(int(r[0]), int(r[1]), int(r[2][1]))
+                for r in self.client(port).execute_command("CLUSTER", "SLOTS")]
+
+    def owner(self, key: str) -> int:
+        slot = self.client(next(iter(self.procs))).cluster("KEYSLOT", key)
+        return next(p for start, end, p in self.slots() if start <= int(slot) <= end)
+
+    def replica_of(self, primary: int) -> int:
+        node_id = self.client(primary).execute_command("CLUSTER", "MYID")
+        if isinstance(node_id, bytes):
+            node_id = node_id.decode()
+        for port in self.procs:
+            if port == primary:
+                continue
+            role = self.client(port).execute_command("ROLE")
+            if role[0] == b"slave" and int(role[2]) == primary:
+                return port
+        raise AssertionError(f"no replica of {primary} ({node_id})")
+
+    def kill(self, port: int) -> None:
+        proc = self.procs.pop(port)
+        proc.kill()
+        proc.wait(10)
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            proc.terminate()
+        for proc in self.procs.values():
+            proc.wait(10)
+        self.procs.clear()

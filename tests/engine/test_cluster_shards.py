@@ -1,0 +1,88 @@
+"""podq on a real Redis Cluster: three primaries with a replica each, on loopback.
+
+Queues named by one cluster URL (redis+cluster://) land on different shards; workers
+and clients follow each queue's slot owner, through a failover (podq.queue.cluster)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cluster_helpers import LoopbackCluster
+
+from podq import Job, Queue, Status, Worker
+from podq.queue import list_queues
+
+TIMERS = {"schedule": 0.5, "worker_info": 0.2, "sweep": 0.3, "abort": 0.2}
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LoopbackCluster]:
+    nodes = LoopbackCluster(Path(tmp_path_factory.mktemp("cluster")))
+    try:
+        nodes.start()
+        yield nodes
+    finally:
+        nodes.stop()
+
+
+def names_on_distinct_shards(cluster: LoopbackCluster, count: int) -> dict[str, int]:
+    """Queue names whose slots belong to `count` different primaries: name -> port."""
+    found: dict[str, int] = {}
+    for i in range(200):
+        name = f"q{i}"
+        owner = cluster.owner(f"podq:{{{name}}}:queued")
+        if owner not in found.values():
+            found[name] = owner
+        if len(found) == count:
+            return found
+    raise AssertionError("no queue names spread over the shards")
+
+
+async def slow_add(ctx: dict, a: int, b: int) -> int:
+    await asyncio.sleep(0.005)
+    return a + b
+
+
+async def wait_all_complete(queue: Queue, keys: list[str], deadline_s: float) -> None:
+    deadline = time.monotonic() + deadline_s
+    pending = list(keys)
+    while pending:
+        jobs = await queue.jobs(pending)
+        pending = [k for k, j in zip(pending, jobs, strict=True)
+                   if j is None or j.status is not Status.COMPLETE]
+        assert all(j is not None for j in jobs), "a job disappeared"
+        if not pending:
+            return
+        assert time.monotonic() < deadline, f"{len(pending)} jobs never completed"
+        await asyncio.sleep(0.1)
+
+
+async def test_queues_on_three_shards_all_complete(cluster: LoopbackCluster) -> None:
+    spread = names_on_distinct_shards(cluster, 3)
+    assert len(set(spread.values())) == 3
+    queues = [Queue.from_url(cluster.url, name=name) for name in spread]
+    workers = [Worker(q, [slow_add], concurrency=20, handle_signals=False, timers=TIMERS)
+               for q in queues]
+    tasks = [asyncio.create_task(w.start()) for w in workers]
+    try:
+        # apply waits on the queue's change feed: notifications work on each shard
+        assert [await q.apply("slow_add", a=1, b=i, timeout=10) for i, q in
+                enumerate(queues)] == [1, 2, 3]
+        keys = {q.name: [j.key for j in await q.enqueue_many(
+            [Job("slow_add", kwargs={"a": i, "b": 1}) for i in range(100)])] for q in queues}
+        for q in queues:
+            await wait_all_complete(q, keys[q.name], 60)
+            # the queue's keys live on the primary that owns its slot, not elsewhere
+            owner = cluster.client(spread[q.name])
+            assert int(owner.hget(f"podq:{{{q.name}}}:stats", "complete") or 0) >= 100
+        assert set(spread) <= set(await list_queues(queues[0].redis))
+    finally:
+        for w in workers:
+            await w.stop()
+        await asyncio.gather(*tasks)
+        for q in queues:
+            await q.disconnect()
