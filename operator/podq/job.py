@@ -119,7 +119,9 @@ class Job:
     is the worker's default timeout when it has one, even though it reads 10.
     """
 
-    function: str = _field(resource="function", help="name of a registered function")
+    function: str = _field(
+        stored="text", resource="function", help="name of a registered function"
+    )  # stored: take.lua finds its limits (podq.queue.limits)
     kwargs: dict[str, t.Any] | None = _field(None, resource="kwargs", cron=True)
     queue: Queue | None = _field(None, resource="queue")
     key: str = _field(factory=get_default_job_key, resource="key", cli=True,

@@ -41,7 +41,7 @@ from podq.utils import Backoff, cancel_and_wait, cancel_requested, new_request_i
 if t.TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Collection
 
-    from podq.queue import WakeSubscription
+    from podq.queue import Limit, WakeSubscription
 
 logger = logging.getLogger("podq")
 
@@ -100,6 +100,9 @@ class Worker:
             pod needs; 127.0.0.1 keeps them on this machine)
         poll_interval: accepted for SAQ settings (there it affects Postgres only); podq
             workers are woken by Redis pub/sub
+        limits: the queue's concurrency and rate limits (podq.queue.limits), set in
+            Redis as the worker starts, for every worker: `{"charge_card":
+            Limit(concurrency=3)}`; None leaves those set before
     """
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -131,6 +134,7 @@ class Worker:
         metrics_port: int | None = None,
         metrics_host: str = "0.0.0.0",
         poll_interval: float = 0.0,
+        limits: dict[str, Limit] | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
@@ -165,6 +169,7 @@ class Worker:
         self.cancellation_hard_deadline_s = cancellation_hard_deadline_s
         self.metadata = metadata
         self.poll_interval = poll_interval
+        self.limits = limits
         self.handle_signals = handle_signals
         self.pool = ThreadPoolExecutor(max_workers=max(concurrency, 4))
         self.functions: dict[str, Callable[..., t.Any]] = {}
@@ -235,6 +240,8 @@ class Worker:
                     installed.append(signum)
         try:
             await self._retrying("connect", self.queue.connect)
+            if (limits := self.limits) is not None:
+                await self._retrying("set limits", lambda: self.queue.set_limits(limits))
             for hook in self.startup:
                 await self._call(hook, self.context)
             self._wake_subscription = self.queue.subscribe_wake(self._on_change)

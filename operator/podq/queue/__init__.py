@@ -12,6 +12,7 @@ from podq.queue.base import (
     JobError,
 )
 from podq.queue.keys import QUEUES_KEY
+from podq.queue.limits import QUEUE_LIMIT, Limit
 from podq.queue.notify import Change, Subscription, WakeSubscription
 from podq.queue.redis import RedisQueue, list_queues
 from podq.utils import cancel_and_wait, cancel_requested
@@ -23,9 +24,11 @@ __all__ = [
     "DEFAULT_SWEPT_JOB_ERROR",
     "PRIORITY_LIMIT",
     "QUEUES_KEY",
+    "QUEUE_LIMIT",
     "WORKER_LOST",
     "Change",
     "JobError",
+    "Limit",
     "Queue",
     "RedisQueue",
     "Subscription",

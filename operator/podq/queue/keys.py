@@ -27,9 +27,9 @@ class QueueKeys:
     """The Redis keys and pub/sub channels of one queue."""
 
     __slots__ = (
-        "abort_prefix", "active", "changes", "job_prefix", "name", "paused", "prefix",
-        "queued", "scheduled", "seq", "stats", "sweep_lock", "wake", "worker_prefix",
-        "workers",
+        "abort_prefix", "active", "changes", "job_prefix", "limited", "limits", "name",
+        "parked_prefix", "paused", "prefix", "queued", "rate_prefix", "scheduled", "seq",
+        "slot_prefix", "stats", "sweep_lock", "wake", "worker_prefix", "workers",
     )
 
     def __init__(self, name: str) -> None:
@@ -46,6 +46,12 @@ class QueueKeys:
         self.workers = self.prefix + "workers"  # zset of worker ids by record expiry
         self.sweep_lock = self.prefix + "sweep-lock"
         self.paused = self.prefix + "paused"  # set by `podq drain`
+        # flow control (podq.queue.limits, docs/limits.md)
+        self.limits = self.prefix + "limits"  # hash: limit name -> "concurrency,rate,per ms"
+        self.limited = self.prefix + "limited"  # set of limit names with parked jobs
+        self.slot_prefix = self.prefix + "slots:"  # + name: hash job key -> attempt id
+        self.parked_prefix = self.prefix + "parked:"  # + name: zset of jobs waiting on it
+        self.rate_prefix = self.prefix + "rate:"  # + name: GCRA theoretical arrival (ms)
         self.changes = self.prefix + "changes"  # channel: every job change
         self.wake = self.prefix + "wake"  # channel: ready work and aborts, for workers
 
@@ -58,6 +64,18 @@ class QueueKeys:
 
     def worker(self, worker_id: str) -> str:
         return self.worker_prefix + worker_id
+
+    def slots(self, name: str) -> str:
+        """The concurrency slots held under a limit: hash job key -> attempt id."""
+        return self.slot_prefix + name
+
+    def parked(self, name: str) -> str:
+        """The ready jobs waiting on a limit: zset, scored as in the queued zset."""
+        return self.parked_prefix + name
+
+    def rate(self, name: str) -> str:
+        """A rate limit's state (GCRA theoretical arrival time, epoch ms)."""
+        return self.rate_prefix + name
 
     def take_record(self, request: str) -> str:
         """The job keys one take request got, so a resent request gets them again."""

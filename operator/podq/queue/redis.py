@@ -24,6 +24,7 @@ from podq.queue import keys as redis_keys
 from podq.queue import pool as redis_pool
 from podq.queue.base import DEFAULT_MAX_DISRUPTIONS, WORKER_LOST, Queue
 from podq.queue.batch import ScriptBatcher
+from podq.queue.limits import Limit, read_limits, set_limits
 from podq.queue.notify import Change, Notifier, Subscription, WakeSubscription, message
 from podq.queue.store import (
     TAKE_FIELDS,
@@ -226,6 +227,7 @@ class RedisQueue(Queue):
                 self.keys.abort(key),
                 self.keys.seq,
                 self.keys.stats,
+                self.keys.limited,
             ],
             [
                 key,
@@ -328,7 +330,8 @@ class RedisQueue(Queue):
             # the pause flag of `podq drain` (podq/drain.py), then the requests' records
             keys=[self.keys.queued, self.keys.scheduled, self.keys.active, self.keys.seq,
                   self.keys.paused, self.keys.take_record(request),
-                  self.keys.take_record(previous or request)],
+                  self.keys.take_record(previous or request),
+                  self.keys.limits, self.keys.limited],
             args=[
                 n,
                 request,
@@ -337,6 +340,9 @@ class RedisQueue(Queue):
                 self.keys.changes,
                 "" if default_timeout is None else default_timeout,
                 int(lease * 1000),
+                self.keys.slot_prefix,
+                self.keys.parked_prefix,
+                self.keys.rate_prefix,
                 *TAKE_FIELDS,
             ],
             client=self.redis,
@@ -445,6 +451,7 @@ class RedisQueue(Queue):
                 self.keys.active,
                 self.keys.seq,
                 self.keys.stats,
+                self.keys.limited,
             ],
             [
                 key,
@@ -673,9 +680,18 @@ class RedisQueue(Queue):
         """The sizes of this queue's sets, read in one round trip."""
         return await read_counts(self.redis, self.keys)
 
+    async def set_limits(self, limits: dict[str, Limit]) -> None:
+        """Replace this queue's concurrency and rate limits, for every worker
+        (podq.queue.limits): `{"charge_card": Limit(concurrency=3), "*": Limit(rate=100)}`."""
+        await set_limits(self.redis, self.keys, limits)
+
+    async def limits(self) -> dict[str, Limit]:
+        """This queue's limits, as set by set_limits()."""
+        return await read_limits(self.redis, self.keys)
+
     async def count(self, kind: str) -> int:
-        """queued (ready and due now), scheduled (due later), active (active+aborting),
-        incomplete (all of them)."""
+        """queued (ready and due now, also those waiting on a limit), scheduled (due
+        later), active (active+aborting), incomplete (all of them)."""
         if kind not in ("queued", "scheduled", "active", "incomplete"):
             raise ValueError(f"Can't count unknown type {kind!r}")
         counts = await self.counts()

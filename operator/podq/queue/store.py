@@ -147,18 +147,20 @@ class Counts:
     due: int  # scheduled, due now (a worker promotes them as it takes)
     later: int  # scheduled, due later
     active: int  # active or aborting
+    limited: int = 0  # ready but waiting on a limit (parked: podq.queue.limits)
 
     @property
     def queued(self) -> int:
-        return self.ready + self.due
+        return self.ready + self.due + self.limited
 
     @property
     def incomplete(self) -> int:
-        return self.ready + self.due + self.later + self.active
+        return self.ready + self.due + self.limited + self.later + self.active
 
     @property
     def depth(self) -> int:
-        """Due work plus running work: what an autoscaler should size workers for."""
+        """Due work plus running work: what an autoscaler should size workers for. Jobs
+        waiting on a limit are left out: more workers would not run them sooner."""
         return self.ready + self.due + self.active
 
 
@@ -170,5 +172,12 @@ async def read_counts(redis: aioredis.Redis, keys: QueueKeys) -> Counts:
         pipe.zcount(keys.scheduled, "-inf", current)
         pipe.zcount(keys.scheduled, f"({current}", "+inf")
         pipe.zcard(keys.active)
-        ready, due, later, active = await pipe.execute()
-    return Counts(ready, due, later, active)
+        pipe.smembers(keys.limited)
+        ready, due, later, active, limited_names = await pipe.execute()
+    limited = 0
+    if limited_names:  # a second round trip only while jobs wait on a limit
+        async with redis.pipeline(transaction=False) as pipe:
+            for name in limited_names:
+                pipe.zcard(keys.parked(text(name)))
+            limited = sum(await pipe.execute())
+    return Counts(ready, due, later, active, limited)

@@ -7,12 +7,19 @@
 -- Safe to resend: a call whose request id already took jobs (a client retry after a
 -- lost reply) returns those jobs again instead of taking more. The record of the
 -- taker's previous request, whose reply it got, is dropped.
+-- Flow control (docs/limits.md): with limits set (KEYS[8]), a ready job whose function's
+-- limit has no room is parked (moved to its limit's parked zset, keeping its score);
+-- parked jobs go back to the ready queue as room comes. The queue's own limit ('*')
+-- caps how many this take gives out. A concurrency slot is held while the run that
+-- took it is active: slots of ended runs (finished, swept) are dropped when counted.
 -- KEYS: 1 queued zset, 2 scheduled zset, 3 active zset, 4 seq counter, 5 paused flag,
---       6 this request's record, 7 the previous request's record (or KEYS[6])
+--       6 this request's record, 7 the previous request's record (or KEYS[6]),
+--       8 limits hash, 9 set of limit names with parked jobs
 -- ARGV: 1 n, 2 request id, 3 worker id, 4 job key prefix, 5 channel,
 --       6 worker default timeout ('' = none), 7 lease (ms the worker's liveness record
 --       may be missing after the take before its jobs count as orphaned; sweep.lua),
---       8.. the job hash fields to return (podq.queue.store.TAKE_FIELDS)
+--       8 slots key prefix, 9 parked key prefix, 10 rate key prefix,
+--       11.. the job hash fields to return (podq.queue.store.TAKE_FIELDS)
 -- Returns {next scheduled score or '', {promoted keys}, key1, {values1...}, key2,
 --          {values2...}, ...}: each job's values of those fields, in their order
 local clock = redis.call('TIME')
@@ -27,7 +34,7 @@ if #taken > 0 then
     local f = redis.call('HMGET', jk, 'status', 'attempt_id')
     if (f[1] == 'active' or f[1] == 'aborting') and f[2] == ARGV[2] .. '.' .. i then
       out[#out + 1] = k
-      out[#out + 1] = redis.call('HMGET', jk, unpack(ARGV, 8))
+      out[#out + 1] = redis.call('HMGET', jk, unpack(ARGV, 11))
     end
   end
   return out
@@ -44,6 +51,54 @@ for _, k in ipairs(due) do
 end
 local n = tonumber(ARGV[1])
 if redis.call('EXISTS', KEYS[5]) == 1 then n = 0 end
+local limits = nil
+if redis.call('EXISTS', KEYS[8]) == 1 then
+  limits = {}
+  local raw = redis.call('HGETALL', KEYS[8])
+  for i = 1, #raw, 2 do
+    local c, r, p = string.match(raw[i + 1], '^(%d*),(%d*),(%d*)$')
+    limits[raw[i]] = {tonumber(c), tonumber(r), tonumber(p)}
+  end
+end
+-- slots in use under a function's concurrency limit; at the cap, those of runs no
+-- longer active as the attempt that took them are dropped first
+local function in_use(name, cap)
+  local sk = ARGV[8] .. name
+  local used = redis.call('HLEN', sk)
+  if used < cap then return used end
+  local held = redis.call('HGETALL', sk)
+  for i = 1, #held, 2 do
+    local f = redis.call('HMGET', ARGV[4] .. held[i], 'status', 'attempt_id')
+    if not ((f[1] == 'active' or f[1] == 'aborting') and f[2] == held[i + 1]) then
+      redis.call('HDEL', sk, held[i])
+      used = used - 1
+    end
+  end
+  return used
+end
+-- how many more jobs a limit lets start now (at most n)
+local function room(name, lim)
+  local r = n
+  if lim[1] then
+    local used
+    if name == '*' then used = redis.call('ZCARD', KEYS[3]) else used = in_use(name, lim[1]) end
+    r = math.min(r, lim[1] - used)
+  end
+  return math.max(r, 0)
+end
+if limits then
+  if limits['*'] then n = room('*', limits['*']) end
+  for _, name in ipairs(redis.call('SMEMBERS', KEYS[9])) do
+    local pk = ARGV[9] .. name
+    local back = 1000  -- the limit was removed: all go back, a thousand a take
+    if limits[name] then back = room(name, limits[name]) end
+    if back > 0 then
+      local moved = redis.call('ZPOPMIN', pk, back)
+      for i = 1, #moved, 2 do redis.call('ZADD', KEYS[1], moved[i + 1], moved[i]) end
+    end
+    if redis.call('EXISTS', pk) == 0 then redis.call('SREM', KEYS[9], name) end
+  end
+end
 local got = 0
 while got < n do
   local popped = redis.call('ZPOPMIN', KEYS[1], n - got)
@@ -51,8 +106,20 @@ while got < n do
   for i = 1, #popped, 2 do
     local k = popped[i]
     local jk = ARGV[4] .. k
-    if redis.call('HGET', jk, 'status') == 'queued' then
+    local lim, fn = nil, nil
+    if limits then
+      fn = redis.call('HGET', jk, 'function')
+      lim = fn and fn ~= '*' and limits[fn]
+      if lim and room(fn, lim) == 0 then
+        redis.call('ZADD', ARGV[9] .. fn, popped[i + 1], k)
+        redis.call('SADD', KEYS[9], fn)
+        lim = false
+        k = nil
+      end
+    end
+    if k and redis.call('HGET', jk, 'status') == 'queued' then
       got = got + 1
+      if lim and lim[1] then redis.call('HSET', ARGV[8] .. fn, k, ARGV[2] .. '.' .. got) end
       redis.call('HINCRBY', jk, 'attempts', 1)
       redis.call('HSET', jk, 'status', 'active', 'started', now_ms, 'touched', now_ms,
         'worker_id', ARGV[3], 'completed', '0', 'attempt_id', ARGV[2] .. '.' .. got,
@@ -64,7 +131,7 @@ while got < n do
       redis.call('RPUSH', KEYS[6], k)
       redis.call('PUBLISH', ARGV[5], 'active:' .. k)
       out[#out + 1] = k
-      out[#out + 1] = redis.call('HMGET', jk, unpack(ARGV, 8))
+      out[#out + 1] = redis.call('HMGET', jk, unpack(ARGV, 11))
     end
   end
 end

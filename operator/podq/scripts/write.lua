@@ -9,7 +9,10 @@
 -- is as the take left it, since the job is still that attempt. When the job is gone,
 -- a partial write returns -1 and the caller sends the whole hash.
 -- touched and completed come from Redis TIME: one clock for every host.
--- KEYS: 1 job hash, 2 queued zset, 3 scheduled zset, 4 active zset, 5 seq counter, 6 stats
+-- A finish while jobs wait on a limit (KEYS[7] exists: take.lua) wakes the workers: a
+-- concurrency slot may have come free.
+-- KEYS: 1 job hash, 2 queued zset, 3 scheduled zset, 4 active zset, 5 seq counter, 6 stats,
+--       7 set of limit names with parked jobs
 -- ARGV: 1 key, 2 changes channel, 3 wake channel, 4 mode (finish|retry|requeue|update),
 --       5 status, 6 ttl, 7 retry delay (s), 8 the job's own schedule (epoch s),
 --       9 the attempt id, 10 expected statuses (comma-separated; '' = unguarded),
@@ -78,6 +81,7 @@ else
 end
 if mode == 'finish' then
   redis.call('HINCRBY', KEYS[6], status, 1)
+  if redis.call('EXISTS', KEYS[7]) == 1 then redis.call('PUBLISH', ARGV[3], 'queued:') end
 else
   local ready = math.max(tonumber(ARGV[8]), now_s + tonumber(ARGV[7]))
   if ready > now_s then

@@ -1,0 +1,93 @@
+"""Flow control: concurrency and rate limits per function and per queue (docs/limits.md).
+
+A queue's limits live in Redis (the hash `podq:{QUEUE}:limits`), so every worker, every
+client and take.lua see the same ones: `await queue.set_limits({"charge_card":
+Limit(concurrency=3)})`, or `Worker(limits=...)` (a settings key) which sets them as the
+worker starts. The name QUEUE_LIMIT ("*") limits the whole queue. take.lua enforces them
+atomically with the take: a job whose limit has no room waits (parked), it never fails.
+"""
+
+from __future__ import annotations
+
+import math
+import typing as t
+from dataclasses import dataclass
+
+from podq.queue.store import text
+
+if t.TYPE_CHECKING:
+    from redis import asyncio as aioredis
+
+    from podq.queue.keys import QueueKeys
+
+QUEUE_LIMIT = "*"  # the limit name of the whole queue (function names cannot be "*")
+
+
+@dataclass(frozen=True)
+class Limit:
+    """How many jobs may run at once (concurrency), and how many may start per `per`
+    seconds (rate), cluster-wide. None: no such limit."""
+
+    concurrency: int | None = None
+    rate: int | None = None
+    per: float = 60.0
+
+    def __post_init__(self) -> None:
+        if self.concurrency is not None and (
+            not isinstance(self.concurrency, int) or self.concurrency < 1
+        ):
+            raise ValueError(f"concurrency must be a positive integer, got {self.concurrency!r}")
+        if self.rate is not None and (not isinstance(self.rate, int) or self.rate < 1):
+            raise ValueError(f"rate must be a positive integer, got {self.rate!r}")
+        if not (isinstance(self.per, int | float) and math.isfinite(self.per) and self.per > 0):
+            raise ValueError(f"per must be a positive number of seconds, got {self.per!r}")
+        if self.concurrency is None and self.rate is None:
+            raise ValueError("a Limit needs concurrency, rate or both")
+
+    def encode(self) -> str:
+        """As the limits hash holds it (read by take.lua): `concurrency,rate,per ms`."""
+        per_ms = max(1, round(self.per * 1000))
+        return f"{self.concurrency or ''},{self.rate or ''},{per_ms if self.rate else ''}"
+
+    @classmethod
+    def decode(cls, value: t.Any) -> Limit:
+        concurrency, rate, per_ms = text(value).split(",")
+        return cls(
+            concurrency=int(concurrency) if concurrency else None,
+            rate=int(rate) if rate else None,
+            per=int(per_ms) / 1000 if per_ms else 60.0,
+        )
+
+
+def _check_name(name: str) -> str:
+    if not isinstance(name, str) or not name or "," in name:
+        raise ValueError(f"invalid limit name {name!r}: a function name or {QUEUE_LIMIT!r}")
+    return name
+
+
+async def set_limits(redis: aioredis.Redis, keys: QueueKeys, limits: dict[str, Limit]) -> None:
+    """Replace the queue's limits with these, atomically (no limits: {})."""
+    encoded = {_check_name(name): limit.encode() for name, limit in limits.items()}
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.delete(keys.limits)
+        if encoded:
+            pipe.hset(keys.limits, mapping=encoded)
+        await pipe.execute()
+
+
+async def read_limits(redis: aioredis.Redis, keys: QueueKeys) -> dict[str, Limit]:
+    """The queue's limits, as every worker applies them."""
+    raw = await redis.hgetall(keys.limits)
+    return {text(name): Limit.decode(value) for name, value in raw.items()}
+
+
+async def limited_counts(redis: aioredis.Redis, keys: QueueKeys) -> dict[str, int]:
+    """The number of ready jobs parked on each limit (waiting for room)."""
+    names = [text(n) for n in await redis.smembers(keys.limited)]
+    if not names:
+        return {}
+    async with redis.pipeline(transaction=False) as pipe:
+        for name in names:
+            pipe.zcard(keys.parked(name))
+        sizes = await pipe.execute()
+    return {name: size for name, size in zip(names, sizes, strict=True) if size}

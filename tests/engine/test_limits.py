@@ -1,0 +1,152 @@
+"""Flow control (issue 14): concurrency limits per function and per queue, enforced by
+take.lua across every worker, on the real redis-server."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+import typing as t
+
+import pytest
+from engine_helpers import Workers, output, start_worker_process, wait_for
+from fault_settings import RUNS
+
+from podq import Job, Queue, Status
+from podq.queue import QUEUE_LIMIT, Limit
+
+
+class Gauge:
+    """How many runs are inside a function now, and the most there ever were."""
+
+    def __init__(self) -> None:
+        self.now = self.most = 0
+
+    def function(self, name: str, seconds: float) -> tuple[str, t.Any]:
+        async def run(ctx: dict, **_: t.Any) -> str:
+            self.now += 1
+            self.most = max(self.most, self.now)
+            try:
+                await asyncio.sleep(seconds)
+            finally:
+                self.now -= 1
+            return ctx["job"].key
+
+        return (name, run)
+
+
+def test_a_limit_is_checked_and_round_trips() -> None:
+    assert Limit.decode(Limit(concurrency=3).encode()) == Limit(concurrency=3)
+    assert Limit.decode(Limit(rate=100, per=60).encode()) == Limit(rate=100, per=60)
+    for bad in ({}, {"concurrency": 0}, {"rate": -1}, {"rate": 1, "per": 0},
+                {"concurrency": 1.5}):
+        with pytest.raises(ValueError):
+            Limit(**bad)
+
+
+async def test_limits_are_stored_in_redis_for_every_client(queue: Queue, redis_url: str) -> None:
+    await queue.set_limits({"charge_card": Limit(concurrency=3), QUEUE_LIMIT: Limit(rate=5)})
+    other = Queue.from_url(redis_url, name="test")
+    try:
+        assert await other.limits() == {
+            "charge_card": Limit(concurrency=3), QUEUE_LIMIT: Limit(rate=5)}
+        await other.set_limits({})
+        assert await queue.limits() == {}
+    finally:
+        await other.disconnect()
+
+
+async def test_many_workers_never_run_more_than_the_function_limit(
+    queue: Queue, workers: Workers
+) -> None:
+    charge, other = Gauge(), Gauge()
+    functions = [charge.function("charge_card", 0.15), other.function("other", 0.3)]
+    await queue.set_limits({"charge_card": Limit(concurrency=3)})
+    jobs = await queue.enqueue_many(
+        [Job("charge_card", key=f"c{i}") for i in range(24)]
+        + [Job("other", key=f"o{i}") for i in range(8)]
+    )
+    limited_seen = 0
+    for _ in range(4):
+        await workers.start(queue, functions, concurrency=5)
+
+    async def all_done() -> bool:
+        nonlocal limited_seen
+        limited_seen = max(limited_seen, (await queue.counts()).limited)
+        done = await queue.jobs(j.key for j in jobs)
+        return all(j is not None and j.status is Status.COMPLETE for j in done)
+
+    await wait_for(all_done, 60)
+    assert charge.most == 3  # reached, never exceeded, across 4 workers of 5 slots each
+    assert other.most >= 4  # the limit holds back only its own function
+    assert limited_seen > 0  # charge_card jobs waited, parked, and none failed
+    counts = await queue.counts()
+    assert counts.limited == 0 and counts.incomplete == 0
+
+
+async def test_the_queue_limit_caps_every_function_together(
+    queue: Queue, workers: Workers
+) -> None:
+    gauge = Gauge()
+    await queue.set_limits({QUEUE_LIMIT: Limit(concurrency=2)})
+    a, b = gauge.function("a", 0.1), gauge.function("b", 0.1)
+    jobs = await queue.enqueue_many([Job(("a", "b")[i % 2], key=f"j{i}") for i in range(12)])
+    for _ in range(3):
+        await workers.start(queue, [a, b], concurrency=4)
+
+    async def all_done() -> bool:
+        done = await queue.jobs(j.key for j in jobs)
+        return all(j is not None and j.status is Status.COMPLETE for j in done)
+
+    await wait_for(all_done, 60)
+    assert gauge.most == 2
+
+
+async def test_a_worker_limits_setting_applies_to_the_others(
+    queue: Queue, workers: Workers
+) -> None:
+    gauge = Gauge()
+    fn = gauge.function("charge_card", 0.1)
+    await workers.start(queue, [fn], concurrency=4, limits={"charge_card": Limit(concurrency=1)})
+    await workers.start(queue, [fn], concurrency=4)  # no limits of its own: Redis's apply
+    jobs = await queue.enqueue_many([Job("charge_card", key=f"c{i}") for i in range(6)])
+
+    async def all_done() -> bool:
+        done = await queue.jobs(j.key for j in jobs)
+        return all(j is not None and j.status is Status.COMPLETE for j in done)
+
+    await wait_for(all_done, 60)
+    assert gauge.most == 1
+
+
+async def test_a_slot_held_by_a_sigkilled_worker_comes_back_through_the_sweep(
+    queue: Queue, workers: Workers, redis_url: str, spawn: list
+) -> None:
+    await queue.set_limits({"runs_for": Limit(concurrency=1)})
+    held = await queue.enqueue("runs_for", key="held", seconds=600, timeout=0)
+    proc = start_worker_process(spawn, redis_url, "--queue", "test",
+                                settings="fault_settings.settings")
+    await wait_for(lambda: queue.redis.llen(RUNS), 20)  # it runs, holding the only slot
+    waiting = await queue.enqueue("runs_for", key="waiting", seconds=0.01)
+
+    async def parked() -> bool:
+        return (await queue.counts()).limited == 1
+
+    await wait_for(parked, 10)  # its take parked it: it waits on the limit
+    await waiting.refresh()
+    assert waiting.status is Status.QUEUED
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(10)
+    killed = time.monotonic()
+
+    gauge = Gauge()  # a live worker: its sweep finds "held" orphaned once its lease passed
+    await workers.start(queue, [gauge.function("runs_for", 0.05)], concurrency=4)
+    done = await queue.wait_for_terminal("waiting", timeout=30)
+    assert done is not None and done.status is Status.COMPLETE, output(proc)
+    # liveness ttl 1 s (fault_settings) + sweep every 0.3 s: well within 10 s on a
+    # loaded machine
+    assert time.monotonic() - killed < 10
+    await held.refresh(until_complete=30)  # the swept job ran again, after or before
+    assert held.status is Status.COMPLETE and held.disruptions == 1
+    assert gauge.most == 1
