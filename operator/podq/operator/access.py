@@ -73,3 +73,8 @@ class QueueAccess:
         if self.open:
             return "open: every namespace may use every queue"
         return "; ".join(f"{q}={','.join(sorted(n))}" for q, n in sorted(self.grants.items()))
+
+
+# the operator's access when no grant is given (`podq operator` without --allow-queue):
+# single-tenant use, every namespace may use every queue
+OPEN_ACCESS = QueueAccess(open=True)

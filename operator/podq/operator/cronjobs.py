@@ -13,7 +13,7 @@ from typing import Any
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.rest import ApiException
 
-from podq.operator.access import QueueAccess
+from podq.operator.access import OPEN_ACCESS, QueueAccess
 from podq.operator.admission import job_problem
 from podq.operator.cron import (
     Child,
@@ -171,13 +171,13 @@ async def tick(
     previous = cron.get("status") or {}
     try:
         schedule = parse_schedule(spec["schedule"], spec.get("timeZone"))
-        refusal = (access or QueueAccess()).refusal(
+        refusal = (access or OPEN_ACCESS).refusal(
             meta["namespace"], queue_name(spec["jobTemplate"].get("spec") or {}))
         if refusal is not None:  # no child Job at all: each would be refused
             raise InvalidCronSpec(refusal[0], "jobTemplate." + refusal[1])
         # nor from a template every child of which would fail (or the webhook refuse)
         problem = job_problem(spec["jobTemplate"].get("spec") or {}, meta["namespace"],
-                              QueueAccess(open=True), "spec.jobTemplate.spec")
+                              OPEN_ACCESS, "spec.jobTemplate.spec")
         if problem is not None:
             raise InvalidCronSpec("InvalidJobTemplate", problem)
     except InvalidCronSpec as invalid:

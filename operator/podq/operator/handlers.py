@@ -9,14 +9,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import kopf
 
 from podq.operator import kube
-from podq.operator.access import QueueAccess
+from podq.operator.access import OPEN_ACCESS, QueueAccess
 from podq.operator.autoscaler import Autoscaler
 from podq.operator.cronjobs import CronMemory, CronWakeups, mark_tick_failing, pause, tick
 from podq.operator.isolation import STALL_AFTER, describe
@@ -60,7 +60,7 @@ class Options:
     # namespaces, which namespaced RBAC refuses, and fall back only after ~1 minute.
     scan_namespaces: bool = True
     api_parallelism: int = 48
-    queue_access: QueueAccess = field(default_factory=QueueAccess)
+    queue_access: QueueAccess = OPEN_ACCESS
 
 
 @kopf.on.startup()

@@ -20,7 +20,7 @@ from typing import Any
 from kubernetes_asyncio import client
 
 from podq.job import TERMINAL_STATUSES, Status
-from podq.operator.access import QueueAccess
+from podq.operator.access import OPEN_ACCESS, QueueAccess
 from podq.operator.coalesce import Coalescer, TokenBucket
 from podq.operator.isolation import (
     OUTAGES,
@@ -93,7 +93,7 @@ class StatusMirror:
         self.events = events
         self.pool = pool
         self.registry = registry
-        self.access = access or QueueAccess()
+        self.access = access or OPEN_ACCESS
         self.flush_interval = flush_interval
         self.reconcile_interval = reconcile_interval
         self.batch_size = batch_size
