@@ -86,6 +86,7 @@ class SlotOwner:
         self.slot = slot
         self.probe = probe  # connection settings (auth, TLS) for CLUSTER SLOTS
         self.address: Address | None = None
+        self.scripts: list[str] = []  # Lua sources loaded on every new connection
         self._lock = asyncio.Lock()
 
     async def current(self) -> Address:
@@ -142,6 +143,11 @@ class SlotOwner:
         return owner
 
 
+class SlotMovedError(RedisConnectionError):
+    """The slot moved (MOVED): the connection is dropped and the command, or the whole
+    pipeline, retried on the new owner (nothing of the queue ran on the old one)."""
+
+
 class _SlotOwnerConnection:
     """Connects to the owner of its SlotOwner's slot; learns from MOVED."""
 
@@ -156,15 +162,32 @@ class _SlotOwnerConnection:
             self.owner.forget(address)
             raise
 
+    async def on_connect_check_health(self, check_health: bool = True) -> None:
+        await super().on_connect_check_health(check_health)  # type: ignore[misc]
+        # a new owner may never have seen the queue's scripts: a pipeline retried
+        # there would fail with NOSCRIPT
+        for source in self.owner.scripts:
+            await self.send_command("SCRIPT", "LOAD", source, check_health=False)  # type: ignore[attr-defined]
+            await self.read_response()
+
     async def read_response(self, *args: t.Any, **kwargs: t.Any) -> t.Any:
         try:
             return await super().read_response(*args, **kwargs)  # type: ignore[misc]
         except MovedError as e:
             self.owner.moved(e.host, e.port)
-            raise
+            await self.disconnect(nowait=True)  # type: ignore[attr-defined]
+            raise SlotMovedError(f"slot {e.slot_id} moved to {e.host}:{e.port}") from e
         except (RedisConnectionError, ClusterDownError, TryAgainError):
             self.owner.forget((self.host, self.port))  # type: ignore[attr-defined]
             raise
+
+
+def preload(redis: aioredis.Redis, sources: list[str]) -> None:
+    """Load these Lua scripts on every connection to the slot's owner (no-op off a
+    cluster)."""
+    owner = redis.connection_pool.connection_kwargs.get("owner")
+    if isinstance(owner, SlotOwner):
+        owner.scripts = list(dict.fromkeys([*owner.scripts, *sources]))
 
 
 class SlotOwnerConnection(_SlotOwnerConnection, Connection):

@@ -101,6 +101,7 @@ class RedisQueue(Queue):
         if max_connections is not None:
             redis_pool.grow(self.redis, max_connections)
         self._scripts = Scripts(self.redis)
+        cluster.preload(self.redis, [s.script for s in vars(self._scripts).values()])
         self._batcher = ScriptBatcher(self.redis)  # write-backs of one loop turn, pipelined
         self._notifier = Notifier(self.redis, self.keys.changes, name)
         # workers listen here only: new ready work and aborts, not every change
