@@ -18,6 +18,7 @@ from redis import asyncio as aioredis
 from redis.exceptions import RedisError
 
 from podq import drain as draining
+from podq import redis_url as redis_urls
 from podq.job import JOB_FIELDS
 from podq.jobstate import format_state, job_state
 from podq.logs import FORMATS, configure
@@ -27,13 +28,12 @@ from podq.queue.pool import waiting_pool
 from podq.redact import install_logging_filter, redact, remember_url
 from podq.worker import Worker, import_settings
 
-DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 EXIT_BAD_INPUT = 2
 EXIT_UNAVAILABLE = 1
 BURST_DEQUEUE_TIMEOUT_S = 1.0
 
 
-REDIS_URL_HELP = f"Redis URL (default: $PODQ_REDIS_URL or {DEFAULT_REDIS_URL})"
+REDIS_URL_HELP = redis_urls.HELP
 
 
 def version() -> str:
@@ -53,7 +53,7 @@ class CliError(Exception):
 ENQUEUE_OPTIONS = [field for field in JOB_FIELDS.values() if field.use.cli]
 
 def redis_url(args: argparse.Namespace) -> str:
-    url = args.redis_url or os.environ.get("PODQ_REDIS_URL") or DEFAULT_REDIS_URL
+    url = redis_urls.redis_url(args.redis_url)
     remember_url(url)  # masked in every log line and error from now on
     return url
 

@@ -18,16 +18,20 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 import redis
 from chart_helpers import ROOT
 
 from podq.queue import Queue
+from podq.redis_url import redis_url
 from podq.testing import free_port, wait_for_port
 
 VENV_BIN = Path(sys.executable).parent
 PASSWORD = "s3cretPassw0rd-with_safe.chars~"
+# what a generated Secret may hold: every character that means something in a URL
+HOSTILE_PASSWORD = "p/ss@w:rd%2F?#&=x"
 
 
 def kubelet_env(container: dict[str, Any], secrets: dict[tuple[str, str], str]) -> dict[str, str]:
@@ -57,8 +61,8 @@ def openssl(*args: str, cwd: Path) -> None:
     subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
 
 
-@pytest.fixture
-def tls_redis(tmp_path: Path) -> Iterator[dict[str, Any]]:
+@pytest.fixture(params=[PASSWORD, HOSTILE_PASSWORD], ids=["plain", "hostile"])
+def tls_redis(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str, Any]]:
     """redis-server with TLS only (no plain port) and a password, on loopback."""
     certs = tmp_path / "certs"
     certs.mkdir()
@@ -77,12 +81,12 @@ def tls_redis(tmp_path: Path) -> Iterator[dict[str, Any]]:
         ["redis-server", "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1",
          "--tls-cert-file", str(certs / "server.crt"), "--tls-key-file",
          str(certs / "server.key"), "--tls-ca-cert-file", str(certs / "ca.crt"),
-         "--tls-auth-clients", "no", "--requirepass", PASSWORD, "--save", "",
+         "--tls-auth-clients", "no", "--requirepass", request.param, "--save", "",
          "--appendonly", "no", "--dir", str(data), "--logfile", str(tmp_path / "redis.log")],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_for_port(port, 10)
-        yield {"port": port, "ca": certs / "ca.crt"}
+        yield {"port": port, "ca": certs / "ca.crt", "password": request.param}
     finally:
         server.terminate()
         server.wait(10)
@@ -99,9 +103,12 @@ def test_tls_redis_url_with_secret_password_serves_jobs(
     worker = one(objs, "Deployment", "podq-worker")
     pod = worker["spec"]["template"]["spec"]
     container = pod["containers"][0]
-    env = kubelet_env(container, {("redis-auth", "password"): PASSWORD})
-    url = env["PODQ_REDIS_URL"]
-    assert url.startswith(f"rediss://:{PASSWORD}@127.0.0.1:")
+    password = tls_redis["password"]
+    env = kubelet_env(container, {("redis-auth", "password"): password})
+    # the kubelet splices the Secret in raw; podq percent-encodes it (podq.redis_url)
+    assert env["PODQ_REDIS_URL"].startswith(f"rediss://:{password}@127.0.0.1:")
+    url = redis_url(environ=env)
+    assert url.startswith(f"rediss://:{quote(password, safe='')}@127.0.0.1:")
 
     # the CA Secret's volume, mounted where the URL's ssl_ca_certs points
     (mount,) = [m for m in container["volumeMounts"] if m["name"] == "redis-tls"]
@@ -112,13 +119,14 @@ def test_tls_redis_url_with_secret_password_serves_jobs(
     for item in volume["secret"]["items"]:
         shutil.copy(tls_redis["ca"], mounted / item["path"])
     assert f"ssl_ca_certs={mount['mountPath']}/" in url
-    env["PODQ_REDIS_URL"] = url.replace(mount["mountPath"], str(mounted))
+    env["PODQ_REDIS_URL"] = env["PODQ_REDIS_URL"].replace(mount["mountPath"], str(mounted))
+    url = redis_url(environ=env)
 
     # the server is verified against the mounted CA: without it, the handshake fails
-    without_ca = env["PODQ_REDIS_URL"].split("?")[0]
+    without_ca = url.split("?")[0]
     with pytest.raises(redis.exceptions.ConnectionError, match="CERTIFICATE_VERIFY_FAILED"):
         redis.Redis.from_url(without_ca, socket_timeout=3).ping()
-    assert redis.Redis.from_url(env["PODQ_REDIS_URL"]).ping()
+    assert redis.Redis.from_url(url).ping()
 
     process_env = {**os.environ, **env, "HOME": str(tmp_path)}
     worker_proc = subprocess.Popen(
@@ -126,7 +134,7 @@ def test_tls_redis_url_with_secret_password_serves_jobs(
         cwd=ROOT / "worker_image")
     try:
         async def run() -> Any:
-            queue = Queue.from_url(env["PODQ_REDIS_URL"], name="tls-queue")
+            queue = Queue.from_url(url, name="tls-queue")
             try:
                 job = await queue.enqueue("echo", kwargs={"message": "over TLS"})
                 assert job is not None

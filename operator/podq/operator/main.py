@@ -17,6 +17,7 @@ import kopf
 from aiohttp import web
 from kubernetes_asyncio import client
 
+from podq import redis_url as redis_urls
 from podq.operator import handlers, kube, safejson, webhook
 from podq.operator.access import QueueAccess
 from podq.operator.handlers import Options
@@ -25,7 +26,6 @@ from podq.redact import install_logging_filter, remember_url
 
 log = logging.getLogger("podq.operator")
 
-DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 DEFAULT_WEBHOOK_CERT_DIR = Path("/etc/podq/webhook-tls")
 
 
@@ -40,8 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="watch this namespace (repeat for several; globs allowed)")
     scope.add_argument("-A", "--all-namespaces", action="store_true",
                        help="watch every namespace (the default when no --namespace is given)")
-    parser.add_argument("--redis-url", default=os.environ.get("PODQ_REDIS_URL", DEFAULT_REDIS_URL),
-                        help="Redis URL (default: $PODQ_REDIS_URL or %(default)s)")
+    parser.add_argument("--redis-url", help=redis_urls.HELP)
     parser.add_argument("--log-format", choices=["plain", "json"], default="plain",
                         help="plain text, or one JSON object a line (default: plain)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -127,6 +126,7 @@ def configure_logging(log_format: str, verbose: bool) -> None:
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
+    args.redis_url = redis_urls.redis_url(args.redis_url)
     remember_url(args.redis_url)
     configure_logging(args.log_format, args.verbose)
     safejson.install()  # no object the API server accepts can crash the decoding

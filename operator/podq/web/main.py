@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
 import sys
 import typing as t
 from dataclasses import dataclass
@@ -14,12 +13,12 @@ from aiohttp import web
 from redis.exceptions import RedisError
 
 from podq.redact import redact
+from podq.redis_url import HELP, redis_url
 from podq.web.auth import Guard, load_token
 from podq.web.feed import Feed
 from podq.web.handlers import create_app
 
 logger = logging.getLogger("podq.web")
-DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 
 
 @dataclass
@@ -39,8 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
         "write token is set ($PODQ_WEB_TOKEN, or a file: --token-file or "
         "$PODQ_WEB_TOKEN_FILE).",
     )
-    p.add_argument("--redis-url", help=f"Redis URL (default: $PODQ_REDIS_URL or "
-                   f"{DEFAULT_REDIS_URL})")
+    p.add_argument("--redis-url", help=HELP)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on "
                    "(default 127.0.0.1; 0.0.0.0 in a container)")
     p.add_argument("--port", type=int, default=8080, help="port (default 8080)")
@@ -85,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"podq web: cannot read the token file: {e}", file=sys.stderr)
         return 2
     options = Options(
-        redis_url=args.redis_url or os.environ.get("PODQ_REDIS_URL") or DEFAULT_REDIS_URL,
+        redis_url=redis_url(args.redis_url),
         host=args.host, port=args.port, queues=args.queues, token=token,
         sample_s=args.sample_s,
     )
