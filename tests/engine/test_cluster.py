@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -15,22 +14,8 @@ import pytest
 import redis
 
 from podq import Job, Queue, Status, Worker
-from podq.testing import free_port, wait_for_port
-
-
-def cluster_port() -> int:
-    """A free port whose cluster bus port (port + 10000) is valid and free too."""
-    for _ in range(100):
-        port = free_port()
-        if port + 10000 > 65535:
-            continue
-        with socket.socket() as bus:
-            try:
-                bus.bind(("127.0.0.1", port + 10000))
-            except OSError:
-                continue
-        return port
-    raise RuntimeError("no free port pair for a cluster-mode redis-server")
+from podq.testing import wait_for_port
+from podq.testing_cluster import cluster_port
 
 
 @pytest.fixture

@@ -11,10 +11,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cluster_helpers import LoopbackCluster
 
 from podq import Job, Queue, Status, Worker
 from podq.queue import list_queues
+from podq.testing_cluster import LoopbackCluster
 
 TIMERS = {"schedule": 0.5, "worker_info": 0.2, "sweep": 0.3, "abort": 0.2}
 

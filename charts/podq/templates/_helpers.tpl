@@ -86,17 +86,17 @@ the CA file appended as redis-py's `ssl_ca_certs` query argument.
 {{- if not $url -}}
 {{- fail "podq: set redis.url (e.g. redis://my-redis:6379/0), or redis.urlSecret.name, or redis.embedded.enabled=true" -}}
 {{- end -}}
-{{- if not (regexMatch "^rediss?://" $url) -}}
-{{- fail (printf "podq: redis.url must start with redis:// or rediss://, got %q" $url) -}}
+{{- if not (regexMatch "^rediss?(\\+cluster)?://" $url) -}}
+{{- fail (printf "podq: redis.url must start with redis://, rediss://, redis+cluster:// or rediss+cluster://, got %q" $url) -}}
 {{- end -}}
-{{- if and (regexMatch "^rediss?://[^/@]*:[^/@]*@" $url) -}}
+{{- if and (regexMatch "^rediss?(\\+cluster)?://[^/@]*:[^/@]*@" $url) -}}
 {{- fail "podq: redis.url holds a password; put it in a Secret and set redis.password.existingSecret (or redis.urlSecret)" -}}
 {{- end -}}
 {{- if .Values.redis.tls.enabled -}}
 {{- if .Values.redis.embedded.enabled -}}
 {{- fail "podq: redis.tls is for an external Redis; the embedded Redis serves plain TCP inside the cluster" -}}
 {{- end -}}
-{{- $url = regexReplaceAll "^redis://" $url "rediss://" -}}
+{{- $url = regexReplaceAll "^redis(\\+cluster)?://" $url "rediss${1}://" -}}
 {{- if .Values.redis.tls.caSecret -}}
 {{- $sep := ternary "&" "?" (contains "?" $url) -}}
 {{- $url = printf "%s%sssl_ca_certs=/etc/podq/redis-tls/%s" $url $sep .Values.redis.tls.caKey -}}
@@ -146,10 +146,10 @@ redis-password
       name: {{ $secret }}
       key: {{ include "podq.redis.passwordKey" . }}
 {{- /* insert ":$(PODQ_REDIS_PASSWORD)@" after the scheme and the optional user name */}}
-{{- if regexMatch "^rediss?://[^/@]*@" $url }}
-{{- $url = regexReplaceAll "^(rediss?://[^/@]*)@" $url "${1}:$$(PODQ_REDIS_PASSWORD)@" }}
+{{- if regexMatch "^rediss?(\\+cluster)?://[^/@]*@" $url }}
+{{- $url = regexReplaceAll "^(rediss?(\\+cluster)?://[^/@]*)@" $url "${1}:$$(PODQ_REDIS_PASSWORD)@" }}
 {{- else }}
-{{- $url = regexReplaceAll "^(rediss?://)" $url "${1}:$$(PODQ_REDIS_PASSWORD)@" }}
+{{- $url = regexReplaceAll "^(rediss?(\\+cluster)?://)" $url "${1}:$$(PODQ_REDIS_PASSWORD)@" }}
 {{- end }}
 {{- end }}
 - name: PODQ_REDIS_URL
@@ -288,7 +288,7 @@ pool's queue user under redis.acl, else as the operator */}}
       name: {{ include "podq.redis.aclSecret" $root }}
       key: {{ .pool.queue }}
 - name: PODQ_REDIS_URL
-  value: {{ regexReplaceAll "^(rediss?://)([^/@]*@)?" (include "podq.redis.baseUrl" $root) (printf "${1}podq-%s:$$(PODQ_REDIS_PASSWORD)@" .pool.queue) | quote }}
+  value: {{ regexReplaceAll "^(rediss?(?:\\+cluster)?://)([^/@]*@)?" (include "podq.redis.baseUrl" $root) (printf "${1}podq-%s:$$(PODQ_REDIS_PASSWORD)@" .pool.queue) | quote }}
 {{- else }}
 {{- include "podq.redis.env" $root }}
 {{- end }}

@@ -1,22 +1,41 @@
-"""A real Redis Cluster on loopback: three primaries, three replicas (six redis-server
-processes in a tmp dir), joined with `redis-cli --cluster create`."""
+"""A real Redis Cluster on loopback for tests and benchmarks: by default three primaries
+and three replicas (six redis-server processes in a folder), joined with
+`redis-cli --cluster create`; `stop()` ends exactly those processes."""
 
 from __future__ import annotations
 
 import shutil
+import socket
 import subprocess
 import time
 from pathlib import Path
 
 import redis
-from test_cluster import cluster_port
 
-from podq.testing import wait_for_port
+from podq.testing import free_port, wait_for_port
+
+
+def cluster_port() -> int:
+    """A free port whose cluster bus port (port + 10000) is valid and free too."""
+    for _ in range(100):
+        port = free_port()
+        if port + 10000 > 65535:
+            continue
+        with socket.socket() as bus:
+            try:
+                bus.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no free port pair for a cluster-mode redis-server")
 
 
 class LoopbackCluster:
-    def __init__(self, root: Path, nodes: int = 6, replicas: int = 1) -> None:
+    def __init__(
+        self, root: Path, nodes: int = 6, replicas: int = 1, password: str | None = None
+    ) -> None:
         self.root = root
+        self.password = password
         self.nodes = nodes
         self.replicas = replicas
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
@@ -30,7 +49,8 @@ class LoopbackCluster:
     def start(self) -> None:
         binary = shutil.which("redis-server")
         cli = shutil.which("redis-cli")
-        assert binary and cli
+        if not binary or not cli:
+            raise RuntimeError("redis-server and redis-cli are needed for a cluster")
         for _ in range(self.nodes):
             port = cluster_port()
             while port in self.procs:
@@ -41,20 +61,26 @@ class LoopbackCluster:
                 [binary, "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled",
                  "yes", "--cluster-config-file", str(home / "nodes.conf"), "--dir",
                  str(home), "--save", "", "--appendonly", "no",
-                 "--cluster-node-timeout", "1500"],
+                 "--cluster-node-timeout", "1500", *self._auth_args()],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )
         for port in self.procs:
             wait_for_port(port)
         subprocess.run(
-            [cli, "--cluster", "create", *(f"127.0.0.1:{p}" for p in self.procs),
+            [cli, *(["-a", self.password, "--no-auth-warning"] if self.password else []),
+             "--cluster", "create", *(f"127.0.0.1:{p}" for p in self.procs),
              "--cluster-replicas", str(self.replicas), "--cluster-yes"],
             check=True, capture_output=True, timeout=60,
         )
         self.wait_healthy()
 
+    def _auth_args(self) -> list[str]:
+        if not self.password:
+            return []
+        return ["--requirepass", self.password, "--masterauth", self.password]
+
     def client(self, port: int) -> redis.Redis:
-        return redis.Redis(port=port, socket_timeout=5)
+        return redis.Redis(port=port, socket_timeout=5, password=self.password)
 
     def wait_healthy(self, deadline_s: float = 30.0) -> None:
         """Every live node says cluster_state:ok and every slot has a live primary."""
