@@ -23,7 +23,7 @@ from podq.job import JOB_FIELDS
 from podq.jobstate import format_state, job_state
 from podq.logs import FORMATS, configure
 from podq.metrics import MetricsPortError
-from podq.queue import Queue, keys, list_queues
+from podq.queue import Queue, cluster, keys, list_queues
 from podq.queue.pool import waiting_pool
 from podq.redact import install_logging_filter, redact, remember_url
 from podq.worker import Worker, import_settings
@@ -337,7 +337,9 @@ async def cmd_info(args: argparse.Namespace) -> int:
         names = args.queue or await list_queues(client)
         out = []
         for name in names:
-            queue = Queue(client, name=name)
+            # on a cluster each queue talks to the primary of its own slot
+            queue = (Queue.from_url(url, name=name) if cluster.is_cluster_url(url)
+                     else Queue(client, name=name))
             out.append(
                 {
                     "name": name,
@@ -349,6 +351,8 @@ async def cmd_info(args: argparse.Namespace) -> int:
                     "workers": await queue.workers(),
                 }
             )
+            if queue.redis is not client:
+                await queue.disconnect()
     finally:
         await client.aclose()
     if args.json:

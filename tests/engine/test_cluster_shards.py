@@ -6,11 +6,15 @@ and clients follow each queue's slot owner, through a failover (podq.queue.clust
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from engine_helpers import PODQ
 
 from podq import Job, Queue, Status, Worker
 from podq.queue import list_queues
@@ -153,3 +157,22 @@ async def test_a_killed_primary_mid_run_loses_no_replicated_job(
     cluster: LoopbackCluster,
 ) -> None:
     await run_through_failover(cluster, "killed", lambda primary, _: cluster.kill(primary))
+
+
+def test_the_cli_takes_a_cluster_url_from_the_environment(cluster: LoopbackCluster) -> None:
+    spread = names_on_distinct_shards(cluster, 2)
+    env = {**os.environ, "PODQ_REDIS_URL": cluster.url}
+
+    def podq(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*PODQ, *args], env=env, capture_output=True, text=True,
+                              timeout=60, check=False)
+
+    for name in spread:
+        r = podq("enqueue", "add", "--queue", name, "--no-check")
+        assert r.returncode == 0, r.stderr
+    r = podq("info", "--json")
+    assert r.returncode == 0, r.stderr
+    info = {q["name"]: q for q in json.loads(r.stdout)}
+    assert {name: info[name]["queued"] for name in spread} == {name: 1 for name in spread}
+    for name, port in spread.items():
+        assert cluster.client(port).zcard(f"podq:{{{name}}}:queued") == 1
