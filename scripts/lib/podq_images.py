@@ -217,6 +217,7 @@ def base() -> tuple[Path, Path]:
 def source_digest(spec: ImageSpec, recipe: Recipe, base_layer: Path) -> str:
     """What the podq layer depends on: the base, the Dockerfile, the files it installs."""
     h = hashlib.sha256(base_layer.parent.name.encode())
+    h.update(Path(__file__).read_bytes())  # how the layer is made
     h.update(spec.dockerfile.read_bytes())
     paths = [REPO / s for s in SOURCE] + [REPO / src for src, _ in recipe.copies]
     for top in paths:
@@ -292,6 +293,17 @@ def build(name: str) -> dict:
                         env=env)
                     run(["chroot", str(merged), "/opt/podq/bin/pip", "install", "-q",
                          recipe.pip_target.replace(".", "/tmp/src", 1)], log, env=env, cwd="/")
+                    # Bytecode checked by source hash, not mtime: layers set every mtime to
+                    # 0, so mtime-stamped .pyc files (pip's, Debian's for the standard
+                    # library) no longer match their source and, with a read-only root
+                    # and PYTHONDONTWRITEBYTECODE, every process start compiled all it
+                    # imports again (20 s for a worker on a busy 2-core machine, not 1 s).
+                    # The standard library's new .pyc files land in this layer.
+                    stdlib = [f"/{p.relative_to(merged)}" for p in
+                              sorted((merged / "usr" / "lib").glob("python3.*"))]
+                    run(["chroot", str(merged), "python3", "-m", "compileall", "-q",
+                         "--invalidation-mode", "checked-hash", *stdlib, "/opt/podq"], log,
+                        env=env, cwd="/")
                 finally:
                     subprocess.run(["umount", str(merged / "tmp" / "pip-cache")], check=False)
                 shutil.rmtree(merged / "tmp" / "src")

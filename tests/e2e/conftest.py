@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -82,13 +83,17 @@ def images() -> dict[str, dict]:
 def node_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
     if _prepare_error:
         pytest.fail(_prepare_error, pytrace=False)
+    started = time.monotonic()
     try:
         plane = ControlPlane.up(tmp_path_factory.mktemp("node"), exit_with=os.getpid(),
                                 node=True)
     except RuntimeError as err:
         pytest.fail(str(err), pytrace=False)
+    up = time.monotonic()
     with plane:
         plane.load_images(*(image["archive"] for image in _images.values()))
+        print(f"node up in {up - started:.1f}s, images imported in"
+              f" {time.monotonic() - up:.1f}s")
         yield plane
 
 
@@ -126,4 +131,11 @@ def release(node_plane: ControlPlane) -> Release:
         "get", "deployments", "-n", NAMESPACE, "-l", "app.kubernetes.io/component=worker",
         "-o", "json").stdout)["items"]
     assert len(deployments) == 1, deployments
-    return Release(plane, NAMESPACE, deployments[0]["metadata"]["name"])
+    release = Release(plane, NAMESPACE, deployments[0]["metadata"]["name"])
+    started = time.monotonic()
+    release.wait_scaled_to_zero()  # the chart's Deployment starts with one pod
+    took = time.monotonic() - started
+    print(f"the operator scaled the workers to zero in {took:.1f}s")
+    # that pod, stopped while it starts, ends at once: not after its grace period (20 + 30 s)
+    assert took < 50, f"the first worker pod took {took:.0f}s to go"
+    return release
