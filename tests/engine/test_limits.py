@@ -4,6 +4,7 @@ take.lua across every worker, on the real redis-server."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import signal
 import time
@@ -150,3 +151,83 @@ async def test_a_slot_held_by_a_sigkilled_worker_comes_back_through_the_sweep(
     await held.refresh(until_complete=30)  # the swept job ran again, after or before
     assert held.status is Status.COMPLETE and held.disruptions == 1
     assert gauge.most == 1
+
+
+# -- rate limits (issue 14 part 2) -------------------------------------------------------
+
+
+async def started_ms(queue: Queue, jobs: list[Job]) -> list[int]:
+    """When each job started, on Redis's clock (ms), in order."""
+    return sorted(j.started for j in await queue.jobs(j.key for j in jobs))
+
+
+async def test_a_rate_limit_spaces_the_starts_across_workers(
+    queue: Queue, workers: Workers
+) -> None:
+    send, other = Gauge(), Gauge()
+    await queue.set_limits({"send_email": Limit(rate=5, per=1.0)})
+    sends = await queue.enqueue_many([Job("send_email", key=f"s{i}") for i in range(10)])
+    others = await queue.enqueue_many([Job("other", key=f"o{i}") for i in range(4)])
+    for _ in range(3):
+        await workers.start(
+            queue, [send.function("send_email", 0.01), other.function("other", 0.01)],
+            concurrency=4)
+    limited_seen = 0
+
+    async def all_done() -> bool:
+        nonlocal limited_seen
+        limited_seen = max(limited_seen, (await queue.counts()).limited)
+        done = await queue.jobs(j.key for j in sends + others)
+        return all(j is not None and j.status is Status.COMPLETE for j in done)
+
+    await wait_for(all_done, 60)
+    starts = await started_ms(queue, sends)
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
+    assert min(gaps) >= 199, gaps  # 5 a second: one every 200 ms (ms floored)
+    assert all(starts[i + 5] - starts[i] >= 999 for i in range(len(starts) - 5))
+    assert limited_seen > 0
+    assert (await queue.counts()).incomplete == 0
+
+
+async def test_a_burst_starts_at_once_then_the_rate_spaces_the_rest(queue: Queue) -> None:
+    await queue.set_limits({"f": Limit(rate=3, per=1.5, burst=3)})
+    await queue.enqueue_many([Job("f", key=f"f{i}") for i in range(6)])
+    first, next_at = await queue.take(6, "")
+    assert len(first) == 3 and next_at is not None  # the burst; the rest wait
+    assert (await queue.counts()).limited == 3
+    taken = list(first)
+    deadline = time.monotonic() + 20
+    while len(taken) < 6:
+        assert time.monotonic() < deadline
+        jobs, next_at = await queue.take(6, "")
+        taken += jobs
+        if next_at is not None:  # when the rate has room again
+            await asyncio.sleep(max(0.0, next_at - time.time()))
+    starts = await started_ms(queue, taken)
+    assert starts[2] - starts[0] < 500  # one take
+    assert starts[3] - starts[0] >= 499 and starts[5] - starts[0] >= 1499
+
+
+async def test_work_waiting_on_a_limit_is_not_depth_for_the_autoscaler(queue: Queue) -> None:
+    await queue.set_limits({"slow": Limit(rate=1, per=60)})
+    await queue.enqueue_many([Job("slow", key=f"s{i}") for i in range(5)])
+    jobs, next_at = await queue.take(5, "")
+    assert len(jobs) == 1 and next_at is not None and next_at - time.time() > 50
+    counts = await queue.counts()
+    assert (counts.limited, counts.queued, counts.active) == (4, 4, 1)
+    assert await queue.depth() == 1  # the running one; the four waiting add no workers
+
+    await queue.set_limits({QUEUE_LIMIT: Limit(concurrency=2)})  # the queue's own cap
+    await queue.enqueue_many([Job("fast", key=f"f{i}") for i in range(6)])
+    jobs, _ = await queue.take(5, "")
+    assert len(jobs) == 1  # with the active "slow" one: 2
+    assert await queue.depth() == 2 and (await queue.counts()).ready > 2
+
+
+async def test_a_queue_rate_limit_caps_every_function_together(queue: Queue) -> None:
+    await queue.set_limits({QUEUE_LIMIT: Limit(rate=2, per=60, burst=2)})
+    await queue.enqueue_many([Job(("a", "b")[i % 2], key=f"j{i}") for i in range(5)])
+    jobs, _ = await queue.take(5, "")
+    assert len(jobs) == 2
+    jobs, next_at = await queue.take(5, "")
+    assert jobs == [] and next_at is not None and next_at - time.time() > 20

@@ -47,7 +47,7 @@ class QueueKeys:
         self.sweep_lock = self.prefix + "sweep-lock"
         self.paused = self.prefix + "paused"  # set by `podq drain`
         # flow control (podq.queue.limits, docs/limits.md)
-        self.limits = self.prefix + "limits"  # hash: limit name -> "concurrency,rate,per ms"
+        self.limits = self.prefix + "limits"  # hash: name -> "concurrency,rate,per ms,burst"
         self.limited = self.prefix + "limited"  # set of limit names with parked jobs
         self.slot_prefix = self.prefix + "slots:"  # + name: hash job key -> attempt id
         self.parked_prefix = self.prefix + "parked:"  # + name: zset of jobs waiting on it

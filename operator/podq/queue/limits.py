@@ -13,24 +13,26 @@ import math
 import typing as t
 from dataclasses import dataclass
 
-from podq.queue.store import text
+from podq.queue.store import QUEUE_LIMIT, text
 
 if t.TYPE_CHECKING:
     from redis import asyncio as aioredis
 
     from podq.queue.keys import QueueKeys
 
-QUEUE_LIMIT = "*"  # the limit name of the whole queue (function names cannot be "*")
-
-
 @dataclass(frozen=True)
 class Limit:
     """How many jobs may run at once (concurrency), and how many may start per `per`
-    seconds (rate), cluster-wide. None: no such limit."""
+    seconds (rate), cluster-wide. None: no such limit.
+
+    A rate limit spaces starts per/rate seconds apart, so no window of `per` seconds
+    holds more than `rate` starts; `burst` > 1 lets that many start at once after an
+    idle spell (then a window of `per` may hold up to rate + burst - 1)."""
 
     concurrency: int | None = None
     rate: int | None = None
     per: float = 60.0
+    burst: int = 1
 
     def __post_init__(self) -> None:
         if self.concurrency is not None and (
@@ -41,21 +43,25 @@ class Limit:
             raise ValueError(f"rate must be a positive integer, got {self.rate!r}")
         if not (isinstance(self.per, int | float) and math.isfinite(self.per) and self.per > 0):
             raise ValueError(f"per must be a positive number of seconds, got {self.per!r}")
+        if not isinstance(self.burst, int) or self.burst < 1:
+            raise ValueError(f"burst must be a positive integer, got {self.burst!r}")
         if self.concurrency is None and self.rate is None:
             raise ValueError("a Limit needs concurrency, rate or both")
 
     def encode(self) -> str:
-        """As the limits hash holds it (read by take.lua): `concurrency,rate,per ms`."""
+        """As the limits hash holds it (read by take.lua): `concurrency,rate,per ms,burst`."""
         per_ms = max(1, round(self.per * 1000))
-        return f"{self.concurrency or ''},{self.rate or ''},{per_ms if self.rate else ''}"
+        rate = f"{self.rate},{per_ms},{self.burst}" if self.rate else ",,"
+        return f"{self.concurrency or ''},{rate}"
 
     @classmethod
     def decode(cls, value: t.Any) -> Limit:
-        concurrency, rate, per_ms = text(value).split(",")
+        concurrency, rate, per_ms, burst = text(value).split(",")
         return cls(
             concurrency=int(concurrency) if concurrency else None,
             rate=int(rate) if rate else None,
             per=int(per_ms) / 1000 if per_ms else 60.0,
+            burst=int(burst) if burst else 1,
         )
 
 
@@ -91,3 +97,6 @@ async def limited_counts(redis: aioredis.Redis, keys: QueueKeys) -> dict[str, in
             pipe.zcard(keys.parked(name))
         sizes = await pipe.execute()
     return {name: size for name, size in zip(names, sizes, strict=True) if size}
+
+
+__all__ = ["QUEUE_LIMIT", "Limit", "limited_counts", "read_limits", "set_limits"]

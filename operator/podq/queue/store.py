@@ -17,6 +17,9 @@ if t.TYPE_CHECKING:
     from podq.job import Job
     from podq.queue.keys import QueueKeys
 
+# the limit name of the whole queue in the limits hash (function names cannot be "*")
+QUEUE_LIMIT = "*"
+
 # hash field: "1" when the job's timeout was not chosen (take.lua may apply a worker's)
 TIMEOUT_NOT_CHOSEN = "tdef"
 
@@ -148,6 +151,7 @@ class Counts:
     later: int  # scheduled, due later
     active: int  # active or aborting
     limited: int = 0  # ready but waiting on a limit (parked: podq.queue.limits)
+    cap: int | None = None  # the queue's concurrency limit, if any
 
     @property
     def queued(self) -> int:
@@ -160,8 +164,10 @@ class Counts:
     @property
     def depth(self) -> int:
         """Due work plus running work: what an autoscaler should size workers for. Jobs
-        waiting on a limit are left out: more workers would not run them sooner."""
-        return self.ready + self.due + self.active
+        waiting on a limit are left out, and no more than the queue's concurrency limit
+        counts: more workers would not run them sooner."""
+        depth = self.ready + self.due + self.active
+        return depth if self.cap is None else min(depth, self.cap)
 
 
 async def read_counts(redis: aioredis.Redis, keys: QueueKeys) -> Counts:
@@ -173,11 +179,13 @@ async def read_counts(redis: aioredis.Redis, keys: QueueKeys) -> Counts:
         pipe.zcount(keys.scheduled, f"({current}", "+inf")
         pipe.zcard(keys.active)
         pipe.smembers(keys.limited)
-        ready, due, later, active, limited_names = await pipe.execute()
+        pipe.hget(keys.limits, QUEUE_LIMIT)
+        ready, due, later, active, limited_names, queue_limit = await pipe.execute()
+    concurrency = text(queue_limit).split(",")[0] if queue_limit else ""
     limited = 0
     if limited_names:  # a second round trip only while jobs wait on a limit
         async with redis.pipeline(transaction=False) as pipe:
             for name in limited_names:
                 pipe.zcard(keys.parked(text(name)))
             limited = sum(await pipe.execute())
-    return Counts(ready, due, later, active, limited)
+    return Counts(ready, due, later, active, limited, int(concurrency) if concurrency else None)

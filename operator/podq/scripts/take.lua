@@ -12,6 +12,8 @@
 -- parked jobs go back to the ready queue as room comes. The queue's own limit ('*')
 -- caps how many this take gives out. A concurrency slot is held while the run that
 -- took it is active: slots of ended runs (finished, swept) are dropped when counted.
+-- A rate limit (GCRA on Redis TIME) is spent by each job taken under it; the reply's
+-- next time is also when a rate limit that held jobs back has room again.
 -- KEYS: 1 queued zset, 2 scheduled zset, 3 active zset, 4 seq counter, 5 paused flag,
 --       6 this request's record, 7 the previous request's record (or KEYS[6]),
 --       8 limits hash, 9 set of limit names with parked jobs
@@ -20,8 +22,8 @@
 --       may be missing after the take before its jobs count as orphaned; sweep.lua),
 --       8 slots key prefix, 9 parked key prefix, 10 rate key prefix,
 --       11.. the job hash fields to return (podq.queue.store.TAKE_FIELDS)
--- Returns {next scheduled score or '', {promoted keys}, key1, {values1...}, key2,
---          {values2...}, ...}: each job's values of those fields, in their order
+-- Returns {next scheduled score, or when a rate limit has room again, or '',
+--          {promoted keys}, key1, {values1...}, key2, {values2...}, ...}: each job's values of those fields, in their order
 local clock = redis.call('TIME')
 local now_s = tonumber(clock[1]) + tonumber(clock[2]) / 1e6
 local now_ms = string.format('%.0f', math.floor(now_s * 1000))
@@ -56,25 +58,59 @@ if redis.call('EXISTS', KEYS[8]) == 1 then
   limits = {}
   local raw = redis.call('HGETALL', KEYS[8])
   for i = 1, #raw, 2 do
-    local c, r, p = string.match(raw[i + 1], '^(%d*),(%d*),(%d*)$')
-    limits[raw[i]] = {tonumber(c), tonumber(r), tonumber(p)}
+    local c, r, p, b = string.match(raw[i + 1], '^(%d*),(%d*),(%d*),(%d*)$')
+    limits[raw[i]] = {tonumber(c), tonumber(r), tonumber(p), tonumber(b) or 1}
   end
 end
 -- slots in use under a function's concurrency limit; at the cap, those of runs no
--- longer active as the attempt that took them are dropped first
+-- longer active as the attempt that took them are dropped first. Counted once a take.
+local used_slots = {}
 local function in_use(name, cap)
+  if used_slots[name] then return used_slots[name] end
   local sk = ARGV[8] .. name
   local used = redis.call('HLEN', sk)
-  if used < cap then return used end
-  local held = redis.call('HGETALL', sk)
-  for i = 1, #held, 2 do
-    local f = redis.call('HMGET', ARGV[4] .. held[i], 'status', 'attempt_id')
-    if not ((f[1] == 'active' or f[1] == 'aborting') and f[2] == held[i + 1]) then
-      redis.call('HDEL', sk, held[i])
-      used = used - 1
+  if used >= cap then
+    local held = redis.call('HGETALL', sk)
+    for i = 1, #held, 2 do
+      local f = redis.call('HMGET', ARGV[4] .. held[i], 'status', 'attempt_id')
+      if not ((f[1] == 'active' or f[1] == 'aborting') and f[2] == held[i + 1]) then
+        redis.call('HDEL', sk, held[i])
+        used = used - 1
+      end
     end
   end
+  used_slots[name] = used
   return used
+end
+-- a rate limit is a GCRA on Redis TIME: starts spaced per/rate ms apart, `burst` of
+-- them at once after an idle spell; its key holds the theoretical arrival time (ms)
+local now_f = now_s * 1000
+local wake_at = nil  -- epoch ms at which a rate limit with no room has room again
+local tats = {}  -- name -> arrival time: read once a take, written back at its end
+local function arrival(name)
+  local tat = tats[name]
+  if not tat then
+    tat = tonumber(redis.call('GET', ARGV[10] .. name) or '0')
+    tats[name] = tat
+  end
+  if tat < now_f then return now_f end
+  return tat
+end
+local function tokens(name, lim)
+  local gap = lim[3] / lim[2]
+  local tat = arrival(name)
+  local k = math.floor((now_f + (lim[4] - 1) * gap - tat) / gap + 1e-6) + 1
+  if k <= 0 then
+    local at = tat - (lim[4] - 1) * gap
+    if not wake_at or at < wake_at then wake_at = at end
+  end
+  return k
+end
+local spent = {}
+local function spend(name, lim)
+  if not lim[2] then return end
+  tats[name] = arrival(name) + lim[3] / lim[2]
+  spent[name] = true
 end
 -- how many more jobs a limit lets start now (at most n)
 local function room(name, lim)
@@ -84,6 +120,7 @@ local function room(name, lim)
     if name == '*' then used = redis.call('ZCARD', KEYS[3]) else used = in_use(name, lim[1]) end
     r = math.min(r, lim[1] - used)
   end
+  if lim[2] and r > 0 then r = math.min(r, tokens(name, lim)) end
   return math.max(r, 0)
 end
 if limits then
@@ -119,7 +156,14 @@ while got < n do
     end
     if k and redis.call('HGET', jk, 'status') == 'queued' then
       got = got + 1
-      if lim and lim[1] then redis.call('HSET', ARGV[8] .. fn, k, ARGV[2] .. '.' .. got) end
+      if lim then
+        if lim[1] then
+          redis.call('HSET', ARGV[8] .. fn, k, ARGV[2] .. '.' .. got)
+          used_slots[fn] = used_slots[fn] + 1
+        end
+        spend(fn, lim)
+      end
+      if limits and limits['*'] then spend('*', limits['*']) end
       redis.call('HINCRBY', jk, 'attempts', 1)
       redis.call('HSET', jk, 'status', 'active', 'started', now_ms, 'touched', now_ms,
         'worker_id', ARGV[3], 'completed', '0', 'attempt_id', ARGV[2] .. '.' .. got,
@@ -135,8 +179,16 @@ while got < n do
     end
   end
 end
+for name in pairs(spent) do
+  local tat = tats[name]
+  redis.call('SET', ARGV[10] .. name, string.format('%.3f', tat),
+    'PX', math.max(1, math.ceil(tat - now_f)))
+end
 -- kept for an hour at most: a taker that died never drops it
 if got > 0 then redis.call('PEXPIRE', KEYS[6], 3600000) end
 local nxt = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
 if nxt[2] then out[1] = nxt[2] end
+if wake_at and (out[1] == '' or wake_at / 1000 < tonumber(out[1])) then
+  out[1] = string.format('%.3f', wake_at / 1000)  -- a rate limit has room again then
+end
 return out
