@@ -1,7 +1,8 @@
 """The chart names a Redis Cluster as it names one Redis: `redis.url:
 redis+cluster://node,node/0`. The URL it renders (password spliced in from a Secret)
 is the one a worker, started with the rendered args and env as `podq worker`, serves
-jobs through on a real 3-primary, 3-replica cluster on loopback."""
+jobs through, and its liveness probe finds it, on a real 3-primary, 3-replica cluster
+on loopback."""
 
 from __future__ import annotations
 
@@ -67,6 +68,13 @@ def test_a_cluster_url_in_the_values_reaches_workers_and_operator(
         assert job.status == "complete" and job.result["message"] == "sharded"
         owner = cluster.client(cluster.owner("podq:{cluster-queue}:queued"))
         assert owner.hget("podq:{cluster-queue}:stats", "complete") == b"1"
+        # the rendered liveness probe finds the worker's record on the queue's primary
+        probe = container["livenessProbe"]["exec"]["command"]
+        result = subprocess.run([str(VENV_BIN / "podq"), *probe[1:]],
+                                env={**os.environ, **env, "HOME": str(tmp_path)},
+                                cwd=ROOT / "worker_image", capture_output=True, text=True,
+                                timeout=60, check=False)
+        assert result.returncode == 0, result.stderr
     finally:
         worker.terminate()
         worker.wait(20)
