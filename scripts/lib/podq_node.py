@@ -399,9 +399,23 @@ def sandbox_ids(node: Path) -> set[str]:
     return found
 
 
+def other_kubelets(node: Path) -> list[int]:
+    """Kubelets running on this host that are not our node's."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+            if argv and Path(argv[0].decode(errors="replace")).name == "kubelet" and not any(
+                    str(node).encode() in a for a in argv):
+                found.append(int(proc.name))
+    return found
+
+
 def remove_host_leftovers(node: Path, network: str, created: list[str]) -> int:
-    """Our log links and cached CNI results, then the folders `up` created, if empty;
-    returns how many entries went."""
+    """Our log links and cached CNI results, then, once empty, the folders `up` created
+    (all of them when no other kubelet runs here); returns how many entries went."""
     gone = 0
     entries = [*(CONTAINER_LOG_LINKS.iterdir() if CONTAINER_LOG_LINKS.is_dir() else []),
                *(CNI_RESULTS.iterdir() if CNI_RESULTS.is_dir() else [])]
@@ -416,6 +430,8 @@ def remove_host_leftovers(node: Path, network: str, created: list[str]) -> int:
             if ours:
                 entry.unlink()
                 gone += 1
+    if not other_kubelets(node):  # then none of these is anyone's: drop them once empty
+        created = [str(folder) for folder in HOST_FOLDERS]
     for folder in sorted(created, key=lambda f: -len(f)):
         if folder == str(DEVICE_PLUGINS):  # our kubelet's socket, left when it stops
             with contextlib.suppress(OSError):
