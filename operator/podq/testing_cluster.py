@@ -114,6 +114,19 @@ class LoopbackCluster:
         slot = self.client(next(iter(self.procs))).cluster("KEYSLOT", key)
         return next(p for start, end, p in self.slots() if start <= int(slot) <= end)
 
+    def wait_owner(self, key: str, port: int, deadline_s: float = 30.0) -> None:
+        """Block until the primary at port owns key's slot (after a failover)."""
+        deadline = time.monotonic() + deadline_s
+        while True:
+            try:
+                if self.owner(key) == port:
+                    return
+            except redis.RedisError:  # a node mid-election may refuse; ask again
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{port} did not take over {key}")
+            time.sleep(0.05)
+
     def replica_of(self, primary: int) -> int:
         node_id = self.client(primary).execute_command("CLUSTER", "MYID")
         if isinstance(node_id, bytes):

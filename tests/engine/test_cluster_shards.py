@@ -104,17 +104,6 @@ async def wait_complete_count(queue: Queue, count: int, deadline_s: float) -> No
         await asyncio.sleep(0.05)
 
 
-def wait_owner(cluster: LoopbackCluster, key: str, port: int, deadline_s: float) -> None:
-    deadline = time.monotonic() + deadline_s
-    while True:
-        try:
-            if cluster.owner(key) == port:
-                return
-        except Exception:  # a node mid-election may refuse; ask again
-            pass
-        assert time.monotonic() < deadline, f"{port} did not take over {key}"
-        time.sleep(0.05)
-
 
 async def run_through_failover(cluster: LoopbackCluster, name: str, fail_over) -> None:
     key = f"podq:{{{name}}}:queued"
@@ -133,7 +122,7 @@ async def run_through_failover(cluster: LoopbackCluster, name: str, fail_over) -
         # mid-run: most of the jobs are still to run when the primary goes
         assert int((await queue.stats()).get("complete", 0)) < 200
         fail_over(primary, replica)
-        await asyncio.to_thread(wait_owner, cluster, key, replica, 30)
+        await asyncio.to_thread(cluster.wait_owner, key, replica, 30)
         # clients and notifications carry on against the new primary
         after = [j.key for j in await queue.enqueue_many(
             [Job("sleepy", kwargs={"i": i}) for i in range(50)])]

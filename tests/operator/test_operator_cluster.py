@@ -29,17 +29,6 @@ async def noop(ctx: dict) -> None:
     return None
 
 
-def wait_owner(cluster: LoopbackCluster, key: str, port: int, deadline_s: float) -> None:
-    deadline = time.monotonic() + deadline_s
-    while True:
-        try:
-            if cluster.owner(key) == port:
-                return
-        except Exception:  # a node mid-election may refuse; ask again
-            pass
-        assert time.monotonic() < deadline, f"{port} did not take over {key}"
-        time.sleep(0.05)
-
 
 async def test_declared_jobs_lost_in_a_failover_are_enqueued_again(tmp_path: Path) -> None:
     cluster = LoopbackCluster(tmp_path)
@@ -65,7 +54,7 @@ async def test_declared_jobs_lost_in_a_failover_are_enqueued_again(tmp_path: Pat
             cluster.kill(primary)
         finally:
             cluster.procs[replica].send_signal(signal.SIGCONT)
-        await asyncio.to_thread(wait_owner, cluster, key, replica, 60)
+        await asyncio.to_thread(cluster.wait_owner, key, replica, 60)
 
         declared = kept + lost
         jobs = await read_jobs(queue, [r.key for r in declared])
