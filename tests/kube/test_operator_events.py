@@ -126,3 +126,28 @@ async def test_deleting_a_running_cron_child_clears_active_at_once(harness: Harn
         return (cron.get("status") or {}).get("activeCount") == 0
     await eventually(cleared, within=15, what="the deleted child gone from the active list")
 
+
+
+async def test_a_burst_beyond_the_event_rate_is_posted_late_not_dropped(
+        harness: Harness) -> None:
+    """120 transitions at once through a recorder allowing 10 Normal Events a second
+    (burst 40): the first 40 go out at once, the other 80 wait their turn in its backlog,
+    and all 120 reach the API server."""
+    from podq.operator.kube import EventRecorder, ObjectRef
+
+    recorder = EventRecorder(harness.core, normal_rate=10)
+    made = await harness.create_job("bursty", "noop")
+    ref = ObjectRef("podq.dev/v1alpha1", "Job", harness.namespace, "bursty",
+                    made["metadata"]["uid"])
+    try:
+        for n in range(120):
+            assert await recorder.post(ref, "Normal", "Transition", f"transition {n:03d}")
+
+        async def all_posted() -> list | None:
+            mine = [e for e in await harness.events("bursty") if e.reason == "Transition"]
+            return mine if len(mine) == 120 else None
+        posted = await eventually(all_posted, within=60, what="all 120 Events")
+        assert sorted(e.message for e in posted) == [f"transition {n:03d}" for n in range(120)]
+        assert recorder.dropped == 0
+    finally:
+        await recorder.close()

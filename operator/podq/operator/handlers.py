@@ -123,6 +123,8 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     for task in getattr(memo, "tasks", ()):
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await task
+    if hasattr(memo, "events"):
+        await memo.events.close()
     if hasattr(memo, "pool"):
         await memo.mirror.close()
         await memo.pool.close()

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
 import time
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -150,9 +153,13 @@ class EventRecorder:
 
     kopf does not aggregate events; a failing job that retries must not flood the
     namespace, and a burst of thousands of completions must not double the API load.
-    Events beyond the rate are dropped (logged at debug level); Warnings have their own,
-    larger budget so that routine Normal events never crowd them out.
+    Events beyond the rate wait in a backlog, in order, and go out as the rate allows
+    (each keeps the time of its transition): every transition gets its Event, later
+    under a burst. Only a backlog past BACKLOG_LIMIT drops its oldest (logged). Warnings
+    have their own, larger budget and backlog, so routine Normal events never delay them.
     """
+
+    BACKLOG_LIMIT = 20_000
 
     def __init__(self, core: client.CoreV1Api, normal_rate: float = 5, warning_rate: float = 10,
                  component: str = "podq-operator") -> None:
@@ -161,9 +168,14 @@ class EventRecorder:
                         "Warning": TokenBucket(warning_rate, warning_rate * 5)}
         self.component = component
         self._warned: dict[tuple[str, str], float] = {}
+        self._backlogs: dict[str, deque[tuple[str, dict[str, Any]]]] = {
+            type_: deque() for type_ in self.buckets}
+        self._drainers: dict[str, asyncio.Task[None]] = {}
+        self.dropped = 0
 
     async def post(self, ref: ObjectRef, type_: str, reason: str, message: str) -> bool:
-        """Post one Event; returns whether it was posted."""
+        """Post one Event now, or queue it behind the rate limit; returns False only for
+        a Warning already posted for this object and reason."""
         if type_ == "Warning":
             mark = (ref.uid, reason)
             if mark in self._warned:
@@ -172,11 +184,40 @@ class EventRecorder:
             if len(self._warned) > 50_000:  # forget the oldest half, bounded memory
                 for key in sorted(self._warned, key=self._warned.__getitem__)[:25_000]:
                     del self._warned[key]
-        if not self.buckets[type_].take(1):
-            log.debug("event dropped by the rate limit: %s %s %s", ref.name, reason, message)
-            return False
+        body = self._event(ref, type_, reason, message)
+        backlog = self._backlogs[type_]
+        if not backlog and self.buckets[type_].take(1):
+            await self._send(ref.namespace, body)
+            return True
+        if len(backlog) >= self.BACKLOG_LIMIT:
+            backlog.popleft()
+            self.dropped += 1
+            if self.dropped % 1000 == 1:
+                log.warning("event backlog full: %d events dropped so far", self.dropped)
+        backlog.append((ref.namespace, body))
+        drainer = self._drainers.get(type_)
+        if drainer is None or drainer.done():
+            self._drainers[type_] = asyncio.get_running_loop().create_task(self._drain(type_))
+        return True
+
+    async def _drain(self, type_: str) -> None:
+        backlog = self._backlogs[type_]
+        while backlog:
+            await self.buckets[type_].acquire()
+            if backlog:
+                await self._send(*backlog.popleft())
+
+    async def close(self) -> None:
+        """Stop posting what is still in the backlogs (the operator is stopping)."""
+        for task in self._drainers.values():
+            task.cancel()
+        for task in self._drainers.values():
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    def _event(self, ref: ObjectRef, type_: str, reason: str, message: str) -> dict[str, Any]:
         now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        body = {
+        return {
             "metadata": {"generateName": f"{ref.name}.", "namespace": ref.namespace},
             "involvedObject": {
                 "apiVersion": ref.api_version, "kind": ref.kind, "namespace": ref.namespace,
@@ -191,9 +232,10 @@ class EventRecorder:
             "lastTimestamp": now,
             "count": 1,
         }
+
+    async def _send(self, namespace: str, body: dict[str, Any]) -> None:
         try:
-            await self.core.create_namespaced_event(ref.namespace, body)
+            await self.core.create_namespaced_event(namespace, body)
         except ApiException as error:  # an Event is never worth failing a reconcile for
-            log.warning("could not post event %s on %s: %s", reason, ref.name, error.reason)
-            return False
-        return True
+            log.warning("could not post event %s on %s: %s", body["reason"],
+                        body["involvedObject"]["name"], error.reason)
