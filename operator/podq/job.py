@@ -155,8 +155,11 @@ class Job:
     attempt_id: str | None = _field(None, caller=False, stored="text")
     disruptions: int = _field(0, caller=False, stored="int")
     last_disruption: str | None = _field(None, caller=False, stored="text")
+    # keys of jobs of this queue that must complete first (docs/dependencies.md)
+    depends_on: list[str] | None = _field(None)
 
     _EXCLUDE_NON_FULL: t.ClassVar[set[str]] = {
+        "depends_on",
         "kwargs",
         "timeout",
         "heartbeat",
@@ -232,6 +235,13 @@ class Job:
         from podq.queue.keys import key_from_id
 
         return key_from_id(job_id)
+
+    async def dependency_results(self) -> dict[str, t.Any]:
+        """The results of the jobs this one depends on (depends_on), by key; None for
+        one no longer stored (its ttl passed)."""
+        jobs = await self.get_queue().jobs(self.depends_on or ())
+        return {key: job.result if job else None
+                for key, job in zip(self.depends_on or (), jobs, strict=True)}
 
     def to_dict(self) -> dict[str, t.Any]:
         """The non-default fields as a JSON-ready dict (queue as its name, status as text)."""

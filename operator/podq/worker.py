@@ -478,6 +478,8 @@ class Worker:
                     f"registered functions: {known}",
                 )
             else:
+                if job.depends_on:  # their results, read as it starts (all complete)
+                    context["dependencies"] = await job.dependency_results()
                 for hook in self.before_process:
                     await self._call(hook, context)
                 if logger.isEnabledFor(logging.DEBUG):

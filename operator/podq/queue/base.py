@@ -267,6 +267,8 @@ class Queue(ABC):
                 f"priority must be an integer between -{PRIORITY_LIMIT} and {PRIORITY_LIMIT}"
             )
         check_limits(job)
+        if job.depends_on:
+            job.depends_on = _dependency_keys(job.depends_on)
         job.queue = self
         job.queued = now()
         job.status = Status.QUEUED
@@ -369,3 +371,17 @@ class Queue(ABC):
             raise
         finally:
             self.unregister_before_enqueue(track)
+
+
+def _dependency_keys(depends_on: t.Any) -> list[str]:
+    """depends_on as job keys (Jobs or keys of this queue), each once, in order."""
+    if isinstance(depends_on, str | Job):
+        depends_on = [depends_on]
+    keys: list[str] = []
+    for item in depends_on:
+        key = item.key if isinstance(item, Job) else item
+        if not isinstance(key, str) or not key or "\n" in key:
+            raise ValueError(f"depends_on takes job keys or Jobs, got {item!r}")
+        if key not in keys:
+            keys.append(key)
+    return keys

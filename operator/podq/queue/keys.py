@@ -27,9 +27,10 @@ class QueueKeys:
     """The Redis keys and pub/sub channels of one queue."""
 
     __slots__ = (
-        "abort_prefix", "active", "changes", "job_prefix", "limited", "limits", "name",
-        "parked_prefix", "paused", "prefix", "queued", "rate_prefix", "scheduled", "seq",
-        "slot_prefix", "stats", "sweep_lock", "wake", "worker_prefix", "workers",
+        "abort_prefix", "active", "changes", "dependents_prefix", "job_prefix", "limited",
+        "limits", "name", "parked_prefix", "paused", "pending_prefix", "prefix", "queued",
+        "rate_prefix", "scheduled", "seq", "slot_prefix", "stats", "sweep_lock", "waiting",
+        "wake", "worker_prefix", "workers",
     )
 
     def __init__(self, name: str) -> None:
@@ -52,6 +53,10 @@ class QueueKeys:
         self.slot_prefix = self.prefix + "slots:"  # + name: hash job key -> attempt id
         self.parked_prefix = self.prefix + "parked:"  # + name: zset of jobs waiting on it
         self.rate_prefix = self.prefix + "rate:"  # + name: GCRA theoretical arrival (ms)
+        # dependencies (docs/dependencies.md)
+        self.waiting = self.prefix + "waiting"  # zset of jobs waiting on others, by enqueue
+        self.pending_prefix = self.prefix + "pending:"  # + job key: set of its open deps
+        self.dependents_prefix = self.prefix + "dependents:"  # + job key: set waiting on it
         self.changes = self.prefix + "changes"  # channel: every job change
         self.wake = self.prefix + "wake"  # channel: ready work and aborts, for workers
 
@@ -76,6 +81,14 @@ class QueueKeys:
     def rate(self, name: str) -> str:
         """A rate limit's state (GCRA theoretical arrival time, epoch ms)."""
         return self.rate_prefix + name
+
+    def pending(self, job_key: str) -> str:
+        """The dependencies a waiting job still waits on (set of job keys)."""
+        return self.pending_prefix + job_key
+
+    def dependents(self, job_key: str) -> str:
+        """The jobs waiting on this one (set of job keys)."""
+        return self.dependents_prefix + job_key
 
     def take_record(self, request: str) -> str:
         """The job keys one take request got, so a resent request gets them again."""

@@ -228,7 +228,7 @@ class RedisQueue(Queue):
                 self.keys.abort(key),
                 self.keys.seq,
                 self.keys.stats,
-                self.keys.limited,
+                self.keys.waiting,
             ],
             [
                 key,
@@ -237,6 +237,10 @@ class RedisQueue(Queue):
                 job.scheduled or 0,
                 new_request_id(),
                 job.priority,
+                "\n".join(job.depends_on or ()),
+                self.keys.job_prefix,
+                self.keys.pending_prefix,
+                self.keys.dependents_prefix,
                 *job_hash(job, self._json(job, "enqueue"), fresh=True),
             ],
         )
@@ -270,6 +274,19 @@ class RedisQueue(Queue):
                 await cb(job)
         if not self._registered:
             await self._register()
+        # jobs with dependencies go one by one, after the others, in order: each finds
+        # those it depends on already stored (enqueue.lua)
+        after = [job for job in prepared if job.depends_on]
+        plain = [job for job in prepared if not job.depends_on]
+        flags = await self._enqueue_plain(plain) if plain else ""
+        ok = {id(job) for job, flag in zip(plain, flags, strict=True) if flag == "1"}
+        for job in after:
+            if await self._enqueue_call(job):
+                ok.add(id(job))
+        return [job for job in prepared if id(job) in ok]
+
+    async def _enqueue_plain(self, prepared: list[Job]) -> str:
+        """enqueue_many.lua for jobs without dependencies: '1' per job enqueued."""
         chunk = 200
         async with self.redis.pipeline(transaction=False) as pipe:
             for start in range(0, len(prepared), chunk):
@@ -289,8 +306,7 @@ class RedisQueue(Queue):
                     client=pipe,
                 )
             results = await pipe.execute()
-        flags = "".join(text(part) for part in results)
-        return [job for job, ok in zip(prepared, flags, strict=True) if ok == "1"]
+        return "".join(text(part) for part in results)
 
     # -- take (used by workers) --------------------------------------------------------
 
@@ -453,6 +469,8 @@ class RedisQueue(Queue):
                 self.keys.seq,
                 self.keys.stats,
                 self.keys.limited,
+                self.keys.dependents(key),
+                self.keys.waiting,
             ],
             [
                 key,
@@ -467,6 +485,9 @@ class RedisQueue(Queue):
                 expect,
                 job.priority,
                 "1" if partial else "0",
+                self.keys.job_prefix,
+                self.keys.pending_prefix,
+                self.keys.dependents_prefix,
                 *fields,
             ],
         )
@@ -609,8 +630,12 @@ class RedisQueue(Queue):
                 self.keys.scheduled,
                 self.keys.abort(job.key),
                 self.keys.stats,
+                self.keys.seq,
+                self.keys.dependents(job.key),
+                self.keys.waiting,
             ],
-            args=[job.key, self.keys.changes, self.keys.wake, error, int(ttl * 1000)],
+            args=[job.key, self.keys.changes, self.keys.wake, error, int(ttl * 1000),
+                  self.keys.job_prefix, self.keys.pending_prefix, self.keys.dependents_prefix],
             client=self.redis,
         )
         state = text(result) if result else None

@@ -52,8 +52,17 @@ def load_script(name: str) -> str:
     """A script of podq/scripts, preceded by the shared functions it calls (each is
     written once, in podq/scripts/lib)."""
     body = resources.files("podq").joinpath("scripts", name).read_text()
-    used = [text for function, text in _library().items() if f"{function}(" in body]
-    return "\n".join([*used, body])
+    library = _library()
+    calling = body
+    used: dict[str, str] = {}
+    while True:  # also the functions the used ones call; each defined before its callers
+        more = {f: text for f, text in library.items() if f not in used and f"{f}(" in calling}
+        if not more:
+            break
+        used.update(more)
+        calling = "\n".join(more.values())
+    ordered = [text for function, text in library.items() if function in used]
+    return "\n".join([*ordered, body])
 
 
 class Scripts:
@@ -152,14 +161,15 @@ class Counts:
     active: int  # active or aborting
     limited: int = 0  # ready but waiting on a limit (parked: podq.queue.limits)
     cap: int | None = None  # the queue's concurrency limit, if any
+    blocked: int = 0  # waiting for the jobs they depend on (docs/dependencies.md)
 
     @property
     def queued(self) -> int:
-        return self.ready + self.due + self.limited
+        return self.ready + self.due + self.limited + self.blocked
 
     @property
     def incomplete(self) -> int:
-        return self.ready + self.due + self.limited + self.later + self.active
+        return self.ready + self.due + self.limited + self.blocked + self.later + self.active
 
     @property
     def depth(self) -> int:
@@ -180,7 +190,8 @@ async def read_counts(redis: aioredis.Redis, keys: QueueKeys) -> Counts:
         pipe.zcard(keys.active)
         pipe.smembers(keys.limited)
         pipe.hget(keys.limits, QUEUE_LIMIT)
-        ready, due, later, active, limited_names, queue_limit = await pipe.execute()
+        pipe.zcard(keys.waiting)
+        ready, due, later, active, limited_names, queue_limit, blocked = await pipe.execute()
     concurrency = text(queue_limit).split(",")[0] if queue_limit else ""
     limited = 0
     if limited_names:  # a second round trip only while jobs wait on a limit
@@ -188,4 +199,5 @@ async def read_counts(redis: aioredis.Redis, keys: QueueKeys) -> Counts:
             for name in limited_names:
                 pipe.zcard(keys.parked(text(name)))
             limited = sum(await pipe.execute())
-    return Counts(ready, due, later, active, limited, int(concurrency) if concurrency else None)
+    cap = int(concurrency) if concurrency else None
+    return Counts(ready, due, later, active, limited, cap, blocked)

@@ -2,24 +2,63 @@
 -- or its abort marker lives. A finished job with the same key is replaced.
 -- Safe to resend: a job found queued by this same request (a client retry after a lost
 -- reply) counts as enqueued. Whether it is due now is decided by Redis TIME.
--- KEYS: 1 job hash, 2 queued zset, 3 scheduled zset, 4 abort marker, 5 seq counter, 6 stats
+-- A job with dependencies (ARGV[7], docs/dependencies.md) waits in the waiting zset
+-- until they all complete (write.lua/abort.lua settle it); one that already failed or
+-- was aborted fails it at once (DependencyFailed); an unknown one refuses the call.
+-- KEYS: 1 job hash, 2 queued zset, 3 scheduled zset, 4 abort marker, 5 seq counter,
+--       6 stats, 7 waiting zset
 -- ARGV: 1 key, 2 changes channel, 3 wake channel, 4 scheduled (epoch s), 5 request id,
---       6 priority, 7.. the job hash as field/value pairs (podq.queue.store.job_hash)
+--       6 priority, 7 the dependencies' job keys, one a line ('' = none), 8 job hash
+--       prefix, 9 pending prefix, 10 dependents prefix, 11.. the job hash as
+--       field/value pairs (podq.queue.store.job_hash)
 local sch, pri = tonumber(ARGV[4]), tonumber(ARGV[6])
 if sch == nil or sch ~= sch or sch < 0 or sch > 1e11 or pri == nil or pri < -8000
-    or pri > 8000 or (#ARGV - 6) % 2 ~= 0 then
+    or pri > 8000 or (#ARGV - 10) % 2 ~= 0 then
   return redis.error_reply('podq: invalid job ' .. tostring(ARGV[1]) .. ' (scheduled '
     .. tostring(ARGV[4]) .. ', priority ' .. tostring(ARGV[6]) .. ')')
+end
+local deps = {}
+if ARGV[7] ~= '' then
+  for dep in string.gmatch(ARGV[7], '[^\n]+') do
+    local ds = redis.call('HGET', ARGV[8] .. dep, 'status')
+    if dep == ARGV[1] or not ds then
+      return redis.error_reply('podq: job ' .. ARGV[1] .. ' depends on '
+        .. (dep == ARGV[1] and 'itself' or 'unknown job ' .. dep))
+    end
+    deps[#deps + 1] = {dep, ds}
+  end
 end
 if redis.call('EXISTS', KEYS[4]) == 1 then return 0 end
 local st = redis.call('HGET', KEYS[1], 'status')
 if st == 'queued' and redis.call('HGET', KEYS[1], 'enqueue_id') == ARGV[5] then return 1 end
 if st == 'queued' or st == 'active' or st == 'aborting' then return 0 end
 if st then redis.call('DEL', KEYS[1]) end
-redis.call('HSET', KEYS[1], unpack(ARGV, 7))
+redis.call('HSET', KEYS[1], unpack(ARGV, 11))
 redis.call('HSET', KEYS[1], 'enqueue_id', ARGV[5])
 local clock = redis.call('TIME')
-if tonumber(ARGV[4]) > tonumber(clock[1]) + tonumber(clock[2]) / 1e6 then
+local open = 0
+for _, d in ipairs(deps) do
+  if d[2] == 'failed' or d[2] == 'aborted' then
+    local now_ms = string.format('%.0f', clock[1] * 1000 + math.floor(clock[2] / 1000))
+    for _, e in ipairs(deps) do redis.call('SREM', ARGV[10] .. e[1], ARGV[1]) end
+    redis.call('DEL', ARGV[9] .. ARGV[1])
+    redis.call('HSET', KEYS[1], 'status', 'failed', 'completed', now_ms, 'touched', now_ms,
+      'error', 'DependencyFailed: dependency ' .. d[1] .. ' ended ' .. d[2])
+    local ttl = tonumber(redis.call('HGET', KEYS[1], 'ttl') or '600')
+    if ttl > 0 then redis.call('EXPIRE', KEYS[1], ttl) end
+    redis.call('HINCRBY', KEYS[6], 'enqueued', 1)
+    redis.call('HINCRBY', KEYS[6], 'failed', 1)
+    redis.call('PUBLISH', ARGV[2], 'failed:' .. ARGV[1])
+    return 1
+  elseif d[2] ~= 'complete' then
+    open = open + 1
+    redis.call('SADD', ARGV[9] .. ARGV[1], d[1])
+    redis.call('SADD', ARGV[10] .. d[1], ARGV[1])
+  end
+end
+if open > 0 then
+  redis.call('ZADD', KEYS[7], clock[1], ARGV[1])
+elseif tonumber(ARGV[4]) > tonumber(clock[1]) + tonumber(clock[2]) / 1e6 then
   redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1])
 else
   make_ready(KEYS[2], KEYS[5], ARGV[6], ARGV[1])
