@@ -157,8 +157,11 @@ class Job:
     last_disruption: str | None = _field(None, caller=False, stored="text")
     # keys of jobs of this queue that must complete first (docs/dependencies.md)
     depends_on: list[str] | None = _field(None)
+    # why a queued job waits besides workers: dependencies, concurrency or rate (a limit)
+    blocked: str | None = _field(None, caller=False, stored="text")
 
     _EXCLUDE_NON_FULL: t.ClassVar[set[str]] = {
+        "blocked",
         "depends_on",
         "kwargs",
         "timeout",

@@ -36,11 +36,13 @@ async def test_a_job_runs_after_its_dependencies_and_reads_their_results(
     await queue.enqueue("step", key="b", n=2)
     c = await queue.enqueue("total", key="c", depends_on=[a, "b"])
     assert c is not None and c.depends_on == ["a", "b"]
+    await c.refresh()
+    assert c.status is Status.QUEUED and c.blocked == "dependencies"
     counts = await queue.counts()
     assert (counts.blocked, counts.ready, counts.depth) == (1, 2, 2)
     await workers.start(queue, [("step", step), ("total", total)], concurrency=4)
     await c.refresh(until_complete=30)
-    assert c.status is Status.COMPLETE and c.result == 30
+    assert c.status is Status.COMPLETE and c.result == 30 and c.blocked is None
     assert order[-1] == "c" and sorted(order[:2]) == ["a", "b"]
     assert (await queue.counts()).incomplete == 0
 

@@ -136,7 +136,7 @@ async def test_a_slot_held_by_a_sigkilled_worker_comes_back_through_the_sweep(
 
     await wait_for(parked, 10)  # its take parked it: it waits on the limit
     await waiting.refresh()
-    assert waiting.status is Status.QUEUED
+    assert waiting.status is Status.QUEUED and waiting.blocked == "concurrency"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(10)
     killed = time.monotonic()
@@ -150,6 +150,7 @@ async def test_a_slot_held_by_a_sigkilled_worker_comes_back_through_the_sweep(
     assert time.monotonic() - killed < 10
     await held.refresh(until_complete=30)  # the swept job ran again, after or before
     assert held.status is Status.COMPLETE and held.disruptions == 1
+    assert done.blocked is None  # cleared as it went back to the ready queue
     assert gauge.most == 1
 
 
@@ -215,6 +216,8 @@ async def test_work_waiting_on_a_limit_is_not_depth_for_the_autoscaler(queue: Qu
     assert len(jobs) == 1 and next_at is not None and next_at - time.time() > 50
     counts = await queue.counts()
     assert (counts.limited, counts.queued, counts.active) == (4, 4, 1)
+    assert {j.blocked for j in await queue.jobs(f"s{i}" for i in range(1, 5))} == {"rate"}
+    assert jobs[0].blocked is None
     assert await queue.depth() == 1  # the running one; the four waiting add no workers
 
     await queue.set_limits({QUEUE_LIMIT: Limit(concurrency=2)})  # the queue's own cap

@@ -172,3 +172,13 @@ def test_retried_attempts_count_every_retry_between_two_writes() -> None:
     # a disrupted run gives its attempt back: queued again at attempts - 1, no retry
     assert retried_attempts("queued", 1) == retried_attempts("active", 2)
     assert retried_attempts("failed", 3) == 2
+
+
+def test_a_job_waiting_on_a_limit_or_its_dependencies_says_so() -> None:
+    for blocked, reason in (("dependencies", "WaitingForDependencies"),
+                            ("concurrency", "ConcurrencyLimited"), ("rate", "RateLimited")):
+        view = view_of(SimpleNamespace(status="queued", blocked=blocked, function="f"))
+        ready = conditions(build(view))["Ready"]
+        assert (ready["status"], ready["reason"]) == ("False", reason)
+    # the Reason column (the Ready condition's) shows plain Queued once it is not blocked
+    assert conditions(build(JobView(status="queued")))["Ready"]["reason"] == "Queued"

@@ -47,6 +47,7 @@ class JobView:
     function: str = ""
     disruptions: int = 0  # runs its worker's loss cut short (not attempts)
     last_disruption: str | None = None
+    blocked: str | None = None  # why a queued job waits: dependencies, concurrency, rate
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "status", Status(self.status))
@@ -84,6 +85,7 @@ def view_of(job: Any) -> JobView:
         function=str(getattr(job, "function", "") or ""),
         disruptions=int(_number(getattr(job, "disruptions", 0))),
         last_disruption=_text(getattr(job, "last_disruption", None)),
+        blocked=_text(getattr(job, "blocked", None)),
     )
 
 
@@ -226,6 +228,14 @@ def failure_reason(view: JobView) -> str:
     return "JobFailed"
 
 
+# why a queued job waits, as the engine records it (Job.blocked): reason, message
+_BLOCKED = {
+    "dependencies": ("WaitingForDependencies", "waiting for the jobs it depends on"),
+    "concurrency": ("ConcurrencyLimited", "waiting for its function's concurrency limit"),
+    "rate": ("RateLimited", "waiting for its function's rate limit"),
+}
+
+
 def phase_conditions(view: JobView, now_s: float) -> list[tuple[str, str, str, str]]:
     """The conditions a job in this state has, without timestamps.
 
@@ -262,6 +272,8 @@ def phase_conditions(view: JobView, now_s: float) -> list[tuple[str, str, str, s
         message = f"{attempt} failed; next attempt at {rfc3339(view.scheduled)}"
     elif status == Status.QUEUED and view.scheduled > now_s:
         reason, message = "Scheduled", f"waiting until {rfc3339(view.scheduled)}"
+    elif status == Status.QUEUED and view.blocked in _BLOCKED:
+        reason, message = _BLOCKED[view.blocked]
     elif status == Status.QUEUED and view.attempts > 0:
         reason, message = "Retrying", f"{attempt} failed; waiting for a worker"
     elif status == Status.QUEUED:

@@ -58,6 +58,7 @@ for _, d in ipairs(deps) do
 end
 if open > 0 then
   redis.call('ZADD', KEYS[7], clock[1], ARGV[1])
+  redis.call('HSET', KEYS[1], 'blocked', 'dependencies')
 elseif tonumber(ARGV[4]) > tonumber(clock[1]) + tonumber(clock[2]) / 1e6 then
   redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1])
 else

@@ -131,7 +131,10 @@ if limits then
     if limits[name] then back = room(name, limits[name]) end
     if back > 0 then
       local moved = redis.call('ZPOPMIN', pk, back)
-      for i = 1, #moved, 2 do redis.call('ZADD', KEYS[1], moved[i + 1], moved[i]) end
+      for i = 1, #moved, 2 do
+        redis.call('ZADD', KEYS[1], moved[i + 1], moved[i])
+        redis.call('HDEL', ARGV[4] .. moved[i], 'blocked')
+      end
     end
     if redis.call('EXISTS', pk) == 0 then redis.call('SREM', KEYS[9], name) end
   end
@@ -148,6 +151,9 @@ while got < n do
       fn = redis.call('HGET', jk, 'function')
       lim = fn and fn ~= '*' and limits[fn]
       if lim and room(fn, lim) == 0 then
+        local why = 'rate'
+        if lim[1] and used_slots[fn] >= lim[1] then why = 'concurrency' end
+        redis.call('HSET', jk, 'blocked', why)  -- shown: podq.operator.status
         redis.call('ZADD', ARGV[9] .. fn, popped[i + 1], k)
         redis.call('SADD', KEYS[9], fn)
         lim = false

@@ -21,6 +21,7 @@ local function settle_dependents(names, key, status, now_ms)
           redis.call('SREM', pk, top[1])
           if redis.call('SCARD', pk) == 0 then
             redis.call('ZREM', names[4], w)
+            redis.call('HDEL', wk, 'blocked')
             make_ready(names[5], names[6], f[2] or '0', w)
             redis.call('PUBLISH', names[8], 'queued:' .. w)
             redis.call('PUBLISH', names[9], 'queued:' .. w)
@@ -28,6 +29,7 @@ local function settle_dependents(names, key, status, now_ms)
         else
           redis.call('ZREM', names[4], w)
           redis.call('DEL', pk)
+          redis.call('HDEL', wk, 'blocked')
           redis.call('HSET', wk, 'status', 'failed', 'completed', now_ms, 'touched', now_ms,
             'error', 'DependencyFailed: dependency ' .. top[1] .. ' ended ' .. top[2])
           local ttl = tonumber(f[3] or '600')
