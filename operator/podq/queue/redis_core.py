@@ -1,0 +1,79 @@
+"""The Redis queue's shared part: its state, key names, registration and the
+reading of a job hash, which every other part (podq.queue.redis_*) builds on.
+"""
+
+from __future__ import annotations
+
+import typing as t
+
+from redis import asyncio as aioredis
+
+from podq.job import STORED_FIELDS, Job
+from podq.queue import cluster
+from podq.queue import keys as redis_keys
+from podq.queue.base import Queue
+from podq.queue.batch import ScriptBatcher
+from podq.queue.store import Scripts, decode_hash, decode_values
+
+STORED_NAMES = frozenset(f.name for f in STORED_FIELDS)
+
+
+class RedisQueueCore(Queue):
+    """The state and helpers that the parts of RedisQueue share (RedisQueue sets them
+    up in its __init__)."""
+
+    redis: aioredis.Redis
+    keys: redis_keys.QueueKeys
+    max_disruptions: int
+    _scripts: Scripts
+    _batcher: ScriptBatcher
+    _registered: bool
+
+    # -- keys ------------------------------------------------------------------------
+
+    @property
+    def prefix(self) -> str:
+        return self.keys.prefix
+
+    @property
+    def job_prefix(self) -> str:
+        return self.keys.job_prefix
+
+    @property
+    def channel(self) -> str:
+        return self.keys.changes
+
+    def job_id(self, job_key: str) -> str:
+        return self.keys.job(job_key)
+
+    def job_key_from_id(self, job_id: str | bytes) -> str:
+        return redis_keys.key_from_id(job_id)
+
+    def abort_id(self, job_key: str) -> str:
+        return self.keys.abort(job_key)
+
+    def worker_key(self, worker_id: str) -> str:
+        return self.keys.worker(worker_id)
+
+    # -- registration ----------------------------------------------------------------
+
+    async def _register(self) -> None:
+        if not self._registered:
+            async with cluster.client_for(self.redis, redis_keys.QUEUES_KEY) as client:
+                await client.sadd(redis_keys.QUEUES_KEY, self.name)
+            self._registered = True
+
+    # -- (de)serialisation ---------------------------------------------------------
+
+    def _from_hash(self, raw: t.Any, positional: bool = False) -> Job | None:
+        """The Job of a job hash (HGETALL reply), or of the values of TAKE_FIELDS
+        (positional: take.lua's reply)."""
+        decoded = (decode_values if positional else decode_hash)(raw, self._load)
+        if decoded is None:
+            return None
+        job_dict, timeout_chosen = decoded
+        job = t.cast(Job, self.deserialize(job_dict))
+        job.choose("timeout", timeout_chosen)
+        # the stored fields as read: a guarded finish sends only those changed since
+        job._read_as = {name: getattr(job, name) for name in STORED_NAMES}  # type: ignore[attr-defined]
+        return job

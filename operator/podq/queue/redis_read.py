@@ -1,0 +1,196 @@
+"""Reading a Redis queue: jobs, counts, limits, stats, info, and workers' liveness
+records.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import typing as t
+
+from redis.exceptions import ResponseError
+
+from podq.job import Job, Status
+from podq.queue.limits import Limit, read_limits, set_limits
+from podq.queue.redis_core import RedisQueueCore
+from podq.queue.store import read_counts, text
+from podq.utils import now_seconds
+
+if t.TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Iterable, Sequence
+
+    from podq.queue.store import Counts
+
+logger = logging.getLogger("podq")
+
+
+class ReadMixin(RedisQueueCore):
+    """RedisQueue's reads and workers' liveness records."""
+
+    # -- read ------------------------------------------------------------------------
+
+    async def job(self, job_key: str) -> Job | None:
+        return self._from_hash(await self.redis.hgetall(self.job_id(job_key)))
+
+    async def jobs(self, job_keys: Iterable[str]) -> list[Job | None]:
+        keys = list(job_keys)
+        if not keys:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.hgetall(self.job_id(key))
+            raws = await pipe.execute()
+        return [self._from_hash(raw) for raw in raws]
+
+    async def jobs_or_errors(self, job_keys: Iterable[str]) -> list[Job | Exception | None]:
+        """jobs(), except that a record that cannot be read (the wrong type, JSON that
+        does not parse or is not a job) is the exception in its place, in the same one
+        round trip. Connection errors still raise."""
+        keys = list(job_keys)
+        if not keys:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.hgetall(self.job_id(key))
+            raws = await pipe.execute(raise_on_error=False)
+        found: list[Job | Exception | None] = []
+        for raw in raws:
+            if isinstance(raw, Exception) and not isinstance(raw, ResponseError):
+                raise raw  # not this record's doing
+            try:
+                found.append(raw if isinstance(raw, Exception) else self._from_hash(raw))
+            except Exception as error:
+                found.append(error)
+        return found
+
+    async def iter_jobs(
+        self, statuses: Sequence[Status] = tuple(Status), batch_size: int = 100
+    ) -> AsyncIterator[Job]:
+        wanted = {Status(s) for s in statuses}
+        cursor = 0
+        while True:
+            cursor, ids = await self.redis.scan(
+                cursor=cursor, match=self.keys.job_prefix + "*", count=batch_size
+            )
+            for job in await self.jobs(self.job_key_from_id(i) for i in ids):
+                if job and job.status in wanted:
+                    yield job
+            if not cursor:
+                break
+
+    async def counts(self) -> Counts:
+        """The sizes of this queue's sets, read in one round trip."""
+        return await read_counts(self.redis, self.keys)
+
+    async def set_limits(self, limits: dict[str, Limit]) -> None:
+        """Replace this queue's concurrency and rate limits, for every worker
+        (podq.queue.limits): `{"charge_card": Limit(concurrency=3), "*": Limit(rate=100)}`."""
+        await set_limits(self.redis, self.keys, limits)
+
+    async def limits(self) -> dict[str, Limit]:
+        """This queue's limits, as set by set_limits()."""
+        return await read_limits(self.redis, self.keys)
+
+    async def count(self, kind: str) -> int:
+        """queued (ready and due now, also those waiting on a limit), scheduled (due
+        later), active (active+aborting), incomplete (all of them)."""
+        if kind not in ("queued", "scheduled", "active", "incomplete"):
+            raise ValueError(f"Can't count unknown type {kind!r}")
+        counts = await self.counts()
+        return counts.later if kind == "scheduled" else getattr(counts, kind)
+
+    async def depth(self) -> int:
+        """Due-queued + active jobs: what an autoscaler should size workers for."""
+        return (await self.counts()).depth
+
+    async def next_scheduled(self) -> float | None:
+        """Epoch seconds at which the earliest scheduled job becomes due, or None."""
+        first = await self.redis.zrange(self.keys.scheduled, 0, 0, withscores=True)
+        return float(first[0][1]) if first else None
+
+    async def waiting_since(self) -> float | None:
+        """Epoch seconds since when the next job to run has waited: the head of the ready
+        queue (since it was enqueued, or became due if scheduled) or the earliest scheduled
+        job already due, whichever waited longer. None when no job is due. With
+        priorities, a lower-priority job may have waited longer than the head."""
+        current = now_seconds()
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zrange(self.keys.queued, 0, 0)
+            pipe.zrangebyscore(self.keys.scheduled, "-inf", current, start=0, num=1,
+                               withscores=True)
+            head, due = await pipe.execute()
+        since = [float(due[0][1])] if due else []
+        if head:
+            queued, scheduled = await self.redis.hmget(
+                self.job_id(text(head[0])), "queued", "scheduled")
+            if queued is not None:
+                since.append(max(int(queued) / 1000, float(scheduled or 0)))
+        return min(since) if since else None
+
+    async def stats(self) -> dict[str, int]:
+        """Lifetime counters of this queue (enqueued, complete, failed, aborted, retried,
+        disrupted) plus the current counts."""
+        raw = await self.redis.hgetall(self.keys.stats)
+        out = {k: 0 for k in ("enqueued", "complete", "failed", "aborted", "retried",
+                              "disrupted")}
+        out.update({text(k): int(v) for k, v in raw.items()})
+        counts = await self.counts()
+        out.update(queued=counts.queued, scheduled=counts.later, active=counts.active)
+        return out
+
+    async def workers(self) -> list[dict[str, t.Any]]:
+        """Live workers of this queue, from their liveness records."""
+        seconds, micros = await self.redis.time()  # the clock liveness expires on
+        await self.redis.zremrangebyscore(
+            self.keys.workers, "-inf", seconds * 1000 + micros // 1000
+        )
+        ids = [text(i) for i in await self.redis.zrange(self.keys.workers, 0, -1)]
+        if not ids:
+            return []
+        records = await self.redis.mget([self.keys.worker(i) for i in ids])
+        found = []
+        for worker_id, record in zip(ids, records, strict=True):
+            try:
+                info = json.loads(record) if record else None
+            except ValueError:  # foreign data under the queue's keys: not a worker
+                info = None
+                logger.warning("worker record %s of queue %s is not JSON; ignored",
+                               self.keys.worker(worker_id), self.name)
+            if isinstance(info, dict):
+                found.append(info)
+        return found
+
+    async def info(self, jobs: bool = False, offset: int = 0, limit: int = 10) -> dict[str, t.Any]:
+        workers = await self.workers()
+        counts = await self.counts()
+        info: dict[str, t.Any] = {
+            "workers": {w["id"]: w for w in workers},
+            "name": self.name,
+            "queued": counts.queued,
+            "active": counts.active,
+            "scheduled": counts.later,
+            "jobs": [],
+        }
+        if jobs:
+            end = offset + limit - 1
+            keys = []
+            for zset in (self.keys.active, self.keys.queued, self.keys.scheduled):
+                keys += [text(k) for k in await self.redis.zrange(zset, offset, end)]
+            info["jobs"] = [j.to_dict() for j in await self.jobs(keys) if j][:limit]
+        return info
+
+    # -- workers' liveness -----------------------------------------------------------
+
+    async def write_worker_info(self, worker_id: str, info: dict[str, t.Any], ttl: float) -> None:
+        """Write a worker's liveness record; it expires after ttl seconds (Redis's clock)."""
+        await self._scripts.liveness(
+            keys=[self.keys.worker(worker_id), self.keys.workers],
+            args=[worker_id, json.dumps(info), int(ttl * 1000)],
+            client=self.redis,
+        )
+
+    async def remove_worker_info(self, worker_id: str) -> None:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.delete(self.keys.worker(worker_id))
+            pipe.zrem(self.keys.workers, worker_id)
+            await pipe.execute()
