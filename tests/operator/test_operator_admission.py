@@ -91,3 +91,16 @@ def test_a_check_that_breaks_allows_with_a_warning() -> None:
     response = verdict(admission("CronJob", {**CRON, "jobTemplate": "not an object"}))
     assert response["allowed"] is True
     assert "could not check" in response["warnings"][0]
+
+
+def test_after_naming_itself_or_in_a_cron_template_is_refused() -> None:
+    body = admission("Job", {"function": "noop", "after": ["a", "me"]})
+    body["request"]["object"]["metadata"] = {"name": "me"}
+    refused = verdict(body)
+    assert not refused["allowed"] and "itself" in refused["status"]["message"]
+    body["request"]["object"]["metadata"] = {"name": "other"}
+    assert verdict(body)["allowed"]
+    cron = {**CRON, "jobTemplate": {"spec": {"function": "noop", "after": ["a"]}}}
+    refused = verdict(admission("CronJob", cron))
+    assert not refused["allowed"]
+    assert "spec.jobTemplate.spec.after" in refused["status"]["message"]

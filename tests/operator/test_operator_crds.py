@@ -45,7 +45,7 @@ def test_cronjob_template_spec_is_the_job_spec() -> None:
 
 
 # spec fields of the resource only, not of the engine's Job
-RESOURCE_ONLY = {"ttlSecondsAfterFinished"}
+RESOURCE_ONLY = {"ttlSecondsAfterFinished", "after"}
 JSON_TYPES = {int: "integer", float: "number", str: "string"}
 
 

@@ -18,6 +18,10 @@ from podq.operator.jobspec import InvalidJobSpec, engine_fields, queue_name
 
 API_VERSION = "admission.k8s.io/v1"
 JUDGED_OPERATIONS = {"CREATE", "UPDATE"}
+# the CRDs' CEL rules say the same (an older CRD may not have them)
+SELF_AFTER = "spec.after names this Job itself; a Job cannot wait for itself"
+CRON_AFTER = ("spec.jobTemplate.spec.after is not supported: every child of a CronJob would"
+              " wait for the same named Jobs, which complete once")
 
 
 def job_problem(spec: Mapping[str, Any], namespace: str, access: QueueAccess,
@@ -60,8 +64,12 @@ def judge(request: Mapping[str, Any], access: QueueAccess) -> str | None:
     namespace = request.get("namespace") or (new.get("metadata") or {}).get("namespace") or ""
     kind = (request.get("kind") or {}).get("kind")
     if kind == "Job":
+        if (new.get("metadata") or {}).get("name") in (spec.get("after") or ()):
+            return SELF_AFTER
         return job_problem(spec, namespace, access)
     if kind == "CronJob":
+        if ((spec.get("jobTemplate") or {}).get("spec") or {}).get("after"):
+            return CRON_AFTER
         return cronjob_problem(spec, namespace, access)
     return None
 

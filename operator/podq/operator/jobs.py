@@ -66,6 +66,8 @@ async def enqueue_jobs(
         try:
             fields = engine_fields(resource.spec, resource.key)
             attempts = int(resource.status.get("attempts") or 0)
+            if resource.depends_on:
+                fields["depends_on"] = resource.depends_on
             candidates.append((resource, Job(**fields, attempts=attempts)))
         except InvalidJobSpec as invalid:
             outcomes[resource.uid] = Outcome("refused", invalid.reason, invalid.message)

@@ -21,6 +21,7 @@ from kubernetes_asyncio import client
 
 from podq.job import TERMINAL_STATUSES, Status
 from podq.operator.access import OPEN_ACCESS, QueueAccess
+from podq.operator.after import RECHECK_S, resolve, waiting_status
 from podq.operator.coalesce import Coalescer, TokenBucket
 from podq.operator.isolation import (
     OUTAGES,
@@ -108,6 +109,7 @@ class StatusMirror:
         self.counts: Counter[str] = Counter()  # patches, recovered, deleted, ... (metrics)
         self._ttl_timers: dict[str, asyncio.TimerHandle] = {}
         self._awaiting: set[str] = set()  # lost while running: waiting for the write-back
+        self._held: set[str] = set()  # held back for spec.after: looked at again soon
         self.quarantine = Quarantine(custom, events, self.dirty.mark)  # failing ones back off
 
     # -- inputs -----------------------------------------------------------------------
@@ -199,6 +201,8 @@ class StatusMirror:
                 # before the enqueue: a resource deleted at any moment after its job
                 # exists (even while no operator runs) waits for the abort
                 tasks.append(self._start(resource, self._hold(resource)))
+            elif (held := self._held_back(resource)) is not None:
+                tasks.append(self._start(resource, held))
             else:
                 by_queue.setdefault(resource.queue, []).append(resource)
         for queue_name, resources in by_queue.items():
@@ -302,6 +306,35 @@ class StatusMirror:
         if self.access.granted(resource.queue):  # no connection for a never-granted queue
             await release_claim(self.pool.get(resource.queue), resource.key)
 
+    def _held_back(self, resource: JobResource) -> Any:
+        """The work for a resource whose spec.after is not met yet (wait or fail), or
+        None to enqueue it, with the job keys it depends on set (after.py)."""
+        if not resource.spec.get("after") or resource.status.get("jobKey"):
+            return None
+        found = resolve(resource, self.registry)
+        if found.refusal:
+            return self._refuse(resource, found.refusal)
+        if not found.waiting:
+            resource.depends_on = found.keys
+            return None
+        if resource.uid not in self._held:
+            self._held.add(resource.uid)
+
+            def look_again(uid: str = resource.uid) -> None:
+                self._held.discard(uid)
+                self.dirty.mark(uid)
+            asyncio.get_running_loop().call_later(RECHECK_S, look_again)
+        return self._wait(resource, found.waiting)
+
+    async def _wait(self, resource: JobResource, waiting: list[str]) -> str:
+        patch = status_patch(resource.status, waiting_status(
+            waiting, generation=resource.generation, previous=resource.status,
+            now_s=time.time()))
+        if patch and (version := await self._api(patch_job_status(
+                self.custom, resource.namespace, resource.name, patch))) is not None:
+            resource.record(_merged(resource.status, patch), version)
+        return "waiting"
+
     def _awaits_write_back(self, resource: JobResource, job: Any) -> bool:
         """Redis lost a job that was running: leave it to its worker's write-back for a
         while (see write_back_deadline), then look again."""
@@ -327,7 +360,7 @@ class StatusMirror:
         if job is None:
             return True
         # a finished job under a user-chosen key is an earlier run, which SAQ replaces
-        return bool(resource.spec.get("key")) and not resource.status \
+        return bool(resource.spec.get("key")) and not resource.status.get("jobKey") \
             and Status(job.status) in TERMINAL_STATUSES
 
     async def _enqueue(self, queue: Any, resources: list[JobResource]
@@ -345,7 +378,7 @@ class StatusMirror:
                 resource.refusal = (outcome.reason, outcome.message)
                 await self.events.post(resource.ref, "Warning", outcome.reason, outcome.message)
                 done["refused"] += 1
-            elif outcome.action == "enqueued" and resource.status:
+            elif outcome.action == "enqueued" and resource.status.get("jobKey"):
                 # it had a status, so Redis lost it: restarted empty, flushed, failed
                 # over (the claim went too), or the finished job's record expired before
                 # its outcome was read (the claim stayed: it is at least once then)

@@ -46,6 +46,7 @@ class JobResource:
     deleting: bool = False
     finalizers: list[str] = field(default_factory=list)
     resource_version: str = ""  # of the object `status` was last taken from
+    depends_on: list[str] | None = None  # job keys of the Jobs named in spec.after (after.py)
 
     def record(self, status: dict[str, Any], resource_version: str) -> bool:
         """Take `status` as the current one unless what we hold is newer (a watch event
@@ -83,6 +84,7 @@ class JobResource:
 class JobRegistry:
     by_uid: dict[str, JobResource] = field(default_factory=dict)
     by_key: dict[tuple[str, str], set[str]] = field(default_factory=dict)  # (queue, key)
+    by_name: dict[tuple[str, str], str] = field(default_factory=dict)  # (namespace, name)
 
     def observe(self, body: Mapping[str, Any]) -> tuple[JobResource, bool]:
         """Record what a watch event showed; returns (resource, whether it is new)."""
@@ -105,6 +107,7 @@ class JobRegistry:
             )
             self.by_uid[uid] = resource
             self.by_key.setdefault((resource.queue, resource.key), set()).add(uid)
+            self.by_name[(resource.namespace, resource.name)] = uid
             resource.deleting = bool(meta.get("deletionTimestamp"))
             resource.finalizers = list(meta.get("finalizers") or ())
             resource.compact()
@@ -123,6 +126,8 @@ class JobRegistry:
     def forget(self, uid: str) -> JobResource | None:
         resource = self.by_uid.pop(uid, None)
         if resource is not None:
+            if self.by_name.get((resource.namespace, resource.name)) == uid:
+                del self.by_name[(resource.namespace, resource.name)]
             uids = self.by_key.get((resource.queue, resource.key))
             if uids is not None:
                 uids.discard(uid)
@@ -132,6 +137,10 @@ class JobRegistry:
 
     def for_key(self, queue: str, key: str) -> list[JobResource]:
         return [self.by_uid[uid] for uid in self.by_key.get((queue, key), ()) if uid in self.by_uid]
+
+    def named(self, namespace: str, name: str) -> JobResource | None:
+        uid = self.by_name.get((namespace, name))
+        return self.by_uid.get(uid) if uid is not None else None
 
     def __iter__(self) -> Iterator[JobResource]:
         return iter(list(self.by_uid.values()))

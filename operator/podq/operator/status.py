@@ -216,6 +216,8 @@ def failure_reason(view: JobView) -> str:
         if view.error and "swept" in view.error:
             return "Swept"  # stuck: worker lost, timeout or heartbeat missed
         return "Aborted"
+    if (view.error or "").startswith(DEPENDENCY_FAILED):
+        return DEPENDENCY_FAILED  # a job it depends on failed (engine: enqueue/write.lua)
     if (view.error or "").startswith(WORKER_LOST):
         return WORKER_LOST  # its worker was lost too many times: disruptions, not attempts
     text = (view.error or "").lower()
@@ -228,6 +230,7 @@ def failure_reason(view: JobView) -> str:
     return "JobFailed"
 
 
+DEPENDENCY_FAILED = "DependencyFailed"
 # why a queued job waits, as the engine records it (Job.blocked): reason, message
 _BLOCKED = {
     "dependencies": ("WaitingForDependencies", "waiting for the jobs it depends on"),
