@@ -1,0 +1,319 @@
+"""Running jobs on a Worker: the dispatch loop that takes jobs for free slots, the run
+of one job (hooks, timeout, outcome written back guarded by its attempt), aborts of
+running jobs, and SAQ's abort() and process() steps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import time
+import traceback
+import typing as t
+
+from podq.job import Job, Status
+from podq.logs import CURRENT_JOB
+from podq.utils import Backoff, new_request_id, now_seconds
+from podq.worker_core import REDIS_ERRORS, Context, WorkerCore, _Run
+
+logger = logging.getLogger("podq")
+
+
+class RunMixin(WorkerCore):
+    """Worker's dispatch, job runs and aborts."""
+
+    # -- dispatch --------------------------------------------------------------------
+
+    async def _dispatch(self) -> None:
+        backoff = Backoff(0.1, 5.0)
+        burst_idle_since: float | None = None
+        while not self._stop_event.is_set():
+            free = self.concurrency - self._executing
+            if self.burst and self.max_burst_jobs is not None:
+                if self._processed >= self.max_burst_jobs:
+                    if self._runs:
+                        await asyncio.wait(self._run_tasks())
+                    return
+                free = min(free, self.max_burst_jobs - self._processed)
+            if free <= 0:
+                self._slot.clear()
+                await self._slot.wait()
+                continue
+            self._wake.clear()
+            self._take_request = self._take_request or new_request_id()
+            try:
+                jobs, next_at = await self.queue.take(
+                    free, self.id, self.timeout, request=self._take_request,
+                    previous=self._last_take, lease=self.liveness_ttl,
+                )
+                self._last_take, self._take_request = self._take_request, None
+                backoff.reset()
+            except REDIS_ERRORS as e:
+                self._redis_error_at = time.monotonic()
+                delay = backoff.next()
+                logger.warning(
+                    "Worker %s cannot reach Redis (%s); retrying in %.1fs", self.id, e, delay
+                )
+                await self._sleep(delay)
+                continue
+            for job in jobs:
+                self._start_job(job)
+            if jobs:
+                burst_idle_since = None
+                continue
+            if self.burst:
+                if not self._runs:
+                    burst_idle_since = burst_idle_since or now_seconds()
+                    if now_seconds() - burst_idle_since >= self.dequeue_timeout:
+                        return
+                wait = 0.05 if self._executing == 0 else self.timers["schedule"]
+            else:
+                wait = self.timers["schedule"]
+            if next_at is not None:
+                wait = max(0.0, min(wait, next_at - now_seconds()))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), wait)
+
+    def _on_change(self, key: str | None, status: str) -> None:
+        if key is None or status == Status.QUEUED:
+            self._wake.set()
+        if status == Status.ABORTING and any(r.job.key == key for r in self._runs.values()):
+            task = asyncio.get_running_loop().create_task(self._abort_key(key))
+            self._bg.add(task)
+            task.add_done_callback(self._bg.discard)
+
+    def _start_job(self, job: Job) -> asyncio.Task[None] | None:
+        """Run the job in a task of its own; None if this attempt runs already."""
+        attempt = job.attempt_id or f"{job.key}:{job.attempts}"
+        if attempt in self._runs:  # handed out again by a resent take
+            return None
+        run = _Run(job)
+        self._runs[attempt] = run
+        self._executing += 1
+        self._processed += 1
+        run.task = asyncio.create_task(self._execute(run), name=f"podq-job-{job.key}")
+        run.task.add_done_callback(functools.partial(self._run_done, attempt, run))
+        return run.task
+
+    def _time_out(self, run: _Run) -> None:
+        """Its job's timeout passed: cancel the run (its function), unless it was
+        aborted or ended meanwhile."""
+        if run.executing and run.abort_error is None and run.task is not None:
+            run.timed_out = True
+            run.task.cancel()
+
+    def _release(self, run: _Run) -> None:
+        if run.executing:
+            run.executing = False
+            self._executing -= 1
+            self._slot.set()
+            if self.burst:
+                self._wake.set()  # the queue may be done: let the dispatcher check
+
+    def _run_done(self, attempt: str, run: _Run, task: asyncio.Task[None]) -> None:
+        self._release(run)
+        if self._runs.get(attempt) is run:
+            del self._runs[attempt]
+        if not task.cancelled() and task.exception():
+            logger.error("job task %s crashed", run.job.key, exc_info=task.exception())
+
+    # -- running a job ---------------------------------------------------------------
+
+    async def _execute(self, run: _Run) -> None:
+        job = run.job
+        CURRENT_JOB.set((job.key, job.function))  # this task's own: its log lines name it
+        context: Context = {**self.context, "job": job}
+        outcome: tuple[str, t.Any]
+        if self.metrics is not None:
+            self.metrics.job_started(job)
+        began = time.monotonic()
+        try:
+            function = self.functions.get(job.function)
+            if function is None:
+                known = ", ".join(sorted(self.functions)) or "(none)"
+                outcome = (
+                    "fail",
+                    f"function {job.function!r} is not registered on worker {self.id}; "
+                    f"registered functions: {known}",
+                )
+            else:
+                if job.depends_on:  # their results, read as it starts (all complete)
+                    context["dependencies"] = await job.dependency_results()
+                for hook in self.before_process:
+                    await self._call(hook, context)
+                if logger.isEnabledFor(logging.DEBUG):
+                    logger.debug("Processing %s", job.info(False))
+                # one timer for every running job's timeout, not one per job
+                deadline = (self._deadlines.add(job.timeout, functools.partial(
+                    self._time_out, run)) if job.timeout else None)
+                try:
+                    result = await self._call(function, context, **(job.kwargs or {}))
+                    if run.timed_out:  # the function swallowed its timeout's cancel
+                        t.cast(asyncio.Task[None], asyncio.current_task()).uncancel()
+                    outcome = ("complete", result)
+                except asyncio.CancelledError:
+                    if not run.timed_out or run.abort_error is not None:
+                        raise
+                    t.cast(asyncio.Task[None], asyncio.current_task()).uncancel()
+                    outcome = (
+                        "error",
+                        f"TimeoutError: job {job.key} ({job.function}) exceeded its timeout "
+                        f"of {job.timeout}s",
+                    )
+                except Exception as e:
+                    context["exception"] = e
+                    outcome = ("error", traceback.format_exc())
+                finally:
+                    if deadline is not None:
+                        self._deadlines.cancel(deadline)
+        except asyncio.CancelledError:
+            if run.abort_error is not None:
+                outcome = ("aborted", run.abort_error)
+            else:
+                outcome = ("back", "cancelled")  # SAQ's error text for a job put back
+        except Exception as e:  # a before_process hook failed
+            context["exception"] = e
+            outcome = ("error", traceback.format_exc())
+        self._release(run)
+        await self._write_back(job, *outcome)
+        if self.metrics is not None:
+            self.metrics.job_done(job, outcome[0], time.monotonic() - began)
+        for hook in self.after_process:
+            try:
+                await self._call(hook, context)
+            except Exception:
+                logger.exception("after_process hook failed")
+
+    async def _write_back(self, job: Job, kind: str, value: t.Any) -> None:
+        """Write the run's outcome, guarded by its attempt id: if the job moved on (a
+        newer attempt, aborted and finished, swept) nothing is written."""
+
+        async def write() -> bool:
+            queue = self.queue
+            if kind == "complete":
+                try:
+                    if await queue.finish(job, Status.COMPLETE, result=value, expect=True):
+                        self.complete += 1
+                        return True
+                    return False
+                except TypeError as e:  # the result is not JSON-serialisable
+                    logger.warning("Job %s (%s) failed: %s", job.key, job.function, e)
+                    value_error = str(e)
+                    if await queue.finish(job, Status.FAILED, error=value_error, expect=True):
+                        self.failed += 1
+                        return True
+                    return False
+            if kind == "back":  # not the function's doing: the attempt is not used up
+                reason = f"worker {self.id} shut down before the job ended"
+                return await queue.disrupt(job, reason, value, self.max_disruptions) is not None
+            if kind == "aborted" and not (value == queue.swept_error_message and job.retryable):
+                if await queue.finish(job, Status.ABORTED, error=value, expect=True):
+                    self.aborted += 1
+                    return True
+                return False
+            # an error, a timeout, or stuck (aborted by a sweep: timeout or heartbeat)
+            if kind != "fail" and job.retryable:
+                logger.info(
+                    "Job %s failed (attempt %d of %d); retrying", job.key, job.attempts, job.retries
+                )
+                if await queue.retry(job, value, expect=True):
+                    self.retried += 1
+                    return True
+                return False
+            logger.warning(
+                "Job %s (%s) failed: %s",
+                job.key,
+                job.function,
+                str(value).strip().splitlines()[-1:],
+            )
+            if await queue.finish(job, Status.FAILED, error=value, expect=True):
+                self.failed += 1
+                return True
+            return False
+
+        # keep trying through a Redis outage so a taken job is never lost
+        if not await self._retrying(f"write back job {job.key}", write, forever=True):
+            logger.info("Job %s moved on (attempt %s superseded): outcome %s not written",
+                        job.key, job.attempt_id, kind)
+
+    # -- aborts ----------------------------------------------------------------------
+
+    def _abort_run(self, run: _Run, error: str) -> None:
+        if not run.executing or run.abort_error is not None or run.task is None:
+            return
+        logger.info("Aborting job %s (%s)", run.job.key, error)
+        run.abort_error = error
+        run.task.cancel()
+
+    async def _abort_key(self, key: str) -> None:
+        if not any(r.job.key == key and r.executing for r in self._runs.values()):
+            return
+        current = await self.queue.job(key)
+        if current is not None:
+            self._abort_stale_or_aborted([run for run in self._runs.values()
+                                          if run.job.key == key], current)
+
+    def _abort_stale_or_aborted(self, runs: list[_Run], current: Job) -> None:
+        """Cancel the runs of current's key that were aborted, or whose attempt is no
+        longer current (swept and taken again: their write-back would be refused)."""
+        for run in runs:
+            if run.job.attempt_id != current.attempt_id:
+                self._abort_run(run, "superseded by a newer attempt")
+            elif current.status in (Status.ABORTING, Status.ABORTED):
+                self._abort_run(run, current.error or "aborted")
+
+    async def _check_aborts(self, abort_threshold: float = 0.0) -> list[asyncio.Task[None]]:
+        """Cancel running jobs (running for at least abort_threshold s) whose job was
+        aborted, or whose attempt is no longer current; returns their tasks."""
+        runs = [
+            run for run in self._runs.values()
+            if run.executing and (
+                # judged on this host's clock only when asked to (SAQ's abort(threshold))
+                abort_threshold <= 0
+                or (run.job.duration("running") or 0) >= abort_threshold * 1000
+            )
+        ]
+        if not runs:
+            return []
+        jobs = await self.queue.jobs([run.job.key for run in runs])
+        for run, current in zip(runs, jobs, strict=True):
+            if current is not None:  # a job Redis lost runs on: its write-back restores it
+                self._abort_stale_or_aborted([run], current)
+        return [run.task for run in runs if run.abort_error is not None and run.task]
+
+    async def abort(self, abort_threshold: float) -> None:
+        """SAQ's abort check: cancel the running jobs, running for at least
+        abort_threshold seconds, that were aborted, and wait until each is finished
+        aborted. Workers do this by themselves (on the abort notification and every
+        timers["abort"] s); process()-driven tests call it."""
+        tasks = await self._check_aborts(abort_threshold)
+        if tasks:
+            await asyncio.wait(tasks)
+
+    async def process(self) -> bool:
+        """SAQ's step, the usual way to test functions: take one job (waiting
+        `dequeue_timeout` s for it, 0 = until one arrives), run it and write its outcome.
+        False if no job came. Its abort is seen by abort() (a started worker also sees
+        it by itself); stop(), or cancelling this call, puts the job back."""
+        # a worker that was not started keeps no liveness record: its jobs are taken
+        # with no worker id, so no sweep takes them for a dead worker's (only timeout
+        # and heartbeat apply), as SAQ's
+        owner = self.id if self._started else ""
+        job = await self.queue.take_one(
+            self.dequeue_timeout or None, owner, self.timeout, lease=self.liveness_ttl
+        )
+        if job is None:
+            return False
+        task = self._start_job(job)
+        if task is None:
+            return True
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if not task.done():  # the job's own task puts it back; wait for that
+                task.cancel()
+                await asyncio.wait([task])
+            raise
+        return True
