@@ -33,14 +33,11 @@ class ReadMixin(RedisQueueCore):
         return self._from_hash(await self.redis.hgetall(self.job_id(job_key)))
 
     async def jobs(self, job_keys: Iterable[str]) -> list[Job | None]:
-        keys = list(job_keys)
-        if not keys:
-            return []
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for key in keys:
-                pipe.hgetall(self.job_id(key))
-            raws = await pipe.execute()
-        return [self._from_hash(raw) for raw in raws]
+        found = await self.jobs_or_errors(job_keys)
+        for item in found:
+            if isinstance(item, Exception):
+                raise item
+        return found  # type: ignore[return-value]  # no exception left in it
 
     async def jobs_or_errors(self, job_keys: Iterable[str]) -> list[Job | Exception | None]:
         """jobs(), except that a record that cannot be read (the wrong type, JSON that
