@@ -34,7 +34,7 @@ from kubernetes_asyncio import client, config
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "operator"))
 
-from podq.testing import ControlPlane, RedisServer  # noqa: E402
+from podq.testing import ControlPlane, RedisServer, stop_process  # noqa: E402
 
 GROUP, VERSION = "podq.dev", "v1alpha1"
 PODQ = str(ROOT / ".venv" / "bin" / "podq")
@@ -184,11 +184,7 @@ def main() -> int:
             asyncio.run(measure_operator(plane, args, raw_s, processes[0].pid))
         finally:
             for process in reversed(processes):
-                process.terminate()
-                try:
-                    process.wait(15)
-                except subprocess.TimeoutExpired:
-                    process.kill()
+                stop_process(process)
     print(f"logs: {logs}")
     return 0
 

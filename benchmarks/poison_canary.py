@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT / "operator"))
 
 from podq import Queue  # noqa: E402
 from podq.operator import safejson  # noqa: E402
-from podq.testing import ControlPlane, RedisServer  # noqa: E402
+from podq.testing import ControlPlane, RedisServer, stop_process  # noqa: E402
 
 GROUP, VERSION = "podq.dev", "v1alpha1"
 PODQ = str(ROOT / ".venv" / "bin" / "podq")
@@ -194,11 +194,7 @@ def main() -> int:
             asyncio.run(measure(plane, redis, args.runs, processes[0]))
         finally:
             for process in reversed(processes):
-                process.terminate()
-                try:
-                    process.wait(15)
-                except subprocess.TimeoutExpired:
-                    process.kill()
+                stop_process(process)
     print(f"logs: {logs}")
     return 0
 

@@ -50,6 +50,18 @@ def wait_for_port(port: int, deadline_s: float = 10.0, host: str = "127.0.0.1") 
             time.sleep(0.02)
 
 
+def stop_process(process: subprocess.Popen, timeout_s: float = 15) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within timeout_s."""
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 class RedisServer:
     """A private redis-server process on 127.0.0.1 and a free port.
 
@@ -99,13 +111,8 @@ class RedisServer:
         raise RuntimeError(f"redis-server did not start; see {self.dir / 'redis.log'}")
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.process:
+            stop_process(self.process, 10)
         self.process = None
 
     def restart(self) -> None:
