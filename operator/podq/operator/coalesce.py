@@ -56,6 +56,7 @@ class Coalescer(Generic[K]):
     def __init__(self) -> None:
         self._dirty: dict[K, None] = {}  # insertion-ordered set
         self._signal = asyncio.Event()
+        self._later: dict[K, asyncio.TimerHandle] = {}
 
     def __len__(self) -> int:
         return len(self._dirty)
@@ -63,6 +64,18 @@ class Coalescer(Generic[K]):
     def mark(self, key: K) -> None:
         self._dirty[key] = None
         self._signal.set()
+
+    def mark_later(self, key: K, delay_s: float) -> bool:
+        """Mark key once delay_s has passed, unless a mark_later of it is pending
+        already; returns whether this call scheduled one."""
+        if key in self._later:
+            return False
+
+        def due() -> None:
+            del self._later[key]
+            self.mark(key)
+        self._later[key] = asyncio.get_running_loop().call_later(delay_s, due)
+        return True
 
     def mark_many(self, keys: list[K]) -> None:
         for key in keys:

@@ -108,8 +108,6 @@ class StatusMirror:
         self._slot_free = asyncio.Event()
         self.counts: Counter[str] = Counter()  # patches, recovered, deleted, ... (metrics)
         self._ttl_timers: dict[str, asyncio.TimerHandle] = {}
-        self._awaiting: set[str] = set()  # lost while running: waiting for the write-back
-        self._held: set[str] = set()  # held back for spec.after: looked at again soon
         self.quarantine = Quarantine(custom, events, self.dirty.mark)  # failing ones back off
 
     # -- inputs -----------------------------------------------------------------------
@@ -317,13 +315,7 @@ class StatusMirror:
         if not found.waiting:
             resource.depends_on = found.keys
             return None
-        if resource.uid not in self._held:
-            self._held.add(resource.uid)
-
-            def look_again(uid: str = resource.uid) -> None:
-                self._held.discard(uid)
-                self.dirty.mark(uid)
-            asyncio.get_running_loop().call_later(RECHECK_S, look_again)
+        self.dirty.mark_later(resource.uid, RECHECK_S)
         return self._wait(resource, found.waiting)
 
     async def _wait(self, resource: JobResource, waiting: list[str]) -> str:
@@ -342,15 +334,9 @@ class StatusMirror:
         now = time.time()
         if deadline is None or deadline <= now:
             return False
-        if resource.uid not in self._awaiting:
-            self._awaiting.add(resource.uid)
+        if self.dirty.mark_later(resource.uid, deadline - now):
             log.info("job %s is missing from Redis while it ran; waiting up to %.0f s for its"
                      " worker to write it back", resource.key, deadline - now)
-
-            def look_again(uid: str = resource.uid) -> None:
-                self._awaiting.discard(uid)
-                self.dirty.mark(uid)
-            asyncio.get_running_loop().call_later(deadline - now, look_again)
         return True
 
     @staticmethod
