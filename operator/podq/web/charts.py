@@ -12,13 +12,11 @@ import typing as t
 from dataclasses import dataclass
 from html import escape
 
+from podq.queue.store import text
+
 if t.TYPE_CHECKING:
     from podq.queue import Queue
 
-
-def text(value: t.Any) -> str:
-    """A Redis reply as text."""
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 MINUTES = 60
 HISTORY_S = 2 * 3600  # samples kept

@@ -16,14 +16,11 @@ import typing as t
 from dataclasses import dataclass, field
 
 from podq.job import TERMINAL_STATUSES, Job, Status
+from podq.queue.store import text
 
 if t.TYPE_CHECKING:
     from podq.queue import Queue
 
-
-def text(value: t.Any) -> str:
-    """A Redis reply as text."""
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 FINISHED = tuple(s.value for s in (Status.COMPLETE, Status.FAILED, Status.ABORTED))
 PENDING = ("active", "queued", "scheduled")
