@@ -163,10 +163,8 @@ async def scan_finished(queue: Queue, status: str, function: str | None, cursor:
     found: list[Job] = []
     looked = 0
     while True:
-        cursor, ids = await queue.redis.scan(cursor=cursor, match=queue.keys.job_prefix + "*",
-                                             count=SCAN_COUNT)
-        looked += len(ids)
-        jobs = await queue.jobs(queue.job_key_from_id(i) for i in ids)
+        cursor, jobs = await queue.scan_jobs(cursor, SCAN_COUNT)
+        looked += len(jobs)
         found.extend(job for job in jobs if job is not None and job.status.value == status
                      and (function is None or job.function == function))
         if not cursor:

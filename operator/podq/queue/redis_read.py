@@ -66,14 +66,20 @@ class ReadMixin(RedisQueueCore):
         wanted = {Status(s) for s in statuses}
         cursor = 0
         while True:
-            cursor, ids = await self.redis.scan(
-                cursor=cursor, match=self.keys.job_prefix + "*", count=batch_size
-            )
-            for job in await self.jobs(self.job_key_from_id(i) for i in ids):
+            cursor, jobs = await self.scan_jobs(cursor, batch_size)
+            for job in jobs:
                 if job and job.status in wanted:
                     yield job
             if not cursor:
                 break
+
+    async def scan_jobs(self, cursor: int = 0, count: int = 100) -> tuple[int, list[Job | None]]:
+        """One SCAN step over this queue's job records from `cursor`: the next cursor
+        (0 when the scan is complete) and a job (None: gone meanwhile) per record seen."""
+        cursor, ids = await self.redis.scan(
+            cursor=cursor, match=self.keys.job_prefix + "*", count=count
+        )
+        return int(cursor), await self.jobs(self.job_key_from_id(i) for i in ids)
 
     async def counts(self) -> Counts:
         """The sizes of this queue's sets, read in one round trip."""
