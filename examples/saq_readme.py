@@ -6,8 +6,8 @@ this file on SAQ, and on podq with only its imports rewritten).
 
 The Redis URL is read from REDIS_URL (the README has "redis://localhost"), and the
 README's enqueue snippet is wrapped in `main()`, printing `job.result` (the README's
-`job.results` is a typo: Job has no such attribute, on SAQ either) and waiting 10 s
-rather than 1 s for the first job.
+`job.results` is a typo: Job has no such attribute, on SAQ either) and waiting up to
+30 s rather than 1 s for the first job (a worker just started on a busy machine).
 
 Worker:  saq saq_readme.settings          (podq: podq worker saq_readme.settings)
 Client:  python saq_readme.py
@@ -81,8 +81,8 @@ async def main():
     # schedule a job normally
     job = await queue.enqueue("test", a=1)
 
-    # wait 10 seconds for the job to complete (the README: 1, tight on a busy machine)
-    await job.refresh(10)
+    # wait up to 30 seconds for the job to complete (the README: 1, tight on a busy machine)
+    await job.refresh(30)
     print(job.result)
 
     # run a job and return the result

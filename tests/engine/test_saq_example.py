@@ -78,7 +78,7 @@ async def run_example(lib: str, folder: Path, redis_url: str) -> dict[str, t.Any
         await wait_for(lambda: _workers(queue), 30, 0.1)
         printed = io.StringIO()
         with contextlib.redirect_stdout(printed):
-            await asyncio.wait_for(module.main(), 60)
+            await asyncio.wait_for(module.main(), 120)
         # the cron job runs every 5 s: wait for its first run
         await wait_for(lambda: "i am a cron job" in log.read_text(), 30, 0.1)
         outcome = {
