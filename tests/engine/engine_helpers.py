@@ -35,7 +35,7 @@ class Workers:
         worker = Worker(queue, functions, **kwargs)
         task = asyncio.create_task(worker.start())
         self.running.append((worker, task))
-        await wait_for(lambda: worker._upkeep != [] or task.done(), 5)
+        await wait_for(lambda: worker._upkeep != [] or task.done(), 30)
         return worker
 
     async def stop_all(self) -> None:
@@ -45,7 +45,7 @@ class Workers:
 
 
 async def wait_for(
-    condition: Callable[[], Any | Awaitable[Any]], deadline_s: float = 5.0, step: float = 0.02
+    condition: Callable[[], Any | Awaitable[Any]], deadline_s: float = 30.0, step: float = 0.02
 ) -> Any:
     """Wait until condition() is truthy (sync or async), or fail after deadline_s."""
     end = time.monotonic() + deadline_s

@@ -152,7 +152,7 @@ async def test_worker_killed_with_sigkill_has_its_jobs_run_again_attempts_intact
         async def both_active() -> bool:
             return await q.count("active") == 2
 
-        await wait_for(both_active, 5)
+        await wait_for(both_active, 30)
         proc.send_signal(signal.SIGKILL)
         proc.wait(5)
         killed_at = time.monotonic()
@@ -178,7 +178,7 @@ async def test_sigterm_drains_running_jobs(redis_url: str, spawn: list) -> None:
         proc = start_worker(spawn, redis_url, "--shutdown-grace-period-s", "10")
         await live_worker(q)
         job = await q.enqueue("slow", seconds=1.0)
-        await wait_for(lambda: q.count("active"), 5)
+        await wait_for(lambda: q.count("active"), 30)
         proc.send_signal(signal.SIGTERM)
         await asyncio.sleep(0.2)
         late = await q.enqueue("add", a=1, b=1)  # not taken: the worker is draining
@@ -198,7 +198,7 @@ async def test_sigterm_past_grace_puts_jobs_back(redis_url: str, spawn: list) ->
         proc = start_worker(spawn, redis_url, "--shutdown-grace-period-s", "0.3")
         await live_worker(q)
         job = await q.enqueue("slow", seconds=60, timeout=120)
-        await wait_for(lambda: q.count("active"), 5)
+        await wait_for(lambda: q.count("active"), 30)
         proc.send_signal(signal.SIGTERM)
         assert await exit_code(proc) == 0, output(proc)
         await job.refresh()

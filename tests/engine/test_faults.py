@@ -78,7 +78,7 @@ async def test_flushall_while_workers_run_sweeps_nothing_and_runs_nothing_twice(
     before = await queue.enqueue_many(
         [Job("work", key=f"before-{i}", kwargs={"seconds": 0.8}, retries=1) for i in range(12)]
     )
-    await wait_for(lambda: queue.count("active"), 5)
+    await wait_for(lambda: queue.count("active"), 30)
     await queue.redis.flushall()
     started_before_flush = set(ran)
     after = await queue.enqueue_many(
@@ -109,7 +109,7 @@ async def test_a_stale_run_cannot_write_a_newer_attempt_of_the_same_worker(
 ) -> None:
     await queue.enqueue("f", key="k", timeout=0)
     [stale], _ = await queue.take(1, "w")  # lease 0 and no liveness record: orphaned
-    assert await wait_for(lambda: queue.sweep(lock=0.01), 2) == [queue.job_id("k")]
+    assert await wait_for(lambda: queue.sweep(lock=0.01), 30) == [queue.job_id("k")]
     [current], _ = await queue.take(1, "w")
     # same worker id, same attempt count (the disruption did not use one up): only the
     # attempt id tells the runs apart
@@ -138,23 +138,23 @@ async def test_the_same_key_taken_again_while_a_stale_run_ends_loses_no_slot(
 
     worker = await workers.start(queue, [("hold", hold)], concurrency=2)
     job = await queue.enqueue("hold", key="k", timeout=0)
-    await wait_for(lambda: len(seen) == 1, 5)
+    await wait_for(lambda: len(seen) == 1, 30)
     first = await queue.job("k")
     # its run is taken for lost (as a sweep would after a partition): put back, and the
     # same worker takes it again while the first run still holds a slot
     assert await queue.disrupt(first, "test: taken for lost", "swept") is Status.QUEUED
-    await wait_for(lambda: len(seen) == 2, 5)
+    await wait_for(lambda: len(seen) == 2, 30)
     assert seen[0] != seen[1]
-    await wait_for(lambda: worker.executing == 1, 5)  # the stale run was cancelled
+    await wait_for(lambda: worker.executing == 1, 30)  # the stale run was cancelled
     release.set()
-    await job.refresh(until_complete=5)
+    await job.refresh(until_complete=30)
     assert job.status is Status.COMPLETE and job.result == seen[1]
-    await wait_for(lambda: worker.executing == 0 and not worker._runs, 5)
+    await wait_for(lambda: worker.executing == 0 and not worker._runs, 30)
     # both slots are free again: two jobs run at once
     release.clear()
     seen.clear()
     await queue.enqueue_many([Job("hold", key=k, timeout=0) for k in ("a", "b")])
-    await wait_for(lambda: len(seen) == 2, 5)
+    await wait_for(lambda: len(seen) == 2, 30)
     release.set()
 
 
@@ -281,7 +281,7 @@ async def test_an_aborted_sync_function_is_aborted_once_its_thread_ended(
     await wait_for(lambda: any(r.abort_error for r in worker._runs.values()), 5)
     assert (await queue.job("k")).status is Status.ABORTING  # its thread still runs
     gates.gate("k:1").set()
-    await job.refresh(until_complete=5)
+    await job.refresh(until_complete=30)
     # aborted, not complete, and only after the function's side effects were done
     assert job.status is Status.ABORTED and job.error == "user abort"
     assert job.completed >= gates.ended_ms["k:1"]
@@ -299,11 +299,11 @@ async def test_a_timed_out_sync_function_is_retried_once_its_thread_ended(
         seconds, micros = await queue.redis.time()
         return seconds * 1000 + micros // 1000 - started > 1500
 
-    await wait_for(past_timeout, 5)
+    await wait_for(past_timeout, 30)
     assert (await queue.job("k")).status is Status.ACTIVE  # its thread still runs
     gates.gate("k:1").set()
     gates.gate("k:2").set()
-    await job.refresh(until_complete=5)
+    await job.refresh(until_complete=30)
     assert job.status is Status.COMPLETE and job.attempts == 2
     assert "k:1" in gates.ended_ms and "k:2" in gates.ended_ms
     # the retry (attempt 2) started only after attempt 1's thread had ended
@@ -318,7 +318,7 @@ async def test_a_drained_sync_function_is_put_back_once_its_thread_ended(
     await queue.enqueue("blocks", key="k", timeout=0)
     await _started(worker, queue, "k")
     stopping = asyncio.create_task(worker.stop())
-    await wait_for(lambda: worker._draining, 5)
+    await wait_for(lambda: worker._draining, 30)
     await wait_for(lambda: all(r.task.cancelling() for r in worker._runs.values()), 5)
     assert (await queue.job("k")).status is Status.ACTIVE  # past its grace, thread runs
     gates.gate("k:1").set()

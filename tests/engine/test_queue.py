@@ -295,8 +295,8 @@ async def test_changes_yield_key_and_status_for_every_change(queue: Queue) -> No
         [job], _ = await queue.take(1, "w")
         await job.update(progress=0.5)
         await queue.finish(job, Status.COMPLETE)
-        await asyncio.wait_for(listener, 5)
-        got = [await asyncio.wait_for(sub.__anext__(), 2) for _ in range(4)]
+        await asyncio.wait_for(listener, 30)
+        got = [await asyncio.wait_for(sub.__anext__(), 30) for _ in range(4)]
     expected = [("c", Status.QUEUED), ("c", Status.ACTIVE), ("c", Status.ACTIVE),
                 ("c", Status.COMPLETE)]
     assert seen == expected
@@ -330,7 +330,7 @@ async def test_refresh_reloads_and_waits_for_terminal_status(queue: Queue) -> No
 
     task = asyncio.create_task(finish_later())
     started = time.monotonic()
-    await job.refresh(until_complete=5)
+    await job.refresh(until_complete=30)
     assert job.status is Status.COMPLETE and job.result == 42
     assert time.monotonic() - started < 1.0  # woken by the notification
     await task
@@ -399,7 +399,7 @@ async def test_sweep_recovers_jobs_of_a_worker_without_liveness(queue: Queue) ->
     await queue.take(1, "alive")
     # (a job counts as orphaned once its lease, 0 ms here, has passed: in the same
     # millisecond as the take it has not; each sweep holds the lock for 10 ms)
-    swept = await wait_for(lambda: queue.sweep(lock=0.01), 2)
+    swept = await wait_for(lambda: queue.sweep(lock=0.01), 30)
     assert sorted(swept) == sorted([queue.job_id("mine"), queue.job_id("last")])
     mine, last, kept = await queue.jobs(["mine", "last", "kept"])
     # a lost worker is a disruption, not a failure: put back, the attempt not used up
@@ -417,7 +417,7 @@ async def test_a_job_losing_its_worker_every_time_ends_failed_worker_lost(redis_
             [job], _ = await queue.take(1, f"dies-{run}")
             assert job.attempts == 1  # every run is attempt 1: none was used up
             # (each sweep holds the sweep lock for 10 ms)
-            assert await wait_for(lambda: queue.sweep(lock=0.01), 2) == [queue.job_id("doomed")]
+            assert await wait_for(lambda: queue.sweep(lock=0.01), 30) == [queue.job_id("doomed")]
         job = await queue.job("doomed")
         assert job.status is Status.FAILED and job.disruptions == 3
         assert job.error.startswith("WorkerLost:") and "dies-3" in job.error

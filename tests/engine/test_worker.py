@@ -59,7 +59,7 @@ FUNCTIONS = [add, sync_mul, fails, sleeps, progress, context_keys, unserialisabl
 async def test_async_and_sync_functions_complete(queue: Queue, workers: Workers) -> None:
     await workers.start(queue, FUNCTIONS)
     job = await queue.enqueue("add", a=1, b=2)
-    await job.refresh(until_complete=5)
+    await job.refresh(until_complete=30)
     assert job.status is Status.COMPLETE and job.result == 3 and job.progress == 1.0
     assert job.attempts == 1 and job.worker_id and job.error is None
     assert job.duration("process") >= 0 and job.duration("total") >= job.duration("process")
@@ -72,7 +72,7 @@ async def test_failure_is_retried_then_failed_with_traceback(
 ) -> None:
     await workers.start(queue, FUNCTIONS)
     job = await queue.enqueue("fails", retries=3)
-    await job.refresh(until_complete=5)
+    await job.refresh(until_complete=30)
     assert job.status is Status.FAILED and job.attempts == 3
     assert "Traceback" in job.error and "ValueError: it broke" in job.error
     assert (await queue.stats())["retried"] == 2
@@ -82,7 +82,7 @@ async def test_timeout_fails_with_a_clear_message(queue: Queue, workers: Workers
     await workers.start(queue, FUNCTIONS)
     job = await queue.enqueue("sleeps", timeout=1)
     started = time.monotonic()
-    await job.refresh(until_complete=5)
+    await job.refresh(until_complete=30)
     assert job.status is Status.FAILED and "exceeded its timeout of 1s" in job.error
     assert time.monotonic() - started < 2.5
 
@@ -112,15 +112,15 @@ async def test_each_running_job_times_out_at_its_own_deadline(
 async def test_fix7_default_timeout_per_worker(queue: Queue, workers: Workers) -> None:
     await workers.start(queue, FUNCTIONS, timeout=1)
     job = await queue.enqueue("sleeps")  # no timeout chosen: the worker's default applies
-    await job.refresh(until_complete=5)
+    await job.refresh(until_complete=30)
     assert job.status is Status.FAILED and job.timeout == 1
     chosen = await queue.enqueue("sleeps", seconds=1.2, timeout=5)
-    await chosen.refresh(until_complete=5)
+    await chosen.refresh(until_complete=30)
     assert chosen.status is Status.COMPLETE
     configured = Queue(queue.redis, name="test", default_timeout=5)  # the queue's choice wins
     try:
         by_queue = await configured.enqueue("sleeps", seconds=1.2)
-        await by_queue.refresh(until_complete=5)
+        await by_queue.refresh(until_complete=30)
         assert by_queue.status is Status.COMPLETE and by_queue.timeout == 5
     finally:
         await configured._notifier.close()
@@ -129,7 +129,7 @@ async def test_fix7_default_timeout_per_worker(queue: Queue, workers: Workers) -
 async def test_unregistered_function_fails_at_once(queue: Queue, workers: Workers) -> None:
     await workers.start(queue, [add, tick])
     job = await queue.enqueue("nope", retries=5)
-    await job.refresh(until_complete=3)
+    await job.refresh(until_complete=30)
     assert job.status is Status.FAILED and job.attempts == 1
     assert "'nope'" in job.error and "add" in job.error and "tick" in job.error
 
@@ -139,7 +139,7 @@ async def test_unserialisable_result_fails_and_worker_keeps_running(
 ) -> None:
     await workers.start(queue, FUNCTIONS)
     job = await queue.enqueue("unserialisable")
-    await job.refresh(until_complete=5)
+    await job.refresh(until_complete=30)
     assert job.status is Status.FAILED and "not JSON-serialisable" in job.error
     assert await queue.apply("add", a=2, b=2, timeout=5) == 4
 
@@ -149,9 +149,9 @@ async def test_progress_updates_from_inside_a_job(queue: Queue, workers: Workers
     seen: list[Status] = []
     async with queue.subscribe() as sub:
         job = await queue.enqueue("progress")
-        await job.refresh(until_complete=5)
+        await job.refresh(until_complete=30)
         while Status.COMPLETE not in seen:
-            seen.append((await asyncio.wait_for(sub.__anext__(), 2)).status)
+            seen.append((await asyncio.wait_for(sub.__anext__(), 30)).status)
     assert job.meta == {"half": True} and job.result == "done"
     assert seen == [Status.QUEUED, Status.ACTIVE, Status.ACTIVE, Status.COMPLETE]
 
@@ -159,10 +159,10 @@ async def test_progress_updates_from_inside_a_job(queue: Queue, workers: Workers
 async def test_abort_running_job_within_a_second(queue: Queue, workers: Workers) -> None:
     await workers.start(queue, FUNCTIONS, timers={"abort": 10, "worker_info": 1, "sweep": 10})
     job = await queue.enqueue("sleeps", seconds=30, timeout=60)
-    await wait_for(lambda: queue.count("active"), 3)
+    await wait_for(lambda: queue.count("active"), 30)
     started = time.monotonic()
     await job.abort("user abort")
-    await job.refresh(until_complete=3)
+    await job.refresh(until_complete=30)
     assert time.monotonic() - started < 1.5  # about a second at most
     assert job.status is Status.ABORTED and job.error == "user abort"
 
@@ -188,7 +188,7 @@ async def test_hooks_run_in_order_with_the_context(queue: Queue, workers: Worker
         before_process=before, after_process=[after],
     )
     await queue.apply("add", a=1, b=1, timeout=5)
-    await wait_for(lambda: len(calls) >= 3, 2)
+    await wait_for(lambda: len(calls) >= 3, 30)
     await worker.stop()
     assert calls == ["startup", "before:add:conn", "after:complete", "shutdown"]
 
@@ -209,13 +209,13 @@ async def test_liveness_record_lists_the_worker_and_its_jobs(
 ) -> None:
     worker = await workers.start(queue, FUNCTIONS, concurrency=4, metadata={"pool": "a"})
     job = await queue.enqueue("sleeps", seconds=1)
-    await wait_for(lambda: queue.count("active"), 3)
+    await wait_for(lambda: queue.count("active"), 30)
 
     async def has_active() -> bool:
         records = await queue.workers()
         return bool(records and records[0]["active"] == [job.key])
 
-    await wait_for(has_active, 2)
+    await wait_for(has_active, 30)
     [record] = await queue.workers()
     assert record["id"] == worker.id and record["hostname"] in worker.id
     assert record["pid"] > 0 and record["queue_key"] == "test" and record["concurrency"] == 4
@@ -230,7 +230,7 @@ async def test_cron_unique_keeps_one_pending_job(queue: Queue, workers: Workers)
     EVENTS.clear()
     cron = CronJob(tick, cron="* * * * * *")  # 6 fields: every second
     await workers.start(queue, FUNCTIONS, cron_jobs=[cron])
-    await wait_for(lambda: len(EVENTS) >= 2, 4)
+    await wait_for(lambda: len(EVENTS) >= 2, 30)
     assert await queue.count("incomplete") <= 1
 
 
@@ -268,12 +268,12 @@ async def test_cron_time_zone_and_invalid_expression(queue: Queue) -> None:
 async def test_burst_mode_stops_when_empty_and_after_max_jobs(queue: Queue) -> None:
     await queue.enqueue_many([Job("add", kwargs={"a": i, "b": 0}) for i in range(5)])
     worker = Worker(queue, FUNCTIONS, burst=True, dequeue_timeout=0.05, handle_signals=False)
-    await asyncio.wait_for(worker.start(), 5)
+    await asyncio.wait_for(worker.start(), 30)
     assert await queue.count("incomplete") == 0 and worker.complete == 5
     await queue.enqueue_many([Job("add", kwargs={"a": i, "b": 0}) for i in range(5)])
     worker = Worker(queue, FUNCTIONS, burst=True, max_burst_jobs=2, dequeue_timeout=0.05,
                     handle_signals=False)
-    await asyncio.wait_for(worker.start(), 5)
+    await asyncio.wait_for(worker.start(), 30)
     assert worker.complete == 2 and await queue.count("queued") == 3
 
 
@@ -282,7 +282,7 @@ async def test_drain_lets_running_jobs_finish_within_grace(
 ) -> None:
     worker = await workers.start(queue, FUNCTIONS, shutdown_grace_period_s=3)
     job = await queue.enqueue("sleeps", seconds=0.5)
-    await wait_for(lambda: queue.count("active"), 3)
+    await wait_for(lambda: queue.count("active"), 30)
     await queue.enqueue("add", a=1, b=1, key="after-stop")
     await worker.stop()
     await job.refresh()
@@ -293,7 +293,7 @@ async def test_drain_lets_running_jobs_finish_within_grace(
 async def test_drain_puts_unfinished_jobs_back(queue: Queue, workers: Workers) -> None:
     worker = await workers.start(queue, FUNCTIONS, shutdown_grace_period_s=0.2)
     job = await queue.enqueue("sleeps", seconds=30, timeout=60)
-    await wait_for(lambda: queue.count("active"), 3)
+    await wait_for(lambda: queue.count("active"), 30)
     await worker.stop()
     await job.refresh()
     assert job.status is Status.QUEUED and job.error == "cancelled"  # SAQ's text
@@ -302,7 +302,7 @@ async def test_drain_puts_unfinished_jobs_back(queue: Queue, workers: Workers) -
     assert await queue.count("queued") == 1
     # another worker picks it up: nothing was lost
     await workers.start(queue, [("sleeps", lambda ctx, seconds: "second run")])
-    await job.refresh(until_complete=5)
+    await job.refresh(until_complete=30)
     assert job.status is Status.COMPLETE and job.result == "second run"
 
 
@@ -319,7 +319,7 @@ async def test_fix6_dead_worker_jobs_recovered_even_without_timeout(
     # the lost runs were disruptions: both jobs run again, as attempt 1, and complete
     for key in ("retry-me", "no-attempts-left"):
         recovered = Job("add", key=key, queue=queue)
-        await recovered.refresh(until_complete=5)
+        await recovered.refresh(until_complete=30)
         assert recovered.status is Status.COMPLETE and recovered.result == 2
         assert recovered.attempts == 1 and recovered.disruptions == 1
     assert time.monotonic() - started < 3
@@ -354,7 +354,7 @@ async def test_worker_survives_a_redis_outage_without_losing_jobs(tmp_path: Any)
                         liveness_ttl=30)
         task = asyncio.create_task(worker.start())
         job = await queue.enqueue("sleeps", seconds=1.5, timeout=30)
-        await wait_for(lambda: queue.count("active"), 3)
+        await wait_for(lambda: queue.count("active"), 30)
         await queue.redis.save()  # Redis comes back with its data (from the RDB file)
         server.stop()
         await asyncio.sleep(0.8)
@@ -363,7 +363,7 @@ async def test_worker_survives_a_redis_outage_without_losing_jobs(tmp_path: Any)
         assert job.status is Status.COMPLETE and job.result == "slept"
         assert await queue.apply("add", a=5, b=5, timeout=10) == 10  # still taking jobs
         await worker.stop()
-        await asyncio.wait_for(task, 5)
+        await asyncio.wait_for(task, 30)
         await queue.disconnect()
     finally:
         server.close()
@@ -374,7 +374,7 @@ async def test_draining_worker_stays_alive_so_its_jobs_are_not_swept(
 ) -> None:
     draining = await workers.start(queue, FUNCTIONS, shutdown_grace_period_s=5, liveness_ttl=0.6)
     job = await queue.enqueue("sleeps", seconds=1.5, retries=3)
-    await wait_for(lambda: queue.count("active"), 3)
+    await wait_for(lambda: queue.count("active"), 30)
     await workers.start(queue, FUNCTIONS)  # sweeps every 0.3 s
     await draining.stop()  # drains for longer than its liveness ttl
     await job.refresh()
@@ -403,9 +403,9 @@ async def test_stop_finishes_when_a_redis_call_swallows_the_cancel(queue: Queue)
                     handle_signals=False)
     task = asyncio.create_task(worker.start())
     try:
-        await wait_for(lambda: calls >= 2, 5)
+        await wait_for(lambda: calls >= 2, 30)
         await asyncio.wait_for(worker.stop(), 10)
-        await asyncio.wait_for(task, 5)
+        await asyncio.wait_for(task, 30)
     finally:
         task.cancel()
         await asyncio.wait({task}, timeout=5)

@@ -309,7 +309,7 @@ async def test_workers_page_lists_live_workers_and_their_jobs(queue, dashboard, 
         async def shows_job():
             body = (await get(s, d.url + "/workers"))[1]
             return worker.id in body and ">busy</a>" in body and body
-        body = await wait_for(shows_job, 5)
+        body = await wait_for(shows_job, 30)
     assert re.search(r"<td>\d+\.\d s</td>", body)
     await queue.abort(await queue.job("busy"), "test over")
 
