@@ -68,6 +68,7 @@ class WriteMixin(RedisQueueCore):
                 self.keys.job_prefix,
                 self.keys.pending_prefix,
                 self.keys.dependents_prefix,
+                self.keys.parked_prefix,
                 *fields,
             ],
         )
@@ -213,9 +214,11 @@ class WriteMixin(RedisQueueCore):
                 self.keys.seq,
                 self.keys.dependents(job.key),
                 self.keys.waiting,
+                self.keys.limited,
             ],
             args=[job.key, self.keys.changes, self.keys.wake, error, int(ttl * 1000),
-                  self.keys.job_prefix, self.keys.pending_prefix, self.keys.dependents_prefix],
+                  self.keys.job_prefix, self.keys.pending_prefix, self.keys.dependents_prefix,
+                  self.keys.parked_prefix],
             client=self.redis,
         )
         state = text(result) if result else None

@@ -3,6 +3,7 @@ counts of a queue's sets read in one pipelined round trip."""
 
 from __future__ import annotations
 
+import math
 import typing as t
 from dataclasses import dataclass
 from importlib import resources
@@ -162,6 +163,8 @@ class Counts:
     limited: int = 0  # ready but waiting on a limit (parked: podq.queue.limits)
     cap: int | None = None  # the queue's concurrency limit, if any
     blocked: int = 0  # waiting for the jobs they depend on (docs/dependencies.md)
+    # how many jobs the queue's own rate limit lets start now (None: it has none)
+    startable: int | None = None
 
     @property
     def queued(self) -> int:
@@ -172,12 +175,40 @@ class Counts:
         return self.ready + self.due + self.limited + self.blocked + self.later + self.active
 
     @property
+    def rate_held(self) -> int:
+        """Ready jobs that wait on the queue's own rate limit: those beyond what it lets
+        start now. They stay in the ready queue, in their order (not parked)."""
+        if self.startable is None:
+            return 0
+        return max(0, self.ready + self.due - self.startable)
+
+    @property
     def depth(self) -> int:
         """Due work plus running work: what an autoscaler should size workers for. Jobs
-        waiting on a limit are left out, and no more than the queue's concurrency limit
-        counts: more workers would not run them sooner."""
-        depth = self.ready + self.due + self.active
+        waiting on a limit (parked, or beyond what the queue's rate lets start now) are
+        left out, and no more than the queue's concurrency limit counts: more workers
+        would not run them sooner."""
+        depth = self.ready + self.due - self.rate_held + self.active
         return depth if self.cap is None else min(depth, self.cap)
+
+
+def queue_limit_room(
+    encoded: t.Any, arrival: t.Any, now_ms: float
+) -> tuple[int | None, int | None]:
+    """The queue's own limit as the limits hash holds it (podq.queue.limits.Limit.encode;
+    None: no limit), and its rate's state (take.lua's GCRA theoretical arrival time, epoch
+    ms; None: idle): (its concurrency cap, how many jobs its rate lets start at now_ms),
+    None where it has no such limit. The same GCRA sum as take.lua's."""
+    if not encoded:
+        return None, None
+    concurrency, rate, per_ms, burst = text(encoded).split(",")
+    cap = int(concurrency) if concurrency else None
+    if not rate:
+        return cap, None
+    gap = int(per_ms) / int(rate)
+    tat = max(float(arrival or 0), now_ms)
+    starts = math.floor((now_ms + (int(burst or 1) - 1) * gap - tat) / gap + 1e-6) + 1
+    return cap, max(0, starts)
 
 
 async def read_counts(redis: aioredis.Redis, keys: QueueKeys) -> Counts:
@@ -191,13 +222,14 @@ async def read_counts(redis: aioredis.Redis, keys: QueueKeys) -> Counts:
         pipe.smembers(keys.limited)
         pipe.hget(keys.limits, QUEUE_LIMIT)
         pipe.zcard(keys.waiting)
-        ready, due, later, active, limited_names, queue_limit, blocked = await pipe.execute()
-    concurrency = text(queue_limit).split(",")[0] if queue_limit else ""
+        pipe.get(keys.rate(QUEUE_LIMIT))
+        (ready, due, later, active, limited_names, queue_limit, blocked,
+         arrival) = await pipe.execute()
+    cap, startable = queue_limit_room(queue_limit, arrival, current * 1000)
     limited = 0
     if limited_names:  # a second round trip only while jobs wait on a limit
         async with redis.pipeline(transaction=False) as pipe:
             for name in limited_names:
                 pipe.zcard(keys.parked(text(name)))
             limited = sum(await pipe.execute())
-    cap = int(concurrency) if concurrency else None
-    return Counts(ready, due, later, active, limited, cap, blocked)
+    return Counts(ready, due, later, active, limited, cap, blocked, startable)

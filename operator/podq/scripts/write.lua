@@ -10,7 +10,8 @@
 -- a partial write returns -1 and the caller sends the whole hash.
 -- touched and completed come from Redis TIME: one clock for every host.
 -- A finish while jobs wait on a limit (KEYS[7] exists: take.lua) wakes the workers: a
--- concurrency slot may have come free.
+-- concurrency slot may have come free. A job parked on a limit that is written back
+-- (unguarded: a finish or retry by a client) leaves its parked zset (lib/unpark.lua).
 -- KEYS: 1 job hash, 2 queued zset, 3 scheduled zset, 4 active zset, 5 seq counter, 6 stats,
 --       7 set of limit names with parked jobs, 8 the set of jobs depending on this
 --       one, 9 waiting zset (a finish settles its dependents: docs/dependencies.md)
@@ -18,8 +19,8 @@
 --       5 status, 6 ttl, 7 retry delay (s), 8 the job's own schedule (epoch s),
 --       9 the attempt id, 10 expected statuses (comma-separated; '' = unguarded),
 --       11 priority, 12 partial ('1': the fields below are only those changed),
---       13 job hash prefix, 14 pending prefix, 15 dependents prefix,
---       16.. field/value pairs to set in the job hash (finish/retry/requeue: the whole
+--       13 job hash prefix, 14 pending prefix, 15 dependents prefix, 16 parked prefix,
+--       17.. field/value pairs to set in the job hash (finish/retry/requeue: the whole
 --       hash, podq.queue.store.job_hash, or with partial the changed ones; update:
 --       those changed)
 local mode = ARGV[4]
@@ -57,24 +58,28 @@ local now_ms = string.format('%.0f', math.floor(now_s * 1000))
 local status = ARGV[5]
 if mode == 'update' then
   if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-  redis.call('HSET', KEYS[1], unpack(ARGV, 16))
+  redis.call('HSET', KEYS[1], unpack(ARGV, 17))
   redis.call('HSET', KEYS[1], 'touched', now_ms)
   status = redis.call('HGET', KEYS[1], 'status')
   redis.call('PUBLISH', ARGV[2], status .. ':' .. ARGV[1])
   return 1
 end
--- a job is in exactly one of queued/scheduled/active (fix 3)
+-- a job is in exactly one of queued/scheduled/active (fix 3), or parked on a limit
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('ZREM', KEYS[3], ARGV[1])
 redis.call('ZREM', KEYS[4], ARGV[1])
+local limited = redis.call('EXISTS', KEYS[7]) == 1  -- some jobs wait on a limit
+local was_parked = limited and unpark(KEYS[1], KEYS[7], ARGV[16], ARGV[1])
 local ttl = tonumber(ARGV[6])
 if mode == 'finish' and ttl < 0 then
   redis.call('DEL', KEYS[1])
 else
-  redis.call('HSET', KEYS[1], unpack(ARGV, 16))
+  redis.call('HSET', KEYS[1], unpack(ARGV, 17))
   local completed = '0'
   if mode == 'finish' then completed = now_ms end
   redis.call('HSET', KEYS[1], 'touched', now_ms, 'completed', completed)
+  -- the caller's copy said parked: no more (its JSON too, which an absent field would show)
+  if was_parked then redis.call('HSET', KEYS[1], 'blocked', '') end
   if mode == 'finish' and ttl > 0 then
     redis.call('EXPIRE', KEYS[1], ttl)
   else
@@ -83,7 +88,7 @@ else
 end
 if mode == 'finish' then
   redis.call('HINCRBY', KEYS[6], status, 1)
-  if redis.call('EXISTS', KEYS[7]) == 1 then redis.call('PUBLISH', ARGV[3], 'queued:') end
+  if limited then redis.call('PUBLISH', ARGV[3], 'queued:') end
   if redis.call('EXISTS', KEYS[8]) == 1 then
     settle_dependents({ARGV[13], ARGV[15], ARGV[14], KEYS[9], KEYS[2], KEYS[5], KEYS[6],
       ARGV[2], ARGV[3]}, ARGV[1], status, now_ms)

@@ -1,0 +1,107 @@
+"""Flow control (issue 14): what the counts say of jobs waiting on a limit, at once and
+without adding workers for them, on the real redis-server."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+
+from engine_helpers import Workers, wait_for
+
+from podq import Job, Queue, Status
+from podq.queue import QUEUE_LIMIT, Limit
+
+
+async def test_jobs_waiting_on_the_queue_rate_are_not_depth_and_run_in_order(
+    queue: Queue, workers: Workers
+) -> None:
+    await queue.set_limits({QUEUE_LIMIT: Limit(rate=5, per=1.0)})  # one start per 200 ms
+    jobs = await queue.enqueue_many([Job(("a", "b")[i % 2], key=f"j{i:02}") for i in range(12)])
+    counts = await queue.counts()
+    # idle: the rate lets one start now; the other eleven wait on it, in the ready queue
+    assert (counts.ready, counts.rate_held, counts.depth) == (12, 11, 1)
+
+    async def run(ctx: dict) -> str:
+        await asyncio.sleep(0.01)
+        return ctx["job"].key
+
+    for _ in range(2):
+        await workers.start(queue, [("a", run), ("b", run)], concurrency=6)
+    samples = []
+
+    async def all_done() -> bool:
+        counts = await queue.counts()
+        samples.append(counts)
+        done = await queue.jobs(j.key for j in jobs)
+        return all(j is not None and j.status is Status.COMPLETE for j in done)
+
+    await wait_for(all_done, 60)
+    # however many wait, the autoscaler sees the running ones plus what may start now
+    assert all(c.depth <= c.active + 1 for c in samples), samples
+    assert max(c.rate_held for c in samples) >= 5  # sampled while most still waited
+    done = await queue.jobs(j.key for j in jobs)
+    by_start = [j.key for j in sorted(done, key=lambda j: j.started)]
+    assert by_start == [j.key for j in jobs]  # in their order
+    starts = sorted(j.started for j in done)
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
+    assert min(gaps) >= 199, gaps  # within the rate (ms floored)
+    assert (await queue.counts()).incomplete == 0
+
+
+async def test_the_queue_rate_room_is_the_takes_own(queue: Queue) -> None:
+    await queue.set_limits({QUEUE_LIMIT: Limit(rate=3, per=60, burst=3)})
+    await queue.enqueue_many([Job("f", key=f"f{i}") for i in range(5)])
+    assert (await queue.counts()).startable == 3  # idle: the whole burst
+    taken, _ = await queue.take(2, "")
+    counts = await queue.counts()
+    assert len(taken) == 2 and counts.startable == 1  # what the next take may start
+    assert (counts.ready, counts.rate_held, counts.depth) == (3, 2, 3)
+    taken, _ = await queue.take(5, "")
+    counts = await queue.counts()
+    assert len(taken) == 1
+    assert (counts.startable, counts.rate_held, counts.depth) == (0, 2, 3)
+    await queue.set_limits({})  # no limit: every ready job is depth again
+    assert (await queue.counts()).depth == 5
+
+
+async def test_no_queue_limit_leaves_the_counts_as_they_were(queue: Queue) -> None:
+    await queue.set_limits({"other": Limit(rate=1, per=60)})
+    await queue.enqueue_many([Job("f", key=f"f{i}") for i in range(4)])
+    counts = await queue.counts()
+    assert (counts.startable, counts.rate_held, counts.depth) == (None, 0, 4)
+
+
+async def test_an_aborted_parked_job_leaves_the_limited_count_at_once(queue: Queue) -> None:
+    await queue.set_limits({"charge": Limit(concurrency=1), "send": Limit(rate=1, per=60)})
+    jobs = await queue.enqueue_many([Job("charge", key=f"c{i}") for i in range(3)]
+                                    + [Job("send", key=f"s{i}") for i in range(2)])
+    taken, _ = await queue.take(5, "")
+    assert sorted(j.key for j in taken) == ["c0", "s0"]
+    assert (await queue.counts()).limited == 3
+    by_key = {j.key: j for j in jobs}
+
+    await queue.abort(by_key["c1"], "no longer wanted")
+    counts = await queue.counts()
+    assert (counts.limited, counts.queued) == (2, 2)
+    assert await queue.redis.zrange(queue.keys.parked("charge"), 0, -1) == [b"c2"]
+    aborted = await queue.job("c1")
+    assert aborted is not None and aborted.status is Status.ABORTED and aborted.blocked is None
+
+    await queue.abort(by_key["s1"], "no longer wanted")  # the last one parked on send
+    assert (await queue.counts()).limited == 1
+    assert await queue.redis.smembers(queue.keys.limited) == {b"charge"}
+    assert not await queue.redis.exists(queue.keys.parked("send"))
+
+    # a client's (unguarded) finish of a parked job takes it out of its parked zset too
+    parked = await queue.job("c2")
+    assert parked is not None and parked.blocked == "concurrency"
+    await queue.finish(parked, Status.FAILED, error="given up")
+    assert (await queue.counts()).limited == 0
+    assert not await queue.redis.exists(queue.keys.limited)
+    failed = await queue.job("c2")
+    assert failed is not None and failed.status is Status.FAILED and failed.blocked is None
+    # and the takes that follow give out none of them
+    for job in taken:
+        await queue.finish(job, Status.COMPLETE)
+    again, _ = await queue.take(5, "")
+    assert again == []
