@@ -76,10 +76,27 @@ class ReadMixin(RedisQueueCore):
     async def scan_jobs(self, cursor: int = 0, count: int = 100) -> tuple[int, list[Job | None]]:
         """One SCAN step over this queue's job records from `cursor`: the next cursor
         (0 when the scan is complete) and a job (None: gone meanwhile) per record seen."""
+        cursor, keys = await self._scan_keys(cursor, count)
+        return cursor, await self.jobs(keys)
+
+    async def scan_job_fields(
+        self, cursor: int, count: int, fields: Sequence[str]
+    ) -> tuple[int, list[tuple[str, list[str | None]]]]:
+        """scan_jobs() reading only the stored `fields` of each record (HMGET, one
+        round trip): its key and their values as text (None: not set, or gone)."""
+        cursor, keys = await self._scan_keys(cursor, count)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.hmget(self.job_id(key), list(fields))
+            values = await pipe.execute() if keys else []
+        return cursor, [(key, [None if v is None else text(v) for v in found])
+                        for key, found in zip(keys, values, strict=True)]
+
+    async def _scan_keys(self, cursor: int, count: int) -> tuple[int, list[str]]:
         cursor, ids = await self.redis.scan(
             cursor=cursor, match=self.keys.job_prefix + "*", count=count
         )
-        return int(cursor), await self.jobs(self.job_key_from_id(i) for i in ids)
+        return int(cursor), [self.job_key_from_id(i) for i in ids]
 
     async def counts(self) -> Counts:
         """The sizes of this queue's sets, read in one round trip."""

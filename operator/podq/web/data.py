@@ -2,9 +2,9 @@
 all the jobs of a queue, only the range a page needs.
 
 A queue's pending jobs are in its sorted sets (active, queued, scheduled); finished
-jobs are in no set of the engine, so `podq web` records those it sees finish (from the
-change feed, podq.web.feed) in capped sets of its own. A job of any status is found by
-its key.
+jobs are in no set of the engine, so `podq web` keeps their keys in capped sets of its
+own (podq.web.feed): those it sees finish on the change feed, and those a background
+scan of the job records finds finished. A job of any status is found by its key.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ if t.TYPE_CHECKING:
 
 
 FINISHED = tuple(s.value for s in (Status.COMPLETE, Status.FAILED, Status.ABORTED))
+FINISHED_CAP = 100_000  # finished jobs remembered per queue and status (the newest)
 PENDING = ("active", "queued", "scheduled")
 STATUS_FILTERS = (*PENDING, *FINISHED)
 CHUNK = 200  # job keys read in the first round trip of a function filter; doubled
@@ -126,9 +127,12 @@ async def list_jobs(
             if function:
                 keys, read = await _of_function(queue, keys, function, limit - len(jobs))
             found = await queue.jobs(keys)
-            gone = [k for k, j in zip(keys, found, strict=True) if j is None]
-            if gone and source.reverse:  # expired (the job's ttl): forget it
-                await queue.redis.zrem(source.key, *gone)
+            if source.reverse:  # a finished set: a job expired (its ttl) or run again
+                found = [j if j is not None and j.status.value == source.status else None
+                         for j in found]
+                gone = [k for k, j in zip(keys, found, strict=True) if j is None]
+                if gone:  # leaves the set
+                    await queue.redis.zrem(source.key, *gone)
             taken = 0
             for job in found:
                 taken += 1

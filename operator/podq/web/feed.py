@@ -6,6 +6,10 @@ podq.queue.keys `web_*`), and sent to every connected browser as one server-sent
 event with the queues' fresh counts. Every `sample_s` the queues' counters are sampled
 for the charts, new queues are picked up (unless the queues were named), and a
 `samples` event tells the browsers to redraw their charts.
+
+Jobs that finished while no dashboard listened (before it started, or while its
+subscription was lost) are found by a scan of the queue's job records, one SCAN step
+at a time in the background, each time the subscription starts (index_finished).
 """
 
 from __future__ import annotations
@@ -17,20 +21,20 @@ import logging
 import time
 import typing as t
 
-from redis.exceptions import RedisError
+from redis.exceptions import NoPermissionError, RedisError
 
 from podq.job import TERMINAL_STATUSES, Status
 from podq.queue import Queue, list_queues
 from podq.utils import cancel_and_wait
 from podq.web.charts import HISTORY_S, Sample
-from podq.web.data import FINISHED, summary
+from podq.web.data import FINISHED, FINISHED_CAP, summary
 
 if t.TYPE_CHECKING:
     from podq.queue import Subscription
 
 logger = logging.getLogger("podq.web")
 
-FINISHED_CAP = 100_000  # finished jobs remembered per queue and status
+INDEX_STEP = 1000  # job records one SCAN step of index_finished looks at
 EVENTS_CAP = 50  # changes remembered per job
 EVENTS_TTL_S = 24 * 3600
 CLIENT_BACKLOG = 100  # events queued for a slow browser before it misses some
@@ -61,6 +65,10 @@ class Feed:
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._admin = Queue.from_url(url, name="default")  # for list_queues only
+        # queues whose finished jobs are being indexed: job records looked at so far
+        self.indexing: dict[str, int] = {}
+        self.index_errors: dict[str, str] = {}  # queues that could not be indexed: why
+        self._indexers: dict[str, asyncio.Task[None]] = {}
 
     async def start(self) -> None:
         await self._discover()
@@ -70,8 +78,9 @@ class Feed:
         ]
 
     async def close(self) -> None:
-        await cancel_and_wait(self._tasks, 5.0)
+        await cancel_and_wait([*self._tasks, *self._indexers.values()], 5.0)
         self._tasks = []
+        self._indexers = {}
         for sub in self._subs.values():
             await sub.close()
         for queue in self.queues.values():
@@ -100,9 +109,40 @@ class Feed:
     def _on_change(self, name: str, key: str | None, status: str) -> None:
         if key is None:  # (re)subscribed: changes may have been missed
             self._pending.append((name, "", "resync", 0))
+            self._index(name)
         else:
             self._pending.append((name, key, status, int(time.time() * 1000)))
         self._wake.set()
+
+    def _index(self, name: str) -> None:
+        """Index the queue's finished jobs in the background, unless it is already."""
+        running = self._indexers.get(name)
+        if running is None or running.done():
+            self._indexers[name] = asyncio.create_task(
+                self._index_all(self.queues[name]), name=f"podq-web-index-{name}")
+
+    async def _index_all(self, queue: Queue) -> None:
+        started, cursor = time.monotonic(), 0
+        self.indexing[queue.name] = 0
+        try:
+            while True:
+                cursor, looked = await index_finished(queue, cursor)
+                self.indexing[queue.name] += looked
+                if not cursor:
+                    break
+            self.index_errors.pop(queue.name, None)
+            logger.info("podq web: indexed the finished jobs of queue %s (%d records, "
+                        "%.1f s)", queue.name, self.indexing[queue.name],
+                        time.monotonic() - started)
+        except NoPermissionError as e:  # a queue's ACL user may not SCAN
+            self.index_errors[queue.name] = "this Redis user may not SCAN"
+            logger.warning("podq web: cannot index the finished jobs of queue %s: %s; only "
+                           "those seen finishing are listed", queue.name, e)
+        except RedisError as e:  # the next resubscription indexes again
+            logger.warning("podq web: indexing the finished jobs of queue %s stopped (%s)",
+                           queue.name, e)
+        finally:
+            self.indexing.pop(queue.name, None)
 
     # -- browsers ----------------------------------------------------------------------
 
@@ -205,3 +245,23 @@ async def sample(queue: Queue) -> Sample:
         pipe.zremrangebyscore(queue.keys.web_samples, "-inf", at_ms / 1000 - HISTORY_S)
         await pipe.execute()
     return point
+
+
+async def index_finished(queue: Queue, cursor: int = 0, count: int = INDEX_STEP
+                         ) -> tuple[int, int]:
+    """One SCAN step over the queue's job records from cursor: the finished ones
+    (complete, failed, aborted) go into the finished sets, scored by when they finished.
+    Reads each record's status and finish time only. Returns the next cursor (0: done)
+    and how many records it looked at."""
+    cursor, found = await queue.scan_job_fields(cursor, count, ("status", "completed"))
+    by_status: dict[str, dict[str, int]] = {}
+    for key, (status, completed) in found:
+        if status in FINISHED and completed and completed.isdigit():
+            by_status.setdefault(status, {})[key] = int(completed)
+    if by_status:
+        async with queue.redis.pipeline(transaction=False) as pipe:
+            for status, members in by_status.items():
+                pipe.zadd(queue.keys.web_finished(status), members)
+                pipe.zremrangebyrank(queue.keys.web_finished(status), 0, -FINISHED_CAP - 1)
+            await pipe.execute()
+    return cursor, len(found)

@@ -123,11 +123,25 @@ async def jobs_page(request: web.Request) -> web.Response:
     else:
         page = await data.list_jobs(queue, status, function,
                                     _int(q.get("start"), 0, 10**12), limit)
-    table = render.jobs_table(queue.name, page, status, function, limit, search)
+    table = render.jobs_table(queue.name, page, status, function, limit, search,
+                              _index_note(request.app[FEED], queue.name, status))
     if q.get("fragment"):
         return web.Response(text=table, content_type="text/html")
     body = render.jobs_body(queue.name, table, status, function, q.get("message", ""), search)
     return _html(request, f"{queue.name}: jobs", body, queue=queue.name)
+
+
+def _index_note(feed: Feed, name: str, status: str | None) -> str:
+    """Why finished jobs may be missing from the page, if they may be."""
+    if status not in (None, *data.FINISHED):
+        return ""
+    if name in feed.indexing:
+        return (f"Looking for jobs that finished before this dashboard started: "
+                f"{feed.indexing[name]} job records read so far; more will appear.")
+    if name in feed.index_errors:
+        return (f"Only the jobs this dashboard saw finish are listed ({feed.index_errors[name]}"
+                "); any job is found by its key.")
+    return ""
 
 
 async def _detail(request: web.Request, queue: Queue, job: Job) -> str:

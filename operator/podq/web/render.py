@@ -110,8 +110,8 @@ def progress_bar(progress: float) -> str:
 
 
 def jobs_table(name: str, page: JobPage, status: str | None, function: str | None,
-               limit: int, search: str = "") -> str:
-    """The table and the pager: what live updates replace."""
+               limit: int, search: str = "", note: str = "") -> str:
+    """The table and the pager: what live updates replace (note: above the table)."""
     rows = "".join(
         f'<tr data-key="{escape(job.key)}"><td><a href="/queues/{escape(name)}/job?'
         f'{escape(urlencode({"key": job.key}))}">{escape(job.key)}</a></td>'
@@ -137,7 +137,8 @@ def jobs_table(name: str, page: JobPage, status: str | None, function: str | Non
                      limit=shown_limit)
         pager.append(f'<a href="{href}" rel="next">Next</a>')
     return (
-        '<table class="jobs"><thead><tr><th>key</th><th>function</th><th>status</th>'
+        (f'<p class="note" id="jobs-note">{escape(note)}</p>' if note else "")
+        + '<table class="jobs"><thead><tr><th>key</th><th>function</th><th>status</th>'
         "<th>attempts</th><th>progress</th><th>queued</th><th>started</th>"
         f"<th>finished</th></tr></thead><tbody>{rows}</tbody></table>"
         f'<nav class="pager">{" ".join(pager)}</nav>'
