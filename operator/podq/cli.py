@@ -21,9 +21,10 @@ from podq import drain as draining
 from podq import redis_url as redis_urls
 from podq.job import JOB_FIELDS
 from podq.jobstate import format_state, job_state
+from podq.limit_specs import InvalidLimitSpec, parse_limits
 from podq.logs import FORMATS, configure
 from podq.metrics import MetricsPortError
-from podq.queue import Queue, cluster, keys, list_queues
+from podq.queue import Limit, Queue, cluster, keys, list_queues
 from podq.queue.pool import waiting_pool
 from podq.redact import install_logging_filter, redact, remember_url
 from podq.worker import Worker, import_settings
@@ -110,6 +111,14 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--max-disruptions", type=_at_least_one,
                    help="times a job may lose its worker (killed, shut down) before it ends "
                         "Failed WorkerLost (default: 5); such runs use no attempt")
+    w.add_argument("--limit", action="append", metavar="NAME=SPEC",
+                   help="a concurrency or rate limit of the queue, cluster-wide (repeatable;"
+                        " NAME: a function or * for the whole queue): charge_card=concurrency:3,"
+                        " send_email=rate:100/60, api=concurrency:5,rate:10/1,burst:3; set in"
+                        " Redis as the worker starts, replacing the queue's limits and the"
+                        " settings' (docs/limits.md)")
+    w.add_argument("--no-limits", action="store_true",
+                   help="clear the queue's limits as the worker starts")
     w.add_argument("--metrics-port", type=int,
                    help="serve Prometheus metrics on this port (default: off)")
     w.add_argument("--metrics-host", metavar="ADDRESS",
@@ -207,12 +216,24 @@ def load_worker_settings(args: argparse.Namespace) -> tuple[dict[str, t.Any], st
         value = getattr(args, opt, None)
         if value is not None:
             settings[opt] = value
+    if getattr(args, "limit", None) or getattr(args, "no_limits", False):
+        settings["limits"] = worker_limits(args)
     if settings.get("burst") and not settings.get("dequeue_timeout"):
         # Worker(burst=True) requires it, as SAQ's does; the command line gives a default
         settings["dequeue_timeout"] = BURST_DEQUEUE_TIMEOUT_S
     if not settings.get("functions") and not settings.get("cron_jobs"):
         raise CliError(f"settings {args.settings!r} register no functions")
     return settings, url
+
+
+def worker_limits(args: argparse.Namespace) -> dict[str, Limit]:
+    """The limits of --limit (or none with --no-limits); a bad one is a CliError."""
+    if args.no_limits and args.limit:
+        raise CliError("--no-limits and --limit exclude each other")
+    try:
+        return parse_limits(args.limit or [])
+    except InvalidLimitSpec as invalid:
+        raise CliError(str(invalid)) from None
 
 
 async def cmd_worker(args: argparse.Namespace) -> int:

@@ -208,9 +208,40 @@ the top-level worker settings. Returns YAML: {pools: [...]} */}}
 {{- if not (hasKey $p "queue") -}}
 {{- $_ := set $pool "queue" $p.name -}}
 {{- end -}}
+{{- if not (hasKey $p "limits") -}}
+{{- /* limits are a queue's: another pool's queue has other functions */ -}}
+{{- $_ := unset $pool "limits" -}}
+{{- end -}}
 {{- $pools = append $pools $pool -}}
 {{- end -}}
 {{- toYaml (dict "pools" $pools) -}}
+{{- end -}}
+
+{{/* `podq worker --limit` arguments of a pool's limits (values `limits`, docs/limits.md):
+none when null (the limits in Redis are left alone), --no-limits when empty. */}}
+{{- define "podq.worker.limitArgs" -}}
+{{- if kindIs "map" .limits -}}
+{{- if not .limits }}
+- --no-limits
+{{- end -}}
+{{- range $name, $limit := .limits -}}
+{{- $parts := list -}}
+{{- if hasKey $limit "concurrency" -}}
+{{- $parts = append $parts (printf "concurrency:%d" (int $limit.concurrency)) -}}
+{{- end -}}
+{{- if hasKey $limit "rate" -}}
+{{- $per := "60" -}}
+{{- if hasKey $limit "per" -}}
+{{- $per = toString $limit.per -}}
+{{- end -}}
+{{- $parts = append $parts (printf "rate:%d/%s" (int $limit.rate) $per) -}}
+{{- if hasKey $limit "burst" -}}
+{{- $parts = append $parts (printf "burst:%d" (int $limit.burst)) -}}
+{{- end -}}
+{{- end }}
+- {{ printf "--limit=%s=%s" $name (join "," $parts) | quote }}
+{{- end -}}
+{{- end -}}
 {{- end -}}
 
 {{- define "podq.worker.fullname" -}}
