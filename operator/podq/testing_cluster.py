@@ -114,6 +114,18 @@ class LoopbackCluster:
         slot = self.client(next(iter(self.procs))).cluster("KEYSLOT", key)
         return next(p for start, end, p in self.slots() if start <= int(slot) <= end)
 
+    def spread(self, count: int, prefix: str = "q") -> dict[str, int]:
+        """Queue names whose slots belong to `count` different primaries: name -> port."""
+        found: dict[str, int] = {}
+        for i in range(500):
+            name = f"{prefix}{i}"
+            owner = self.owner(f"podq:{{{name}}}:queued")
+            if owner not in found.values():
+                found[name] = owner
+            if len(found) == count:
+                return found
+        raise AssertionError(f"no {count} queue names spread over the shards")
+
     def wait_owner(self, key: str, port: int, deadline_s: float = 30.0) -> None:
         """Block until the primary at port owns key's slot (after a failover)."""
         deadline = time.monotonic() + deadline_s
@@ -143,6 +155,17 @@ class LoopbackCluster:
         proc = self.procs.pop(port)
         proc.kill()
         proc.wait(10)
+
+    def __enter__(self) -> LoopbackCluster:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
     def stop(self) -> None:
         for proc in self.procs.values():

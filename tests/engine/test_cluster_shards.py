@@ -18,6 +18,7 @@ from engine_helpers import PODQ
 
 from podq import Job, Queue, Status, Worker
 from podq.queue import list_queues
+from podq.queue.cluster import ForeignSlotError, client_for
 from podq.testing_cluster import LoopbackCluster
 
 TIMERS = {"schedule": 0.5, "worker_info": 0.2, "sweep": 0.3, "abort": 0.2}
@@ -25,25 +26,27 @@ TIMERS = {"schedule": 0.5, "worker_info": 0.2, "sweep": 0.3, "abort": 0.2}
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LoopbackCluster]:
-    nodes = LoopbackCluster(Path(tmp_path_factory.mktemp("cluster")))
-    try:
-        nodes.start()
+    with LoopbackCluster(Path(tmp_path_factory.mktemp("cluster"))) as nodes:
         yield nodes
+
+
+async def test_a_key_of_another_slot_fails_clearly_and_leaves_the_queue_working(
+    cluster: LoopbackCluster,
+) -> None:
+    (name, port), (_, other_port) = cluster.spread(2, "foreign").items()
+    queue = Queue.from_url(cluster.url, name=name)
+    try:
+        other = next(f"k{i}" for i in range(1000) if cluster.owner(f"k{i}") == other_port)
+        with pytest.raises(ForeignSlotError, match="client_for"):
+            await queue.redis.incr(other)
+        async with client_for(queue.redis, other) as right:
+            assert await right.incr(other) == 1
+        # the queue still talks to its own slot's primary
+        job = await queue.enqueue("slow_add", a=1, b=2)
+        assert job is not None
+        assert cluster.client(port).zcard(f"podq:{{{name}}}:queued") == 1
     finally:
-        nodes.stop()
-
-
-def names_on_distinct_shards(cluster: LoopbackCluster, count: int) -> dict[str, int]:
-    """Queue names whose slots belong to `count` different primaries: name -> port."""
-    found: dict[str, int] = {}
-    for i in range(200):
-        name = f"q{i}"
-        owner = cluster.owner(f"podq:{{{name}}}:queued")
-        if owner not in found.values():
-            found[name] = owner
-        if len(found) == count:
-            return found
-    raise AssertionError("no queue names spread over the shards")
+        await queue.disconnect()
 
 
 async def slow_add(ctx: dict, a: int, b: int) -> int:
@@ -66,7 +69,7 @@ async def wait_all_complete(queue: Queue, keys: list[str], deadline_s: float) ->
 
 
 async def test_queues_on_three_shards_all_complete(cluster: LoopbackCluster) -> None:
-    spread = names_on_distinct_shards(cluster, 3)
+    spread = cluster.spread(3)
     assert len(set(spread.values())) == 3
     queues = [Queue.from_url(cluster.url, name=name) for name in spread]
     workers = [Worker(q, [slow_add], concurrency=20, handle_signals=False, timers=TIMERS)
@@ -149,7 +152,7 @@ async def test_a_killed_primary_mid_run_loses_no_replicated_job(
 
 
 def test_the_cli_takes_a_cluster_url_from_the_environment(cluster: LoopbackCluster) -> None:
-    spread = names_on_distinct_shards(cluster, 2)
+    spread = cluster.spread(2)
     env = {**os.environ, "PODQ_REDIS_URL": cluster.url}
 
     def podq(*args: str) -> subprocess.CompletedProcess[str]:

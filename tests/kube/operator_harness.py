@@ -126,8 +126,9 @@ class Harness:
         raise AssertionError(f"operator not healthy after {timeout}s:\n{process.tail()}")
 
     def start_worker(self, queue: str = "default", *, pod_name: str | None = None,
-                     concurrency: int | None = None) -> Process:
-        env = dict(os.environ, PYTHONPATH=str(KUBE_TESTS))
+                     concurrency: int | None = None, env: dict[str, str] | None = None,
+                     ) -> Process:
+        env = dict(os.environ, PYTHONPATH=str(KUBE_TESTS), **(env or {}))
         if pod_name:
             env["PODQ_TEST_POD_NAME"] = pod_name
         args = [PODQ, "worker", "operator_worker_settings.settings", "--redis-url",

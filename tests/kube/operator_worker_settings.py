@@ -7,6 +7,7 @@ import asyncio
 import logging
 import os
 import socket
+import time
 from typing import Any
 
 # In a pod, the hostname is the pod's name and the autoscaler maps workers to pods by
@@ -45,6 +46,17 @@ async def count_run(ctx: dict[str, Any], *, seconds: float = 0.0) -> str:
     return job.key
 
 
+async def mark_run(ctx: dict[str, Any], *, seconds: float = 0.0) -> str:
+    """Append "job key, start time" to the file $PODQ_TEST_RUNS_FILE once per run: a side
+    effect outside Redis, so it counts every run even if Redis loses writes (a failover)."""
+    key = ctx["job"].key
+    with open(os.environ["PODQ_TEST_RUNS_FILE"], "a") as runs:  # noqa: ASYNC230 (tiny)
+        runs.write(f"{key} {time.time()}\n")
+    if seconds:
+        await asyncio.sleep(seconds)
+    return key
+
+
 async def fail_times(ctx: dict[str, Any], *, times: int) -> str:
     """Fail the first `times` attempts, then succeed."""
     attempts = ctx["job"].attempts
@@ -73,7 +85,7 @@ async def leak(ctx: dict[str, Any], *, text: str) -> None:
 
 
 settings = {
-    "functions": [echo, noop, always_fail, nap, count_run, fail_times, nan_result, deep_result,
-                  leak],
+    "functions": [echo, noop, always_fail, nap, count_run, mark_run, fail_times, nan_result,
+                  deep_result, leak],
     "concurrency": int(os.environ.get("PODQ_TEST_CONCURRENCY", "20")),
 }

@@ -34,6 +34,7 @@ from redis.crc import key_slot
 from redis.exceptions import (
     ClusterDownError,
     MovedError,
+    ResponseError,
     TryAgainError,
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -148,6 +149,11 @@ class SlotMovedError(RedisConnectionError):
     pipeline, retried on the new owner (nothing of the queue ran on the old one)."""
 
 
+class ForeignSlotError(ResponseError):
+    """A command named a key outside the queue's slot: a queue's client serves only the
+    keys of its own hash tag. Not retried; the queue's idea of its owner is unchanged."""
+
+
 class _SlotOwnerConnection:
     """Connects to the owner of its SlotOwner's slot; learns from MOVED."""
 
@@ -174,6 +180,11 @@ class _SlotOwnerConnection:
         try:
             return await super().read_response(*args, **kwargs)  # type: ignore[misc]
         except MovedError as e:
+            if int(e.slot_id) != self.owner.slot:
+                raise ForeignSlotError(
+                    f"MOVED {e}: this client serves only the keys of slot {self.owner.slot} (its"
+                    " queue's hash tag); for other keys on a cluster use"
+                    " podq.queue.cluster.client_for(redis, key)") from e
             self.owner.moved(e.host, e.port)
             await self.disconnect(nowait=True)  # type: ignore[attr-defined]
             raise SlotMovedError(f"slot {e.slot_id} moved to {e.host}:{e.port}") from e
