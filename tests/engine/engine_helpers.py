@@ -79,3 +79,22 @@ def start_worker_process(
 
 def output(proc: subprocess.Popen[str]) -> str:
     return Path(proc.log_path).read_text()  # type: ignore[attr-defined]
+
+
+class Gauge:
+    """How many runs are inside a function now, and the most there ever were."""
+
+    def __init__(self) -> None:
+        self.now = self.most = 0
+
+    def function(self, name: str, seconds: float) -> tuple[str, Any]:
+        async def run(ctx: dict, **_: Any) -> str:
+            self.now += 1
+            self.most = max(self.most, self.now)
+            try:
+                await asyncio.sleep(seconds)
+            finally:
+                self.now -= 1
+            return ctx["job"].key
+
+        return (name, run)

@@ -34,7 +34,7 @@ async def test_a_job_runs_after_its_dependencies_and_reads_their_results(
 
     a = await queue.enqueue("step", key="a", n=1)
     await queue.enqueue("step", key="b", n=2)
-    c = await queue.enqueue("total", key="c", depends_on=[a, "b"])
+    c = await queue.enqueue("total", key="c", depends_on=[a, queue.job_id("b")])  # or a key
     assert c is not None and c.depends_on == ["a", "b"]
     await c.refresh()
     assert c.status is Status.QUEUED and c.blocked == "dependencies"

@@ -8,33 +8,13 @@ import itertools
 import os
 import signal
 import time
-import typing as t
 
 import pytest
-from engine_helpers import Workers, output, start_worker_process, wait_for
+from engine_helpers import Gauge, Workers, output, start_worker_process, wait_for
 from fault_settings import RUNS
 
 from podq import Job, Queue, Status
 from podq.queue import QUEUE_LIMIT, Limit
-
-
-class Gauge:
-    """How many runs are inside a function now, and the most there ever were."""
-
-    def __init__(self) -> None:
-        self.now = self.most = 0
-
-    def function(self, name: str, seconds: float) -> tuple[str, t.Any]:
-        async def run(ctx: dict, **_: t.Any) -> str:
-            self.now += 1
-            self.most = max(self.most, self.now)
-            try:
-                await asyncio.sleep(seconds)
-            finally:
-                self.now -= 1
-            return ctx["job"].key
-
-        return (name, run)
 
 
 def test_a_limit_is_checked_and_round_trips() -> None:

@@ -20,6 +20,7 @@ from podq.job import (
     Status,
     get_default_job_key,
 )
+from podq.queue import keys as redis_keys
 from podq.utils import json_problem, now
 
 if t.TYPE_CHECKING:
@@ -268,7 +269,7 @@ class Queue(ABC):
             )
         check_limits(job)
         if job.depends_on:
-            job.depends_on = _dependency_keys(job.depends_on)
+            job.depends_on = _dependency_keys(job.depends_on, self.name)
         job.queue = self
         job.queued = now()
         job.status = Status.QUEUED
@@ -373,15 +374,27 @@ class Queue(ABC):
             self.unregister_before_enqueue(track)
 
 
-def _dependency_keys(depends_on: t.Any) -> list[str]:
-    """depends_on as job keys (Jobs or keys of this queue), each once, in order."""
+def _dependency_keys(depends_on: t.Any, queue: str) -> list[str]:
+    """depends_on as job keys (Jobs, keys or job ids of this queue), each once, in order.
+
+    A job of another queue is refused: each queue's keys live in one Redis Cluster slot,
+    and the scripts that settle a dependent read and write both jobs in one atomic step,
+    which Redis allows only within a slot (docs/dependencies.md)."""
     if isinstance(depends_on, str | Job):
         depends_on = [depends_on]
     keys: list[str] = []
     for item in depends_on:
-        key = item.key if isinstance(item, Job) else item
+        key, other = item, None
+        if isinstance(item, Job):
+            key, other = item.key, item.queue.name if item.queue else None
         if not isinstance(key, str) or not key or "\n" in key:
             raise ValueError(f"depends_on takes job keys or Jobs, got {item!r}")
+        if redis_keys.is_job_id(key):  # a job id, podq:{QUEUE}:job:KEY
+            key, other = redis_keys.key_from_id(key), redis_keys.queue_from_id(key)
+        if other and other != queue:
+            raise ValueError(
+                f"depends_on: job {key!r} is of queue {other!r}, not {queue!r}: a job may "
+                "depend only on jobs of its own queue")
         if key not in keys:
             keys.append(key)
     return keys
