@@ -4,6 +4,7 @@ page; against a real redis-server."""
 
 from __future__ import annotations
 
+import html
 import re
 
 import aiohttp
@@ -12,6 +13,7 @@ from web_helpers import wait_for
 
 from podq import Job, Queue, Status
 from podq.queue.keys import acl_rules
+from podq.web import data
 from podq.web.data import list_jobs
 from podq.web.feed import index_finished
 
@@ -122,3 +124,48 @@ async def test_a_queue_user_that_may_not_scan_is_told_what_is_listed(redis_url, 
 
 async def _shows(base: str, text: str) -> bool:
     return text in await page(base, "/queues/web/jobs?status=complete")
+
+
+async def test_a_search_goes_on_page_by_page_over_more_keys_than_one_step(queue, dashboard):
+    count = 3 * data.SEARCH_STEP  # ZSCAN looks at SEARCH_STEP keys a step
+    keys = [f"k{i:05}" for i in range(count)]
+    for first in range(0, count, 5000):
+        await queue.enqueue_many([Job("add", key=k) for k in keys[first:first + 5000]]
+                                 + ([Job("rare", key="r-needle")] if not first else []))
+    wanted = {k for k in keys if "77" in k}
+    assert len(wanted) > 200
+    d = await dashboard()
+    seen: list[str] = []
+    path, pages = "/queues/web/jobs?key=77&limit=100", 0
+    while path:
+        body = await page(d.url, path)
+        shown = keys_of(body)
+        assert len(shown) <= 100 and all("77" in k for k in shown)
+        seen += shown
+        pages += 1
+        assert pages < 200
+        if pages > 1:
+            assert 'href="/queues/web/jobs?key=77&amp;limit=100" rel="first"' in body
+        more = re.search(r'href="([^"]+)" rel="next">Continue the search<', body)
+        path = html.unescape(more[1]) if more else ""
+    assert sorted(seen) == sorted(wanted) and pages >= 4
+
+    # a rare key: pages that looked at their budget and found nothing yet go on
+    token, looked, found = None, 0, []
+    for _ in range(100):
+        result = await data.search_jobs(queue, "needle", resume=token, budget=2000)
+        looked += result.examined
+        found += [j.key for j in result.jobs]
+        token = result.next_scan
+        if token is None:
+            break
+    assert found == ["r-needle"] and looked >= count
+    assert (await page(d.url, "/queues/web/jobs?key=needle&scan=0.0.0")).count(
+        "r-needle") >= 1
+
+
+async def test_a_bad_place_to_go_on_from_is_refused(queue, dashboard):
+    d = await dashboard()
+    async with aiohttp.ClientSession() as s, s.get(
+            d.url + "/queues/web/jobs?key=a&scan=nope") as r:
+        assert r.status == 400

@@ -70,6 +70,7 @@ class JobPage:
     next_start: int | None  # where the next page starts; None: this is the last
     total: int  # jobs in the sources (a function filter shows fewer)
     examined: int  # jobs looked at for this page
+    next_scan: str | None = None  # a search: where its next page goes on (resume_token)
 
 
 async def _sizes(queue: Queue, walk: list[Source]) -> None:
@@ -172,37 +173,68 @@ async def _of_function(
     return matches, read
 
 
-SEARCH_BUDGET = 50_000  # set members looked at for one search, at most
+SEARCH_BUDGET = 50_000  # set members looked at for one page of a search, at most
 SEARCH_STEP = 5000  # ZSCAN's COUNT
 _GLOB = re.compile(r"([*?\[\]\\])")
+_RESUME = re.compile(r"^(\d+)\.(\d+)\.(\d+)$")
+
+
+def resume_token(source: int, cursor: int, skip: int) -> str:
+    """Where a search goes on: the source's index (see sources()), the ZSCAN cursor
+    there, and how many of that step's matches were shown already."""
+    return f"{source}.{cursor}.{skip}"
+
+
+def parse_resume(token: str | None) -> tuple[int, int, int]:
+    if not token:
+        return 0, 0, 0
+    match = _RESUME.match(token)
+    if match is None:
+        raise ValueError(f"not a place to go on from: {token!r}")
+    source, cursor, skip = (int(g) for g in match.groups())
+    return source, cursor, skip
 
 
 async def search_jobs(
-    queue: Queue, needle: str, status: str | None = None, limit: int = 50
+    queue: Queue, needle: str, status: str | None = None, limit: int = 50,
+    resume: str | None = None, budget: int = SEARCH_BUDGET,
 ) -> JobPage:
     """Jobs whose key contains needle (ZSCAN with a MATCH pattern over the sources),
-    the first `limit` found, looking at SEARCH_BUDGET set members at most and for
-    about TIME_BUDGET_S: a Job resource's job is found by its name, its key being
-    `namespace/name/uid`."""
+    the first `limit` found from `resume` (a token of a previous page's next_scan),
+    looking at `budget` set members at most and for about TIME_BUDGET_S; next_scan is
+    where the next page goes on (None: every source was scanned). A Job resource's job
+    is found by its name, its key being `namespace/name/uid`. As with any SCAN, a key
+    added or removed meanwhile may be missed or shown twice."""
     pattern = "*" + _GLOB.sub(lambda m: "\\" + m.group(1), needle) + "*"
     walk = sources(queue, status)
     await _sizes(queue, walk)
+    index, cursor, skip = parse_resume(resume)
     found: dict[str, None] = {}
     examined = 0
     deadline = time.monotonic() + TIME_BUDGET_S
-    for source in walk:
-        cursor = 0
-        while (examined < SEARCH_BUDGET and len(found) < limit
-               and (not examined or time.monotonic() < deadline)):
-            cursor, members = await queue.redis.zscan(source.key, cursor, match=pattern,
-                                                      count=SEARCH_STEP)
-            examined += min(SEARCH_STEP, source.size)
-            found.update((text(m), None) for m, _ in members)
-            if not cursor:
-                break
-    keys = list(found)[:limit]
-    jobs = [j for j in await queue.jobs(keys) if j is not None]
-    return JobPage(jobs, 0, None, len(jobs), min(examined, sum(s.size for s in walk)))
+    following: str | None = None
+    while index < len(walk):
+        if examined and (examined >= budget or time.monotonic() > deadline):
+            following = resume_token(index, cursor, skip)
+            break
+        source = walk[index]
+        after, members = await queue.redis.zscan(source.key, cursor, match=pattern,
+                                                 count=min(SEARCH_STEP, budget))
+        examined += min(SEARCH_STEP, budget, source.size)
+        keys = [k for k in (text(m) for m, _ in members[skip:]) if k not in found]
+        room = limit - len(found)
+        if len(keys) > room:  # the rest of this step's matches: on the next page
+            found.update((k, None) for k in keys[:room])
+            following = resume_token(index, cursor, skip + room)
+            break
+        found.update((k, None) for k in keys)
+        index, cursor, skip = (index, int(after), 0) if after else (index + 1, 0, 0)
+        if len(found) >= limit:
+            following = resume_token(index, cursor, 0) if index < len(walk) else None
+            break
+    jobs = [j for j in await queue.jobs(list(found)) if j is not None]
+    return JobPage(jobs, 0, None, len(jobs), min(examined, sum(s.size for s in walk)),
+                   next_scan=following)
 
 
 @dataclass

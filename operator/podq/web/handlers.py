@@ -117,14 +117,19 @@ async def jobs_page(request: web.Request) -> web.Response:
     limit = _int(q.get("limit"), 50, MAX_LIMIT) or 50
     search = q.get("key", "").strip()
     if search:
-        if not q.get("fragment") and await queue.job(search) is not None:
+        scan = q.get("scan")
+        if not (q.get("fragment") or scan) and await queue.job(search) is not None:
             raise web.HTTPFound(f"/queues/{queue.name}/job?" + urlencode({"key": search}))
-        page = await data.search_jobs(queue, search, status, limit)
+        try:
+            page = await data.search_jobs(queue, search, status, limit, scan)
+        except ValueError as e:
+            raise web.HTTPBadRequest(text=str(e)) from None
     else:
         page = await data.list_jobs(queue, status, function,
                                     _int(q.get("start"), 0, 10**12), limit)
     table = render.jobs_table(queue.name, page, status, function, limit, search,
-                              _index_note(request.app[FEED], queue.name, status))
+                              _index_note(request.app[FEED], queue.name, status),
+                              resumed=bool(search and q.get("scan")))
     if q.get("fragment"):
         return web.Response(text=table, content_type="text/html")
     body = render.jobs_body(queue.name, table, status, function, q.get("message", ""), search)

@@ -110,8 +110,10 @@ def progress_bar(progress: float) -> str:
 
 
 def jobs_table(name: str, page: JobPage, status: str | None, function: str | None,
-               limit: int, search: str = "", note: str = "") -> str:
-    """The table and the pager: what live updates replace (note: above the table)."""
+               limit: int, search: str = "", note: str = "", resumed: bool = False
+               ) -> str:
+    """The table and the pager: what live updates replace (note: above the table;
+    resumed: a search page after the first)."""
     rows = "".join(
         f'<tr data-key="{escape(job.key)}"><td><a href="/queues/{escape(name)}/job?'
         f'{escape(urlencode({"key": job.key}))}">{escape(job.key)}</a></td>'
@@ -123,11 +125,20 @@ def jobs_table(name: str, page: JobPage, status: str | None, function: str | Non
     ) or '<tr><td colspan="8" class="empty">No job.</td></tr>'
     shown = f"{page.start + 1}-{page.start + len(page.jobs)}" if page.jobs else "0"
     scope = f" of {page.total}" if not function else f" ({page.examined} looked at)"
-    if search:
-        scope = (f" whose key contains {escape(repr(search))} (the first {limit} at most,"
-                 f" {page.examined} keys looked at)")
-    pager = [f'<span class="shown">{shown}{scope}</span>']
     shown_limit = limit if limit != 50 else None
+    if search:
+        scope = (f" whose key contains {escape(repr(search))} ({limit} at most a page,"
+                 f" {page.examined} keys looked at)")
+        pager = [f'<span class="shown">{shown}{scope}</span>']
+        if resumed:
+            href = _link(name, key=search, status=status, limit=shown_limit)
+            pager.append(f'<a href="{href}" rel="first">First</a>')
+        if page.next_scan is not None:
+            href = _link(name, key=search, status=status, scan=page.next_scan,
+                         limit=shown_limit)
+            pager.append(f'<a href="{href}" rel="next">Continue the search</a>')
+        return _table(rows, pager, note)
+    pager = [f'<span class="shown">{shown}{scope}</span>']
     if page.start > 0:
         back = 0 if function else max(0, page.start - limit)
         href = _link(name, status=status, function=function, start=back, limit=shown_limit)
@@ -136,6 +147,10 @@ def jobs_table(name: str, page: JobPage, status: str | None, function: str | Non
         href = _link(name, status=status, function=function, start=page.next_start,
                      limit=shown_limit)
         pager.append(f'<a href="{href}" rel="next">Next</a>')
+    return _table(rows, pager, note)
+
+
+def _table(rows: str, pager: list[str], note: str) -> str:
     return (
         (f'<p class="note" id="jobs-note">{escape(note)}</p>' if note else "")
         + '<table class="jobs"><thead><tr><th>key</th><th>function</th><th>status</th>'
