@@ -10,8 +10,6 @@ import json
 import os
 import subprocess
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from engine_helpers import PODQ
@@ -22,12 +20,6 @@ from podq.queue.cluster import ForeignSlotError, client_for
 from podq.testing_cluster import LoopbackCluster
 
 TIMERS = {"schedule": 0.5, "worker_info": 0.2, "sweep": 0.3, "abort": 0.2}
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LoopbackCluster]:
-    with LoopbackCluster(Path(tmp_path_factory.mktemp("cluster"))) as nodes:
-        yield nodes
 
 
 async def test_a_key_of_another_slot_fails_clearly_and_leaves_the_queue_working(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -24,12 +24,6 @@ from podq.testing import ControlPlane
 from podq.testing_cluster import LoopbackCluster
 
 PER_QUEUE = 12
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LoopbackCluster]:
-    with LoopbackCluster(Path(tmp_path_factory.mktemp("cluster"))) as nodes:
-        yield nodes
 
 
 @pytest.fixture
