@@ -90,9 +90,10 @@ class WorkerMetrics:
             "the time it became due) to an attempt's start on this worker.",
             ["queue", "function"], buckets=WAIT_BUCKETS, registry=self.registry)
         self.waiting = Gauge(
-            "podq_queue_waiting_seconds", "How long the next job to run of the queue has "
-            "waited since it was enqueued or became due (0 when none is due); read from "
-            "Redis every few seconds.", ["queue"], registry=self.registry)
+            "podq_queue_waiting_seconds", "How long the longest-waiting due job of the "
+            "queue (the oldest head of its priorities, or due scheduled job) has waited "
+            "since it was enqueued or became due (0 when none is due); read from Redis "
+            "every few seconds.", ["queue"], registry=self.registry)
         self.running = Gauge(
             "podq_jobs_running", "Jobs this worker is running now.", ["queue"],
             registry=self.registry)

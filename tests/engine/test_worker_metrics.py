@@ -209,3 +209,24 @@ async def test_worker_metrics_stand_alone_read_running_jobs_from_a_callable(
 def sample_version(samples: Samples) -> str:
     return next(dict(labels)["version"] for (name, labels) in samples
                 if name == "podq_worker_info")
+
+
+async def test_waiting_since_is_the_oldest_due_job_whatever_its_priority(queue: Queue) -> None:
+    """A newer job of a higher priority at the head of the ready queue does not hide an
+    older one of a lower priority."""
+    assert await queue.waiting_since() is None
+    for key, priority, age_s in (("low-old", 5, 600), ("low-new", 5, 10),
+                                 ("mid", 0, 300), ("high-new", -5, 1), ("high", -5, 2)):
+        await queue.enqueue("a", key=key, priority=priority)
+        await queue.redis.hset(queue.job_id(key), "queued",
+                               int((time.time() - age_s) * 1000))
+    head = await queue.redis.zrange(queue.keys.queued, 0, 0)
+    assert head == [b"high-new"]
+    assert await queue.waiting_since() == pytest.approx(time.time() - 600, abs=30)
+    await queue.redis.zrem(queue.keys.queued, "low-old")  # as if taken
+    assert await queue.waiting_since() == pytest.approx(time.time() - 300, abs=30)
+    await queue.redis.zrem(queue.keys.queued, "mid")
+    assert await queue.waiting_since() == pytest.approx(time.time() - 10, abs=5)
+    await queue.enqueue("a", key="due", scheduled=time.time() + 3600)
+    await queue.redis.zadd(queue.keys.scheduled, {"due": time.time() - 120})  # due since
+    assert await queue.waiting_since() == pytest.approx(time.time() - 120, abs=30)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import typing as t
 
 from redis.exceptions import ResponseError
@@ -22,6 +23,9 @@ if t.TYPE_CHECKING:
     from podq.queue.store import Counts
 
 logger = logging.getLogger("podq")
+
+PRIORITY_SCALE = 1e12  # a ready job's score: priority * this + a counter (make_ready.lua)
+WAITING_PRIORITIES = 32  # priorities whose oldest job waiting_since() looks at, at most
 
 
 class ReadMixin(RedisQueueCore):
@@ -129,22 +133,36 @@ class ReadMixin(RedisQueueCore):
         return float(first[0][1]) if first else None
 
     async def waiting_since(self) -> float | None:
-        """Epoch seconds since when the next job to run has waited: the head of the ready
-        queue (since it was enqueued, or became due if scheduled) or the earliest scheduled
-        job already due, whichever waited longer. None when no job is due. With
-        priorities, a lower-priority job may have waited longer than the head."""
+        """Epoch seconds since when the longest-waiting due job has waited: the oldest
+        of the head of each priority in the ready queue (since it was enqueued, or
+        became due if scheduled) and the earliest scheduled job already due. None when
+        no job is due. Within a priority jobs are first in, first out, so its head has
+        waited longest; a newer job of a higher priority at the head of the queue
+        hides no older one. One round trip per priority in use (WAITING_PRIORITIES at
+        most, the first to run); jobs held by a limit or waiting for their
+        dependencies are not looked at."""
         current = now_seconds()
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.zrange(self.keys.queued, 0, 0)
+            pipe.zrange(self.keys.queued, 0, 0, withscores=True)
             pipe.zrangebyscore(self.keys.scheduled, "-inf", current, start=0, num=1,
                                withscores=True)
             head, due = await pipe.execute()
         since = [float(due[0][1])] if due else []
-        if head:
-            queued, scheduled = await self.redis.hmget(
-                self.job_id(text(head[0])), "queued", "scheduled")
-            if queued is not None:
-                since.append(max(int(queued) / 1000, float(scheduled or 0)))
+        heads = []
+        while head and len(heads) < WAITING_PRIORITIES:
+            key, score = head[0]
+            heads.append(text(key))
+            band = math.floor(float(score) / PRIORITY_SCALE)  # its priority
+            head = await self.redis.zrangebyscore(
+                self.keys.queued, (band + 1) * PRIORITY_SCALE, "+inf", start=0, num=1,
+                withscores=True)
+        if heads:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for key in heads:
+                    pipe.hmget(self.job_id(key), "queued", "scheduled")
+                for queued, scheduled in await pipe.execute():
+                    if queued is not None:
+                        since.append(max(int(queued) / 1000, float(scheduled or 0)))
         return min(since) if since else None
 
     async def stats(self) -> dict[str, int]:
