@@ -13,10 +13,13 @@ import time
 
 import pytest
 from engine_helpers import PODQ
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import NoPermissionError
 
 from podq import Job, Queue, Status, Worker
 from podq.queue import list_queues
 from podq.queue.cluster import ForeignSlotError, client_for
+from podq.queue.keys import acl_rules
 from podq.testing_cluster import LoopbackCluster
 
 TIMERS = {"schedule": 0.5, "worker_info": 0.2, "sweep": 0.3, "abort": 0.2}
@@ -39,6 +42,59 @@ async def test_a_key_of_another_slot_fails_clearly_and_leaves_the_queue_working(
         assert cluster.client(port).zcard(f"podq:{{{name}}}:queued") == 1
     finally:
         await queue.disconnect()
+
+
+async def test_a_redis_py_cluster_client_serves_as_a_queue_s_client(
+    cluster: LoopbackCluster,
+) -> None:
+    (name, port), = cluster.spread(1, "given").items()
+    seed = next(p for p in sorted(cluster.procs) if p != port)  # not the owner
+    client = RedisCluster(host="127.0.0.1", port=seed, decode_responses=True)
+    queue = Queue(client, name=name)
+    worker = Worker(queue, [slow_add], concurrency=10, handle_signals=False, timers=TIMERS)
+    task = asyncio.create_task(worker.start())
+    try:
+        assert await queue.apply("slow_add", a=1, b=2, timeout=10) == 3  # pub/sub works
+        keys = [j.key for j in await queue.enqueue_many(
+            [Job("slow_add", kwargs={"a": i, "b": 1}) for i in range(50)])]
+        await wait_all_complete(queue, keys, 60)
+        assert int(cluster.client(port).hget(f"podq:{{{name}}}:stats", "complete")) == 51
+        assert name in await list_queues(queue.redis)
+    finally:
+        await worker.stop()
+        await task
+        await queue.disconnect()
+    # the queue closed its own connections; the caller's client is still the caller's
+    assert await client.set("after", "1") and await client.get("after") == "1"
+    await client.aclose()
+
+
+async def test_a_queue_s_acl_user_works_on_a_cluster_and_only_there(
+    cluster: LoopbackCluster,
+) -> None:
+    """ACL users are per node: the queue's user is created on every node (docs/security.md);
+    the slot lookup (CLUSTER SLOTS) and the registry of queues need nothing more."""
+    (name, _), (other, _) = cluster.spread(2, "acl").items()
+    user = f"worker-{name}"
+    for port in cluster.procs:
+        cluster.client(port).execute_command("ACL", "SETUSER", user, "reset", "on", ">pw",
+                                             *acl_rules(name))
+    url = cluster.url.replace("redis+cluster://", f"redis+cluster://{user}:pw@")
+    queue, foreign = Queue.from_url(url, name=name), Queue.from_url(url, name=other)
+    worker = Worker(queue, [slow_add], handle_signals=False, timers=TIMERS)
+    task = asyncio.create_task(worker.start())
+    try:
+        assert await queue.apply("slow_add", a=2, b=2, timeout=10) == 4
+        assert name in await list_queues(queue.redis)
+        with pytest.raises(NoPermissionError):
+            await foreign.enqueue("slow_add", a=1, b=1)
+    finally:
+        await worker.stop()
+        await task
+        await queue.disconnect()
+        await foreign.disconnect()
+        for port in cluster.procs:
+            cluster.client(port).execute_command("ACL", "DELUSER", user)
 
 
 async def slow_add(ctx: dict, a: int, b: int) -> int:

@@ -27,6 +27,7 @@ import typing as t
 from urllib.parse import urlsplit, urlunsplit
 
 from redis import asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import Connection, ConnectionPool, SSLConnection, parse_url
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
@@ -45,6 +46,12 @@ if t.TYPE_CHECKING:
 
 SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 Address = tuple[str, int]
+# a RedisCluster client's settings a queue's connections take over (and its ssl_*)
+_COPIED = ("username", "password", "credential_provider", "client_name", "decode_responses",
+           "encoding", "encoding_errors", "health_check_interval", "socket_timeout",
+           "socket_connect_timeout", "socket_keepalive", "socket_keepalive_options",
+           "socket_read_size")
+_PROBE_OWN = ("connection_class", "socket_timeout", "socket_connect_timeout")
 
 
 def is_cluster_url(url: str) -> bool:
@@ -111,7 +118,7 @@ class SlotOwner:
         errors = []
         for host, port in list(self.known):
             conn_class = self.probe.get("connection_class", Connection)
-            kwargs = {k: v for k, v in self.probe.items() if k != "connection_class"}
+            kwargs = {k: v for k, v in self.probe.items() if k not in _PROBE_OWN}
             conn = conn_class(host=host, port=port, socket_connect_timeout=1.0,
                               socket_timeout=2.0, **kwargs)
             try:
@@ -218,13 +225,39 @@ def pool_kwargs(url: str, slot_key: str) -> tuple[str, dict[str, t.Any]]:
     that owns slot_key's slot on the cluster at url (redis+cluster://...)."""
     plain, seeds = split_url(url)
     probe = {k: v for k, v in parse_url(plain).items() if k not in ("host", "port")}
-    owner = SlotOwner(seeds, key_slot(slot_key.encode()), probe)
-    tls = plain.startswith("rediss:")
-    return plain, {
+    return plain, _owner_kwargs(seeds, slot_key, probe, plain.startswith("rediss:"))
+
+
+def _owner_kwargs(
+    seeds: list[Address], slot_key: str, probe: dict[str, t.Any], tls: bool
+) -> dict[str, t.Any]:
+    if tls:
+        probe = {**probe, "connection_class": SSLConnection}
+    return {
         "connection_class": SlotOwnerSSLConnection if tls else SlotOwnerConnection,
-        "owner": owner,
+        "owner": SlotOwner(seeds, key_slot(slot_key.encode()), probe),
         "retry": retry_policy(),
     }
+
+
+def is_cluster_client(redis: t.Any) -> bool:
+    return isinstance(redis, RedisCluster)
+
+
+def client_pool_kwargs(redis: RedisCluster, slot_key: str) -> dict[str, t.Any]:
+    """The settings of a pool whose connections go to the primary that owns slot_key's
+    slot, on the cluster a redis-py RedisCluster client talks to: its nodes are the
+    seeds; its credentials, TLS, timeouts and decoding are kept."""
+    nodes = redis.nodes_manager
+    seeds = list(dict.fromkeys(
+        (n.host, int(n.port))
+        for n in [*nodes.nodes_cache.values(), *nodes.startup_nodes.values()]))
+    given = redis.connection_kwargs
+    settings = {k: v for k, v in given.items() if k in _COPIED or k.startswith("ssl_")}
+    tls = issubclass(given.get("connection_class", Connection), SSLConnection)
+    host, port = seeds[0]
+    return {"host": host, "port": port, **settings,
+            **_owner_kwargs(seeds, slot_key, dict(settings), tls)}
 
 
 @contextlib.asynccontextmanager

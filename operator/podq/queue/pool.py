@@ -48,13 +48,19 @@ def waiting_pool(
     )
 
 
-def waiting_client(redis: t.Any) -> tuple[t.Any, bool]:
+def waiting_client(redis: t.Any, slot_key: str = QUEUES_KEY) -> tuple[t.Any, bool]:
     """(a client whose callers wait for a connection, whether it is a new one).
 
-    A client on a BlockingConnectionPool is itself; so is a cluster client (its pools
-    are per node). A client on a plain pool, which raises when it runs out, gets a
-    twin on a waiting pool with the same connection settings and size: the queue owns
-    that twin and closes it, the caller keeps and closes the client it made."""
+    A client on a BlockingConnectionPool is itself. A client on a plain pool, which
+    raises when it runs out, gets a twin on a waiting pool with the same connection
+    settings and size; a redis-py RedisCluster client (no pub/sub, no multi-key scripts
+    across its node pools) gets a twin on a waiting pool to the primary owning slot_key's
+    slot on that cluster, as from a redis+cluster:// URL. The queue owns a twin and
+    closes it; the caller keeps and closes the client it made."""
+    if cluster.is_cluster_client(redis):
+        twin = BlockingConnectionPool(max_connections=DEFAULT_MAX_CONNECTIONS, timeout=None,
+                                      **cluster.client_pool_kwargs(redis, slot_key))
+        return aioredis.Redis(connection_pool=twin), True
     pool = getattr(redis, "connection_pool", None)
     if not isinstance(pool, ConnectionPool) or isinstance(pool, BlockingConnectionPool):
         return redis, False

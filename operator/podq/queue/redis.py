@@ -87,7 +87,7 @@ class RedisQueue(EnqueueMixin, TakeMixin, WriteMixin, ReadMixin):
             swept_error_message=swept_error_message,
             default_timeout=default_timeout,
         )
-        self.redis, self._owns_redis = redis_pool.waiting_client(redis)
+        self.redis, self._owns_redis = redis_pool.waiting_client(redis, self.keys.queued)
         self.max_connections_chosen = max_connections is not None
         if max_connections is not None:
             redis_pool.grow(self.redis, max_connections)
