@@ -5,7 +5,8 @@ from Redis in one pipelined round trip per queue, computes each status and patch
 what changed, within a patch rate limit. Ten changes of one job between two flushes
 cost one patch. A periodic reconcile marks every unfinished resource dirty, which
 repairs anything a lost notification or a Redis restart hid, and re-enqueues jobs that
-Redis lost.
+Redis lost. The Events of each write are transitions.py's; finished resources are
+deleted after their ttl by ttl.py.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from datetime import datetime
 from typing import Any
 
 from kubernetes_asyncio import client
@@ -39,23 +39,22 @@ from podq.operator.jobs import (
 from podq.operator.kube import (
     EventRecorder,
     add_job_finalizer,
-    is_status,
     patch_job_status,
     remove_job_finalizer,
 )
 from podq.operator.memory import release_free_memory
-from podq.operator.names import GROUP, JOB_FINALIZER, JOBS, VERSION
+from podq.operator.names import JOB_FINALIZER
 from podq.operator.queues import QueuePool
 from podq.operator.registry import JobRegistry, JobResource
 from podq.operator.status import (
-    error_summary,
     is_finished,
     job_status,
     refused_status,
-    retried_attempts,
     status_patch,
     view_of,
 )
+from podq.operator.transitions import before_of, post_enqueue_outcome, post_transition
+from podq.operator.ttl import FinishedTtl
 
 log = logging.getLogger("podq.operator")
 
@@ -63,10 +62,6 @@ log = logging.getLogger("podq.operator")
 def _merged(current: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
     merged = {**current, **patch}
     return {k: v for k, v in merged.items() if v is not None}
-
-
-def _epoch(rfc3339: str) -> float:
-    return datetime.fromisoformat(rfc3339.replace("Z", "+00:00")).timestamp()
 
 
 class CorruptJob(Exception):
@@ -107,7 +102,7 @@ class StatusMirror:
         self._again: set[str] = set()  # marked while in flight: once more afterwards
         self._slot_free = asyncio.Event()
         self.counts: Counter[str] = Counter()  # patches, recovered, deleted, ... (metrics)
-        self._ttl_timers: dict[str, asyncio.TimerHandle] = {}
+        self.ttl = FinishedTtl(custom, registry, self.counts)  # ttlSecondsAfterFinished
         self.quarantine = Quarantine(custom, events, self.dirty.mark)  # failing ones back off
 
     # -- inputs -----------------------------------------------------------------------
@@ -188,7 +183,7 @@ class StatusMirror:
             if resource.deleting:
                 tasks.append(self._start(resource, self._release(resource)))
             elif is_finished(resource.status):  # final, like a batch/v1 Job
-                self._schedule_ttl(resource, time.time())
+                self.ttl.schedule(resource, time.time())
                 self.counts["finished"] += 1
             elif not resource.status and (refusal := self.access.refusal(
                     resource.namespace, resource.queue)):
@@ -357,28 +352,7 @@ class StatusMirror:
         outcomes = await enqueue_jobs(queue, resources, self.access)
         own = {uid for uid, outcome in outcomes.items() if outcome.reason == OWN_CLAIM}
         for resource in resources:
-            outcome = outcomes[resource.uid]
-            log.debug("%s/%s: %s %s %s", resource.namespace, resource.name, outcome.action,
-                      outcome.reason, outcome.message)
-            if outcome.action == "refused":
-                resource.refusal = (outcome.reason, outcome.message)
-                await self.events.post(resource.ref, "Warning", outcome.reason, outcome.message)
-                done["refused"] += 1
-            elif outcome.action == "enqueued" and resource.status.get("jobKey"):
-                # it had a status, so Redis lost it: restarted empty, flushed, failed
-                # over (the claim went too), or the finished job's record expired before
-                # its outcome was read (the claim stayed: it is at least once then)
-                attempts = resource.status.get("attempts") or 0
-                why = ("job was missing from Redis under an old claim (its record expired"
-                       " before its outcome was read, or an enqueue was cut short); it may"
-                       " run again" if outcome.reason else "job was missing from Redis")
-                log.info("re-enqueued lost job %s (attempts so far: %s; %s)", resource.key,
-                         attempts, why)
-                await self.events.post(resource.ref, "Normal", "Recovered",
-                                       f"{why}; enqueued again after {attempts} attempt(s)")
-                done["recovered"] += 1
-            else:
-                done[outcome.action] += 1
+            done[await post_enqueue_outcome(self.events, resource, outcomes[resource.uid])] += 1
         return done, own
 
     async def _sync_one(self, resource: JobResource, job: Any) -> str:
@@ -390,17 +364,16 @@ class StatusMirror:
         elif isinstance(job, CorruptRecord):
             raise CorruptJob(job.message)
         elif job is None:
-            self._schedule_ttl(resource, now)
+            self.ttl.schedule(resource, now)
             return "missing"
         else:
             desired = job_status(view_of(job), **common)
         patch = status_patch(resource.status, desired)
         if not patch:
-            self._schedule_ttl(resource, now)
+            self.ttl.schedule(resource, now)
             return "unchanged"
         # before the await: our own patch's watch event may update resource.status meanwhile
-        before = (resource.status.get("status"), resource.status.get("attempts") or 0,
-                  resource.status.get("disruptions"))
+        before = before_of(resource.status)
         resource_version = await self._api(patch_job_status(
             self.custom, resource.namespace, resource.name, patch))
         if resource_version is None:
@@ -408,85 +381,14 @@ class StatusMirror:
         # unless an event newer than our patch arrived meanwhile (another operator's)
         resource.record(_merged(resource.status, patch), resource_version)
         function = getattr(job, "function", None) or resource.spec.get("function")
-        await self._post_transition(resource, before, desired, function)
-        self._schedule_ttl(resource, now)
+        await post_transition(self.events, resource, before, desired, function)
+        self.ttl.schedule(resource, now)
         resource.compact()
         return "patched"
 
-    async def _post_transition(
-        self, resource: JobResource, before: tuple[str | None, int, int | None],
-        desired: dict[str, Any], function: str | None,
-    ) -> None:
-        """One Event per transition between the status written before and this one. The
-        writes are coalesced, so several transitions may lie between two: each retry in
-        between still gets its Retrying Event (counted from the attempts), and the end
-        its Completed or Failed one."""
-        status_before, attempts_before, previous_disruptions = before
-        disruptions = desired.get("disruptions") or 0
-        if disruptions > (previous_disruptions or 0):
-            # not the job's failure: the attempt is not used up (see docs/reliability.md)
-            cause = desired.get("lastDisruption") or "worker lost"
-            await self.events.post(
-                resource.ref, "Normal", "Disrupted",
-                f"run cut short without the function's doing ({cause}); not counted as an"
-                f" attempt (disruption {disruptions})")
-        after = desired.get("status")
-        attempts = desired.get("attempts") or 0
-        retried_before = retried_attempts(status_before, attempts_before)
-        retried_now = retried_attempts(after, attempts)
-        for attempt in range(retried_before + 1, retried_now + 1):
-            # the error of an earlier attempt is gone by now: Redis keeps the latest
-            latest = attempt == retried_now and after == Status.QUEUED
-            summary = error_summary(desired.get("error")) if latest else ""
-            await self.events.post(
-                resource.ref, "Normal", "Retrying",
-                f"attempt {attempt} failed" + (f": {summary}" if summary else "")
-                + "; retrying")
-        if after == status_before:
-            return
-        failed = next((c for c in desired["conditions"] if c["type"] == "Failed"), None)
-        if after == Status.COMPLETE:
-            await self.events.post(resource.ref, "Normal", "Completed",
-                                   f"{function} completed after {attempts} attempt(s)")
-        elif after in TERMINAL_STATUSES and failed is not None:
-            await self.events.post(resource.ref, "Warning", failed["reason"], failed["message"])
-
-    # -- ttlSecondsAfterFinished --------------------------------------------------------
-
-    def _schedule_ttl(self, resource: JobResource, now: float) -> None:
-        ttl = resource.spec.get("ttlSecondsAfterFinished")
-        if ttl is None or not is_finished(resource.status) or resource.uid in self._ttl_timers:
-            return
-        completed = resource.status.get("completedTime")
-        finished_at = _epoch(completed) if completed else now
-        delay = max(0.0, finished_at + ttl - now)
-        self._ttl_timers[resource.uid] = asyncio.get_running_loop().call_later(
-            delay, lambda: asyncio.ensure_future(self._expire(resource))
-        )
-
-    async def _expire(self, resource: JobResource) -> None:
-        self._ttl_timers.pop(resource.uid, None)
-        if resource.uid not in self.registry.by_uid:
-            return
-        try:
-            await self.custom.delete_namespaced_custom_object(
-                GROUP, VERSION, resource.namespace, JOBS, resource.name,
-                body={"preconditions": {"uid": resource.uid}, "propagationPolicy": "Background"},
-            )
-            self.counts["expired"] += 1
-            log.info("deleted %s/%s: ttlSecondsAfterFinished passed",
-                     resource.namespace, resource.name)
-        except Exception as error:
-            if not is_status(error, 404, 409):
-                log.warning("could not delete expired %s: %s", resource.name, error)
-
     def forget(self, uid: str) -> None:
         self.quarantine.forget(uid)
-        timer = self._ttl_timers.pop(uid, None)
-        if timer is not None:
-            timer.cancel()
+        self.ttl.forget(uid)
 
     async def close(self) -> None:
-        for timer in self._ttl_timers.values():
-            timer.cancel()
-        self._ttl_timers.clear()
+        self.ttl.close()
