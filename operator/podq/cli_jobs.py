@@ -1,5 +1,5 @@
 """`podq abort`, `podq retry`, `podq jobs` and `podq cronjob run`: acting on single jobs
-and listing them. Imported by podq.cli once it is loaded (the helpers come from there)."""
+and listing them."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import typing as t
 
 from redis.exceptions import NoPermissionError
 
-from podq.cli import (
+from podq.cli_common import (
     EXIT_UNAVAILABLE,
     REDIS_URL_HELP,
     CliError,

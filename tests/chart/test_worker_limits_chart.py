@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from podq.cli import build_parser, worker_limits
+from podq.cli import build_parser
+from podq.cli_worker import worker_limits
 from podq.queue import QUEUE_LIMIT, Limit
 
 

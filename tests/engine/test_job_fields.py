@@ -9,7 +9,8 @@ import dataclasses
 from engine_helpers import Workers
 
 from podq import CronJob, Job, Queue, Status
-from podq.cli import ENQUEUE_OPTIONS, build_parser
+from podq.cli import build_parser
+from podq.cli_enqueue import ENQUEUE_OPTIONS
 from podq.job import CRON_FIELDS, JOB_FIELDS, STORED_FIELDS
 from podq.queue.store import job_hash
 

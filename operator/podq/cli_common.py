@@ -1,0 +1,68 @@
+"""What every `podq` command shares: its error and exit codes, the Redis URL and
+--queue options, reaching Redis, and naming a job by key or id."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.metadata
+
+from redis.exceptions import RedisError
+
+from podq import redis_url as redis_urls
+from podq.queue import Queue, keys
+from podq.redact import redact, remember_url
+
+EXIT_BAD_INPUT = 2
+EXIT_UNAVAILABLE = 1
+
+REDIS_URL_HELP = redis_urls.HELP
+
+
+def version() -> str:
+    try:
+        return importlib.metadata.version("podq")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree
+        return "unknown"
+
+
+class CliError(Exception):
+    def __init__(self, message: str, code: int = EXIT_BAD_INPUT) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def redis_url(args: argparse.Namespace) -> str:
+    url = redis_urls.redis_url(args.redis_url)
+    remember_url(url)  # masked in every log line and error from now on
+    return url
+
+
+async def check_redis(queue: Queue, url: str) -> None:
+    try:
+        await asyncio.wait_for(queue.redis.ping(), 5)
+    except (RedisError, OSError, TimeoutError) as e:
+        raise CliError(f"cannot reach Redis at {redact(url)}: {e}", EXIT_UNAVAILABLE) from None
+
+
+def add_redis(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--redis-url",
+        help=REDIS_URL_HELP,
+    )
+    p.add_argument("--queue", default=None, help="queue name (default: default)")
+
+
+def queue_and_key(args: argparse.Namespace, target: str) -> tuple[str, str]:
+    """The queue and key of a job named by key (in --queue) or by id."""
+    queue_name = args.queue or "default"
+    key = target
+    if target.startswith(keys.ROOT + "{"):
+        try:
+            key = keys.key_from_id(target)
+            queue_name = keys.queue_from_id(target)
+        except ValueError as e:
+            raise CliError(str(e)) from None
+        if args.queue and args.queue != queue_name:
+            raise CliError(f"job id {target!r} is of queue {queue_name!r}, not {args.queue!r}")
+    return queue_name, key

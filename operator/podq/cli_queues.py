@@ -1,0 +1,148 @@
+"""`podq info`, `podq drain` and `podq resume`: the queues, their counts and workers,
+and pausing a queue until none of its jobs runs."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import typing as t
+
+from redis import asyncio as aioredis
+from redis.exceptions import RedisError
+
+from podq import drain as draining
+from podq.cli_common import (
+    EXIT_UNAVAILABLE,
+    REDIS_URL_HELP,
+    CliError,
+    check_redis,
+    redis_url,
+)
+from podq.queue import Queue, cluster, list_queues
+from podq.queue.pool import waiting_pool
+from podq.redact import redact
+
+
+def add_info_parser(sub: t.Any) -> None:
+    """Add `info` to the `podq` subcommands."""
+    i = sub.add_parser("info", help="queues, counts and live workers")
+    i.add_argument("--redis-url", help=REDIS_URL_HELP)
+    i.add_argument("--queue", action="append", help="only these queues (repeatable)")
+    i.add_argument("--json", action="store_true", help="print the queues as JSON")
+
+
+def add_drain_parsers(sub: t.Any) -> None:
+    """Add `drain` and `resume` to the `podq` subcommands."""
+    d = sub.add_parser("drain", help="pause a queue and wait until no job of it runs")
+    d.add_argument("queue_name", metavar="queue", help="name of the queue")
+    d.add_argument("--redis-url", help=REDIS_URL_HELP)
+    d.add_argument("--timeout", type=float, help="give up after this many seconds (exit 1)")
+    d.add_argument("--resume", action="store_true", help="lift the pause instead")
+
+    r = sub.add_parser("resume", help="lift a queue's pause and wake its workers")
+    r.add_argument("queue_name", metavar="queue", help="name of the queue")
+    r.add_argument("--redis-url", help=REDIS_URL_HELP)
+
+
+async def cmd_info(args: argparse.Namespace) -> int:
+    url = redis_url(args)
+    # a waiting pool: the queues below use this client as it is (podq.queue.pool)
+    client = aioredis.Redis.from_pool(waiting_pool(url))
+    try:
+        try:
+            await asyncio.wait_for(client.ping(), 5)
+        except (RedisError, OSError, TimeoutError) as e:
+            raise CliError(f"cannot reach Redis at {redact(url)}: {e}", EXIT_UNAVAILABLE) from None
+        names = args.queue or await list_queues(client)
+        out = []
+        for name in names:
+            # on a cluster each queue talks to the primary of its own slot
+            queue = (Queue.from_url(url, name=name) if cluster.is_cluster_url(url)
+                     else Queue(client, name=name))
+            out.append(
+                {
+                    "name": name,
+                    "queued": await queue.count("queued"),
+                    "scheduled": await queue.count("scheduled"),
+                    "active": await queue.count("active"),
+                    "depth": await queue.depth(),
+                    "paused": await draining.is_paused(queue),
+                    "workers": await queue.workers(),
+                }
+            )
+            if queue.redis is not client:
+                await queue.disconnect()
+    finally:
+        await client.aclose()
+    if args.json:
+        print(json.dumps(out, indent=2))
+        return 0
+    if not out:
+        print("no queues")
+    for q in out:
+        print(
+            f"queue {q['name']}: queued {q['queued']}, scheduled {q['scheduled']}, "
+            f"active {q['active']}, workers {len(q['workers'])}"
+            + (" (paused)" if q["paused"] else "")
+        )
+        for w in q["workers"]:
+            print(
+                f"  worker {w['id']} host {w['hostname']} pid {w['pid']} "
+                f"concurrency {w['concurrency']} active {len(w['active'])} "
+                f"functions {','.join(w['functions'])}"
+            )
+    return 0
+
+
+# -- drain / resume -----------------------------------------------------------------------
+
+
+async def _queue_for(args: argparse.Namespace) -> tuple[Queue, str]:
+    url = redis_url(args)
+    try:
+        queue = Queue.from_url(url, name=args.queue_name)
+    except ValueError as e:
+        raise CliError(str(e)) from None
+    try:
+        await check_redis(queue, url)
+    except CliError:
+        await queue.disconnect()
+        raise
+    return queue, url
+
+
+async def cmd_resume(args: argparse.Namespace) -> int:
+    queue, _ = await _queue_for(args)
+    try:
+        was = await draining.resume(queue)
+    finally:
+        await queue.disconnect()
+    print(f"queue {queue.name} resumed" if was else f"queue {queue.name} was not paused")
+    return 0
+
+
+async def cmd_drain(args: argparse.Namespace) -> int:
+    if args.resume:
+        return await cmd_resume(args)
+
+    def progress(active: int, elapsed: float) -> None:
+        print(f"queue {args.queue_name}: {active} active job(s) after {elapsed:.0f}s",
+              flush=True)
+
+    queue, _ = await _queue_for(args)
+    try:
+        drained = await draining.drain(queue, timeout_s=args.timeout, progress=progress)
+    finally:
+        await queue.disconnect()
+    if not drained:
+        print(f"podq: queue {args.queue_name} not drained after {args.timeout}s; it stays "
+              f"paused (podq resume {args.queue_name} lifts it)", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    print(f"queue {args.queue_name} drained and paused; `podq resume {args.queue_name}` "
+          "lets workers take jobs again", flush=True)
+    return 0
+
+
+HANDLERS = {"info": cmd_info, "drain": cmd_drain, "resume": cmd_resume}
