@@ -1,7 +1,8 @@
 """podq's job engine against SAQ on SAQ's own workload, side by side, in one run.
 
     .venv/bin/python benchmarks/engine_vs_saq.py [--jobs 1000] [--concurrency 10]
-        [--workloads enqueue,bulk,noop,sleep,latency,paced] [--rate 1000] [--uvloop]
+        [--workloads enqueue,bulk,noop,sleep,latency,paced] [--rate 1000] [--seconds 10]
+        [--runs 1] [--uvloop]
 
 Both libraries run the same code (podq keeps SAQ's API), each in its own process,
 against one private redis-server that is flushed between them. Figures, in seconds:
@@ -12,10 +13,13 @@ against one private redis-server that is flushed between them. Figures, in secon
   (also as jobs/s); without the enqueue workload the jobs are put in untimed;
 - sleep: N jobs sleeping 0..50 ms (25 ms on average; ideal N*0.025/C seconds);
 - latency: enqueue-to-start of single jobs on an idle worker, p50 and p99 in ms;
-- paced: enqueue-to-start while another process enqueues `--rate` jobs/s for 5 s (the
-  worker's process does not enqueue), p50 and p99 in ms.
+- paced: enqueue-to-start while another process enqueues `--rate` jobs/s for `--seconds`
+  (default 10 s: 10,000 jobs at 1,000 jobs/s; the worker's process does not enqueue),
+  p50 and p99 in ms.
 
-`--uvloop` runs both on uvloop (when installed: the `fast` extra).
+`--runs N` runs the side by side N times (SAQ then podq each time) and prints each
+figure's median and range: on a shared machine one run says little about a tail.
+`--uvloop` runs both on uvloop (when installed).
 """
 
 from __future__ import annotations
@@ -128,7 +132,8 @@ def make_queue(lib: str, url: str) -> t.Any:
 
 
 async def measure(
-    lib: str, url: str, n: int, concurrency: int, workloads: list[str], rate: int
+    lib: str, url: str, n: int, concurrency: int, workloads: list[str], rate: int,
+    seconds: float,
 ) -> dict[str, float | None]:
     module = importlib.import_module(lib)
     queue = make_queue(lib, url)
@@ -184,7 +189,6 @@ async def measure(
             latencies.append((STARTED[token] - sent) * 1000)
         figures["latency p50 ms"], figures["latency p99 ms"] = percentiles(latencies)
     if "paced" in workloads:
-        seconds = 5.0
         producer = await asyncio.create_subprocess_exec(
             sys.executable, __file__, "--producer", lib, "--url", url, "--rate", str(rate),
             "--seconds", str(seconds),
@@ -231,7 +235,7 @@ def run_child(lib: str, url: str, args: argparse.Namespace) -> dict[str, float |
     """One library in its own process: separate imports, event loop and connections."""
     command = [sys.executable, __file__, "--child", lib, "--url", url, "--jobs", str(args.jobs),
                "--concurrency", str(args.concurrency), "--workloads", args.workloads,
-               "--rate", str(args.rate)]
+               "--rate", str(args.rate), "--seconds", str(args.seconds)]
     if args.uvloop:
         command.append("--uvloop")
     output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
@@ -265,7 +269,9 @@ def main() -> None:
     parser.add_argument("--uvloop", action="store_true")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--producer", help=argparse.SUPPRESS)
-    parser.add_argument("--seconds", type=float, default=5.0, help=argparse.SUPPRESS)
+    parser.add_argument("--seconds", type=float, default=10.0,
+                        help="how long the paced workload enqueues")
+    parser.add_argument("--runs", type=int, default=1, help="side by sides to run")
     parser.add_argument("--url", help="use this Redis instead of starting one")
     args = parser.parse_args()
     workloads = [w for w in args.workloads.split(",") if w]
@@ -278,35 +284,55 @@ def main() -> None:
         return
     if args.child:
         figures = run(measure(args.child, args.url, args.jobs, args.concurrency, workloads,
-                              args.rate), args.uvloop)
+                              args.rate, args.seconds), args.uvloop)
         print(json.dumps(figures))
         return
 
     from podq.testing import RedisServer
 
+    runs: dict[str, list[dict[str, float | None]]] = {"saq": [], "podq": []}
     with RedisServer() as server:
-        results = {}
-        for lib in ("saq", "podq"):
-            flush(server.url)
-            results[lib] = run_child(lib, server.url, args)
+        for _ in range(args.runs):
+            for lib in ("saq", "podq"):
+                flush(server.url)
+                runs[lib].append(run_child(lib, server.url, args))
+    report(args, workloads, runs)
 
-    saq, podq = results["saq"], results["podq"]
+
+NAMES = ("enqueue", "bulk enqueue", "noop", "noop jobs/s", "sleep", "latency p50 ms",
+         "latency p99 ms", "paced p50 ms", "paced p99 ms", "paced started")
+
+
+def report(
+    args: argparse.Namespace, workloads: list[str], runs: dict[str, list[dict[str, t.Any]]]
+) -> None:
+    """The figures of one run, or each figure's median [min-max] over several."""
+    saq = {k: statistics.median(r[k] for r in runs["saq"]) for k in runs["saq"][0]}
+    podq = {k: statistics.median(r[k] for r in runs["podq"]) for k in runs["podq"][0]}
     print(f"N={args.jobs} jobs, concurrency {args.concurrency}, one worker process, "
-          f"redis-server on loopback{', uvloop' if args.uvloop else ''}; seconds unless marked")
+          f"redis-server on loopback{', uvloop' if args.uvloop else ''}; seconds unless marked"
+          + (f"; median of {args.runs} runs [min-max]" if args.runs > 1 else ""))
     print(f"{'workload':<16}{'saq':>10}{'podq':>10}{'podq/saq':>10}")
-    for name in ("enqueue", "bulk enqueue", "noop", "noop jobs/s", "sleep", "latency p50 ms",
-                 "latency p99 ms", "paced p50 ms", "paced p99 ms", "paced started"):
+    for name in NAMES:
         if name not in podq:
             continue
         ratio = podq[name] / saq[name] if saq.get(name) else float("nan")
-        print(f"{name:<16}{saq[name]:>10.4f}{podq[name]:>10.4f}{ratio:>10.2f}")
+        line = f"{name:<16}{saq[name]:>10.4f}{podq[name]:>10.4f}{ratio:>10.2f}"
+        if args.runs > 1:
+            spread = [(min(r[name] for r in runs[lib]), max(r[name] for r in runs[lib]))
+                      for lib in ("saq", "podq")]
+            line += "   saq [{:.4g}-{:.4g}] podq [{:.4g}-{:.4g}]".format(*spread[0], *spread[1])
+        print(line)
+    if args.runs > 1 and "paced p99 ms" in podq:
+        print("podq paced p99 ms by run:",
+              ", ".join(f"{r['paced p99 ms']:.2f}" for r in runs["podq"]))
     if "sleep" in podq:
         print(f"{'sleep ideal':<16}{saq['sleep ideal']:>10.4f}{podq['sleep ideal']:>10.4f}"
               f"   podq over ideal: {100 * (podq['sleep'] / podq['sleep ideal'] - 1):+.1f}%")
     if "bulk enqueue" in podq:
         print("saq's 'bulk enqueue' is its enqueue loop again: it has no bulk enqueue.")
     if "paced" in workloads:
-        print(f"paced: {args.rate} jobs/s for 5 s from another process.")
+        print(f"paced: {args.rate} jobs/s for {args.seconds:g} s from another process.")
 
 
 if __name__ == "__main__":

@@ -74,7 +74,8 @@ class RunMixin(WorkerCore):
             if next_at is not None:
                 wait = max(0.0, min(wait, next_at - now_seconds()))
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), wait)
+                async with asyncio.timeout(wait):  # no task of its own, unlike wait_for
+                    await self._wake.wait()
 
     def _on_change(self, key: str | None, status: str) -> None:
         if key is None or status == Status.QUEUED:
