@@ -47,20 +47,25 @@ class Source:
     size: int = 0
 
 
-def sources(queue: Queue, status: str | None) -> list[Source]:
-    """The sets a jobs page walks, in order, for a status filter (None: all of them)."""
+async def sources(queue: Queue, status: str | None) -> list[Source]:
+    """The sets a jobs page walks, in order, for a status filter (None: all of them).
+    Queued jobs are those ready to run, then those ready but held by a concurrency or
+    rate limit (a parked set per limit, podq.queue.limits), then those waiting for
+    the jobs they depend on."""
+    if status not in (None, *STATUS_FILTERS):
+        raise ValueError(f"unknown status {status!r}")
     keys = queue.keys
+    limits = sorted(text(n) for n in await queue.redis.smembers(keys.limited)) if status in (
+        None, "queued") else []
     every = [
         Source("active", keys.active, False),
         Source("queued", keys.queued, False),
+        *(Source("queued", keys.parked(name), False) for name in limits),
+        Source("queued", keys.waiting, False),
         Source("scheduled", keys.scheduled, False),
         *(Source(s, keys.web_finished(s), True) for s in FINISHED),
     ]
-    if status is None:
-        return every
-    if status not in STATUS_FILTERS:
-        raise ValueError(f"unknown status {status!r}")
-    return [s for s in every if s.status == status]
+    return every if status is None else [s for s in every if s.status == status]
 
 
 @dataclass
@@ -101,7 +106,7 @@ async def list_jobs(
     (see sources()), those of `function` only when given. Reads ranges of the sets and
     the jobs in them; with a function filter, at most SCAN_BUDGET of them and for about
     TIME_BUDGET_S (the page then links to where it stopped)."""
-    walk = sources(queue, status)
+    walk = await sources(queue, status)
     await _sizes(queue, walk)
     total = sum(s.size for s in walk)
     start = max(0, min(start, total))
@@ -206,7 +211,7 @@ async def search_jobs(
     is found by its name, its key being `namespace/name/uid`. As with any SCAN, a key
     added or removed meanwhile may be missed or shown twice."""
     pattern = "*" + _GLOB.sub(lambda m: "\\" + m.group(1), needle) + "*"
-    walk = sources(queue, status)
+    walk = await sources(queue, status)
     await _sizes(queue, walk)
     index, cursor, skip = parse_resume(resume)
     found: dict[str, None] = {}
@@ -311,15 +316,21 @@ async def events(queue: Queue, job_key: str) -> list[Event]:
 
 def timeline(job: Job, seen: list[Event]) -> list[Event]:
     """When the job was queued, started, last touched and finished, with the changes
-    the dashboard saw in between (retries, aborts), in time order."""
+    the dashboard saw in between (retries, aborts), in time order. A job queued or
+    scheduled after a run is marked `again`: a retry (or a run lost with its worker)."""
     marks = [Event(job.queued, "enqueued")] if job.queued else []
+    ran = False  # since the last time it was queued
+    for event in seen:
+        waits = event.status in ("queued", "scheduled")
+        marks.append(Event(event.at, f"{event.status} again after a run")
+                     if waits and ran else event)
+        ran = event.status in ("active", "aborting") or (ran and not waits)
     if job.scheduled:
         marks.append(Event(int(job.scheduled * 1000), "due"))
     if job.started:
         marks.append(Event(job.started, f"started (attempt {job.attempts})"))
     if job.completed and job.status in TERMINAL_STATUSES:
         marks.append(Event(job.completed, job.status.value))
-    marks += seen
     return sorted(marks, key=lambda e: e.at)
 
 

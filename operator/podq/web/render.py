@@ -103,6 +103,13 @@ def badge(status: Status | str) -> str:
     return f'<span class="badge {escape(value)}">{escape(value)}</span>'
 
 
+def _held(job: Job) -> str:
+    """Why a queued job waits besides workers (dependencies, concurrency, rate)."""
+    if job.status != Status.QUEUED or not job.blocked:
+        return ""
+    return f' <small class="held">waits for {escape(job.blocked)}</small>'
+
+
 def progress_bar(progress: float) -> str:
     share = max(0.0, min(1.0, float(progress or 0)))
     return (f'<progress max="100" value="{share * 100:.0f}" title="{share:.0%}">'
@@ -117,7 +124,7 @@ def jobs_table(name: str, page: JobPage, status: str | None, function: str | Non
     rows = "".join(
         f'<tr data-key="{escape(job.key)}"><td><a href="/queues/{escape(name)}/job?'
         f'{escape(urlencode({"key": job.key}))}">{escape(job.key)}</a></td>'
-        f"<td>{escape(job.function)}</td><td>{badge(job.status)}</td>"
+        f"<td>{escape(job.function)}</td><td>{badge(job.status)}{_held(job)}</td>"
         f"<td>{job.attempts}/{job.retries}</td><td>{progress_bar(job.progress)}</td>"
         f"<td>{when(job.queued)}</td><td>{when(job.started)}</td>"
         f"<td>{when(job.completed)}</td></tr>"
@@ -187,7 +194,7 @@ def job_detail(name: str, job: Job, resource: Resource | None, timeline: list[Ev
                csrf: str | None) -> str:
     """The part of a job's page that live updates replace."""
     rows = [
-        ("status", badge(job.status)),
+        ("status", badge(job.status) + _held(job)),
         ("function", escape(job.function)),
         ("progress", progress_bar(job.progress)),
         ("attempts", f"{job.attempts} of {job.retries}"
@@ -198,6 +205,10 @@ def job_detail(name: str, job: Job, resource: Resource | None, timeline: list[Ev
         ("timeout", f"{job.timeout} s" if job.timeout else "none"),
         ("ttl", f"{job.ttl} s"),
     ]
+    if job.depends_on:
+        rows.append(("depends on", " ".join(
+            f'<a href="/queues/{escape(name)}/job?{escape(urlencode({"key": k}))}">'
+            f"{escape(k)}</a>" for k in job.depends_on)))
     if resource is not None:
         where = (f"{escape(resource.namespace)}/{escape(resource.name)}"
                  if resource.name else "(spec.key set)")

@@ -1,0 +1,82 @@
+"""What the pages show of jobs that wait on a limit or on other jobs, and a retried
+job's timeline; against a real redis-server, with a real worker."""
+
+from __future__ import annotations
+
+import re
+
+import aiohttp
+from web_helpers import wait_for
+
+from podq import Job, Status
+from podq.queue.limits import Limit
+
+
+async def page(base: str, path: str) -> str:
+    async with aiohttp.ClientSession() as s, s.get(base + path) as r:
+        assert r.status == 200, path
+        return await r.text()
+
+
+def keys_of(body: str) -> list[str]:
+    return re.findall(r'<tr data-key="([^"]+)"', body)
+
+
+async def test_jobs_held_by_a_limit_or_waiting_for_others_are_listed_as_queued(
+        queue, dashboard):
+    await queue.set_limits({"capped": Limit(concurrency=1)})
+    await queue.enqueue_many([Job("capped", key=f"cap{i}") for i in range(3)])
+    await queue.enqueue("parent", key="parent")
+    await queue.enqueue(Job("child", key="child", depends_on=["parent"]))
+    taken = await queue.dequeue()
+    assert taken is not None and taken.key == "cap0"
+    assert await queue.dequeue() is not None  # parent; the capped ones wait on the limit
+    counts = await queue.counts()
+    assert (counts.limited, counts.blocked, counts.queued) == (2, 1, 3)
+
+    d = await dashboard()
+    body = await page(d.url, "/queues/web/jobs?status=queued")
+    assert keys_of(body) == ["cap1", "cap2", "child"] and "1-3 of 3" in body
+    assert body.count("waits for concurrency") == 2 and "waits for dependencies" in body
+    body = await page(d.url, "/queues/web/jobs")
+    assert sorted(keys_of(body)) == ["cap0", "cap1", "cap2", "child", "parent"]
+    body = await page(d.url, "/queues/web/jobs?status=queued&function=child")
+    assert keys_of(body) == ["child"]
+    body = await page(d.url, "/queues/web/jobs?key=cap")  # the search covers them too
+    assert sorted(keys_of(body)) == ["cap0", "cap1", "cap2"]
+    body = await page(d.url, "/queues/web/job?key=child")
+    assert "waits for dependencies" in body
+    assert 'href="/queues/web/job?key=parent"' in body  # what it depends on
+
+
+async def test_a_retried_job_s_timeline_shows_each_run(queue, dashboard, workers):
+    runs = []
+
+    async def flaky(ctx):
+        runs.append(1)
+        if len(runs) < 3:
+            raise RuntimeError(f"attempt {len(runs)} fails")
+        return "ok"
+
+    d = await dashboard()
+    await workers.start(queue, [("flaky", flaky)])
+    await queue.enqueue("flaky", key="f1", retries=3)
+
+    async def finished() -> bool:
+        job = await queue.job("f1")
+        return job is not None and job.status == Status.COMPLETE
+
+    await wait_for(finished, 30)
+    pattern = re.compile(r"</time> ([^<]+)</li>")
+
+    async def whole() -> list[str]:  # the feed records changes every 0.25 s
+        steps = pattern.findall(await page(d.url, "/queues/web/job?key=f1"))
+        return steps if steps.count("active") == 3 and "complete" in steps else []
+
+    steps = await wait_for(whole, 10)
+    assert steps[0] == "enqueued" and steps[-1] == "complete"
+    assert steps.count("queued again after a run") == 2
+    assert "started (attempt 3)" in steps
+    again = [i for i, s in enumerate(steps) if s == "queued again after a run"]
+    assert all(steps[i - 1] == "active" or steps[i - 1].startswith("started")
+               for i in again)
