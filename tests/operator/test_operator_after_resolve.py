@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from podq.operator.after import resolve, waiting_status
+from podq.operator.after import (
+    left_dependencies_behind,
+    resolve,
+    resolve_lost,
+    waiting_status,
+)
 from podq.operator.registry import JobRegistry
 
 
@@ -48,3 +53,18 @@ def test_waiting_status_has_no_job_key() -> None:
     ready = next(c for c in status["conditions"] if c["type"] == "Ready")
     assert ready["reason"] == "WaitingForDependencies"
     assert "Job b does not exist" in ready["message"]
+
+
+def test_a_lost_job_waits_again_only_if_it_was_waiting() -> None:
+    registry = JobRegistry()
+    observe(registry, "a", status={"status": "queued", "jobKey": "ns/a/uid-ns-a"})
+    waiting = waiting_status(["x"], generation=1, previous={}, now_s=0.0)
+    c = observe(registry, "c", {"after": ["a"]},
+                {**waiting, "status": "queued", "jobKey": "ns/c/uid-ns-c"})
+    assert not left_dependencies_behind(c.status)
+    assert resolve_lost(c, registry).keys == ["ns/a/uid-ns-a"]
+    for past in ({"status": "active"}, {"attempts": 1}, {"startedTime": "2026-01-01T00:00:00Z"},
+                 {"conditions": [{"type": "Ready", "reason": "ConcurrencyLimited"}]}):
+        c.status = {**waiting, "status": "queued", "jobKey": c.key, **past}
+        assert left_dependencies_behind(c.status)
+        assert resolve_lost(c, registry).keys == []

@@ -5,14 +5,23 @@ The names become the job keys of those resources, which the engine waits for
 but has not been enqueued, holds this one back: it is not enqueued (the engine refuses a
 dependency it does not know) and its status says WaitingForDependencies, naming them.
 It waits until they appear, like Argo's steps wait, or until it is deleted.
+
+A job that Redis lost (FLUSHALL, a restart empty) is enqueued again from its resource:
+one still waiting for its dependencies has spec.after resolved again from the resources
+(a Complete one is satisfied, a Failed one fails it DependencyFailed), and is enqueued
+only once every job it depends on is in Redis again (absent_dependencies).
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from podq import Queue
 from podq.job import Status
+from podq.operator.kube import EventRecorder
 from podq.operator.registry import JobRegistry, JobResource
 from podq.operator.status import (
     DEPENDENCY_FAILED,
@@ -20,6 +29,8 @@ from podq.operator.status import (
     build_conditions,
     is_finished,
 )
+
+log = logging.getLogger("podq.operator")
 
 WAITING = "WaitingForDependencies"
 OTHER_QUEUE = "DependencyInOtherQueue"
@@ -72,3 +83,67 @@ def waiting_status(waiting: list[str], *, generation: int, previous: dict[str, A
              ("Stalled", "False", WAITING, message)]
     return {"observedGeneration": generation,
             "conditions": build_conditions(facts, previous.get("conditions"), generation, now_s)}
+
+
+def left_dependencies_behind(status: dict[str, Any]) -> bool:
+    """Whether a resource's status shows that its job had stopped waiting for spec.after
+    (it ran, or was ready to): enqueued again, it waits for nothing."""
+    if status.get("status") != Status.QUEUED.value or status.get("startedTime") \
+            or status.get("attempts"):
+        return True
+    ready = next((c for c in status.get("conditions") or () if c.get("type") == "Ready"), {})
+    return ready.get("reason") != WAITING
+
+
+def resolve_lost(resource: JobResource, registry: JobRegistry) -> Resolution:
+    """What spec.after means for a resource whose job Redis lost: nothing to wait for if
+    it had left its dependencies behind, else as resolve() says now."""
+    if not resource.spec.get("after") or left_dependencies_behind(resource.status):
+        return Resolution()
+    return resolve(resource, registry)
+
+
+async def absent_dependencies(queue: Queue, resources: list[JobResource]) -> dict[str, list[str]]:
+    """uid -> the job keys it depends on that Redis does not hold (lost with it, and not
+    enqueued again yet: the engine refuses an unknown dependency), in one round trip."""
+    wanted = [(r.uid, key) for r in resources for key in r.depends_on or ()]
+    if not wanted:
+        return {}
+    async with queue.redis.pipeline(transaction=False) as pipe:
+        for _, key in wanted:
+            pipe.exists(queue.keys.job(key))
+        found = await pipe.execute()
+    absent: dict[str, list[str]] = {}
+    for (uid, key), exists in zip(wanted, found, strict=True):
+        if not exists:
+            absent.setdefault(uid, []).append(key)
+    return absent
+
+
+async def dependencies_met(
+    queue: Queue, missing: list[JobResource], registry: JobRegistry, events: EventRecorder,
+    recheck: Callable[[str], Any],
+) -> list[JobResource]:
+    """Those of `missing` (resources whose job is to be enqueued) to enqueue now, each
+    with the job keys it depends on. One that Redis lost has spec.after resolved again
+    (resolve_lost): a failed dependency refuses it (resource.refusal, and an Event). One
+    waiting for a job that Redis does not hold (yet) is left out: recheck(uid) looks at
+    it again later."""
+    ready = []
+    for resource in missing:
+        if resource.status.get("jobKey"):  # enqueued before: Redis lost it
+            found = resolve_lost(resource, registry)
+            if found.refusal:
+                resource.refusal = found.refusal
+                await events.post(resource.ref, "Warning", *found.refusal)
+                continue
+            if found.waiting:
+                recheck(resource.uid)
+                continue
+            resource.depends_on = found.keys or None
+        ready.append(resource)
+    absent = await absent_dependencies(queue, ready)
+    for uid, keys in absent.items():
+        log.debug("job of %s waits for its dependencies to be in Redis: %s", uid, keys)
+        recheck(uid)
+    return [r for r in ready if r.uid not in absent]

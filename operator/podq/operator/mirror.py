@@ -21,7 +21,7 @@ from kubernetes_asyncio import client
 
 from podq.job import TERMINAL_STATUSES, Status
 from podq.operator.access import OPEN_ACCESS, QueueAccess
-from podq.operator.after import RECHECK_S, resolve, waiting_status
+from podq.operator.after import RECHECK_S, dependencies_met, resolve, waiting_status
 from podq.operator.coalesce import Coalescer, TokenBucket
 from podq.operator.isolation import (
     OUTAGES,
@@ -203,6 +203,8 @@ class StatusMirror:
             jobs = await read_jobs(queue, [r.key for r in resources])
             missing = [r for r, job in zip(resources, jobs, strict=True)
                        if self._needs_enqueue(r, job) and not self._awaits_write_back(r, job)]
+            missing = await dependencies_met(queue, missing, self.registry, self.events,
+                                             lambda uid: self.dirty.mark_later(uid, RECHECK_S))
             settling: set[str] = set()
             if missing:
                 done, own = await self._enqueue(queue, missing)
