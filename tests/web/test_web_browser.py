@@ -1,7 +1,8 @@
 """The dashboard in a real headless Chromium (Debian's, driven by Playwright): pages
 load, a job enqueued from Python appears live, a running job is aborted from the UI,
-read-only mode refuses actions. Screenshots are kept in the test's tmp folder (and in
-docs/images when PODQ_WEB_SCREENSHOTS=docs)."""
+the workers page follows workers and their jobs, read-only mode refuses actions.
+Screenshots are kept in the test's tmp folder (and in docs/images when
+PODQ_WEB_SCREENSHOTS=docs)."""
 
 from __future__ import annotations
 
@@ -142,3 +143,29 @@ async def test_the_policy_blocks_injected_script(queue, dashboard, browser):
         s.textContent = 'window.pwned = 2'; document.body.appendChild(s); }""")
     assert await page.evaluate("window.pwned") is None  # inline script refused
     assert any("Content Security Policy" in e for e in errors)
+
+
+async def test_the_workers_page_follows_workers_and_their_jobs_live(
+        queue, dashboard, workers, browser):
+    started = asyncio.Event()
+
+    async def slow(ctx):
+        started.set()
+        await asyncio.sleep(120)
+
+    d = await dashboard()
+    page = await new_page(browser)
+    await page.goto(d.url + "/workers")
+    await expect(page.locator("#live")).to_have_class("live on")
+    await expect(page.locator("#workers-table .empty")).to_have_text("No live worker.")
+    await page.evaluate("window.notReloaded = true")
+    worker = await workers.start(queue, [("slow", slow)])
+    row = page.locator("#workers-table tbody tr", has_text=worker.id)
+    await expect(row).to_be_visible()  # at the next sample: no reload
+    ages = row.locator("td").nth(5)
+    first = await ages.text_content()
+    await expect(ages).not_to_have_text(first or "")  # the liveness age moves on
+    await queue.enqueue("slow", key="running-here", timeout=300)
+    await asyncio.wait_for(started.wait(), 10)
+    await expect(row.locator('a[href="/queues/web/job?key=running-here"]')).to_be_visible()
+    assert await page.evaluate("window.notReloaded") is True

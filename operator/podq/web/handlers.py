@@ -174,7 +174,10 @@ async def job_page(request: web.Request) -> web.Response:
 async def workers_page(request: web.Request) -> web.Response:
     feed = request.app[FEED]
     rows = [(name, await data.workers(q)) for name, q in sorted(feed.queues.items())]
-    return _html(request, "Workers", render.workers_body(rows))
+    table = render.workers_table(rows)
+    if request.query.get("fragment"):
+        return web.Response(text=table, content_type="text/html")
+    return _html(request, "Workers", render.workers_body(table))
 
 
 async def action(request: web.Request) -> web.Response:

@@ -279,8 +279,13 @@ def confirm_body(name: str, job: Job, action: str, csrf: str) -> str:
     )
 
 
-def workers_body(rows: list[tuple[str, list[dict[str, t.Any]]]]) -> str:
-    body = ['<h1>Workers</h1><table class="workers"><thead><tr><th>queue</th><th>id</th>'
+def workers_body(table: str) -> str:
+    """The workers page: its table is refreshed at each change and sample (app.js)."""
+    return f'<h1>Workers</h1><div id="workers-table">{table}</div>'
+
+
+def workers_table(rows: list[tuple[str, list[dict[str, t.Any]]]]) -> str:
+    body = ['<table class="workers"><thead><tr><th>queue</th><th>id</th>'
             "<th>host</th><th>running jobs</th><th>concurrency</th><th>liveness age</th>"
             "</tr></thead><tbody>"]
     count = 0

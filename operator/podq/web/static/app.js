@@ -42,7 +42,14 @@
   source.addEventListener("error", function () { live.classList.remove("on"); });
   // once subscribed (first time or after a reconnect), fetch what may have changed
   // between rendering this page and the stream starting: nothing is missed
+  // the workers page: running jobs change with the jobs, liveness ages with time
+  function refreshWorkers() {
+    if (document.getElementById("workers-table")) {
+      refresh("workers-table", withFragment(location.href));
+    }
+  }
   source.addEventListener("hello", function () {
+    refreshWorkers();
     if (document.getElementById("jobs-table")) {
       refresh("jobs-table", withFragment(location.href));
     }
@@ -51,6 +58,7 @@
   source.addEventListener("changes", function (event) {
     const data = JSON.parse(event.data);
     setCounts(data.queue, data.counts);
+    refreshWorkers();
     if (data.queue !== pageQueue) return;
     if (document.getElementById("jobs-table")) {
       refresh("jobs-table", withFragment(location.href));
@@ -62,6 +70,7 @@
   source.addEventListener("samples", function (event) {
     const data = JSON.parse(event.data);
     setCounts(data.queue, data.counts);
+    refreshWorkers();
     const charts = document.querySelector('[data-charts="' + CSS.escape(data.queue) + '"]');
     if (charts) {
       if (!charts.id) charts.id = "charts-" + data.queue;
