@@ -57,9 +57,11 @@ async def mark_run(ctx: dict[str, Any], *, seconds: float = 0.0) -> str:
     return key
 
 
-async def fail_times(ctx: dict[str, Any], *, times: int) -> str:
-    """Fail the first `times` attempts, then succeed."""
+async def fail_times(ctx: dict[str, Any], *, times: int, seconds: float = 0.0) -> str:
+    """Fail the first `times` attempts, then succeed; each run takes `seconds` first."""
     attempts = ctx["job"].attempts
+    if seconds:
+        await asyncio.sleep(seconds)
     if attempts <= times:
         raise ValueError(f"failing on purpose (attempt {attempts})")
     return f"succeeded on attempt {attempts}"

@@ -39,3 +39,39 @@ async def test_a_killed_worker_is_a_disruption_shown_in_status_not_a_failure(
         return [e for e in await harness.events("survivor") if e.reason == "Disrupted"]
     (event,) = await eventually(disrupted_event, within=30, what="the Disrupted Event")
     assert event.type == "Normal" and "not counted as an attempt" in event.message
+
+
+@pytest.mark.timeout(180)
+async def test_a_swept_run_posts_no_retrying_event_and_attempts_stay_one_based(
+    harness: Harness,
+) -> None:
+    """The run on a SIGKILLed worker is swept and put back: that is a Disrupted Event,
+    never a Retrying one (it once read "attempt 0 failed: swept"). The next run is
+    attempt 1 for the function and for the Events alike."""
+    harness.start_operator()
+    doomed = harness.start_worker()
+    await harness.wait_workers(1)
+    await harness.create_job("swept", "fail_times", kwargs={"times": 1, "seconds": 4},
+                             retries=3, timeout=60)
+    await harness.wait_status("swept", "active", within=60)
+    doomed.kill()
+    harness.start_worker()
+    body = await harness.wait_job(
+        "swept", lambda b: status(b).get("status") in ("complete", "failed", "aborted"),
+        within=120, what="the Job to finish")
+    assert status(body)["status"] == "complete", status(body)
+    assert status(body)["disruptions"] == 1
+    assert status(body)["attempts"] == 2  # attempt 1 failed on purpose, attempt 2 passed
+    assert body["status"]["result"] == "succeeded on attempt 2"
+
+    async def settled_events() -> list:
+        events = await harness.events("swept")
+        return events if {"Disrupted", "Completed"} <= {e.reason for e in events} else []
+    events = await eventually(settled_events, within=30, what="Disrupted and Completed")
+    retrying = [e.message for e in events if e.reason == "Retrying"]
+    assert len(retrying) == 1, retrying
+    assert retrying[0].startswith("attempt 1 failed"), retrying
+    assert "swept" not in retrying[0]
+    assert not [e.message for e in events if "attempt 0" in e.message]
+    (completed,) = [e for e in events if e.reason == "Completed"]
+    assert completed.message == "fail_times completed after 2 attempt(s)"
