@@ -31,7 +31,7 @@ CHUNK_MAX = 2000  # each further round trip, up to this
 SCAN_BUDGET = 5000  # jobs looked at for one page with a function filter, at most
 # and for at most this long (then the page shows what it found and where to go on), so
 # a rare function or key answers in bounded time on a busy machine too
-TIME_BUDGET_S = 0.15
+TIME_BUDGET_S = 0.1
 _RESOURCE_KEY = re.compile(
     r"^(?P<namespace>[a-z0-9-]+)/(?P<name>[a-z0-9.-]+)/(?P<uid>[0-9a-f]{8}-[0-9a-f-]{27})$"
 )
