@@ -70,11 +70,21 @@ async def test_self_reference_is_refused_at_apply(harness: Harness) -> None:
     assert refused.value.status == 422
     assert "cannot wait for itself" in refused.value.body
     with pytest.raises(ApiException) as refused:
-        await harness.create("cronjobs", "cron-after", {
-            "schedule": "* * * * *",
-            "jobTemplate": {"spec": {"function": "echo", "after": ["step-a"]}}})
-    assert refused.value.status == 422
-    assert "jobTemplate.spec.after is not supported" in refused.value.body
-    with pytest.raises(ApiException) as refused:
         await harness.create_job("not-a-name", "echo", after=["Not_A_Name"])
     assert refused.value.status == 422
+
+
+async def test_a_cycle_fails_its_jobs_naming_it(harness: Harness) -> None:
+    harness.start_operator()
+    await harness.create_job("ping", "echo", after=["pong"])
+    await harness.create_job("pong", "echo", after=["ping"])
+    reasons = set()
+    for name in ("ping", "pong"):
+        body = await harness.wait_status(name, "failed", within=30)
+        reasons.add(condition(body, "Failed")["reason"])
+        assert "jobKey" in status(body) and not await harness.queue().job(status(body)["jobKey"])
+    # the first found refuses itself; the other fails on it, or finds the cycle too
+    assert "DependencyCycle" in reasons and reasons <= {"DependencyCycle", "DependencyFailed"}
+    ping = await harness.get_job("ping")
+    if condition(ping, "Failed")["reason"] == "DependencyCycle":
+        assert condition(ping, "Failed")["message"].endswith("ping -> pong -> ping")

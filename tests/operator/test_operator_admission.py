@@ -93,7 +93,7 @@ def test_a_check_that_breaks_allows_with_a_warning() -> None:
     assert "could not check" in response["warnings"][0]
 
 
-def test_after_naming_itself_or_in_a_cron_template_is_refused() -> None:
+def test_after_naming_itself_is_refused_in_a_cron_template_allowed() -> None:
     body = admission("Job", {"function": "noop", "after": ["a", "me"]})
     body["request"]["object"]["metadata"] = {"name": "me"}
     refused = verdict(body)
@@ -101,6 +101,4 @@ def test_after_naming_itself_or_in_a_cron_template_is_refused() -> None:
     body["request"]["object"]["metadata"] = {"name": "other"}
     assert verdict(body)["allowed"]
     cron = {**CRON, "jobTemplate": {"spec": {"function": "noop", "after": ["a"]}}}
-    refused = verdict(admission("CronJob", cron))
-    assert not refused["allowed"]
-    assert "spec.jobTemplate.spec.after" in refused["status"]["message"]
+    assert verdict(admission("CronJob", cron))["allowed"]  # each child waits for a

@@ -68,3 +68,17 @@ def test_a_lost_job_waits_again_only_if_it_was_waiting() -> None:
         c.status = {**waiting, "status": "queued", "jobKey": c.key, **past}
         assert left_dependencies_behind(c.status)
         assert resolve_lost(c, registry).keys == []
+
+
+def test_a_cycle_through_waiting_jobs_is_refused_naming_it() -> None:
+    registry = JobRegistry()
+    a = observe(registry, "a", {"after": ["x", "b"]})
+    observe(registry, "b", {"after": ["c"]})
+    c = observe(registry, "c", {"after": ["d"]})
+    assert resolve(a, registry).refusal is None  # d does not exist: a chain, waiting
+    d = observe(registry, "d", {"after": ["a"]})
+    refusal = resolve(a, registry).refusal
+    assert refusal[0] == "DependencyCycle" and refusal[1].endswith("a -> b -> c -> d -> a")
+    assert resolve(c, registry).refusal[1].endswith("c -> d -> a -> b -> c")
+    d.status = {"status": "queued", "jobKey": d.key}  # enqueued: it waits for no one now
+    assert resolve(a, registry).refusal is None

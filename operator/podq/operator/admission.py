@@ -20,8 +20,6 @@ API_VERSION = "admission.k8s.io/v1"
 JUDGED_OPERATIONS = {"CREATE", "UPDATE"}
 # the CRDs' CEL rules say the same (an older CRD may not have them)
 SELF_AFTER = "spec.after names this Job itself; a Job cannot wait for itself"
-CRON_AFTER = ("spec.jobTemplate.spec.after is not supported: every child of a CronJob would"
-              " wait for the same named Jobs, which complete once")
 
 
 def job_problem(spec: Mapping[str, Any], namespace: str, access: QueueAccess,
@@ -68,8 +66,6 @@ def judge(request: Mapping[str, Any], access: QueueAccess) -> str | None:
             return SELF_AFTER
         return job_problem(spec, namespace, access)
     if kind == "CronJob":
-        if ((spec.get("jobTemplate") or {}).get("spec") or {}).get("after"):
-            return CRON_AFTER
         return cronjob_problem(spec, namespace, access)
     return None
 

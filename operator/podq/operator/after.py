@@ -34,6 +34,7 @@ log = logging.getLogger("podq.operator")
 
 WAITING = "WaitingForDependencies"
 OTHER_QUEUE = "DependencyInOtherQueue"
+CYCLE = "DependencyCycle"
 RECHECK_S = 1.0  # how often a held-back resource looks at its dependencies again
 
 
@@ -71,7 +72,33 @@ def resolve(resource: JobResource, registry: JobRegistry) -> Resolution:
             found.waiting.append(f"Job {name} is not enqueued yet")
         else:
             found.keys.append(dep.key)
+    if any(w.endswith("is not enqueued yet") for w in found.waiting):
+        cycle = find_cycle(resource, registry)
+        if cycle:
+            found.refusal = (CYCLE, "spec.after forms a cycle, which would wait forever: "
+                             + " -> ".join(cycle))
     return found
+
+
+def find_cycle(resource: JobResource, registry: JobRegistry) -> list[str] | None:
+    """Names of a cycle of spec.after from this resource back to it, through Jobs of its
+    namespace that wait too (not enqueued, not finished), or None. Each Job is looked at
+    once: linear in the Jobs it reaches."""
+    seen: set[str] = set()
+    stack: list[tuple[str, list[str]]] = [
+        (name, [resource.name]) for name in resource.spec.get("after") or ()]
+    while stack:
+        name, path = stack.pop()
+        if name == resource.name:
+            return [*path, name]
+        if name in seen:
+            continue
+        seen.add(name)
+        dep = registry.named(resource.namespace, name)
+        if dep is None or dep.status.get("jobKey") or is_finished(dep.status):
+            continue
+        stack.extend((after, [*path, name]) for after in dep.spec.get("after") or ())
+    return None
 
 
 def waiting_status(waiting: list[str], *, generation: int, previous: dict[str, Any],
