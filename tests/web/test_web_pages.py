@@ -58,15 +58,17 @@ async def test_a_retried_job_s_timeline_shows_each_run(queue, dashboard, workers
             raise RuntimeError(f"attempt {len(runs)} fails")
         return "ok"
 
-    d = await dashboard()
-    await workers.start(queue, [("flaky", flaky)])
-    await queue.enqueue("flaky", key="f1", retries=3)
-
-    async def finished() -> bool:
-        job = await queue.job("f1")
+    async def finished(key: str) -> bool:
+        job = await queue.job(key)
         return job is not None and job.status == Status.COMPLETE
 
-    await wait_for(finished, 30)
+    await workers.start(queue, [("flaky", flaky)])
+    await queue.enqueue("flaky", key="before", retries=3)  # before the dashboard
+    await wait_for(lambda: finished("before"), 30)
+    runs.clear()
+    d = await dashboard()
+    await queue.enqueue("flaky", key="f1", retries=3)
+    await wait_for(lambda: finished("f1"), 30)
     pattern = re.compile(r"</time> ([^<]+)</li>")
 
     async def whole() -> list[str]:  # the feed records changes every 0.25 s
@@ -80,3 +82,8 @@ async def test_a_retried_job_s_timeline_shows_each_run(queue, dashboard, workers
     again = [i for i, s in enumerate(steps) if s == "queued again after a run"]
     assert all(steps[i - 1] == "active" or steps[i - 1].startswith("started")
                for i in again)
+
+    steps = pattern.findall(await page(d.url, "/queues/web/job?key=before"))
+    assert steps[0] == "enqueued" and steps[-1] == "complete"
+    assert "2 earlier attempt(s), not seen" in steps and "started (attempt 3)" in steps
+    assert "queued again after a run" not in steps

@@ -320,11 +320,16 @@ def timeline(job: Job, seen: list[Event]) -> list[Event]:
     scheduled after a run is marked `again`: a retry (or a run lost with its worker)."""
     marks = [Event(job.queued, "enqueued")] if job.queued else []
     ran = False  # since the last time it was queued
+    again = 0
     for event in seen:
         waits = event.status in ("queued", "scheduled")
+        again += waits and ran
         marks.append(Event(event.at, f"{event.status} again after a run")
                      if waits and ran else event)
         ran = event.status in ("active", "aborting") or (ran and not waits)
+    unseen = job.attempts - 1 - again
+    if unseen > 0 and job.started:  # retried while no dashboard watched
+        marks.append(Event(job.started, f"{unseen} earlier attempt(s), not seen"))
     if job.scheduled:
         marks.append(Event(int(job.scheduled * 1000), "due"))
     if job.started:
