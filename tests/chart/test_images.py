@@ -11,11 +11,14 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
+import shlex
 import shutil
 import signal
 import subprocess
 import sys
 import time
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -155,6 +158,35 @@ def test_dockerfile_is_slim_non_root_and_installs_the_repo(name: str) -> None:
     assert ("COPY", "--from=build /opt/podq /opt/podq") in stage
     ignore = (IMAGES / f"{name}.dockerignore").read_text().split()
     assert ignore[ignore.index("*") + 1:].count("!operator/") == 1
+
+
+def installed_extras(dockerfile: Path) -> set[str]:
+    """The extras of podq that the Dockerfile's `pip install` of the source names."""
+    lines = dockerfile.read_text().replace("\\\n", " ").splitlines()
+    (install,) = [line for line in lines if line.startswith("RUN") and "pip install" in line]
+    target = shlex.split(install.split("pip install", 1)[1])[-1]
+    assert target.startswith("."), target  # this repository's source
+    extras = target[1:].strip("[]")
+    return {e.strip() for e in extras.split(",") if e.strip()}
+
+
+def extra_requirements(extras: set[str]) -> set[str]:
+    """Distribution names those extras of pyproject.toml add."""
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"]
+    assert extras <= declared.keys(), extras - declared.keys()
+    return {re.split(r"[<>=!~\[; ]", req, maxsplit=1)[0].lower()
+            for extra in extras for req in declared[extra]}
+
+
+def test_worker_image_installs_hiredis_and_the_operator_image_kopf() -> None:
+    """The worker image has the fast extra (hiredis: half the CPU per job, see
+    docs/performance.md); the operator image the operator extra."""
+    worker = installed_extras(IMAGES / "Dockerfile")
+    assert "fast" in worker and "hiredis" in extra_requirements(worker)
+    assert "operator" not in worker  # no Kubernetes client in the worker image
+    operator = installed_extras(IMAGES / "Dockerfile.operator")
+    assert "kopf" in extra_requirements(operator)
 
 
 def test_operator_image_runs_podq_operator_with_args_the_cli_accepts() -> None:

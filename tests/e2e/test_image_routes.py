@@ -15,6 +15,7 @@ import json
 import re
 import shlex
 import tarfile
+import tomllib
 import uuid
 from pathlib import Path
 
@@ -43,6 +44,24 @@ def final_stage(dockerfile: Path) -> list[tuple[str, str]]:
 
 def instruction(stage: list[tuple[str, str]], word: str) -> list[str]:
     return [rest for w, rest in stage if w == word]
+
+
+def distribution(name: str) -> str:
+    """A distribution's name as pip normalises it (PEP 503)."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def extra_requirements(dockerfile: Path) -> set[str]:
+    """The distributions the extras named by the Dockerfile's `pip install .[...]` add
+    (pyproject.toml's optional dependencies)."""
+    (install,) = [line for line in dockerfile.read_text().splitlines()
+                  if line.startswith("RUN") and "pip install" in line]
+    target = shlex.split(install.split("pip install", 1)[1])[-1]
+    extras = [e for e in target.removeprefix(".").strip("[]").split(",") if e]
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"]
+    return {distribution(re.split(r"[<>=!~\[; ]", req, maxsplit=1)[0])
+            for extra in extras for req in declared[extra]}
 
 
 def read_image(archive: Path, wanted: set[str]) -> tuple[dict, dict[str, tarfile.TarInfo],
@@ -121,6 +140,12 @@ def test_built_image_has_the_layout_its_dockerfile_describes(
     entrypoint = f"/opt/podq/bin/{config['Entrypoint'][0]}"
     assert entrypoint in entries and entries[entrypoint].mode & 0o111, entrypoint
     assert "/opt/podq/pyvenv.cfg" in entries
+    # podq and what the extras its `pip install` names add (the worker's: hiredis)
+    metadata = re.compile(
+        r"/opt/podq/lib/python3\.\d+/site-packages/([^/]+)-[^-/]+\.dist-info/METADATA")
+    installed = {distribution(m[1]) for p in entries if (m := metadata.fullmatch(p))}
+    missing = ({"podq"} | extra_requirements(DOCKERFILES[name])) - installed
+    assert not missing, (missing, sorted(installed))
     for src, dest in copies:
         copied = str(Path(workdir, dest) / Path(src).name)
         assert contents[copied] == (ROOT / src).read_bytes(), copied
