@@ -148,7 +148,8 @@ async def cmd_retry(args: argparse.Namespace) -> int:
 
 def _row(queue: str, job: Job) -> dict[str, t.Any]:
     return {"queue": queue, "key": job.key, "function": job.function,
-            "status": Status(job.status).value, "attempts": job.attempts,
+            "status": Status(job.status).value, "blocked": job.blocked,
+            "attempts": job.attempts,
             "retries": job.retries, "progress": job.progress,
             "queued": iso_utc(job.queued), "started": iso_utc(job.started),
             "completed": iso_utc(job.completed)}
@@ -206,6 +207,8 @@ async def cmd_jobs(args: argparse.Namespace) -> int:
     if not rows:
         print("no jobs")
     columns = ("queue", "key", "function", "status", "attempts", "queued", "completed")
+    for r in rows:  # why a queued job waits: dependencies, concurrency or rate
+        r["status"] += f" ({r['blocked']})" if r["blocked"] else ""
     table = [[("-" if r[c] is None else str(r[c])) for c in columns] for r in rows]
     widths = [max([len(c)] + [len(row[i]) for row in table]) for i, c in enumerate(columns)]
     if table:

@@ -46,6 +46,21 @@ def add_drain_parsers(sub: t.Any) -> None:
     r.add_argument("--redis-url", help=REDIS_URL_HELP)
 
 
+def _waiting(q: dict[str, t.Any]) -> str:
+    """Of a queue's queued jobs, those that wait on a limit or on dependencies, if any:
+    ` (ready 2, limited 5: charge_card 3 by concurrency, * 2 by rate; waiting for
+    dependencies 3)`."""
+    parts = []
+    if q["limited"]:
+        total = sum(v["jobs"] for v in q["limited"].values())
+        each = ", ".join(f"{name} {v['jobs']} by {v['why'] or 'limit'}"
+                         for name, v in sorted(q["limited"].items()))
+        parts.append(f"limited {total}: {each}")
+    if q["waiting"]:
+        parts.append(f"waiting for dependencies {q['waiting']}")
+    return f" (ready {q['ready']}, {'; '.join(parts)})" if parts else ""
+
+
 async def cmd_info(args: argparse.Namespace) -> int:
     url = redis_url(args)
     # a waiting pool: the queues below use this client as it is (podq.queue.pool)
@@ -61,13 +76,20 @@ async def cmd_info(args: argparse.Namespace) -> int:
             # on a cluster each queue talks to the primary of its own slot
             queue = (Queue.from_url(url, name=name) if cluster.is_cluster_url(url)
                      else Queue(client, name=name))
+            counts = await queue.counts()
+            limited = await queue.limited(counts)
             out.append(
                 {
                     "name": name,
-                    "queued": await queue.count("queued"),
-                    "scheduled": await queue.count("scheduled"),
-                    "active": await queue.count("active"),
-                    "depth": await queue.depth(),
+                    "queued": counts.queued,
+                    # of the queued: ready to start now, waiting on a limit, on dependencies
+                    "ready": counts.ready + counts.due - counts.rate_held,
+                    "limited": {n: {"jobs": jobs, "why": why}
+                                for n, (jobs, why) in limited.items()},
+                    "waiting": counts.blocked,
+                    "scheduled": counts.later,
+                    "active": counts.active,
+                    "depth": counts.depth,
                     "paused": await draining.is_paused(queue),
                     "workers": await queue.workers(),
                 }
@@ -83,8 +105,8 @@ async def cmd_info(args: argparse.Namespace) -> int:
         print("no queues")
     for q in out:
         print(
-            f"queue {q['name']}: queued {q['queued']}, scheduled {q['scheduled']}, "
-            f"active {q['active']}, workers {len(q['workers'])}"
+            f"queue {q['name']}: queued {q['queued']}{_waiting(q)}, scheduled "
+            f"{q['scheduled']}, active {q['active']}, workers {len(q['workers'])}"
             + (" (paused)" if q["paused"] else "")
         )
         for w in q["workers"]:

@@ -47,14 +47,26 @@ class WorkerInfo(t.TypedDict, total=False):
     metadata: dict[str, t.Any] | None
 
 
+class LimitedInfo(t.TypedDict):
+    """Jobs waiting on one limit (docs/limits.md), and why: concurrency or rate."""
+
+    jobs: int
+    why: str
+
+
 class QueueInfo(t.TypedDict):
-    """What `Queue.info()` returns."""
+    """What `Queue.info()` returns. `queued` counts every job not yet started nor
+    scheduled for later: `ready` to start now, those waiting on a limit (`limited`, by
+    limit name; "*": the queue's own rate) and those `waiting` for their dependencies."""
 
     workers: dict[str, WorkerInfo]
     name: str
     queued: int
     active: int
     scheduled: int
+    ready: int
+    limited: dict[str, LimitedInfo]
+    waiting: int
     jobs: list[dict[str, t.Any]]
 
 

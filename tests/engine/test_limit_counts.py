@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
+import re
 
 from engine_helpers import Workers, wait_for
+from ops_helpers import podq_run
 
 from podq import Job, Queue, Status
 from podq.queue import QUEUE_LIMIT, Limit
@@ -105,3 +108,45 @@ async def test_an_aborted_parked_job_leaves_the_limited_count_at_once(queue: Que
         await queue.finish(job, Status.COMPLETE)
     again, _ = await queue.take(5, "")
     assert again == []
+
+
+async def test_info_jobs_and_iter_jobs_show_why_queued_jobs_wait(
+    queue: Queue, redis_url: str
+) -> None:
+    await queue.set_limits({"charge": Limit(concurrency=1), "send": Limit(rate=1, per=60)})
+    await queue.enqueue_many([Job("charge", key=f"c{i}") for i in range(3)]
+                             + [Job("send", key=f"s{i}") for i in range(2)])
+    await queue.enqueue("charge", key="d", depends_on=["c0"])
+    taken, _ = await queue.take(10, "")
+    assert sorted(j.key for j in taken) == ["c0", "s0"]
+    why = {"c1": "concurrency", "c2": "concurrency", "s1": "rate", "d": "dependencies"}
+
+    info = await queue.info(jobs=True, limit=20)
+    assert (info["queued"], info["ready"], info["waiting"], info["active"]) == (4, 0, 1, 2)
+    assert info["limited"] == {"charge": {"jobs": 2, "why": "concurrency"},
+                               "send": {"jobs": 1, "why": "rate"}}
+    listed = {j["key"]: j.get("blocked") for j in info["jobs"]}
+    assert listed == {"c0": None, "s0": None, **why}  # the active ones, then the waiting
+    assert {j.key: j.blocked async for j in queue.iter_jobs([Status.QUEUED])} == why
+
+    code, out, err = await podq_run("info", "--redis-url", redis_url, "--queue", "test")
+    assert code == 0, err
+    assert ("queued 4 (ready 0, limited 3: charge 2 by concurrency, send 1 by rate; "
+            "waiting for dependencies 1)") in out
+    code, out, err = await podq_run("jobs", "--redis-url", redis_url, "--queue", "test",
+                                    "--status", "queued", "--json")
+    assert code == 0, err
+    assert {j["key"]: j["blocked"] for j in json.loads(out)["jobs"]} == why
+    code, out, err = await podq_run("jobs", "--redis-url", redis_url, "--queue", "test")
+    assert code == 0, err
+    assert re.search(r"\bs1\s+send\s+queued \(rate\)", out), out
+
+    # the queue's own rate: the ready jobs beyond what it lets start now, under "*"
+    await queue.set_limits({QUEUE_LIMIT: Limit(rate=1, per=60)})
+    await queue.enqueue_many([Job("f", key=f"f{i}") for i in range(3)])
+    code, out, err = await podq_run("info", "--redis-url", redis_url, "--queue", "test",
+                                    "--json")
+    assert code == 0, err
+    [shown] = json.loads(out)
+    assert shown["limited"]["*"] == {"jobs": 2, "why": "rate"}
+    assert (shown["queued"], shown["ready"], shown["depth"]) == (7, 1, 3)

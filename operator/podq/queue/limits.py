@@ -87,16 +87,25 @@ async def read_limits(redis: aioredis.Redis, keys: QueueKeys) -> dict[str, Limit
     return {text(name): Limit.decode(value) for name, value in raw.items()}
 
 
-async def limited_counts(redis: aioredis.Redis, keys: QueueKeys) -> dict[str, int]:
-    """The number of ready jobs parked on each limit (waiting for room)."""
+async def limited_counts(redis: aioredis.Redis, keys: QueueKeys) -> dict[str, tuple[int, str]]:
+    """The ready jobs parked on each limit (waiting for room), and why the first of them
+    waits, as take.lua recorded it (Job.blocked: concurrency or rate): name -> (count,
+    why). For `podq info`: three round trips while jobs are parked, one otherwise."""
     names = [text(n) for n in await redis.smembers(keys.limited)]
     if not names:
         return {}
     async with redis.pipeline(transaction=False) as pipe:
         for name in names:
             pipe.zcard(keys.parked(name))
-        sizes = await pipe.execute()
-    return {name: size for name, size in zip(names, sizes, strict=True) if size}
+            pipe.zrange(keys.parked(name), 0, 0)
+        found = await pipe.execute()
+    sizes, heads = found[::2], [text(h[0]) if h else "" for h in found[1::2]]
+    async with redis.pipeline(transaction=False) as pipe:
+        for head in heads:
+            pipe.hget(keys.job(head), "blocked")
+        whys = [text(w) if w else "" for w in await pipe.execute()]
+    return {name: (size, why) for name, size, why in zip(names, sizes, whys, strict=True)
+            if size}
 
 
 __all__ = ["QUEUE_LIMIT", "Limit", "limited_counts", "read_limits", "set_limits"]

@@ -12,15 +12,16 @@ import typing as t
 from redis.exceptions import ResponseError
 
 from podq.job import Job, Status
-from podq.queue.limits import Limit, read_limits, set_limits
+from podq.queue.limits import Limit, limited_counts, read_limits, set_limits
 from podq.queue.redis_core import RedisQueueCore
-from podq.queue.store import read_counts, text
+from podq.queue.store import QUEUE_LIMIT, read_counts, text
 from podq.utils import now_seconds
 
 if t.TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterable, Sequence
 
     from podq.queue.store import Counts
+    from podq.types import QueueInfo
 
 logger = logging.getLogger("podq")
 
@@ -67,6 +68,9 @@ class ReadMixin(RedisQueueCore):
     async def iter_jobs(
         self, statuses: Sequence[Status] = tuple(Status), batch_size: int = 100
     ) -> AsyncIterator[Job]:
+        """Every job of these statuses, by SCAN over the job records. A queued job that
+        waits on a limit or on its dependencies has `Job.blocked` set (concurrency, rate,
+        dependencies)."""
         wanted = {Status(s) for s in statuses}
         cursor = 0
         while True:
@@ -198,21 +202,40 @@ class ReadMixin(RedisQueueCore):
                 found.append(info)
         return found
 
-    async def info(self, jobs: bool = False, offset: int = 0, limit: int = 10) -> dict[str, t.Any]:
+    async def limited(self, counts: Counts | None = None) -> dict[str, tuple[int, str]]:
+        """The jobs waiting on each limit and why (concurrency or rate): name -> (count,
+        why). Those parked on a function's limit, and under QUEUE_LIMIT the ready jobs
+        beyond what the queue's own rate lets start now (Counts.rate_held)."""
+        counts = counts or await self.counts()
+        found = await limited_counts(self.redis, self.keys)
+        if counts.rate_held:
+            found[QUEUE_LIMIT] = (counts.rate_held, "rate")
+        return found
+
+    async def info(self, jobs: bool = False, offset: int = 0, limit: int = 10) -> QueueInfo:
+        """The queue's counts and live workers; with jobs, up to `limit` pending jobs from
+        `offset` of each set: active, ready, parked on a limit, waiting for dependencies,
+        scheduled (each job's `blocked` says why it waits)."""
         workers = await self.workers()
         counts = await self.counts()
-        info: dict[str, t.Any] = {
+        limited = await self.limited(counts)
+        info: QueueInfo = {
             "workers": {w["id"]: w for w in workers},
             "name": self.name,
             "queued": counts.queued,
             "active": counts.active,
             "scheduled": counts.later,
+            "ready": counts.ready + counts.due - counts.rate_held,
+            "limited": {name: {"jobs": n, "why": why} for name, (n, why) in limited.items()},
+            "waiting": counts.blocked,
             "jobs": [],
         }
         if jobs:
             end = offset + limit - 1
+            parked = [self.keys.parked(name) for name in limited if name != QUEUE_LIMIT]
             keys = []
-            for zset in (self.keys.active, self.keys.queued, self.keys.scheduled):
+            for zset in (self.keys.active, self.keys.queued, *parked, self.keys.waiting,
+                         self.keys.scheduled):
                 keys += [text(k) for k in await self.redis.zrange(zset, offset, end)]
             info["jobs"] = [j.to_dict() for j in await self.jobs(keys) if j][:limit]
         return info
