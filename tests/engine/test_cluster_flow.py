@@ -1,14 +1,13 @@
-"""Flow control (issue 14) on a real Redis Cluster of three primaries: concurrency and
-rate limits and dependencies hold for queues on different shards, since every key a
-limit or a dependency touches is in its queue's slot; a dependency across queues (two
-slots) is refused."""
+"""Flow control (issue 14) on a real Redis Cluster of three primaries (the `cluster`
+fixture of tests/conftest.py): concurrency and rate limits and dependencies hold for
+queues on different shards, since every key a limit or a dependency touches is in its
+queue's slot; a dependency across queues (two slots) is refused."""
 
 from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 
 import pytest
 from engine_helpers import Gauge, Workers, wait_for
@@ -16,16 +15,6 @@ from engine_helpers import Gauge, Workers, wait_for
 from podq import Job, Queue, Status
 from podq.queue import QUEUE_LIMIT, Limit
 from podq.testing_cluster import LoopbackCluster
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LoopbackCluster]:
-    nodes = LoopbackCluster(Path(tmp_path_factory.mktemp("cluster")), nodes=3, replicas=0)
-    try:
-        nodes.start()
-        yield nodes
-    finally:
-        nodes.stop()
 
 
 @pytest.fixture
