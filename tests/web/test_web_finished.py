@@ -9,7 +9,7 @@ import re
 
 import aiohttp
 import redis.asyncio as aioredis
-from web_helpers import wait_for
+from web_helpers import keys_of, page, wait_for
 
 from podq import Job, Queue, Status
 from podq.queue.keys import acl_rules
@@ -18,16 +18,6 @@ from podq.web.data import list_jobs
 from podq.web.feed import index_finished
 
 NOTE = "Looking for jobs that finished before this dashboard started"
-
-
-async def page(base: str, path: str) -> str:
-    async with aiohttp.ClientSession() as s, s.get(base + path) as r:
-        assert r.status == 200, path
-        return await r.text()
-
-
-def keys_of(body: str) -> list[str]:
-    return re.findall(r'<tr data-key="([^"]+)"', body)
 
 
 async def run_and_finish(queue: Queue, count: int, function: str, status: Status,

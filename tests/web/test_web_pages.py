@@ -5,21 +5,10 @@ from __future__ import annotations
 
 import re
 
-import aiohttp
-from web_helpers import wait_for
+from web_helpers import keys_of, page, wait_for
 
 from podq import Job, Status
 from podq.queue.limits import Limit
-
-
-async def page(base: str, path: str) -> str:
-    async with aiohttp.ClientSession() as s, s.get(base + path) as r:
-        assert r.status == 200, path
-        return await r.text()
-
-
-def keys_of(body: str) -> list[str]:
-    return re.findall(r'<tr data-key="([^"]+)"', body)
 
 
 async def test_jobs_held_by_a_limit_or_waiting_for_others_are_listed_as_queued(

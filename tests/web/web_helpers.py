@@ -5,8 +5,11 @@ tests' helpers."""
 from __future__ import annotations
 
 import asyncio
+import re
 import sys
 from pathlib import Path
+
+import aiohttp
 
 from podq.testing import free_port
 from podq.web.main import Options, serve
@@ -14,7 +17,7 @@ from podq.web.main import Options, serve
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engine"))
 from engine_helpers import Workers, wait_for
 
-__all__ = ["TOKEN", "Dashboard", "Workers", "wait_for"]
+__all__ = ["TOKEN", "Dashboard", "Workers", "keys_of", "page", "wait_for"]
 
 TOKEN = "s3cret-write-token"
 
@@ -45,3 +48,15 @@ class Dashboard:
         self._stop.set()
         if self._task is not None:
             await asyncio.wait_for(self._task, 15)
+
+
+async def page(base: str, path: str) -> str:
+    """The page at path, which must answer 200."""
+    async with aiohttp.ClientSession() as s, s.get(base + path) as r:
+        assert r.status == 200, path
+        return await r.text()
+
+
+def keys_of(body: str) -> list[str]:
+    """The job keys of a jobs table, in order."""
+    return re.findall(r'<tr data-key="([^"]+)"', body)

@@ -133,31 +133,31 @@ def jobs_table(name: str, page: JobPage, status: str | None, function: str | Non
     shown = f"{page.start + 1}-{page.start + len(page.jobs)}" if page.jobs else "0"
     scope = f" of {page.total}" if not function else f" ({page.examined} looked at)"
     shown_limit = limit if limit != 50 else None
-    if search:
+    back: dict[str, t.Any] | None = None
+    ahead: dict[str, t.Any] | None = None
+    if search:  # a search goes on from where its page stopped (data.resume_token)
         scope = (f" whose key contains {escape(repr(search))} ({limit} at most a page,"
                  f" {page.examined} keys looked at)")
-        pager = [f'<span class="shown">{shown}{scope}</span>']
         if resumed:
-            href = _link(name, key=search, status=status, limit=shown_limit)
-            pager.append(f'<a href="{href}" rel="first">First</a>')
+            back = {"key": search, "status": status, "limit": shown_limit}
         if page.next_scan is not None:
-            href = _link(name, key=search, status=status, scan=page.next_scan,
-                         limit=shown_limit)
-            pager.append(f'<a href="{href}" rel="next">Continue the search</a>')
-        return _table(rows, pager, note)
+            ahead = {"key": search, "status": status, "scan": page.next_scan,
+                     "limit": shown_limit}
+        labels = ("First", "first", "Continue the search")
+    else:
+        if page.start > 0:
+            back = {"status": status, "function": function,
+                    "start": 0 if function else max(0, page.start - limit),
+                    "limit": shown_limit}
+        if page.next_start is not None:
+            ahead = {"status": status, "function": function, "start": page.next_start,
+                     "limit": shown_limit}
+        labels = ("First" if function else "Previous", "prev", "Next")
     pager = [f'<span class="shown">{shown}{scope}</span>']
-    if page.start > 0:
-        back = 0 if function else max(0, page.start - limit)
-        href = _link(name, status=status, function=function, start=back, limit=shown_limit)
-        pager.append(f'<a href="{href}" rel="prev">{"First" if function else "Previous"}</a>')
-    if page.next_start is not None:
-        href = _link(name, status=status, function=function, start=page.next_start,
-                     limit=shown_limit)
-        pager.append(f'<a href="{href}" rel="next">Next</a>')
-    return _table(rows, pager, note)
-
-
-def _table(rows: str, pager: list[str], note: str) -> str:
+    if back is not None:
+        pager.append(f'<a href="{_link(name, **back)}" rel="{labels[1]}">{labels[0]}</a>')
+    if ahead is not None:
+        pager.append(f'<a href="{_link(name, **ahead)}" rel="next">{labels[2]}</a>')
     return (
         (f'<p class="note" id="jobs-note">{escape(note)}</p>' if note else "")
         + '<table class="jobs"><thead><tr><th>key</th><th>function</th><th>status</th>'
