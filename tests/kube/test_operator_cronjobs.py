@@ -6,6 +6,8 @@ import time
 from datetime import datetime
 from typing import Any
 
+import pytest
+from kubernetes_asyncio.client.rest import ApiException
 from operator_harness import (  # noqa: F401 (fixtures)
     GROUP,
     VERSION,
@@ -15,6 +17,8 @@ from operator_harness import (  # noqa: F401 (fixtures)
     harness_fixture,
     podq_crds_fixture,
 )
+
+from podq.operator.kube import MAX_REFUSAL_TEXT, refusal_text
 
 EVERY_SECOND = "* * * * * *"
 EVERY_2_SECONDS = "* * * * * */2"
@@ -193,8 +197,21 @@ async def test_a_cronjob_whose_ticks_keep_failing_is_stalled_then_recovers(
     found = condition(cron, "Stalled")
     assert found["reason"] == "TickFailed" and "quota" in found["message"], found
     assert condition(cron, "Ready")["status"] == "False"
-    reasons = {e.reason for e in await harness.events("refused")}
+    events = await harness.events("refused")
+    reasons = {e.reason for e in events}
     assert {"FailedCreate", "TickFailed"} <= reasons, reasons
+    # FailedCreate says what the API server said, not only "Forbidden"
+    failed = [e.message for e in events if e.reason == "FailedCreate"]
+    assert "could not create Job refused-" in failed[0], failed
+    assert "Forbidden: " in failed[0] and "exceeded quota: no-jobs" in failed[0], failed
+    # ... in one line, bounded: the same refusal as the API server sends it
+    with pytest.raises(ApiException) as refusal:
+        await harness.create_job("direct", "noop")
+    text = refusal_text(refusal.value)
+    assert text.startswith("Forbidden: ") and "exceeded quota: no-jobs" in text, text
+    assert "\n" not in text and len(text) <= MAX_REFUSAL_TEXT
+    cut = refusal_text(refusal.value, limit=40)
+    assert len(cut) == 40 and cut.endswith("...") and cut.startswith("Forbidden: "), cut
     assert await children(harness, "refused") == []
 
     await core.delete_namespaced_resource_quota("no-jobs", harness.namespace)

@@ -25,7 +25,7 @@ from podq.operator.cron import (
     parse_schedule,
 )
 from podq.operator.jobspec import queue_name
-from podq.operator.kube import EventRecorder, ObjectRef, patch_cronjob_status
+from podq.operator.kube import EventRecorder, ObjectRef, patch_cronjob_status, refusal_text
 from podq.operator.names import (
     ANNOTATION_INSTANTIATE,
     ANNOTATION_SCHEDULED_TIME,
@@ -242,7 +242,7 @@ async def tick(
             if error.status != 409:  # AlreadyExists: this slot fired before a restart
                 await events.post(ref, "Warning", "FailedCreate",
                                   f"slot {rfc3339(decision.slot.timestamp())} skipped: could"
-                                  f" not create Job {created}: {error.reason}")
+                                  f" not create Job {created}: {refusal_text(error)}")
                 raise
         active.append(Child(created, decision.slot, uid=child_uid))
         last_schedule = decision.slot

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import time
@@ -57,6 +58,29 @@ async def connect(pool_size: int = 32) -> KubeClients:
 
 def is_status(error: BaseException, *codes: int) -> bool:
     return isinstance(error, ApiException) and error.status in codes
+
+
+MAX_REFUSAL_TEXT = 512  # of the API server's message in an Event
+
+
+def refusal_text(error: ApiException, limit: int = MAX_REFUSAL_TEXT) -> str:
+    """Why the API server refused a request, in one line: its reason and the message of
+    the Status it returned (a quota's "exceeded quota: ...", an admission webhook's
+    verdict), secrets masked, at most `limit` characters."""
+    body: Any = error.body
+    if isinstance(body, bytes):
+        body = body.decode(errors="replace")
+    message = ""
+    if body:
+        try:
+            status = json.loads(body)
+        except ValueError:  # not a Status: a proxy's page, say
+            status = None
+        message = str(status.get("message") or "") if isinstance(status, dict) else str(body)
+    reason = str(error.reason or error.status)
+    message = " ".join(message.split())  # one line
+    text = redact(f"{reason}: {message}" if message else reason)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 async def patch_job_status(
