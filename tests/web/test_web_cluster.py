@@ -1,8 +1,8 @@
 """`podq web` on a real Redis Cluster (three primaries, three replicas, on loopback),
 named by one redis+cluster:// URL: it finds queues that live on different shards, its
-pages load, and its event stream tells of changes on every shard, through a failover
-of one queue's primary. The browser side is the same as on one Redis
-(test_web_browser.py); this is HTTP level."""
+pages load (with the jobs that finished before it started), and its event stream tells
+of changes on every shard, through a failover of one queue's primary. The browser side
+is the same as on one Redis (test_web_browser.py); this is HTTP level."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import asyncio
 import re
 
 from test_web_http import get, read_events, session
-from web_helpers import Workers
+from web_helpers import Workers, wait_for
 
 from podq import Queue, Status
 from podq.testing_cluster import LoopbackCluster
@@ -25,9 +25,16 @@ async def test_pages_and_live_changes_on_three_shards_through_a_failover(
     try:
         for q in queues:
             await q.enqueue("add", key=f"{q.name}-k1")
+            early = await q.enqueue("add", key=f"{q.name}-early")
+            await q.finish(early, Status.COMPLETE, result=1)  # before the dashboard
         # no --queue: the registry of queues (its own slot) names all three
         d = await dashboard(url=cluster.url)
         async with session() as s:
+            for name in spread:  # its scan of each queue's shard found them
+                async def listed(name: str = name) -> bool:
+                    body = (await get(s, d.url + f"/queues/{name}/jobs?status=complete"))[1]
+                    return f'data-key="{name}-early"' in body
+                await wait_for(listed, 30)
             status, body, _ = await get(s, d.url + "/queues")
             assert status == 200
             for name in spread:
