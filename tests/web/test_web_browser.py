@@ -169,3 +169,24 @@ async def test_the_workers_page_follows_workers_and_their_jobs_live(
     await asyncio.wait_for(started.wait(), 10)
     await expect(row.locator('a[href="/queues/web/job?key=running-here"]')).to_be_visible()
     assert await page.evaluate("window.notReloaded") is True
+
+
+async def test_every_request_of_every_page_goes_to_the_dashboard_itself(
+        queue, dashboard, browser):
+    """No CDN, no font or script from elsewhere: it works with no internet."""
+    job = await queue.enqueue("add", key="k1", kwargs={"a": 1})
+    await queue.finish(job, Status.FAILED, error="Traceback: boom")
+    d = await dashboard(token=TOKEN)
+    page = await new_page(browser)
+    elsewhere: list[str] = []
+    page.on("request", lambda r: None if r.url.startswith(d.url + "/")
+            else elsewhere.append(r.url))
+    # what the policy blocked is never requested: it shows as a console error instead
+    page.on("console", lambda m: elsewhere.append(m.text) if m.type == "error" else None)
+    for path, ready in (("/queues", "svg.chart"), ("/queues/web/jobs", "table.jobs"),
+                        ("/queues/web/job?key=k1", "#error"), ("/workers", "table.workers"),
+                        ("/login", "form.login")):
+        await page.goto(d.url + path)
+        await expect(page.locator(ready).first).to_be_visible()
+        await expect(page.locator("#live")).to_have_class("live on")  # its script ran
+    assert elsewhere == []

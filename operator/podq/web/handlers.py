@@ -25,7 +25,8 @@ if t.TYPE_CHECKING:
 
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
        "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
-STATIC = {"app.js": "text/javascript", "style.css": "text/css"}
+STATIC = {"app.js": "text/javascript", "style.css": "text/css",
+          "favicon.svg": "image/svg+xml"}
 MAX_LIMIT = 200
 KEEPALIVE_S = 15.0
 # what a copy of a job keeps: the fields its caller chose (not its run, nor its key)
