@@ -127,15 +127,15 @@ class Harness:
 
     def start_worker(self, queue: str = "default", *, pod_name: str | None = None,
                      concurrency: int | None = None, env: dict[str, str] | None = None,
-                     ) -> Process:
+                     args: tuple[str, ...] = ()) -> Process:
         env = dict(os.environ, PYTHONPATH=str(KUBE_TESTS), **(env or {}))
         if pod_name:
             env["PODQ_TEST_POD_NAME"] = pod_name
-        args = [PODQ, "worker", "operator_worker_settings.settings", "--redis-url",
-                self.redis_url, "--queue", queue]
+        command = [PODQ, "worker", "operator_worker_settings.settings", "--redis-url",
+                   self.redis_url, "--queue", queue, *args]
         if concurrency:
-            args += ["--concurrency", str(concurrency)]
-        process = Process(args, self.logs / f"worker-{len(self.processes)}.log", env)
+            command += ["--concurrency", str(concurrency)]
+        process = Process(command, self.logs / f"worker-{len(self.processes)}.log", env)
         self.processes.append(process)
         return process
 
@@ -202,6 +202,15 @@ class Harness:
         return await self.wait_job(
             name, lambda b: (b.get("status") or {}).get("status") in statuses, within,
             what=f"Job {name} to be {'/'.join(statuses)}")
+
+    def reason_column(self) -> dict[str, str]:
+        """Job name -> its Reason column in `kubectl get pqjobs` (what a user sees; the
+        columns are aligned, an empty cell is blank)."""
+        lines = self.plane.kubectl("get", "pqjobs", "-n", self.namespace).stdout.splitlines()
+        if not lines:  # "No resources found"
+            return {}
+        start, end = lines[0].index("REASON"), lines[0].index("ATTEMPTS")
+        return {row.split()[0]: row[start:end].strip() for row in lines[1:] if row.strip()}
 
     async def events(self, name: str) -> list[Any]:
         listed = await self.core.list_namespaced_event(

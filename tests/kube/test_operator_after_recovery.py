@@ -23,14 +23,6 @@ def reason(body: dict) -> str | None:
     return (condition(body, "Ready") or {}).get("reason")
 
 
-def reason_column(harness: Harness) -> dict[str, str]:
-    """Job name -> the Reason column of `kubectl get pqjobs` (what a user sees)."""
-    lines = harness.plane.kubectl("get", "pqjobs", "-n", harness.namespace).stdout.splitlines()
-    header = lines[0].split()
-    at = header.index("REASON")
-    return {row.split()[0]: row.split()[at] for row in lines[1:] if row.strip()}
-
-
 async def lost_and_enqueued_again(harness: Harness, name: str) -> dict:
     """Wait until the job of Job `name` is in Redis again after the flush; its record."""
     key = status(await harness.get_job(name))["jobKey"]
@@ -47,7 +39,7 @@ async def test_flushed_while_waiting_still_runs_after_its_dependency(harness: Ha
     waiting = await harness.wait_job(
         "then", lambda b: status(b).get("status") == "queued" and reason(b) ==
         "WaitingForDependencies", what="then enqueued, waiting for first")
-    assert reason_column(harness)["then"] == "WaitingForDependencies"
+    assert harness.reason_column()["then"] == "WaitingForDependencies"
     first_key = status(await harness.get_job("first"))["jobKey"]
     assert (await harness.queue().job(status(waiting)["jobKey"])).depends_on == [first_key]
     # Redis loses everything, and the operator its memory: only the resources remain
@@ -84,7 +76,7 @@ async def test_flushed_dependencies_resolve_from_their_resources(harness: Harnes
     # the Complete one's record is gone with the rest: its resource says it succeeded
     assert both.depends_on == [keys["pending"]]
     assert both.status.value == "queued" and both.blocked == "dependencies"
-    assert reason_column(harness)["both"] == "WaitingForDependencies"
+    assert harness.reason_column()["both"] == "WaitingForDependencies"
     # the one it still waits for goes (aborted): it fails DependencyFailed, never run
     await harness.delete_job("pending")
     failed = await harness.wait_status("both", "failed", within=30)

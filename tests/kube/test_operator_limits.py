@@ -1,0 +1,43 @@
+"""Limits set from Kubernetes' side (`podq worker --limit`, what the chart's
+`workers.limits` renders), and Job resources saying that they wait on one: the Ready
+reason and the Reason column of `kubectl get`."""
+
+from __future__ import annotations
+
+from operator_harness import (  # noqa: F401 (fixtures)
+    Harness,
+    condition,
+    eventually,
+    harness_fixture,
+    podq_crds_fixture,
+)
+
+from podq.queue import Limit
+
+
+def status(body: dict) -> dict:
+    return body.get("status") or {}
+
+
+async def test_a_worker_flag_limit_holds_jobs_and_kubectl_says_so(harness: Harness) -> None:
+    harness.start_operator()
+    harness.start_worker(concurrency=4, args=("--limit", "nap=concurrency:1"))
+
+    async def limit_set() -> bool:
+        return await harness.queue().limits() == {"nap": Limit(concurrency=1)}
+    await eventually(limit_set, within=30, what="the worker's --limit in Redis")
+    for name in ("nap-a", "nap-b"):
+        await harness.create_job(name, "nap", kwargs={"seconds": 4})
+
+    async def one_limited() -> dict[str, str] | None:
+        column = harness.reason_column()  # what `kubectl get` shows
+        return column if list(column.values()).count("ConcurrencyLimited") == 1 else None
+    column = await eventually(one_limited, within=30, what="a nap ConcurrencyLimited")
+    limited = next(name for name, reason in column.items() if reason == "ConcurrencyLimited")
+    assert status(await harness.get_job(limited))["status"] in ("queued", "active")
+    for name in ("nap-a", "nap-b"):
+        await harness.wait_status(name, "complete", within=60)
+    jobs = [await harness.queue().job(status(await harness.get_job(n))["jobKey"])
+            for n in ("nap-a", "nap-b")]
+    first, second = sorted(jobs, key=lambda j: j.started)
+    assert second.started >= first.completed
