@@ -139,6 +139,30 @@ class LoopbackCluster:
                 raise TimeoutError(f"{port} did not take over {key}")
             time.sleep(0.05)
 
+    def migrate_slot(self, key: str, target: int, batch: int = 10, pace_s: float = 0.0) -> int:
+        """Move key's slot to the primary at target as `redis-cli --cluster reshard` does:
+        IMPORTING on the target, MIGRATING on the owner, MIGRATE of the slot's keys
+        `batch` at a time (`pace_s` apart, to stretch the migration), then SETSLOT NODE
+        on every primary. Returns how many keys moved."""
+        source = self.owner(key)
+        slot = int(self.client(source).cluster("KEYSLOT", key))
+        src, dst = self.client(source), self.client(target)
+        ids = {port: self.client(port).execute_command("CLUSTER", "MYID") for port in self.procs}
+        dst.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", ids[source])
+        src.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", ids[target])
+        auth = ["AUTH", self.password] if self.password else []
+        moved = 0
+        while keys := src.execute_command("CLUSTER", "GETKEYSINSLOT", slot, batch):
+            src.execute_command("MIGRATE", "127.0.0.1", target, "", 0, 5000, *auth,
+                                "KEYS", *keys)
+            moved += len(keys)
+            if pace_s:
+                time.sleep(pace_s)
+        primaries = {port for _, _, port in self.slots()} - {source, target}
+        for port in [target, source, *primaries]:  # SETSLOT is for primaries only
+            self.client(port).execute_command("CLUSTER", "SETSLOT", slot, "NODE", ids[target])
+        return moved
+
     def replica_of(self, primary: int) -> int:
         node_id = self.client(primary).execute_command("CLUSTER", "MYID")
         if isinstance(node_id, bytes):

@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import time
+from collections import Counter
 
 import pytest
 from engine_helpers import PODQ
@@ -67,6 +68,64 @@ async def test_a_redis_py_cluster_client_serves_as_a_queue_s_client(
     # the queue closed its own connections; the caller's client is still the caller's
     assert await client.set("after", "1") and await client.get("after") == "1"
     await client.aclose()
+
+
+RAN: dict[str, Counter[str]] = {}  # queue -> job key -> runs of counted
+
+
+async def counted(ctx: dict, i: int) -> int:
+    RAN[ctx["job"].queue.name][ctx["job"].key] += 1
+    await asyncio.sleep(0.01)
+    return i
+
+
+def error_replies(cluster: LoopbackCluster, port: int, code: str) -> int:
+    """How many replies of this error code (ASK, MOVED, ...) the node has sent."""
+    stats = cluster.client(port).info("errorstats")
+    return int(stats.get(f"errorstat_{code}", {}).get("count", 0))
+
+
+async def test_a_queue_s_slot_migrated_mid_run_loses_no_job(cluster: LoopbackCluster) -> None:
+    """Resharding: the queue's slot moves to another primary, all its keys in one
+    MIGRATE (docs/api.md: a migration key batch by key batch is not safe for podq's
+    scripts), while a worker runs its jobs and a client enqueues more. Until the slot is
+    handed over, every command meets ASK (its keys moved) and waits; then MOVED sends it
+    to the new owner."""
+    (name, source), = cluster.spread(1, "moving").items()
+    target = next(port for _, _, port in cluster.slots() if port != source)
+    key = f"podq:{{{name}}}:queued"
+    ran = RAN[name] = Counter()
+    queue = Queue.from_url(cluster.url, name=name)
+    worker = Worker(queue, [counted], concurrency=10, handle_signals=False, timers=TIMERS)
+    keys = [j.key for j in await queue.enqueue_many(
+        [Job("counted", kwargs={"i": i}) for i in range(400)])]
+    asks = error_replies(cluster, source, "ASK")
+    task = asyncio.create_task(worker.start())
+    try:
+        await wait_complete_count(queue, 30, 30)
+        # the slot stays half handed over (keys moved, owner not yet changed) for 1 s
+        migration = asyncio.create_task(asyncio.to_thread(
+            cluster.migrate_slot, key, target, 100_000, 1.0))
+        while not migration.done():  # a client enqueues while the slot moves
+            job = await queue.enqueue("counted", i=-1)
+            assert job is not None
+            keys.append(job.key)
+        assert await migration > 400
+        assert error_replies(cluster, source, "ASK") > asks, "no command met the migration"
+        assert int((await queue.stats()).get("complete", 0)) < len(keys), "not mid-run"
+        assert cluster.owner(key) == target
+        assert await queue.apply("counted", i=7, timeout=30) == 7
+        await wait_all_complete(queue, keys, 90)
+        assert [k for k, n in ran.items() if n > 1] == [], "a job ran twice"
+        assert set(keys) <= set(ran)
+        stats = cluster.client(target).hget(f"podq:{{{name}}}:stats", "complete")
+        assert int(stats or 0) >= len(keys)
+        slot = cluster.client(source).cluster("KEYSLOT", key)
+        assert cluster.client(source).cluster("COUNTKEYSINSLOT", slot) == 0
+    finally:
+        await worker.stop()
+        await task
+        await queue.disconnect()
 
 
 async def test_a_queue_s_acl_user_works_on_a_cluster_and_only_there(

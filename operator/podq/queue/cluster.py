@@ -10,13 +10,18 @@ CLUSTER SLOTS) and look it up again:
 
 - on MOVED (the slot's primary changed, e.g. a CLUSTER FAILOVER: the old primary, now
   a replica, redirects): the redirect names the new owner; the command is retried there;
-- on a lost connection or CLUSTERDOWN/TRYAGAIN (the primary died and the cluster is
-  electing a replica): retried with backoff for about 15 s, resolving anew each time.
+- on a lost connection or CLUSTERDOWN (the primary died and the cluster is electing a
+  replica): retried with backoff for about 15 s, resolving anew each time;
+- on ASK or TRYAGAIN (the slot is being migrated by resharding and the command met a
+  key already moved): retried with the same backoff, not sent to the importing node
+  (ASKING holds for one command: a pipeline of them, or a retry, could act there on
+  keys not moved yet); commands on keys not yet moved go on meanwhile, the others run
+  on the new owner once the slot has moved. Only a migration of all the slot's keys in
+  one MIGRATE is safe: the scripts read records they cannot declare (job and worker
+  keys found at run time), which Redis does not redirect (docs/api.md).
 
 Notifications use ordinary PUBLISH/SUBSCRIBE, which a cluster delivers to subscribers
-on every node, so a subscription survives its node's change of role. ASK (a slot being
-migrated by resharding) is not followed: the command fails and the caller's retry
-finds the slot's new owner once the migration ends.
+on every node, so a subscription survives its node's change of role.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.crc import key_slot
 from redis.exceptions import (
+    AskError,
     ClusterDownError,
     MovedError,
     ResponseError,
@@ -74,14 +80,15 @@ def split_url(url: str) -> tuple[str, list[Address]]:
 
 
 def retry_policy() -> Retry:
-    """Commands are retried on a lost connection, a redirect or a cluster that is
-    electing a new primary (about 15 s in all), resolving the slot's owner each time."""
+    """Commands are retried on a lost connection, a redirect, a cluster that is electing
+    a new primary or a slot being migrated (about 15 s in all), resolving the slot's
+    owner each time."""
     return Retry(
         ExponentialBackoff(cap=1.0, base=0.05),
         20,
         supported_errors=(
             RedisConnectionError, RedisTimeoutError, MovedError, ClusterDownError,
-            TryAgainError,
+            TryAgainError, AskError,
         ),
     )
 
@@ -156,6 +163,13 @@ class SlotMovedError(RedisConnectionError):
     pipeline, retried on the new owner (nothing of the queue ran on the old one)."""
 
 
+class SlotMigratingError(RedisConnectionError):
+    """The slot is being migrated (resharding) and the command met a key already moved
+    (ASK) or keys on both sides (TRYAGAIN): nothing of it ran. The connection is dropped
+    and the command, or the whole pipeline, retried with backoff: commands on keys not
+    yet moved go on at the old owner, the others once the slot has moved (MOVED)."""
+
+
 class ForeignSlotError(ResponseError):
     """A command named a key outside the queue's slot: a queue's client serves only the
     keys of its own hash tag. Not retried; the queue's idea of its owner is unchanged."""
@@ -195,7 +209,11 @@ class _SlotOwnerConnection:
             self.owner.moved(e.host, e.port)
             await self.disconnect(nowait=True)  # type: ignore[attr-defined]
             raise SlotMovedError(f"slot {e.slot_id} moved to {e.host}:{e.port}") from e
-        except (RedisConnectionError, ClusterDownError, TryAgainError):
+        except (AskError, TryAgainError) as e:
+            # the slot is migrating and this command meets a key that moved: it did not
+            # run; it is retried (the pipeline with it) until the slot has moved
+            raise SlotMigratingError(f"slot {self.owner.slot} is migrating ({e})") from e
+        except (RedisConnectionError, ClusterDownError):
             self.owner.forget((self.host, self.port))  # type: ignore[attr-defined]
             raise
 
