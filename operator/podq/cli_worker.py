@@ -4,6 +4,7 @@ liveness probe that asks Redis whether this host's worker is alive."""
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import socket
 import sys
@@ -19,10 +20,11 @@ from podq.cli_common import (
 from podq.limit_specs import InvalidLimitSpec, parse_limits
 from podq.logs import FORMATS
 from podq.metrics import MetricsPortError
-from podq.queue import Limit, Queue
+from podq.queue import QUEUE_LIMIT, Limit, Queue
 from podq.worker import Worker, import_settings
 
 BURST_DEQUEUE_TIMEOUT_S = 1.0
+log = logging.getLogger("podq.worker")
 
 
 def _at_least_one(text: str) -> int:
@@ -146,6 +148,9 @@ async def cmd_worker(args: argparse.Namespace) -> int:
         worker = Worker(**settings)
     except (TypeError, ValueError) as e:
         raise CliError(f"bad worker settings: {e}") from None
+    for name in sorted(set(worker.limits or ()) - set(worker.functions) - {QUEUE_LIMIT}):
+        log.warning("limit %r: this worker registers no function %r (a typo?); it limits only"
+                    " the workers of queue %s that do", name, name, queue.name)
     try:
         await worker.start()
     except MetricsPortError as e:

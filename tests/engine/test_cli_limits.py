@@ -84,11 +84,11 @@ async def test_flags_set_the_queues_limits_and_they_bind(
     worker = start_worker_process(
         spawn, redis_url, "--queue", queue.name, "--concurrency", "4",
         "--limit", "slow=concurrency:1", "--limit", "*=rate:1000/1s,burst:10",
-        settings=SETTINGS)
+        "--limit", "slwo=concurrency:2", settings=SETTINGS)
 
     async def set_by_the_worker() -> bool:
-        return await queue.limits() == {"slow": Limit(concurrency=1),
-                                        QUEUE_LIMIT: Limit(rate=1000, per=1, burst=10)}
+        return await queue.limits() == {"slow": Limit(concurrency=1), "slwo": Limit(
+            concurrency=2), QUEUE_LIMIT: Limit(rate=1000, per=1, burst=10)}
     await wait_for(set_by_the_worker, 15)
     jobs = [await queue.enqueue("slow", seconds=0.4) for _ in range(3)]
 
@@ -103,6 +103,8 @@ async def test_flags_set_the_queues_limits_and_they_bind(
     runs = sorted((job.started, job.completed) for job in jobs)
     # one at a time though the worker runs 4 at once: each starts after the one before ended
     assert all(later[0] >= earlier[1] for earlier, later in itertools.pairwise(runs))
+    assert "limit 'slwo': this worker registers no function 'slwo' (a typo?)" in output(worker)
+    assert "limit 'slow'" not in output(worker) and "limit '*'" not in output(worker)
     worker.terminate()
     await asyncio.to_thread(worker.wait, 15)
     cleared = start_worker_process(spawn, redis_url, "--queue", queue.name, "--no-limits",
