@@ -38,6 +38,7 @@ ALL_ON: dict[str, Any] = {
         "image": {"repository": "registry.example.com/app-worker", "tag": "1.2.3"},
         "settings": "app.tasks.settings",
         "concurrency": 20,
+        "limits": {"charge_card": {"concurrency": 3}, "*": {"rate": 100, "per": 60}},
         "autoscaling": {"enabled": True, "minReplicas": 0, "maxReplicas": 30},
         "longestJobTimeoutSeconds": 3600,
         "extraEnv": [{"name": "APP_ENV", "value": "prod"}],
