@@ -81,6 +81,33 @@ def test_operator_readiness_probe(render) -> None:
     assert f"--liveness=http://0.0.0.0:{ports['healthz']}/healthz" in container["args"]
 
 
+def test_operator_startup_probe_tolerates_a_slow_start(render, render_error) -> None:
+    """The operator takes about 20 s to start on a loaded node: a startupProbe on the
+    liveness endpoint holds the liveness probe off (minutes, not its first check at 10 s),
+    and liveness then restarts a hung operator as before."""
+    objs = render({})
+    operator = next(o for o in objs if o["kind"] == "Deployment"
+                    and o["metadata"]["name"] == "podq-operator")
+    container = operator["spec"]["template"]["spec"]["containers"][0]
+    startup, live = container["startupProbe"], container["livenessProbe"]
+    assert startup["httpGet"] == live["httpGet"] == {"path": "/healthz", "port": "healthz"}
+    allowed_s = startup.get("initialDelaySeconds", 0) + startup["periodSeconds"] * startup[
+        "failureThreshold"]
+    assert allowed_s >= 120, startup  # six times the 20 s measured under load
+    assert startup["timeoutSeconds"] >= 5
+    # once started, a hung operator is still restarted within a minute or so
+    assert live.get("initialDelaySeconds", 0) + live["periodSeconds"] * live[
+        "failureThreshold"] <= 90, live
+
+    # set from values, checked by the schema
+    objs = render({"operator": {"startupProbe": {"periodSeconds": 10, "failureThreshold": 6}}})
+    operator = next(o for o in objs if o["kind"] == "Deployment"
+                    and o["metadata"]["name"] == "podq-operator")
+    startup = operator["spec"]["template"]["spec"]["containers"][0]["startupProbe"]
+    assert (startup["periodSeconds"], startup["failureThreshold"]) == (10, 6)
+    assert "startupProbe" in render_error({"operator": {"startupProbe": {"failureThreshold": 0}}})
+
+
 def test_extra_objects_maps_and_templated_strings(render) -> None:
     objs = render({"extraObjects": [
         {"apiVersion": "v1", "kind": "ConfigMap",

@@ -73,6 +73,16 @@ def test_operator_runs_in_a_pod_under_its_service_account(rel: Release) -> None:
         return all({c["type"]: c["status"] for c in p["status"].get("conditions", [])}
                    .get("Ready") == "True" for p in operator_pods(rel))
     rel.wait_for("both operator pods Ready", all_ready)
+    # a slow start is waited for (startupProbe), not restarted by the liveness probe
+    for pod in operator_pods(rel):
+        (container,) = pod["spec"]["containers"]
+        assert container["startupProbe"]["httpGet"] == container["livenessProbe"]["httpGet"]
+        (status,) = pod["status"]["containerStatuses"]
+        assert status["restartCount"] == 0, status
+        started = status["state"]["running"]["startedAt"]
+        ready = next(c for c in pod["status"]["conditions"] if c["type"] == "Ready")
+        print(f"{pod['metadata']['name']}: started {started}, Ready"
+              f" {ready['lastTransitionTime']}")
 
 
 def test_job_scales_from_zero_runs_in_a_worker_pod_and_back_to_zero(rel: Release) -> None:
