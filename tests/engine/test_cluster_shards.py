@@ -87,10 +87,9 @@ def error_replies(cluster: LoopbackCluster, port: int, code: str) -> int:
 
 async def test_a_queue_s_slot_migrated_mid_run_loses_no_job(cluster: LoopbackCluster) -> None:
     """Resharding: the queue's slot moves to another primary, all its keys in one
-    MIGRATE (docs/api.md: a migration key batch by key batch is not safe for podq's
-    scripts), while a worker runs its jobs and a client enqueues more. Until the slot is
-    handed over, every command meets ASK (its keys moved) and waits; then MOVED sends it
-    to the new owner."""
+    MIGRATE (docs/api.md: key batch by key batch is not guaranteed), while a worker runs
+    its jobs and a client enqueues more. Until the slot is handed over, every command
+    meets ASK (its keys moved) and waits; then MOVED sends it to the new owner."""
     (name, source), = cluster.spread(1, "moving").items()
     target = next(port for _, _, port in cluster.slots() if port != source)
     key = f"podq:{{{name}}}:queued"

@@ -16,9 +16,8 @@ CLUSTER SLOTS) and look it up again:
   key already moved): retried with the same backoff, not sent to the importing node
   (ASKING holds for one command: a pipeline of them, or a retry, could act there on
   keys not moved yet); commands on keys not yet moved go on meanwhile, the others run
-  on the new owner once the slot has moved. Only a migration of all the slot's keys in
-  one MIGRATE is safe: the scripts read records they cannot declare (job and worker
-  keys found at run time), which Redis does not redirect (docs/api.md).
+  on the new owner once the slot has moved. A migration of all the slot's keys in one
+  MIGRATE is tested; one key batch by key batch is not guaranteed (docs/api.md).
 
 Notifications use ordinary PUBLISH/SUBSCRIBE, which a cluster delivers to subscribers
 on every node, so a subscription survives its node's change of role.
