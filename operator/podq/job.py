@@ -7,10 +7,16 @@ Timestamps `queued`, `started`, `touched` and `completed` are epoch **millisecon
 from __future__ import annotations
 
 import dataclasses
-import enum
 import functools
 import typing as t
 
+# SAQ's saq.job defines these; podq.job exports them from their homes (`as`: re-exported)
+from podq.cron_job import CronJob as CronJob
+from podq.job_status import ACTIVE_STATUSES as ACTIVE_STATUSES
+from podq.job_status import RUNNING_STATUSES as RUNNING_STATUSES
+from podq.job_status import TERMINAL_STATUSES as TERMINAL_STATUSES
+from podq.job_status import UNSUCCESSFUL_TERMINAL_STATUSES as UNSUCCESSFUL_TERMINAL_STATUSES
+from podq.job_status import Status
 from podq.utils import exponential_backoff, now, seconds, uuid1
 
 if t.TYPE_CHECKING:
@@ -20,58 +26,7 @@ def get_default_job_key() -> str:
     return uuid1()
 
 
-class Status(str, enum.Enum):
-    """Job status. Terminal: complete, failed, aborted."""
-
-    NEW = "new"
-    QUEUED = "queued"
-    ACTIVE = "active"
-    ABORTING = "aborting"
-    ABORTED = "aborted"
-    FAILED = "failed"
-    COMPLETE = "complete"
-
-    def __str__(self) -> str:
-        return self.value
-
-
-ACTIVE_STATUSES = {Status.NEW, Status.QUEUED, Status.ACTIVE}
-TERMINAL_STATUSES = {Status.COMPLETE, Status.FAILED, Status.ABORTED}
-UNSUCCESSFUL_TERMINAL_STATUSES = TERMINAL_STATUSES - {Status.COMPLETE}
-RUNNING_STATUSES = frozenset({Status.ACTIVE, Status.ABORTING})  # taken, run by a worker
-
 DurationKind = t.Literal["process", "start", "total", "running"]
-
-
-@dataclasses.dataclass
-class CronJob:
-    """Repeated job with a cron expression (croniter).
-
-    A 6-field expression has seconds as its **last** field. unique=True keeps at most
-    one pending job for this cron job; unique=False enqueues exactly one job per slot.
-    The remaining fields are passed to the Job (None = the Job default).
-    """
-
-    function: t.Any
-    cron: str
-    unique: bool = True
-    timeout: int | None = None
-    heartbeat: int | None = None
-    retries: int | None = None
-    ttl: int | None = None
-    kwargs: dict[str, t.Any] | None = None
-    retry_delay: float | None = None
-    retry_backoff: bool | float | None = None
-    priority: int | None = None
-    meta: dict[str, t.Any] | None = None
-
-    @property
-    def function_name(self) -> str:
-        if isinstance(self.function, str):
-            return self.function
-        if isinstance(self.function, tuple):
-            return self.function[0]
-        return self.function.__qualname__
 
 
 @dataclasses.dataclass(frozen=True)
