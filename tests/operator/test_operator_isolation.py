@@ -11,7 +11,9 @@ import pytest
 
 from podq.operator import safejson
 from podq.operator.jobspec import InvalidJobSpec, engine_fields
-from podq.operator.status import cap_result, job_status, rfc3339, view_of
+from podq.operator.jobview import view_of
+from podq.operator.status import job_status
+from podq.operator.status_values import cap_result, rfc3339
 
 
 def deep_text(levels: int) -> str:

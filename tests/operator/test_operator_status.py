@@ -5,18 +5,10 @@ from __future__ import annotations
 import json
 from types import SimpleNamespace
 
-from podq.operator.status import (
-    MAX_ERROR_BYTES,
-    MAX_RESULT_BYTES,
-    JobView,
-    cap_error,
-    cap_result,
-    failure_reason,
-    job_status,
-    refused_status,
-    status_patch,
-    view_of,
-)
+from podq.operator.conditions import failure_reason
+from podq.operator.jobview import JobView, view_of
+from podq.operator.status import job_status, refused_status, status_patch
+from podq.operator.status_values import MAX_ERROR_BYTES, MAX_RESULT_BYTES, cap_error, cap_result
 
 NOW = 1_800_000_000.0
 
@@ -151,7 +143,7 @@ def test_progress_shows_as_a_percentage_and_duration_once_finished() -> None:
 
 
 def test_human_duration_reads_like_kubectl() -> None:
-    from podq.operator.status import human_duration
+    from podq.operator.status_values import human_duration
 
     cases = {0: "0s", 119: "119s", 125: "2m5s", 600: "10m", 3 * 3600 + 60: "3h1m",
              20 * 3600: "20h", 3 * 86400 + 4 * 3600: "3d4h", 30 * 86400: "30d"}

@@ -21,14 +21,10 @@ from typing import Any
 
 from podq import Queue
 from podq.job import Status
+from podq.operator.conditions import DEPENDENCY_FAILED, MAX_CONDITION_MESSAGE, build_conditions
 from podq.operator.kube import EventRecorder
 from podq.operator.registry import JobRegistry, JobResource
-from podq.operator.status import (
-    DEPENDENCY_FAILED,
-    MAX_CONDITION_MESSAGE,
-    build_conditions,
-    is_finished,
-)
+from podq.operator.status import is_finished
 
 log = logging.getLogger("podq.operator")
 

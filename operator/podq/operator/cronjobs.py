@@ -15,6 +15,7 @@ from kubernetes_asyncio.client.rest import ApiException
 
 from podq.operator.access import OPEN_ACCESS, QueueAccess
 from podq.operator.admission import job_problem
+from podq.operator.conditions import build_conditions
 from podq.operator.cron import (
     Child,
     Decision,
@@ -37,7 +38,7 @@ from podq.operator.names import (
     VERSION,
     cron_child_name,
 )
-from podq.operator.status import build_conditions, rfc3339
+from podq.operator.status_values import rfc3339
 
 log = logging.getLogger("podq.operator")
 

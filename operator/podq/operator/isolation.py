@@ -23,10 +23,10 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from podq import Queue
+from podq.operator.conditions import MAX_CONDITION_MESSAGE, build_conditions
 from podq.operator.jobs import Outcome, abort_job
 from podq.operator.kube import EventRecorder, patch_job_status
 from podq.operator.registry import JobResource
-from podq.operator.status import MAX_CONDITION_MESSAGE, build_conditions
 from podq.redact import redact
 
 log = logging.getLogger("podq.operator")

@@ -36,6 +36,7 @@ from podq.operator.jobs import (
     release_claim,
     write_back_deadline,
 )
+from podq.operator.jobview import view_of
 from podq.operator.kube import (
     EventRecorder,
     add_job_finalizer,
@@ -46,13 +47,7 @@ from podq.operator.memory import release_free_memory
 from podq.operator.names import JOB_FINALIZER
 from podq.operator.queues import QueuePool
 from podq.operator.registry import JobRegistry, JobResource
-from podq.operator.status import (
-    is_finished,
-    job_status,
-    refused_status,
-    status_patch,
-    view_of,
-)
+from podq.operator.status import is_finished, job_status, refused_status, status_patch
 from podq.operator.transitions import before_of, post_enqueue_outcome, post_transition
 from podq.operator.ttl import FinishedTtl
 

@@ -8,10 +8,11 @@ import logging
 from typing import Any
 
 from podq.job import TERMINAL_STATUSES, Status
+from podq.operator.conditions import error_summary
 from podq.operator.jobs import Outcome
 from podq.operator.kube import EventRecorder
 from podq.operator.registry import JobResource
-from podq.operator.status import error_summary, retried_attempts
+from podq.operator.status import retried_attempts
 
 log = logging.getLogger("podq.operator")
 
