@@ -88,9 +88,12 @@ class UpkeepMixin(WorkerCore):
         await self.queue.write_worker_info(self.id, self.info(), ttl=self.liveness_ttl)
 
     async def _sweep(self) -> None:
-        # after an outage, give every worker time to write its liveness record again,
-        # so live workers are not taken for dead ones
-        if time.monotonic() - self._redis_error_at < self.liveness_ttl + self.timers["worker_info"]:
+        # after an outage, or commands held back by a cluster (a failover, a slot being
+        # migrated: every client of the queue waited, liveness records may have expired
+        # meanwhile), give every worker time to write its liveness record again, so
+        # live workers are not taken for dead ones
+        since = max(self._redis_error_at, self.queue.held_back_at())
+        if time.monotonic() - since < self.liveness_ttl + self.timers["worker_info"]:
             return
         swept = await self.queue.sweep(
             lock=max(self.timers["sweep"] - 0.1, 0.1), max_disruptions=self.max_disruptions

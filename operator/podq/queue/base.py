@@ -107,6 +107,11 @@ class Queue(ABC):
     def fit_pool(self, concurrency: int) -> None:
         """Size the connections for a Worker of this concurrency."""
 
+    def held_back_at(self) -> float:
+        """time.monotonic() when a command last waited unseen (retried through a
+        failover or a resharding of a cluster); -inf if never."""
+        return float("-inf")
+
     @abstractmethod
     async def _enqueue(self, job: Job) -> bool:
         """Store the prepared job unless its key is pending; whether it was stored."""

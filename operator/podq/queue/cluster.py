@@ -16,8 +16,8 @@ CLUSTER SLOTS) and look it up again:
   key already moved): retried with the same backoff, not sent to the importing node
   (ASKING holds for one command: a pipeline of them, or a retry, could act there on
   keys not moved yet); commands on keys not yet moved go on meanwhile, the others run
-  on the new owner once the slot has moved. A migration of all the slot's keys in one
-  MIGRATE is tested; one key batch by key batch is not guaranteed (docs/api.md).
+  on the new owner once the slot has moved. Liveness records may expire meanwhile:
+  `held_back_at` tells a worker to wait before sweeping (podq.worker_upkeep).
 
 Notifications use ordinary PUBLISH/SUBSCRIBE, which a cluster delivers to subscribers
 on every node, so a subscription survives its node's change of role.
@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import typing as t
 from urllib.parse import urlsplit, urlunsplit
 
@@ -101,6 +102,8 @@ class SlotOwner:
         self.probe = probe  # connection settings (auth, TLS) for CLUSTER SLOTS
         self.address: Address | None = None
         self.scripts: list[str] = []  # Lua sources loaded on every new connection
+        # time.monotonic() when a command last waited on the cluster (held_back_at)
+        self.held_back_at = float("-inf")
         self._lock = asyncio.Lock()
 
     async def current(self) -> Address:
@@ -112,10 +115,12 @@ class SlotOwner:
 
     def forget(self, address: Address) -> None:
         """The owner at address could not be reached: resolve anew next time."""
+        self.held_back_at = time.monotonic()
         if self.address == address:
             self.address = None
 
     def moved(self, host: str, port: int) -> None:
+        self.held_back_at = time.monotonic()
         self.address = (host, int(port))
         if self.address not in self.known:
             self.known.append(self.address)
@@ -211,18 +216,34 @@ class _SlotOwnerConnection:
         except (AskError, TryAgainError) as e:
             # the slot is migrating and this command meets a key that moved: it did not
             # run; it is retried (the pipeline with it) until the slot has moved
+            self.owner.held_back_at = time.monotonic()
             raise SlotMigratingError(f"slot {self.owner.slot} is migrating ({e})") from e
         except (RedisConnectionError, ClusterDownError):
             self.owner.forget((self.host, self.port))  # type: ignore[attr-defined]
             raise
 
 
+def _owner(redis: t.Any) -> SlotOwner | None:
+    pool = getattr(redis, "connection_pool", None)
+    owner = pool.connection_kwargs.get("owner") if pool is not None else None
+    return owner if isinstance(owner, SlotOwner) else None
+
+
 def preload(redis: aioredis.Redis, sources: list[str]) -> None:
     """Load these Lua scripts on every connection to the slot's owner (no-op off a
     cluster)."""
-    owner = redis.connection_pool.connection_kwargs.get("owner")
-    if isinstance(owner, SlotOwner):
+    owner = _owner(redis)
+    if owner is not None:
         owner.scripts = list(dict.fromkeys([*owner.scripts, *sources]))
+
+
+def held_back_at(redis: t.Any) -> float:
+    """time.monotonic() when a command of this client last waited on the cluster: a
+    failover, a lost node, its slot being migrated (-inf if never, or off a cluster).
+    Redis-py's retries hide such waits from the caller, but liveness records may have
+    expired meanwhile (podq.worker_upkeep waits before sweeping)."""
+    owner = _owner(redis)
+    return owner.held_back_at if owner is not None else float("-inf")
 
 
 class SlotOwnerConnection(_SlotOwnerConnection, Connection):
@@ -281,11 +302,11 @@ def client_pool_kwargs(redis: RedisCluster, slot_key: str) -> dict[str, t.Any]:
 async def client_for(redis: aioredis.Redis, key: str) -> AsyncIterator[aioredis.Redis]:
     """redis itself; on a cluster, a client for the owner of key's slot (e.g. the queue
     registry, which lives outside every queue's slot), closed on exit."""
-    pool = getattr(redis, "connection_pool", None)
-    owner = pool.connection_kwargs.get("owner") if pool is not None else None
-    if not isinstance(owner, SlotOwner) or owner.slot == key_slot(key.encode()):
+    owner = _owner(redis)
+    if owner is None or owner.slot == key_slot(key.encode()):
         yield redis
         return
+    pool = redis.connection_pool
     kwargs = {**pool.connection_kwargs,
               "owner": SlotOwner(owner.known, key_slot(key.encode()), owner.probe)}
     other = aioredis.Redis(connection_pool=ConnectionPool(

@@ -135,6 +135,9 @@ class RedisQueue(EnqueueMixin, TakeMixin, WriteMixin, ReadMixin):
         if not self.max_connections_chosen:
             redis_pool.grow(self.redis, concurrency + redis_pool.WORKER_RESERVE)
 
+    def held_back_at(self) -> float:
+        return cluster.held_back_at(self.redis)
+
     def __repr__(self) -> str:
         return f"Queue<name={self.name!r}, redis={self.redis!r}>"
 
