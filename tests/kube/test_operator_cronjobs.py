@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from datetime import datetime
 from typing import Any
@@ -204,6 +205,16 @@ async def test_a_cronjob_whose_ticks_keep_failing_is_stalled_then_recovers(
     failed = [e.message for e in events if e.reason == "FailedCreate"]
     assert "could not create Job refused-" in failed[0], failed
     assert "Forbidden: " in failed[0] and "exceeded quota: no-jobs" in failed[0], failed
+    # the condition gives the refusal as FailedCreate does (reason and message, bounded),
+    # not the JSON body of the API server's Status
+    detail = found["message"].split("retrying with backoff: ", 1)[1]
+    assert detail.startswith("Forbidden: ") and "exceeded quota: no-jobs" in detail, detail
+    assert '"kind"' not in detail and "\n" not in detail, detail
+    assert len(detail) <= MAX_REFUSAL_TEXT, detail
+    # ... the same text as the (one, first) FailedCreate Event's, each slot's child aside
+    def unnamed(text: str) -> str:
+        return re.sub(r"refused-\d+", "refused-<slot>", text)
+    assert unnamed(failed[0]).endswith(f": {unnamed(detail)}"), (detail, failed)
     # ... in one line, bounded: the same refusal as the API server sends it
     with pytest.raises(ApiException) as refusal:
         await harness.create_job("direct", "noop")

@@ -25,7 +25,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from podq import Queue
 from podq.operator.conditions import MAX_CONDITION_MESSAGE, build_conditions
 from podq.operator.jobs import Outcome, abort_job
-from podq.operator.kube import EventRecorder, patch_job_status
+from podq.operator.kube import EventRecorder, patch_job_status, refusal_text
 from podq.operator.registry import JobResource
 from podq.redact import redact
 
@@ -73,11 +73,11 @@ async def abort_readable(queue: Queue, key: str) -> Outcome:
 
 
 def describe(error: BaseException) -> str:
-    """One line about an error, secrets masked, bounded."""
-    text = str(error)
+    """One line about an error, secrets masked, bounded: an API server's refusal as its
+    reason and message (kube.refusal_text, as in FailedCreate Events), not its JSON body."""
     if isinstance(error, ApiException):
-        text = f"{error.status} {error.reason}: {error.body!s}"
-    return redact(f"{type(error).__name__}: {text}")[:MAX_CONDITION_MESSAGE - 200]
+        return refusal_text(error)
+    return redact(f"{type(error).__name__}: {error}")[:MAX_CONDITION_MESSAGE - 200]
 
 
 class Quarantine:
