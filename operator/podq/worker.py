@@ -200,6 +200,10 @@ class Worker(RunMixin, UpkeepMixin):
         # it returns the jobs it took instead of leaving them active for nobody
         self._take_request: str | None = None
         self._last_take: str | None = None
+        # an idle worker's take waits in Redis for work (Queue.take_when_ready);
+        # _wake_up ends it early, once
+        self._waiting_take = False
+        self._take_woken = False
         self._processed = 0
         self._upkeep: list[asyncio.Task[None]] = []
         # tasks stop() waits for and then cancels, as SAQ's: e.g. process() calls a test
@@ -270,7 +274,7 @@ class Worker(RunMixin, UpkeepMixin):
 
     def _request_stop(self) -> None:
         self._stop_event.set()
-        self._wake.set()
+        self._wake_up()
         self._slot.set()
 
     async def stop(self) -> None:

@@ -29,6 +29,8 @@ class RunMixin(WorkerCore):
     async def _dispatch(self) -> None:
         backoff = Backoff(0.1, 5.0)
         burst_idle_since: float | None = None
+        next_at: float | None = None
+        idle = False  # the last take got fewer jobs than it asked for
         while not self._stop_event.is_set():
             free = self.concurrency - self._executing
             if self.burst and self.max_burst_jobs is not None:
@@ -41,13 +43,12 @@ class RunMixin(WorkerCore):
                 self._slot.clear()
                 await self._slot.wait()
                 continue
+            # idle, and nothing woke us since: the take waits in Redis for work
+            wait = self._idle_wait(next_at) if idle and not self._wake.is_set() else 0.0
             self._wake.clear()
             self._take_request = self._take_request or new_request_id()
             try:
-                jobs, next_at = await self.queue.take(
-                    free, self.id, self.timeout, request=self._take_request,
-                    previous=self._last_take, lease=self.liveness_ttl,
-                )
+                jobs, next_at = await self._take(free, wait)
                 self._last_take, self._take_request = self._take_request, None
                 backoff.reset()
             except REDIS_ERRORS as e:
@@ -60,26 +61,66 @@ class RunMixin(WorkerCore):
                 continue
             for job in jobs:
                 self._start_job(job)
+            idle = len(jobs) < free
             if jobs:
                 burst_idle_since = None
                 continue
-            if self.burst:
-                if not self._runs:
-                    burst_idle_since = burst_idle_since or now_seconds()
-                    if now_seconds() - burst_idle_since >= self.dequeue_timeout:
-                        return
-                wait = 0.05 if self._executing == 0 else self.timers["schedule"]
-            else:
-                wait = self.timers["schedule"]
+            if not self.burst:
+                continue  # the next take waits for work (take_when_ready)
+            if not self._runs:
+                burst_idle_since = burst_idle_since or now_seconds()
+                if now_seconds() - burst_idle_since >= self.dequeue_timeout:
+                    return
+            wait = 0.05 if self._executing == 0 else self.timers["schedule"]
             if next_at is not None:
                 wait = max(0.0, min(wait, next_at - now_seconds()))
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(wait):  # no task of its own, unlike wait_for
                     await self._wake.wait()
 
+    def _idle_wait(self, next_at: float | None) -> float:
+        """How long an idle (not burst) worker's take may wait for work: until the
+        next scheduled job is due, timers["schedule"] at most."""
+        if self.burst:
+            return 0.0
+        wait = self.timers["schedule"]
+        if next_at is not None:
+            wait = max(0.0, min(wait, next_at - now_seconds()))
+        return wait
+
+    async def _take(self, free: int, wait: float) -> tuple[list[Job], float | None]:
+        """Take up to free jobs; with wait > 0, a take Redis runs as soon as work is
+        ready (or wait s have passed, or _wake_up ends it)."""
+        if wait <= 0:
+            return await self.queue.take(
+                free, self.id, self.timeout, request=self._take_request,
+                previous=self._last_take, lease=self.liveness_ttl,
+            )
+        self._waiting_take, self._take_woken = True, False
+        try:
+            return await self.queue.take_when_ready(
+                free, self.id, self.timeout, wait, request=self._take_request,
+                previous=self._last_take, lease=self.liveness_ttl,
+            )
+        finally:
+            self._waiting_take = False
+
+    def _wake_up(self) -> None:
+        """Let the dispatcher look for work now, ending a take that waits for it."""
+        self._wake.set()
+        if self._waiting_take and not self._take_woken:
+            self._take_woken = True
+            task = asyncio.get_running_loop().create_task(self._end_waiting_take())
+            self._bg.add(task)
+            task.add_done_callback(self._bg.discard)
+
+    async def _end_waiting_take(self) -> None:
+        with contextlib.suppress(*REDIS_ERRORS):  # Redis gone: the waiting take fails too
+            await self.queue.wake_taker(self.id)
+
     def _on_change(self, key: str | None, status: str) -> None:
         if key is None or status == Status.QUEUED:
-            self._wake.set()
+            self._wake_up()
         if status == Status.ABORTING and any(r.job.key == key for r in self._runs.values()):
             task = asyncio.get_running_loop().create_task(self._abort_key(key))
             self._bg.add(task)

@@ -14,16 +14,20 @@ from podq.drain import is_paused, pause
 
 
 def count_takes(queue: Queue) -> list[int]:
-    """Count the worker's take calls (each is one run of the take script)."""
+    """Count the worker's takes (each is one run of the take script): take() calls, and
+    take_when_ready() calls, an idle worker's take that Redis runs once work is ready."""
     calls = [0]
-    take = queue.take
 
-    async def counted(*args: t.Any, **kwargs: t.Any) -> t.Any:
-        result = await take(*args, **kwargs)
-        calls[0] += 1
-        return result
+    def counting(take: t.Callable[..., t.Awaitable[t.Any]]) -> t.Callable[..., t.Any]:
+        async def counted(*args: t.Any, **kwargs: t.Any) -> t.Any:
+            result = await take(*args, **kwargs)
+            calls[0] += 1
+            return result
 
-    queue.take = counted  # type: ignore[method-assign]
+        return counted
+
+    queue.take = counting(queue.take)  # type: ignore[method-assign]
+    queue.take_when_ready = counting(queue.take_when_ready)  # type: ignore[attr-defined]
     return calls
 
 

@@ -29,7 +29,7 @@ class QueueKeys:
     __slots__ = (
         "abort_prefix", "active", "changes", "dependents_prefix", "job_prefix", "limited",
         "limits", "name", "parked_prefix", "paused", "pending_prefix", "prefix", "queued",
-        "rate_prefix", "scheduled", "seq", "slot_prefix", "stats", "sweep_lock", "waiting",
+        "rate_prefix", "ready", "scheduled", "seq", "slot_prefix", "stats", "sweep_lock", "waiting",
         "wake", "worker_prefix", "workers",
     )
 
@@ -40,6 +40,9 @@ class QueueKeys:
         self.abort_prefix = self.prefix + "abort:"  # + job key: the abort marker
         self.worker_prefix = self.prefix + "worker:"  # + worker id: liveness record
         self.queued = self.prefix + "queued"  # zset of ready job keys
+        # list: one token while ready work may wait, popped by an idle worker's
+        # take_when_ready (podq.queue.redis_take)
+        self.ready = self.prefix + "ready"
         self.scheduled = self.prefix + "scheduled"  # zset of job keys due later
         self.active = self.prefix + "active"  # zset of taken job keys
         self.seq = self.prefix + "seq"  # FIFO counter within a priority
@@ -69,6 +72,10 @@ class QueueKeys:
 
     def worker(self, worker_id: str) -> str:
         return self.worker_prefix + worker_id
+
+    def waker(self, worker_id: str) -> str:
+        """A worker's own list, pushed to end its take_when_ready (podq.queue.redis_take)."""
+        return self.prefix + "waker:" + worker_id
 
     def slots(self, name: str) -> str:
         """The concurrency slots held under a limit: hash job key -> attempt id."""

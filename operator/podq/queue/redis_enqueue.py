@@ -37,6 +37,7 @@ class EnqueueMixin(RedisQueueCore):
                 self.keys.seq,
                 self.keys.stats,
                 self.keys.waiting,
+                self.keys.ready,
             ],
             [
                 key,

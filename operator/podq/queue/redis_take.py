@@ -4,8 +4,12 @@ use; a job taken atomically becomes active with a fresh attempt id.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import typing as t
+
+from redis.exceptions import ResponseError
 
 from podq.job import Job, Status
 from podq.queue.redis_core import RedisQueueCore
@@ -52,28 +56,43 @@ class TakeMixin(RedisQueueCore):
         lease: float = 0.0,
     ) -> tuple[list[Job], float | None, list[str]]:
         """take(), and the keys of the scheduled jobs it promoted to the ready queue."""
+        keys, args = self._take_call(n, worker_id, default_timeout, request, previous, lease)
+        raw = await self._scripts.take(keys=keys, args=args, client=self.redis)
+        return await self._taken(raw)
+
+    def _take_call(
+        self,
+        n: int,
+        worker_id: str,
+        default_timeout: int | None,
+        request: str | None,
+        previous: str | None,
+        lease: float,
+    ) -> tuple[list[t.Any], list[t.Any]]:
+        """take.lua's keys and arguments."""
         request = request or new_request_id()
-        raw = await self._scripts.take(
-            # the pause flag of `podq drain` (podq/drain.py), then the requests' records
-            keys=[self.keys.queued, self.keys.scheduled, self.keys.active, self.keys.seq,
-                  self.keys.paused, self.keys.take_record(request),
-                  self.keys.take_record(previous or request),
-                  self.keys.limits, self.keys.limited],
-            args=[
-                n,
-                request,
-                worker_id,
-                self.keys.job_prefix,
-                self.keys.changes,
-                "" if default_timeout is None else default_timeout,
-                int(lease * 1000),
-                self.keys.slot_prefix,
-                self.keys.parked_prefix,
-                self.keys.rate_prefix,
-                *TAKE_FIELDS,
-            ],
-            client=self.redis,
-        )
+        # the pause flag of `podq drain` (podq/drain.py), then the requests' records
+        keys = [self.keys.queued, self.keys.scheduled, self.keys.active, self.keys.seq,
+                self.keys.paused, self.keys.take_record(request),
+                self.keys.take_record(previous or request), self.keys.limits,
+                self.keys.limited, self.keys.ready]
+        args = [
+            n,
+            request,
+            worker_id,
+            self.keys.job_prefix,
+            self.keys.changes,
+            "" if default_timeout is None else default_timeout,
+            int(lease * 1000),
+            self.keys.slot_prefix,
+            self.keys.parked_prefix,
+            self.keys.rate_prefix,
+            *TAKE_FIELDS,
+        ]
+        return keys, args
+
+    async def _taken(self, raw: t.Any) -> tuple[list[Job], float | None, list[str]]:
+        """take.lua's reply as (jobs, next scheduled time, promoted keys)."""
         nxt = float(text(raw[0])) if raw[0] else None
         promoted = [text(key) for key in raw[1]]
         jobs = []
@@ -86,6 +105,70 @@ class TakeMixin(RedisQueueCore):
             if job:
                 jobs.append(job)
         return jobs, nxt, promoted
+
+    async def take_when_ready(
+        self,
+        n: int,
+        worker_id: str,
+        default_timeout: int | None,
+        wait: float,
+        *,
+        request: str | None = None,
+        previous: str | None = None,
+        lease: float = 0.0,
+    ) -> tuple[list[Job], float | None]:
+        """take(), run by Redis as soon as work is ready, for an idle worker: on one
+        connection, a blocking pop (BLPOP, up to wait s) of the queue's ready token
+        (pushed by enqueue.lua, and by take.lua while ready jobs are left) or of the
+        worker's own waker list (`wake_taker`), with take.lua pipelined behind it. Redis
+        runs the take the moment the pop returns: an enqueued job reaches an idle
+        worker in one message from Redis, not a pub/sub message and then a take's round
+        trip. Nothing is held in Redis for the worker: if it dies, its connection and
+        the take queued on it go with it."""
+        keys, args = self._take_call(n, worker_id, default_timeout, request, previous, lease)
+        pool = self.redis.connection_pool
+        conn = await pool.get_connection()
+        popped = False
+        try:
+            await conn.send_packed_command(conn.pack_commands([
+                ("BLPOP", self.keys.ready, self.keys.waker(worker_id), max(wait, 0.001)),
+                ("EVALSHA", self._scripts.take.sha, len(keys), *keys, *args),
+            ]))
+            await conn.read_response(timeout=wait + 30)
+            popped = True
+            raw = await conn.read_response(timeout=30)
+        except ResponseError as e:
+            # NOSCRIPT (Redis restarted or flushed its scripts), a cluster's TRYAGAIN:
+            # a plain take, under the same request (it returns the jobs if this one ran)
+            with contextlib.suppress(Exception):
+                await conn.disconnect(nowait=True)
+            raw = None
+            if not popped:  # the pop itself was refused (an ACL without BLPOP?): poll
+                logger.warning("podq: a waiting take on queue %s failed (%s); taking every"
+                               " %.1fs instead", self.name, e, wait)
+        except BaseException:
+            with contextlib.suppress(Exception):  # its replies are not read: not reusable
+                await conn.disconnect(nowait=True)
+            raise
+        finally:
+            await pool.release(conn)
+        if raw is None:
+            jobs, nxt, _ = await self._take(n, worker_id, default_timeout, request, previous,
+                                            lease)
+            if not jobs and not popped:
+                await asyncio.sleep(wait)
+            return jobs, nxt
+        jobs, nxt, _ = await self._taken(raw)
+        return jobs, nxt
+
+    async def wake_taker(self, worker_id: str) -> None:
+        """End a take_when_ready of worker_id now (a stop, or work its token does not
+        announce: a bulk enqueue, a retry, a resume)."""
+        key = self.keys.waker(worker_id)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.rpush(key, "1")
+            pipe.pexpire(key, 60_000)  # a worker gone before popping it leaves nothing
+            await pipe.execute()
 
     async def _fail_unreadable(self, key: str, raw: t.Any, error: Exception) -> None:
         """A job just taken whose record cannot be read as a job: write it back as a

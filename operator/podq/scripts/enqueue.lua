@@ -5,8 +5,12 @@
 -- A job with dependencies (ARGV[7], docs/dependencies.md) waits in the waiting zset
 -- until they all complete (write.lua/abort.lua settle it); one that already failed or
 -- was aborted fails it at once (DependencyFailed); an unknown one refuses the call.
+-- A job ready at once leaves a token in the ready list (at most one waits there): an
+-- idle worker's blocking pop gets it and Redis runs that worker's take right behind it
+-- (take_when_ready, podq.queue.redis_take); a job scheduled or waiting on others wakes
+-- the workers on the wake channel instead, so they look again at when to take.
 -- KEYS: 1 job hash, 2 queued zset, 3 scheduled zset, 4 abort marker, 5 seq counter,
---       6 stats, 7 waiting zset
+--       6 stats, 7 waiting zset, 8 ready list
 -- ARGV: 1 key, 2 changes channel, 3 wake channel, 4 scheduled (epoch s), 5 request id,
 --       6 priority, 7 the dependencies' job keys, one a line ('' = none), 8 job hash
 --       prefix, 9 pending prefix, 10 dependents prefix, 11.. the job hash as
@@ -37,6 +41,7 @@ redis.call('HSET', KEYS[1], unpack(ARGV, 11))
 redis.call('HSET', KEYS[1], 'enqueue_id', ARGV[5])
 local clock = redis.call('TIME')
 local open = 0
+local ready = false
 for _, d in ipairs(deps) do
   if d[2] == 'failed' or d[2] == 'aborted' then
     local now_ms = string.format('%.0f', clock[1] * 1000 + math.floor(clock[2] / 1000))
@@ -63,8 +68,13 @@ elseif tonumber(ARGV[4]) > tonumber(clock[1]) + tonumber(clock[2]) / 1e6 then
   redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1])
 else
   make_ready(KEYS[2], KEYS[5], ARGV[6], ARGV[1])
+  ready = true
 end
 redis.call('HINCRBY', KEYS[6], 'enqueued', 1)
 redis.call('PUBLISH', ARGV[2], 'queued:' .. ARGV[1])
-redis.call('PUBLISH', ARGV[3], 'queued:' .. ARGV[1])
+if not ready then
+  redis.call('PUBLISH', ARGV[3], 'queued:' .. ARGV[1])
+elseif redis.call('LLEN', KEYS[8]) == 0 then
+  redis.call('RPUSH', KEYS[8], '1')
+end
 return 1

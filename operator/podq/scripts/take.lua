@@ -16,7 +16,8 @@
 -- next time is also when a rate limit that held jobs back has room again.
 -- KEYS: 1 queued zset, 2 scheduled zset, 3 active zset, 4 seq counter, 5 paused flag,
 --       6 this request's record, 7 the previous request's record (or KEYS[6]),
---       8 limits hash, 9 set of limit names with parked jobs
+--       8 limits hash, 9 set of limit names with parked jobs, 10 ready list (tokens:
+--       enqueue.lua)
 -- ARGV: 1 n, 2 request id, 3 worker id, 4 job key prefix, 5 channel,
 --       6 worker default timeout ('' = none), 7 lease (ms the worker's liveness record
 --       may be missing after the take before its jobs count as orphaned; sweep.lua),
@@ -189,6 +190,12 @@ for name in pairs(spent) do
   local tat = tats[name]
   redis.call('SET', ARGV[10] .. name, string.format('%.3f', tat),
     'PX', math.max(1, math.ceil(tat - now_f)))
+end
+-- ready jobs left by a take that got all it asked for: a token for another idle
+-- worker (podq.queue.redis_take.take_when_ready), as enqueue.lua leaves for a new job
+if got > 0 and got >= tonumber(ARGV[1]) and redis.call('LLEN', KEYS[10]) == 0
+    and redis.call('ZCARD', KEYS[1]) > 0 then
+  redis.call('RPUSH', KEYS[10], '1')
 end
 -- kept for an hour at most: a taker that died never drops it
 if got > 0 then redis.call('PEXPIRE', KEYS[6], 3600000) end
