@@ -30,21 +30,45 @@ def cluster_port() -> int:
     raise RuntimeError("no free port pair for a cluster-mode redis-server")
 
 
+def make_certificates(folder: Path) -> Path:
+    """A private CA and a certificate for 127.0.0.1 it signed (node.crt, node.key), made
+    with openssl; returns the CA's certificate."""
+    folder.mkdir(parents=True)
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True,
+                       timeout=60)
+
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out",
+            "ca.crt", "-days", "2", "-subj", "/CN=podq test CA")
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "node.key", "-out",
+            "node.csr", "-subj", "/CN=127.0.0.1")
+    (folder / "san").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    openssl("x509", "-req", "-in", "node.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+            "-CAcreateserial", "-out", "node.crt", "-days", "2", "-extfile", "san")
+    return folder / "ca.crt"
+
+
 class LoopbackCluster:
     def __init__(
-        self, root: Path, nodes: int = 6, replicas: int = 1, password: str | None = None
+        self, root: Path, nodes: int = 6, replicas: int = 1, password: str | None = None,
+        tls: bool = False,
     ) -> None:
         self.root = root
         self.password = password
         self.nodes = nodes
         self.replicas = replicas
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
+        # TLS only (clients, replication, cluster bus), certificates of a private CA
+        self.ca: Path | None = make_certificates(root / "tls") if tls else None
 
     @property
     def url(self) -> str:
         """One name for the whole cluster (two seeds: any node can answer)."""
-        ports = sorted(self.procs)[:2]
-        return "redis+cluster://" + ",".join(f"127.0.0.1:{p}" for p in ports) + "/0"
+        ports = ",".join(f"127.0.0.1:{p}" for p in sorted(self.procs)[:2])
+        if self.ca is None:
+            return f"redis+cluster://{ports}/0"
+        return f"rediss+cluster://{ports}/0?ssl_ca_certs={self.ca}"
 
     def start(self) -> None:
         binary = shutil.which("redis-server")
@@ -58,7 +82,7 @@ class LoopbackCluster:
             home = self.root / str(port)
             home.mkdir()
             self.procs[port] = subprocess.Popen(
-                [binary, "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled",
+                [binary, *self._port_args(port), "--bind", "127.0.0.1", "--cluster-enabled",
                  "yes", "--cluster-config-file", str(home / "nodes.conf"), "--dir",
                  str(home), "--save", "", "--appendonly", "no",
                  "--cluster-node-timeout", "1500", *self._auth_args()],
@@ -68,11 +92,21 @@ class LoopbackCluster:
             wait_for_port(port)
         subprocess.run(
             [cli, *(["-a", self.password, "--no-auth-warning"] if self.password else []),
+             *(["--tls", "--cacert", str(self.ca)] if self.ca else []),
              "--cluster", "create", *(f"127.0.0.1:{p}" for p in self.procs),
              "--cluster-replicas", str(self.replicas), "--cluster-yes"],
             check=True, capture_output=True, timeout=60,
         )
         self.wait_healthy()
+
+    def _port_args(self, port: int) -> list[str]:
+        if self.ca is None:
+            return ["--port", str(port)]
+        tls = self.ca.parent
+        return ["--port", "0", "--tls-port", str(port), "--tls-cluster", "yes",
+                "--tls-replication", "yes", "--tls-cert-file", str(tls / "node.crt"),
+                "--tls-key-file", str(tls / "node.key"), "--tls-ca-cert-file", str(self.ca),
+                "--tls-auth-clients", "no"]
 
     def _auth_args(self) -> list[str]:
         if not self.password:
@@ -80,7 +114,8 @@ class LoopbackCluster:
         return ["--requirepass", self.password, "--masterauth", self.password]
 
     def client(self, port: int) -> redis.Redis:
-        return redis.Redis(port=port, socket_timeout=5, password=self.password)
+        tls = {"ssl": True, "ssl_ca_certs": str(self.ca)} if self.ca else {}
+        return redis.Redis(port=port, socket_timeout=5, password=self.password, **tls)
 
     def wait_healthy(self, deadline_s: float = 30.0) -> None:
         """Every live node says cluster_state:ok and every slot has a live primary."""

@@ -6,11 +6,14 @@ and clients follow each queue's slot owner, through a failover (podq.queue.clust
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
 import time
 from collections import Counter
+from collections.abc import AsyncIterator, Iterable
+from pathlib import Path
 
 import pytest
 from engine_helpers import PODQ
@@ -180,14 +183,27 @@ async def wait_all_complete(queue: Queue, keys: list[str], deadline_s: float) ->
         await asyncio.sleep(0.1)
 
 
-async def test_queues_on_three_shards_all_complete(cluster: LoopbackCluster) -> None:
-    spread = cluster.spread(3)
-    assert len(set(spread.values())) == 3
-    queues = [Queue.from_url(cluster.url, name=name) for name in spread]
+@contextlib.asynccontextmanager
+async def serving(url: str, names: Iterable[str]) -> AsyncIterator[list[Queue]]:
+    """A queue per name on url, each served by a worker of slow_add; all closed after."""
+    queues = [Queue.from_url(url, name=name) for name in names]
     workers = [Worker(q, [slow_add], concurrency=20, handle_signals=False, timers=TIMERS)
                for q in queues]
     tasks = [asyncio.create_task(w.start()) for w in workers]
     try:
+        yield queues
+    finally:
+        for w in workers:
+            await w.stop()
+        await asyncio.gather(*tasks)
+        for q in queues:
+            await q.disconnect()
+
+
+async def test_queues_on_three_shards_all_complete(cluster: LoopbackCluster) -> None:
+    spread = cluster.spread(3)
+    assert len(set(spread.values())) == 3
+    async with serving(cluster.url, spread) as queues:
         # apply waits on the queue's change feed: notifications work on each shard
         assert [await q.apply("slow_add", a=1, b=i, timeout=10) for i, q in
                 enumerate(queues)] == [1, 2, 3]
@@ -199,12 +215,6 @@ async def test_queues_on_three_shards_all_complete(cluster: LoopbackCluster) -> 
             owner = cluster.client(spread[q.name])
             assert int(owner.hget(f"podq:{{{q.name}}}:stats", "complete") or 0) >= 100
         assert set(spread) <= set(await list_queues(queues[0].redis))
-    finally:
-        for w in workers:
-            await w.stop()
-        await asyncio.gather(*tasks)
-        for q in queues:
-            await q.disconnect()
 
 
 async def sleepy(ctx: dict, i: int) -> int:
@@ -261,6 +271,26 @@ async def test_a_killed_primary_mid_run_loses_no_replicated_job(
     cluster: LoopbackCluster,
 ) -> None:
     await run_through_failover(cluster, "killed", lambda primary, _: cluster.kill(primary))
+
+
+async def test_a_tls_cluster_named_by_a_rediss_cluster_url(tmp_path: Path) -> None:
+    """TLS everywhere (clients, replication, cluster bus): rediss+cluster:// with the
+    CA in the URL; queues on two shards, notifications, and a failover."""
+    with LoopbackCluster(tmp_path, tls=True) as tls:
+        assert tls.url.startswith("rediss+cluster://")
+        async with serving(tls.url, tls.spread(2, "tls")) as queues:
+            assert [await q.apply("slow_add", a=1, b=i, timeout=10)
+                    for i, q in enumerate(queues)] == [1, 2]
+            first = queues[0]
+            key = first.keys.queued
+            primary = tls.owner(key)
+            replica = tls.replica_of(primary)
+            assert tls.client(replica).execute_command("CLUSTER", "FAILOVER") in (b"OK", True)
+            await asyncio.to_thread(tls.wait_owner, key, replica, 30)
+            keys = [j.key for j in await first.enqueue_many(
+                [Job("slow_add", kwargs={"a": i, "b": 1}) for i in range(30)])]
+            await wait_all_complete(first, keys, 60)
+            assert tls.client(replica).hget(f"podq:{{{first.name}}}:stats", "complete")
 
 
 def test_the_cli_takes_a_cluster_url_from_the_environment(cluster: LoopbackCluster) -> None:
