@@ -112,7 +112,8 @@ class Job:
     last_disruption: str | None = _field(None, caller=False, stored="text")
     # keys of jobs of this queue that must complete first (docs/dependencies.md)
     depends_on: list[str] | None = _field(None)
-    # why a queued job waits besides workers: dependencies, concurrency or rate (a limit)
+    # why a queued job waits besides workers: dependencies, concurrency or rate (a limit
+    # of its function: parked), or "queue rate" (the queue's own rate, as read: not stored)
     blocked: str | None = _field(None, caller=False, stored="text")
 
     _EXCLUDE_NON_FULL: t.ClassVar[set[str]] = {

@@ -12,7 +12,7 @@ from engine_helpers import Workers, wait_for
 from ops_helpers import podq_run
 
 from podq import Job, Queue, Status
-from podq.queue import QUEUE_LIMIT, Limit
+from podq.queue import QUEUE_LIMIT, QUEUE_RATE_HELD, Limit
 
 
 async def test_jobs_waiting_on_the_queue_rate_are_not_depth_and_run_in_order(
@@ -65,6 +65,33 @@ async def test_the_queue_rate_room_is_the_takes_own(queue: Queue) -> None:
     assert (counts.startable, counts.rate_held, counts.depth) == (0, 2, 3)
     await queue.set_limits({})  # no limit: every ready job is depth again
     assert (await queue.counts()).depth == 5
+
+
+async def test_a_read_marks_the_ready_jobs_beyond_the_queue_rate_room(queue: Queue) -> None:
+    keys = [f"f{i}" for i in range(5)]
+
+    async def held() -> list[str | None]:
+        found = await queue.jobs_or_errors(keys, rate_held=True)
+        return [job.blocked for job in found]  # type: ignore[union-attr]
+
+    await queue.enqueue_many([Job("f", key=k, priority=-i) for i, k in enumerate(keys)])
+    assert await held() == [None] * 5  # no limit: nothing held
+    await queue.set_limits({QUEUE_LIMIT: Limit(rate=3, per=60, burst=3)})
+    # idle: the burst of three may start now, the ready queue's first three (priority)
+    assert await held() == [QUEUE_RATE_HELD] * 2 + [None] * 3
+    taken, _ = await queue.take(2, "")
+    assert [j.key for j in taken] == ["f4", "f3"]
+    found = await queue.jobs_or_errors(keys, rate_held=True)
+    # one more may start (f2, first in line); f0 and f1 wait on the rate; the taken run
+    assert [(j.status, j.blocked) for j in found] == [  # type: ignore[union-attr]
+        (Status.QUEUED, QUEUE_RATE_HELD), (Status.QUEUED, QUEUE_RATE_HELD),
+        (Status.QUEUED, None), (Status.ACTIVE, None), (Status.ACTIVE, None)]
+    assert [j.blocked for j in await queue.jobs(keys)] == [None] * 5  # only when asked
+    taken, _ = await queue.take(5, "")
+    assert [j.key for j in taken] == ["f2"]
+    assert await held() == [QUEUE_RATE_HELD] * 2 + [None] * 3
+    await queue.set_limits({QUEUE_LIMIT: Limit(concurrency=9)})  # a cap, no rate
+    assert await held() == [None] * 5
 
 
 async def test_no_queue_limit_leaves_the_counts_as_they_were(queue: Queue) -> None:

@@ -12,7 +12,7 @@ from operator_harness import (  # noqa: F401 (fixtures)
     podq_crds_fixture,
 )
 
-from podq.queue import Limit
+from podq.queue import QUEUE_LIMIT, Limit
 
 
 def status(body: dict) -> dict:
@@ -41,3 +41,37 @@ async def test_a_worker_flag_limit_holds_jobs_and_kubectl_says_so(harness: Harne
             for n in ("nap-a", "nap-b")]
     first, second = sorted(jobs, key=lambda j: j.started)
     assert second.started >= first.completed
+
+
+async def test_a_job_waiting_on_the_queue_rate_says_rate_limited_until_it_starts(
+    harness: Harness,
+) -> None:
+    harness.start_operator()
+    harness.start_worker(concurrency=2, args=("--limit", "*=rate:1/12"))
+
+    async def limit_set() -> bool:
+        return await harness.queue().limits() == {QUEUE_LIMIT: Limit(rate=1, per=12)}
+    await eventually(limit_set, within=30, what="the worker's --limit in Redis")
+    names = ("rate-a", "rate-b")
+    for name in names:
+        await harness.create_job(name, "noop")
+
+    async def one_held() -> dict[str, str] | None:
+        column = harness.reason_column()
+        return column if list(column.values()).count("RateLimited") == 1 else None
+    column = await eventually(one_held, within=30, what="a job RateLimited")
+    held = next(name for name, reason in column.items() if reason == "RateLimited")
+    other = next(name for name in names if name != held)
+    await harness.wait_status(other, "complete", within=30)
+    body = await harness.get_job(held)
+    # the queue's rate holds it in the ready queue: not parked, nothing stored says so
+    assert status(body)["status"] == "queued"
+    assert condition(body, "Ready")["message"] == "waiting for the queue's rate limit"
+    job = await harness.queue().job(status(body)["jobKey"])
+    assert job is not None and job.blocked is None
+    # once the rate has room again it starts: no longer RateLimited, then complete
+    done = await harness.wait_status(held, "complete", within=60)
+    assert condition(done, "Ready")["reason"] == "Completed"
+    first, second = [await harness.queue().job(status(await harness.get_job(n))["jobKey"])
+                     for n in (other, held)]
+    assert second.started - first.started >= 11_900  # one start per 12 s (ms floored)

@@ -54,8 +54,10 @@ class CorruptRecord:
 
 async def read_jobs(queue: Queue, keys: list[str]) -> list[Any]:
     """queue.jobs(keys), except that a record that cannot be read is a CorruptRecord in
-    its place (one round trip; outages propagate)."""
-    found = await queue.jobs_or_errors(keys)
+    its place (one round trip; outages propagate). Ready jobs that wait on the queue's
+    own rate limit come with `blocked` set (a second round trip, only under such a
+    limit): their resources say RateLimited."""
+    found = await queue.jobs_or_errors(keys, rate_held=True)
     return [CorruptRecord(queue.job_id(key), describe(item)) if isinstance(item, Exception)
             else item for key, item in zip(keys, found, strict=True)]
 

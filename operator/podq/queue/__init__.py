@@ -12,7 +12,7 @@ from podq.queue.base import (
     JobError,
 )
 from podq.queue.keys import QUEUES_KEY
-from podq.queue.limits import QUEUE_LIMIT, Limit
+from podq.queue.limits import QUEUE_LIMIT, QUEUE_RATE_HELD, Limit
 from podq.queue.notify import Change, Subscription, WakeSubscription
 from podq.queue.redis import RedisQueue, list_queues
 from podq.utils import cancel_and_wait, cancel_requested
@@ -25,6 +25,7 @@ __all__ = [
     "PRIORITY_LIMIT",
     "QUEUES_KEY",
     "QUEUE_LIMIT",
+    "QUEUE_RATE_HELD",
     "WORKER_LOST",
     "Change",
     "JobError",

@@ -14,7 +14,7 @@ from redis.exceptions import ResponseError
 from podq.job import Job, Status
 from podq.queue.limits import Limit, limited_counts, read_limits, set_limits
 from podq.queue.redis_core import RedisQueueCore
-from podq.queue.store import QUEUE_LIMIT, read_counts, text
+from podq.queue.store import QUEUE_LIMIT, QUEUE_RATE_HELD, queue_limit_room, read_counts, text
 from podq.utils import now_seconds
 
 if t.TYPE_CHECKING:
@@ -44,17 +44,27 @@ class ReadMixin(RedisQueueCore):
                 raise item
         return found  # type: ignore[return-value]  # no exception left in it
 
-    async def jobs_or_errors(self, job_keys: Iterable[str]) -> list[Job | Exception | None]:
+    async def jobs_or_errors(
+        self, job_keys: Iterable[str], *, rate_held: bool = False
+    ) -> list[Job | Exception | None]:
         """jobs(), except that a record that cannot be read (the wrong type, JSON that
         does not parse or is not a job) is the exception in its place, in the same one
-        round trip. Connection errors still raise."""
+        round trip. Connection errors still raise.
+
+        rate_held: also mark the ready jobs that wait on the queue's own rate limit
+        (`Job.blocked` QUEUE_RATE_HELD; see mark_rate_held): the queue's limit is read in
+        the same round trip, and a second one is made only when it has a rate and some
+        of these jobs are queued."""
         keys = list(job_keys)
         if not keys:
             return []
         async with self.redis.pipeline(transaction=False) as pipe:
             for key in keys:
                 pipe.hgetall(self.job_id(key))
+            if rate_held:
+                pipe.hget(self.keys.limits, QUEUE_LIMIT)
             raws = await pipe.execute(raise_on_error=False)
+        queue_limit = raws.pop() if rate_held else None
         found: list[Job | Exception | None] = []
         for raw in raws:
             if isinstance(raw, Exception) and not isinstance(raw, ResponseError):
@@ -63,7 +73,32 @@ class ReadMixin(RedisQueueCore):
                 found.append(raw if isinstance(raw, Exception) else self._from_hash(raw))
             except Exception as error:
                 found.append(error)
+        if queue_limit and not isinstance(queue_limit, Exception):
+            await self.mark_rate_held(found, queue_limit)
         return found
+
+    async def mark_rate_held(self, jobs: Sequence[t.Any], queue_limit: t.Any) -> None:
+        """Set `Job.blocked` to QUEUE_RATE_HELD on those of these jobs that wait on the
+        queue's own rate limit (queue_limit: its encoded Limit, as the limits hash holds
+        it): queued in the ready queue at a rank at or beyond how many the rate lets start
+        now (Counts.startable, the same GCRA sum as take.lua's). take.lua does not mark
+        them (that would move the whole ready queue on every take): this read works it
+        out, in one round trip (the rate's state and each job's rank)."""
+        ready = [job for job in jobs if isinstance(job, Job)
+                 and job.status == Status.QUEUED and not job.blocked]
+        if not ready:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.get(self.keys.rate(QUEUE_LIMIT))
+            for job in ready:
+                pipe.zrank(self.keys.queued, job.key)
+            arrival, *ranks = await pipe.execute()
+        _, startable = queue_limit_room(queue_limit, arrival, now_seconds() * 1000)
+        if startable is None:
+            return
+        for job, rank in zip(ready, ranks, strict=True):
+            if rank is not None and rank >= startable:
+                job.blocked = QUEUE_RATE_HELD
 
     async def iter_jobs(
         self, statuses: Sequence[Status] = tuple(Status), batch_size: int = 100

@@ -20,6 +20,8 @@ if t.TYPE_CHECKING:
 
 # the limit name of the whole queue in the limits hash (function names cannot be "*")
 QUEUE_LIMIT = "*"
+# Job.blocked of a ready job that waits on the queue's own rate limit (set as it is read)
+QUEUE_RATE_HELD = "queue rate"
 
 # hash field: "1" when the job's timeout was not chosen (take.lua may apply a worker's)
 TIMEOUT_NOT_CHOSEN = "tdef"
