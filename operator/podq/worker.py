@@ -142,6 +142,8 @@ class Worker(RunMixin, UpkeepMixin):
             # as SAQ: without it a burst worker could not tell an empty queue from a slow one
             raise ValueError("dequeue_timeout must be a positive value greater than 0 when "
                              "the burst mode is enabled")
+        if burst and max_burst_jobs:
+            concurrency = min(concurrency, max_burst_jobs)  # as SAQ: no idle slots
         self.queue = queue
         self.concurrency = concurrency
         queue.fit_pool(concurrency)  # a connection per running job's write-back

@@ -1,0 +1,141 @@
+"""More of SAQ 0.26.4's behaviour run side by side with podq on one redis-server (the
+fixtures and the first scenarios: test_saq_side_by_side.py): the edges a SAQ user's code
+or test suite meets. Where podq differs on purpose the documented difference
+(docs/saq-compatibility.md) is asserted."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import types
+import typing as t
+from unittest import mock
+
+import saq
+from test_saq_side_by_side import blocking, both, error, noop, queues  # noqa: F401 (a fixture)
+
+
+async def test_aborting_a_finished_job(queues: dict[types.ModuleType, t.Any]) -> None:  # noqa: F811
+    async def scenario(lib: types.ModuleType, queue: t.Any) -> dict[str, t.Any]:
+        worker = lib.Worker(queue, functions=[noop])
+        job = await queue.enqueue("noop")
+        await worker.process()
+        await job.abort("too late")  # `job` is the enqueue's copy: it has no result
+        stored = await queue.job(job.key)
+        out = {"stored": (stored.status, stored.error, stored.result),
+               "counts": [await queue.count(k) for k in ("queued", "active", "incomplete")]}
+        await worker.stop()
+        return out
+
+    on_saq, on_podq = await both(queues, scenario)
+    # SAQ writes the caller's copy of the job back as aborting: the finished job loses
+    # its status and result and stays aborting for good (no worker runs it)
+    assert on_saq == {"stored": ("aborting", "too late", None), "counts": [0, 0, 0]}
+    # documented deviation: a finished job is left as it is
+    assert on_podq == {"stored": ("complete", None, 1), "counts": [0, 0, 0]}
+
+
+async def test_max_burst_jobs(queues: dict[types.ModuleType, t.Any]) -> None:  # noqa: F811
+    async def scenario(lib: types.ModuleType, queue: t.Any) -> dict[str, t.Any]:
+        worker = lib.Worker(queue, functions=[noop], concurrency=5, burst=True,
+                            dequeue_timeout=0.5, max_burst_jobs=2)
+        for _ in range(3):
+            await queue.enqueue("noop")
+        await asyncio.wait_for(worker.start(), 30)
+        return {"concurrency": worker.concurrency, "left": await queue.count("queued")}
+
+    on_saq, on_podq = await both(queues, scenario)
+    # SAQ starts another job as soon as the first of its two ends, before the second
+    # has: three ran
+    assert on_saq == {"concurrency": 2, "left": 0}
+    # documented deviation: podq runs max_burst_jobs jobs, no more
+    assert on_podq == {"concurrency": 2, "left": 1}
+
+
+async def test_cancelling_process(queues: dict[types.ModuleType, t.Any]) -> None:  # noqa: F811
+    async def scenario(lib: types.ModuleType, queue: t.Any) -> dict[str, t.Any]:
+        seen = {"before": 0, "after": 0}
+
+        async def before(ctx: dict[str, t.Any]) -> None:
+            seen["before"] += 1
+
+        async def after(ctx: dict[str, t.Any]) -> None:
+            seen["after"] += 1
+
+        worker = lib.Worker(queue, functions=[noop], before_process=before,
+                            after_process=after)
+        waiting = asyncio.create_task(worker.process())  # on an empty queue
+        await asyncio.sleep(0.2)
+        waiting.cancel()
+        try:
+            out: dict[str, t.Any] = {"returned": await waiting}
+        except asyncio.CancelledError:
+            out = {"returned": "CancelledError"}
+        out["hooks"] = dict(seen)
+        running, block = blocking()
+        worker.functions["block"] = block[1]
+        job = await queue.enqueue("block", timeout=0)
+        processing = asyncio.create_task(worker.process())  # with a job
+        await asyncio.wait_for(running.wait(), 10)
+        processing.cancel()
+        try:
+            out["returned with a job"] = await processing
+        except asyncio.CancelledError:
+            out["returned with a job"] = "CancelledError"
+        await job.refresh()
+        out["job"] = (job.status, job.error)
+        out["hooks with a job"] = dict(seen)
+        await worker.stop()
+        return out
+
+    on_saq, on_podq = await both(queues, scenario)
+    assert on_saq == {"returned": False, "hooks": {"before": 0, "after": 0},
+                      "returned with a job": True, "job": ("queued", "cancelled"),
+                      "hooks with a job": {"before": 1, "after": 1}}
+    # documented deviation: the cancel reaches the caller, as asyncio expects
+    assert on_podq == {**on_saq, "returned": "CancelledError",
+                       "returned with a job": "CancelledError"}
+
+
+async def test_a_retry_with_a_delay(queues: dict[types.ModuleType, t.Any]) -> None:  # noqa: F811
+    async def scenario(lib: types.ModuleType, queue: t.Any) -> dict[str, t.Any]:
+        worker = lib.Worker(queue, functions=[error])
+        job = await queue.enqueue("error", retries=2, retry_delay=100.0)
+        await worker.process()
+        await job.refresh()
+        out = {"job": (job.status, job.attempts, "oops" in job.error),
+               "counts": [await queue.count(k) for k in ("queued", "active", "incomplete")],
+               "scheduled": job.scheduled}
+        await worker.stop()
+        return out
+
+    on_saq, on_podq = await both(queues, scenario)
+    scheduled_saq, scheduled_podq = on_saq.pop("scheduled"), on_podq.pop("scheduled")
+    assert on_saq == on_podq == {"job": ("queued", 1, True), "counts": [0, 0, 1]}
+    # documented deviation: podq's job says when it will run again; SAQ's keeps 0
+    assert scheduled_saq == 0 and 90 < scheduled_podq - time.time() <= 100
+
+
+async def test_a_mocked_clock_does_not_move_podqs(queues: dict[types.ModuleType, t.Any]) -> None:  # noqa: F811
+    """SAQ's own tests patch saq.utils.time to make a scheduled job due."""
+
+    async def scenario(lib: types.ModuleType, queue: t.Any) -> dict[str, t.Any]:
+        worker = lib.Worker(queue, functions=[noop], dequeue_timeout=5)
+        with mock.patch(f"{lib.__name__}.utils.time") as clock:
+            clock.time.return_value = 1
+            job = await queue.enqueue("noop", scheduled=2)
+            out: dict[str, t.Any] = {"queued at 1": await queue.count("queued")}
+            clock.time.return_value = 3
+            await queue.schedule()
+            out["taken"] = await worker.process()
+            await job.refresh()
+            out["result"] = job.result
+        await worker.stop()
+        return out
+
+    on_saq, on_podq = await both(queues, scenario)
+    assert on_saq == {"queued at 1": 0, "taken": True, "result": 1}
+    # documented deviation: podq's scripts read Redis' clock, to which epoch second 2
+    # is long past
+    assert on_podq == {**on_saq, "queued at 1": 1}
+    assert saq.utils.now() > 1000  # the patch is gone
