@@ -189,6 +189,48 @@ async def test_a_burst_starts_at_once_then_the_rate_spaces_the_rest(queue: Queue
     assert starts[3] - starts[0] >= 499 and starts[5] - starts[0] >= 1499
 
 
+async def test_a_take_that_uses_the_last_start_says_when_the_rate_has_room_again(
+    queue: Queue,
+) -> None:
+    await queue.set_limits({"h": Limit(rate=1, per=60)})
+    await queue.enqueue(Job("h", key="h1"))
+    jobs, next_at = await queue.take(5, "")
+    assert [j.key for j in jobs] == ["h1"] and next_at is None  # nothing left to wait
+    await queue.enqueue(Job("h", key="h2"))
+    jobs, next_at = await queue.take(5, "")  # no room: h2 parked, as before
+    assert jobs == [] and next_at is not None and 50 < next_at - time.time() <= 60
+    # the queue's own rate (h's limit gone: h2 back in line, first): the take that gets
+    # h2 uses the rate's last start while j1 waits, and says when it has room again
+    await queue.set_limits({QUEUE_LIMIT: Limit(rate=1, per=30)})
+    await queue.enqueue(Job("other", key="j1"))
+    jobs, next_at = await queue.take(5, "")
+    assert [j.key for j in jobs] == ["h2"]
+    assert next_at is not None and 25 < next_at - time.time() <= 30
+
+
+async def test_a_stream_under_the_queue_rate_starts_at_the_rate_not_at_the_poll(
+    queue: Queue, workers: Workers
+) -> None:
+    await queue.set_limits({QUEUE_LIMIT: Limit(rate=5, per=1.0)})  # a start per 200 ms
+    jobs = await queue.enqueue_many([Job("f", key=f"s{i}") for i in range(8)])
+    # free slots left after each take: the worker waits for the rate's next start, which
+    # the take that used the last one reports (else: until its next poll, 2 s here)
+    await workers.start(queue, [Gauge().function("f", 0.01)], concurrency=4,
+                        timers={"schedule": 2.0, "worker_info": 0.2, "sweep": 0.3,
+                                "abort": 0.2})
+
+    async def all_done() -> bool:
+        done = await queue.jobs(j.key for j in jobs)
+        return all(j is not None and j.status is Status.COMPLETE for j in done)
+
+    await wait_for(all_done, 60)
+    starts = await started_ms(queue, jobs)
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
+    assert min(gaps) >= 199, gaps
+    # 7 gaps of 200 ms; one poll among them would add 2 s (generous: a loaded machine)
+    assert starts[-1] - starts[0] < 3000, gaps
+
+
 async def test_work_waiting_on_a_limit_is_not_depth_for_the_autoscaler(queue: Queue) -> None:
     await queue.set_limits({"slow": Limit(rate=1, per=60)})
     await queue.enqueue_many([Job("slow", key=f"s{i}") for i in range(5)])

@@ -13,7 +13,8 @@
 -- caps how many this take gives out. A concurrency slot is held while the run that
 -- took it is active: slots of ended runs (finished, swept) are dropped when counted.
 -- A rate limit (GCRA on Redis TIME) is spent by each job taken under it; the reply's
--- next time is also when a rate limit that held jobs back has room again.
+-- next time is also when a rate limit that held jobs back, or whose last start this
+-- take used while jobs are left, has room again.
 -- KEYS: 1 queued zset, 2 scheduled zset, 3 active zset, 4 seq counter, 5 paused flag,
 --       6 this request's record, 7 the previous request's record (or KEYS[6]),
 --       8 limits hash, 9 set of limit names with parked jobs, 10 ready list (tokens:
@@ -190,6 +191,16 @@ for name in pairs(spent) do
   local tat = tats[name]
   redis.call('SET', ARGV[10] .. name, string.format('%.3f', tat),
     'PX', math.max(1, math.ceil(tat - now_f)))
+end
+-- a rate limit whose last start this take used, while jobs are left (ready, or parked
+-- on it): its time to have room again is the next time too (tokens() records it), so
+-- idle workers wait until then rather than until their next poll
+if next(spent) and redis.call('ZCARD', KEYS[1]) > 0 then
+  for name in pairs(spent) do tokens(name, limits[name]) end
+elseif next(spent) then
+  for name in pairs(spent) do
+    if redis.call('SISMEMBER', KEYS[9], name) == 1 then tokens(name, limits[name]) end
+  end
 end
 -- ready jobs left by a take that got all it asked for: a token for another idle
 -- worker (podq.queue.redis_take.take_when_ready), as enqueue.lua leaves for a new job
