@@ -58,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     level = logging.INFO
     if getattr(args, "verbose", 0):
         level = logging.DEBUG
-    configure(level, getattr(args, "log_format", "plain"))
+    if not getattr(args, "quiet", False):
+        configure(level, getattr(args, "log_format", "plain"))
     install_logging_filter()
     handlers = {**cli_worker.HANDLERS, **cli_enqueue.HANDLERS, **cli_queues.HANDLERS,
                 **cli_status.HANDLERS, **cli_jobs.HANDLERS}

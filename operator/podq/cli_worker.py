@@ -76,6 +76,9 @@ def add_parsers(sub: t.Any) -> None:
                    help="plain text, or one JSON object a line like the operator's; lines "
                         "logged while a job runs name its key (default: plain)")
     w.add_argument("-v", "--verbose", action="count", default=0, help="debug logging")
+    w.add_argument("-q", "--quiet", action="store_true",
+                   help="leave logging unconfigured, for settings that configure it "
+                        "(SAQ's --quiet)")
 
     h = sub.add_parser(
         "worker-health",

@@ -120,6 +120,15 @@ async def test_worker_burst_runs_jobs_and_exits(redis_url: str) -> None:
         await q.disconnect()
 
 
+def test_worker_quiet_leaves_logging_unconfigured(redis_url: str) -> None:
+    """SAQ's --quiet: the settings module configures logging, the command does not."""
+    args = ("worker", "podq_test_settings.make_settings", "--redis-url", redis_url, "--burst")
+    loud, quiet = podq(*args), podq(*args, "--quiet")
+    assert loud.returncode == quiet.returncode == 0, (loud.stderr, quiet.stderr)
+    assert "INFO podq: Worker" in loud.stderr and "started on queue" in loud.stderr
+    assert "podq" not in quiet.stderr and "started" not in quiet.stderr
+
+
 async def test_unknown_function_and_info_with_a_live_worker(
     redis_url: str, spawn: list, queue: Queue
 ) -> None:
