@@ -177,3 +177,14 @@ async def test_info_jobs_and_iter_jobs_show_why_queued_jobs_wait(
     [shown] = json.loads(out)
     assert shown["limited"]["*"] == {"jobs": 2, "why": "rate"}
     assert (shown["queued"], shown["ready"], shown["depth"]) == (7, 1, 3)
+    # and each of them, as read: the first may start now, the others wait on the rate
+    held = {"f0": None, "f1": QUEUE_RATE_HELD, "f2": QUEUE_RATE_HELD}
+    code, out, err = await podq_run("jobs", "--redis-url", redis_url, "--queue", "test",
+                                    "--status", "queued", "--json")
+    assert code == 0, err
+    assert {j["key"]: j["blocked"] for j in json.loads(out)["jobs"]} == {**why, **held}
+    assert {j.key: j.blocked async for j in queue.iter_jobs([Status.QUEUED])} == {
+        **why, **held}
+    info = await queue.info(jobs=True, limit=20)
+    assert {j["key"]: j.get("blocked") for j in info["jobs"]} == {
+        "c0": None, "s0": None, **why, **held}

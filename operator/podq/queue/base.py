@@ -117,7 +117,9 @@ class Queue(ABC):
         """Store the prepared job unless its key is pending; whether it was stored."""
 
     @abstractmethod
-    async def jobs(self, job_keys: Iterable[str]) -> list[Job | None]: ...
+    async def jobs(
+        self, job_keys: Iterable[str], *, rate_held: bool = False
+    ) -> list[Job | None]: ...
 
     @abstractmethod
     async def abort(self, job: Job, error: str, ttl: float = 5) -> None: ...

@@ -37,8 +37,12 @@ class ReadMixin(RedisQueueCore):
     async def job(self, job_key: str) -> Job | None:
         return self._from_hash(await self.redis.hgetall(self.job_id(job_key)))
 
-    async def jobs(self, job_keys: Iterable[str]) -> list[Job | None]:
-        found = await self.jobs_or_errors(job_keys)
+    async def jobs(
+        self, job_keys: Iterable[str], *, rate_held: bool = False
+    ) -> list[Job | None]:
+        """The jobs of these keys (None: gone), in one round trip; rate_held: as
+        jobs_or_errors()'s."""
+        found = await self.jobs_or_errors(job_keys, rate_held=rate_held)
         for item in found:
             if isinstance(item, Exception):
                 raise item
@@ -105,22 +109,26 @@ class ReadMixin(RedisQueueCore):
     ) -> AsyncIterator[Job]:
         """Every job of these statuses, by SCAN over the job records. A queued job that
         waits on a limit or on its dependencies has `Job.blocked` set (concurrency, rate,
-        dependencies)."""
+        dependencies, or QUEUE_RATE_HELD: the queue's own rate)."""
         wanted = {Status(s) for s in statuses}
         cursor = 0
         while True:
-            cursor, jobs = await self.scan_jobs(cursor, batch_size)
+            cursor, jobs = await self.scan_jobs(
+                cursor, batch_size, rate_held=Status.QUEUED in wanted)
             for job in jobs:
                 if job and job.status in wanted:
                     yield job
             if not cursor:
                 break
 
-    async def scan_jobs(self, cursor: int = 0, count: int = 100) -> tuple[int, list[Job | None]]:
+    async def scan_jobs(
+        self, cursor: int = 0, count: int = 100, *, rate_held: bool = False
+    ) -> tuple[int, list[Job | None]]:
         """One SCAN step over this queue's job records from `cursor`: the next cursor
-        (0 when the scan is complete) and a job (None: gone meanwhile) per record seen."""
+        (0 when the scan is complete) and a job (None: gone meanwhile) per record seen;
+        rate_held: as jobs_or_errors()'s."""
         cursor, keys = await self._scan_keys(cursor, count)
-        return cursor, await self.jobs(keys)
+        return cursor, await self.jobs(keys, rate_held=rate_held)
 
     async def scan_job_fields(
         self, cursor: int, count: int, fields: Sequence[str]
@@ -272,7 +280,8 @@ class ReadMixin(RedisQueueCore):
             for zset in (self.keys.active, self.keys.queued, *parked, self.keys.waiting,
                          self.keys.scheduled):
                 keys += [text(k) for k in await self.redis.zrange(zset, offset, end)]
-            info["jobs"] = [j.to_dict() for j in await self.jobs(keys) if j][:limit]
+            found = await self.jobs(keys, rate_held=QUEUE_LIMIT in limited)
+            info["jobs"] = [j.to_dict() for j in found if j][:limit]
         return info
 
     # -- workers' liveness -----------------------------------------------------------
