@@ -97,7 +97,7 @@ class LoopbackCluster:
              "--cluster-replicas", str(self.replicas), "--cluster-yes"],
             check=True, capture_output=True, timeout=60,
         )
-        self.wait_healthy()
+        self.wait_healthy(replicated=True)
 
     def _port_args(self, port: int) -> list[str]:
         if self.ca is None:
@@ -117,15 +117,17 @@ class LoopbackCluster:
         tls = {"ssl": True, "ssl_ca_certs": str(self.ca)} if self.ca else {}
         return redis.Redis(port=port, socket_timeout=5, password=self.password, **tls)
 
-    def wait_healthy(self, deadline_s: float = 30.0) -> None:
-        """Every live node says cluster_state:ok and every slot has a live primary."""
+    def wait_healthy(self, deadline_s: float = 60.0, replicated: bool = False) -> None:
+        """Every live node says cluster_state:ok and every slot has a live primary; with
+        replicated, every primary has its replicas online too (their first sync done,
+        so WAIT and a failover find them: it takes seconds on a loaded machine)."""
         deadline = time.monotonic() + deadline_s
         while True:
             try:
                 ok = all(
                     b"cluster_state:ok" in self.client(p).execute_command("CLUSTER", "INFO")
                     for p in self.procs
-                ) and self._primaries_alive()
+                ) and self._primaries_alive() and (not replicated or self._replicas_online())
             except redis.RedisError:
                 ok = False
             if ok:
@@ -138,6 +140,16 @@ class LoopbackCluster:
         return sum(end - start + 1 for start, end, _ in slots) == 16384 and all(
             port in self.procs for _, _, port in slots
         )
+
+    def _replicas_online(self) -> bool:
+        for port in {port for _, _, port in self.slots()}:
+            info = self.client(port).info("replication")
+            online = [v for k, v in info.items()
+                      if k.startswith("slave") and isinstance(v, dict)
+                      and v.get("state") == "online"]
+            if len(online) < self.replicas:
+                return False
+        return True
 
     def slots(self) -> list[tuple[int, int, int]]:
         """(first slot, last slot, primary port) per range, as a live node sees it."""
