@@ -204,8 +204,9 @@ async def cmd_jobs(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"jobs": rows, "next_start": pages}, default=str))
         return 0
-    if not rows:
-        print("no jobs")
+    if not rows:  # finished jobs are found by SCAN only when asked for (--status)
+        print("no jobs" if args.status else "no running, queued or scheduled jobs; finished"
+              " ones: podq jobs --status complete (or failed, aborted)")
     columns = ("queue", "key", "function", "status", "attempts", "queued", "completed")
     for r in rows:  # why a queued job waits: dependencies, concurrency or rate
         r["status"] += f" ({r['blocked']})" if r["blocked"] else ""

@@ -119,6 +119,17 @@ async def test_jobs_finds_finished_jobs_by_scanning(queue: Queue, workers: Worke
     assert sorted(seen) == sorted(f"done-{n}" for n in range(30) if n % 3)
 
 
+    # with nothing pending, the table says where the finished ones are (not "no jobs")
+    await queue.abort(await queue.job("pending"), "done with it")
+    code, out, err = await podq_run("jobs", "--queue", "test", "--redis-url", redis_url)
+    assert code == 0, err
+    assert out.strip() == ("no running, queued or scheduled jobs; finished ones: podq jobs"
+                           " --status complete (or failed, aborted)")
+    code, out, err = await podq_run("jobs", "--queue", "test", "--status", "complete",
+                                    "--function", "fail", "--redis-url", redis_url)
+    assert (code, out.strip()) == (0, "no jobs"), err
+
+
 async def test_jobs_of_a_queue_user_that_may_not_scan() -> None:
     """A queue's ACL user (docs/security.md) may not SCAN: finished jobs are then those
     `podq web` recorded, with a warning, not an error."""
