@@ -9,17 +9,22 @@ line it prints says which:
   with them in namespace podq-demo (Pod Security `restricted`): the operator and the
   workers run as pods, the workers scaled from zero by the operator;
 - processes, elsewhere or with --processes: the control plane without a node, the
-  operator and one worker as local processes serving metrics on 127.0.0.1.
+  operator and one worker as local processes serving metrics on 127.0.0.1, and the
+  operator's validating webhook registered by URL (a CA made here by openssl), so that
+  `kubectl apply` refuses a bad schedule as it does with the chart.
 
 Either way the workers run the example functions (worker_image/podq_hello.py, as in the
 worker image) and the example CronJob is run once at the start (`podq cronjob run`), so
 its first Job does not wait for the schedule. Everything it starts is stopped again on
-Ctrl-C (or, with --exit-when-done, once the examples finished).
+Ctrl-C, a closed terminal (SIGHUP) or SIGTERM (or, with --exit-when-done, once the
+examples finished). $PODQ_DEMO_DIR moves its run folder (default: .podq/demo).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import shlex
 import signal
 import subprocess
@@ -35,12 +40,13 @@ from podq.testing import (
     free_port,
     install_chart,
 )
+from podq.testing_webhook import configuration, make_tls
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "scripts" / "lib"))
 import podq_node  # noqa: E402  (standard library only: whether a node can run here)
 
-RUN_DIR = REPO / ".podq" / "demo"
+RUN_DIR = Path(os.environ.get("PODQ_DEMO_DIR") or REPO / ".podq" / "demo")
 NAMESPACE = "podq-demo"  # node mode: the chart's release and the examples
 TERMINAL = {"complete", "failed", "aborted"}
 EXAMPLE_CRONJOB = "report"  # examples/cronjob-report.yaml
@@ -90,7 +96,8 @@ def print_access(plane: ControlPlane, redis_url: str, metrics: dict[str, int]) -
     print("    To look around, in another shell (from this folder):")
     print(f"      eval \"$(PODQ_CONTROL_PLANE_DIR={plane.run_dir} scripts/control-plane env)\"")
     print(f"      export PODQ_REDIS_URL={redis_url}")
-    print("      kubectl get podq -w ; .venv/bin/podq info ; .venv/bin/podq jobs")
+    print("      kubectl get podq -w ; .venv/bin/podq info ;"
+          " .venv/bin/podq jobs --status complete")
     for name, port in metrics.items():
         print(f"      curl -s http://127.0.0.1:{port}/metrics   # the {name}'s metrics")
 
@@ -112,12 +119,20 @@ def run_processes(args: argparse.Namespace) -> int:
         podq = str(REPO / ".venv" / "bin" / "podq")
         env["PYTHONPATH"] = str(REPO / "worker_image")  # podq_hello, as in the worker image
         metrics = {"operator": free_port(), "worker": free_port()}
+        webhook_port, tls = free_port(), make_tls(RUN_DIR / "webhook-tls")
         processes.append(start("operator", [
             podq, "operator", "--all-namespaces", "--redis-url", redis.url,
-            "--metrics-port", str(metrics["operator"]), "--metrics-host", "127.0.0.1"], env))
+            "--metrics-port", str(metrics["operator"]), "--metrics-host", "127.0.0.1",
+            "--webhook-port", str(webhook_port), "--webhook-host", "127.0.0.1",
+            "--webhook-cert-dir", str(tls)], env))
         processes.append(start("worker", [
             podq, "worker", "podq_hello.settings", "--redis-url", redis.url,
             "--metrics-port", str(metrics["worker"]), "--metrics-host", "127.0.0.1"], env))
+        # failurePolicy Ignore, the chart's default: applies pass while the operator starts
+        plane.kubectl("apply", "-f", "-", input=json.dumps(
+            configuration("podq-demo", webhook_port, tls, "Ignore")))
+        print(f"    validating webhook: https://127.0.0.1:{webhook_port}/validate (kubectl"
+              " apply refuses e.g. schedule '61 * * * *', naming the field)")
         print_access(plane, redis.url, metrics)
         print("==> kubectl apply -f examples/")
         print(plane.kubectl("apply", "-f", str(REPO / "examples")).stdout, end="")
@@ -189,7 +204,8 @@ def run_node(args: argparse.Namespace) -> int:
         print(f"      eval \"$(PODQ_CONTROL_PLANE_DIR={plane.run_dir} scripts/control-plane"
               " env)\"")
         print(f"      kubectl get podq,pods -n {NAMESPACE} -w")
-        print(f"      export PODQ_REDIS_URL={plane.redis_url} ; .venv/bin/podq jobs")
+        print(f"      export PODQ_REDIS_URL={plane.redis_url} ;"
+              " .venv/bin/podq jobs --status complete")
         if args.exit_when_done:
             return 0
         print("Ctrl-C stops the pods, the node and the control plane, and removes them.")
@@ -228,5 +244,6 @@ def interrupt(_signum: int, _frame: object) -> None:
 
 
 if __name__ == "__main__":
-    signal.signal(signal.SIGTERM, interrupt)
+    for stop_signal in (signal.SIGTERM, signal.SIGHUP):  # a closed terminal stops it too
+        signal.signal(stop_signal, interrupt)
     sys.exit(main())

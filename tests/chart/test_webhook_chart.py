@@ -12,9 +12,8 @@ from typing import Any
 
 from test_chart_render import by_kind, one
 
-# tests/kube/test_webhook.py registers the same condition on the real API server
-MATCH_CONDITION = ("request.operation != 'UPDATE' || !has(object.spec) ||"
-                   " !has(oldObject.spec) || object.spec != oldObject.spec")
+# what tests/kube/test_webhook.py and scripts/demo register by URL on the real API server
+from podq.testing_webhook import MATCH_CONDITION, configuration
 
 HOOK = "podq-operator-webhook"
 DNS_NAMES = [HOOK, f"{HOOK}.podq-system", f"{HOOK}.podq-system.svc",
@@ -43,6 +42,10 @@ def test_default_webhook_reaches_the_operator_with_a_certificate_it_trusts(
                                         "expression": MATCH_CONDITION}]
     assert hook["clientConfig"]["service"] == {"name": HOOK, "namespace": "podq-system",
                                                "path": "/validate", "port": 443}
+    (tmp_path / "ca.crt").write_text("a CA")
+    (local,) = configuration("local", 1, tmp_path)["webhooks"]
+    assert {k: v for k, v in hook.items() if k != "clientConfig"} == {
+        k: v for k, v in local.items() if k != "clientConfig"}
 
     # the Service sends port 443 to the operator pods' port named webhook
     service = one(objs, "Service", HOOK)

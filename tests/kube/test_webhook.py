@@ -10,7 +10,6 @@ namespaceSelector), so other tests sharing the control plane never meet it.
 
 from __future__ import annotations
 
-import base64
 import json
 import subprocess
 from collections.abc import Iterator
@@ -30,6 +29,7 @@ from operator_harness import (  # noqa: F401 (fixtures)
 )
 
 from podq.testing import free_port
+from podq.testing_webhook import configuration, make_tls
 
 
 def job(name: str, **spec: Any) -> dict[str, Any]:
@@ -92,31 +92,10 @@ ACCEPTED: dict[str, dict[str, Any]] = {
 }
 
 
-# the chart's (tests/chart/test_webhook_chart.py checks they are the same)
-MATCH_CONDITION = ("request.operation != 'UPDATE' || !has(object.spec) ||"
-                   " !has(oldObject.spec) || object.spec != oldObject.spec")
-
-
-def openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
-
-
 @pytest.fixture(scope="module")
 def tls(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A CA and a certificate for 127.0.0.1 signed by it: ca.crt, tls.crt, tls.key."""
-    folder = tmp_path_factory.mktemp("webhook-tls")
-    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "2",
-            "-subj", "/CN=podq test webhook CA", "-addext", "basicConstraints=critical,CA:TRUE",
-            "-addext", "keyUsage=critical,keyCertSign", cwd=folder)
-    openssl("req", *ec, "-keyout", "tls.key", "-out", "tls.csr", "-subj", "/CN=127.0.0.1",
-            cwd=folder)
-    (folder / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n"
-                                    "extendedKeyUsage=serverAuth\n")
-    openssl("x509", "-req", "-in", "tls.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-            "-CAcreateserial", "-out", "tls.crt", "-days", "2", "-extfile", "san.ext",
-            cwd=folder)
-    return folder
+    return make_tls(tmp_path_factory.mktemp("webhook-tls"))
 
 
 class Webhook:
@@ -134,28 +113,8 @@ class Webhook:
             "--webhook-cert-dir", str(self.tls), *extra)
 
     def register(self, failure_policy: str) -> None:
-        ca = base64.b64encode((self.tls / "ca.crt").read_bytes()).decode()
-        config = {
-            "apiVersion": "admissionregistration.k8s.io/v1",
-            "kind": "ValidatingWebhookConfiguration",
-            "metadata": {"name": self.name},
-            "webhooks": [{
-                "name": "validate.podq.dev",
-                "clientConfig": {"url": f"https://127.0.0.1:{self.port}/validate",
-                                 "caBundle": ca},
-                "rules": [{"apiGroups": [GROUP], "apiVersions": ["*"],
-                           "operations": ["CREATE", "UPDATE"],
-                           "resources": ["jobs", "cronjobs"], "scope": "Namespaced"}],
-                "namespaceSelector": {"matchLabels": {
-                    "kubernetes.io/metadata.name": self.harness.namespace}},
-                "failurePolicy": failure_policy,
-                "sideEffects": "None",
-                "admissionReviewVersions": ["v1"],
-                "timeoutSeconds": 5,
-                "matchConditions": [{"name": "spec-created-or-changed",
-                                     "expression": MATCH_CONDITION}],
-            }],
-        }
+        config = configuration(self.name, self.port, self.tls, failure_policy,
+                               namespace=self.harness.namespace)
         self.harness.plane.kubectl("apply", "-f", "-", input=yaml.safe_dump(config))
 
     def unregister(self) -> None:
