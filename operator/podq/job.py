@@ -113,7 +113,8 @@ class Job:
     # keys of jobs of this queue that must complete first (docs/dependencies.md)
     depends_on: list[str] | None = _field(None)
     # why a queued job waits besides workers: dependencies, concurrency or rate (a limit
-    # of its function: parked), or "queue rate" (the queue's own rate, as read: not stored)
+    # of its function: parked), or "queue rate" / "queue concurrency" (the queue's own
+    # limit, set as it is read, not stored: podq.queue.redis_read.mark_queue_held)
     blocked: str | None = _field(None, caller=False, stored="text")
 
     _EXCLUDE_NON_FULL: t.ClassVar[set[str]] = {

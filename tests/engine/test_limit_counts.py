@@ -12,7 +12,7 @@ from engine_helpers import Workers, wait_for
 from ops_helpers import podq_run
 
 from podq import Job, Queue, Status
-from podq.queue import QUEUE_LIMIT, QUEUE_RATE_HELD, Limit
+from podq.queue import QUEUE_CONCURRENCY_HELD, QUEUE_LIMIT, QUEUE_RATE_HELD, Limit
 
 
 async def test_jobs_waiting_on_the_queue_rate_are_not_depth_and_run_in_order(
@@ -67,11 +67,11 @@ async def test_the_queue_rate_room_is_the_takes_own(queue: Queue) -> None:
     assert (await queue.counts()).depth == 5
 
 
-async def test_a_read_marks_the_ready_jobs_beyond_the_queue_rate_room(queue: Queue) -> None:
+async def test_a_read_marks_the_ready_jobs_beyond_the_queue_limits_room(queue: Queue) -> None:
     keys = [f"f{i}" for i in range(5)]
 
     async def held() -> list[str | None]:
-        found = await queue.jobs_or_errors(keys, rate_held=True)
+        found = await queue.jobs_or_errors(keys, queue_held=True)
         return [job.blocked for job in found]  # type: ignore[union-attr]
 
     await queue.enqueue_many([Job("f", key=k, priority=-i) for i, k in enumerate(keys)])
@@ -81,7 +81,7 @@ async def test_a_read_marks_the_ready_jobs_beyond_the_queue_rate_room(queue: Que
     assert await held() == [QUEUE_RATE_HELD] * 2 + [None] * 3
     taken, _ = await queue.take(2, "")
     assert [j.key for j in taken] == ["f4", "f3"]
-    found = await queue.jobs_or_errors(keys, rate_held=True)
+    found = await queue.jobs_or_errors(keys, queue_held=True)
     # one more may start (f2, first in line); f0 and f1 wait on the rate; the taken run
     assert [(j.status, j.blocked) for j in found] == [  # type: ignore[union-attr]
         (Status.QUEUED, QUEUE_RATE_HELD), (Status.QUEUED, QUEUE_RATE_HELD),
@@ -90,8 +90,16 @@ async def test_a_read_marks_the_ready_jobs_beyond_the_queue_rate_room(queue: Que
     taken, _ = await queue.take(5, "")
     assert [j.key for j in taken] == ["f2"]
     assert await held() == [QUEUE_RATE_HELD] * 2 + [None] * 3
-    await queue.set_limits({QUEUE_LIMIT: Limit(concurrency=9)})  # a cap, no rate
+    # the queue's concurrency cap, three running: room for six more, then one, then none
+    await queue.set_limits({QUEUE_LIMIT: Limit(concurrency=9)})
     assert await held() == [None] * 5
+    await queue.set_limits({QUEUE_LIMIT: Limit(concurrency=4)})
+    assert await held() == [QUEUE_CONCURRENCY_HELD] + [None] * 4  # f1 may run, not f0
+    await queue.set_limits({QUEUE_LIMIT: Limit(concurrency=3)})
+    assert await held() == [QUEUE_CONCURRENCY_HELD] * 2 + [None] * 3
+    # both (the rate's state is the three starts': no room now): the cap says first
+    await queue.set_limits({QUEUE_LIMIT: Limit(concurrency=4, rate=1, per=60)})
+    assert await held() == [QUEUE_CONCURRENCY_HELD, QUEUE_RATE_HELD] + [None] * 3
 
 
 async def test_no_queue_limit_leaves_the_counts_as_they_were(queue: Queue) -> None:

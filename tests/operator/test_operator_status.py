@@ -9,7 +9,7 @@ from podq.operator.conditions import failure_reason
 from podq.operator.jobview import JobView, view_of
 from podq.operator.status import job_status, refused_status, status_patch
 from podq.operator.status_values import MAX_ERROR_BYTES, MAX_RESULT_BYTES, cap_error, cap_result
-from podq.queue import QUEUE_RATE_HELD
+from podq.queue import QUEUE_CONCURRENCY_HELD, QUEUE_RATE_HELD
 
 NOW = 1_800_000_000.0
 
@@ -170,11 +170,14 @@ def test_retried_attempts_count_every_retry_between_two_writes() -> None:
 def test_a_job_waiting_on_a_limit_or_its_dependencies_says_so() -> None:
     for blocked, reason in (("dependencies", "WaitingForDependencies"),
                             ("concurrency", "ConcurrencyLimited"), ("rate", "RateLimited"),
-                            (QUEUE_RATE_HELD, "RateLimited")):
+                            (QUEUE_RATE_HELD, "RateLimited"),
+                            (QUEUE_CONCURRENCY_HELD, "ConcurrencyLimited")):
         view = view_of(SimpleNamespace(status="queued", blocked=blocked, function="f"))
         ready = conditions(build(view))["Ready"]
         assert (ready["status"], ready["reason"]) == ("False", reason)
         if blocked == QUEUE_RATE_HELD:
             assert ready["message"] == "waiting for the queue's rate limit"
+        if blocked == QUEUE_CONCURRENCY_HELD:
+            assert ready["message"] == "waiting for the queue's concurrency limit"
     # the Reason column (the Ready condition's) shows plain Queued once it is not blocked
     assert conditions(build(JobView(status="queued")))["Ready"]["reason"] == "Queued"

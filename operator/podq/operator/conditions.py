@@ -10,7 +10,7 @@ from podq.job import UNSUCCESSFUL_TERMINAL_STATUSES, Status
 from podq.operator.jobview import JobView
 from podq.operator.status_values import rfc3339
 from podq.queue.base import WORKER_LOST
-from podq.queue.store import QUEUE_RATE_HELD
+from podq.queue.store import QUEUE_CONCURRENCY_HELD, QUEUE_RATE_HELD
 from podq.redact import redact
 
 MAX_CONDITION_MESSAGE = 1024
@@ -56,6 +56,7 @@ _BLOCKED = {
     "concurrency": ("ConcurrencyLimited", "waiting for its function's concurrency limit"),
     "rate": ("RateLimited", "waiting for its function's rate limit"),
     QUEUE_RATE_HELD: ("RateLimited", "waiting for the queue's rate limit"),
+    QUEUE_CONCURRENCY_HELD: ("ConcurrencyLimited", "waiting for the queue's concurrency limit"),
 }
 
 

@@ -57,7 +57,7 @@ async def read_jobs(queue: Queue, keys: list[str]) -> list[Any]:
     its place (one round trip; outages propagate). Ready jobs that wait on the queue's
     own rate limit come with `blocked` set (a second round trip, only under such a
     limit): their resources say RateLimited."""
-    found = await queue.jobs_or_errors(keys, rate_held=True)
+    found = await queue.jobs_or_errors(keys, queue_held=True)
     return [CorruptRecord(queue.job_id(key), describe(item)) if isinstance(item, Exception)
             else item for key, item in zip(keys, found, strict=True)]
 

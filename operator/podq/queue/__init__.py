@@ -12,7 +12,7 @@ from podq.queue.base import (
     JobError,
 )
 from podq.queue.keys import QUEUES_KEY
-from podq.queue.limits import QUEUE_LIMIT, QUEUE_RATE_HELD, Limit
+from podq.queue.limits import QUEUE_CONCURRENCY_HELD, QUEUE_LIMIT, QUEUE_RATE_HELD, Limit
 from podq.queue.notify import Change, Subscription, WakeSubscription
 from podq.queue.redis import RedisQueue, list_queues
 from podq.utils import cancel_and_wait, cancel_requested
@@ -24,6 +24,7 @@ __all__ = [
     "DEFAULT_SWEPT_JOB_ERROR",
     "PRIORITY_LIMIT",
     "QUEUES_KEY",
+    "QUEUE_CONCURRENCY_HELD",
     "QUEUE_LIMIT",
     "QUEUE_RATE_HELD",
     "WORKER_LOST",

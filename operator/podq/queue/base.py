@@ -118,7 +118,7 @@ class Queue(ABC):
 
     @abstractmethod
     async def jobs(
-        self, job_keys: Iterable[str], *, rate_held: bool = False
+        self, job_keys: Iterable[str], *, queue_held: bool = False
     ) -> list[Job | None]: ...
 
     @abstractmethod

@@ -13,7 +13,7 @@ import math
 import typing as t
 from dataclasses import dataclass
 
-from podq.queue.store import QUEUE_LIMIT, QUEUE_RATE_HELD, text
+from podq.queue.store import QUEUE_CONCURRENCY_HELD, QUEUE_LIMIT, QUEUE_RATE_HELD, text
 
 if t.TYPE_CHECKING:
     from redis import asyncio as aioredis
@@ -108,4 +108,5 @@ async def limited_counts(redis: aioredis.Redis, keys: QueueKeys) -> dict[str, tu
             if size}
 
 
-__all__ = ["QUEUE_LIMIT", "QUEUE_RATE_HELD", "Limit", "limited_counts", "read_limits", "set_limits"]
+__all__ = ["QUEUE_CONCURRENCY_HELD", "QUEUE_LIMIT", "QUEUE_RATE_HELD", "Limit", "limited_counts",
+           "read_limits", "set_limits"]

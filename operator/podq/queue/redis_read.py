@@ -14,7 +14,14 @@ from redis.exceptions import ResponseError
 from podq.job import Job, Status
 from podq.queue.limits import Limit, limited_counts, read_limits, set_limits
 from podq.queue.redis_core import RedisQueueCore
-from podq.queue.store import QUEUE_LIMIT, QUEUE_RATE_HELD, queue_limit_room, read_counts, text
+from podq.queue.store import (
+    QUEUE_CONCURRENCY_HELD,
+    QUEUE_LIMIT,
+    QUEUE_RATE_HELD,
+    queue_limit_room,
+    read_counts,
+    text,
+)
 from podq.utils import now_seconds
 
 if t.TYPE_CHECKING:
@@ -38,37 +45,37 @@ class ReadMixin(RedisQueueCore):
         return self._from_hash(await self.redis.hgetall(self.job_id(job_key)))
 
     async def jobs(
-        self, job_keys: Iterable[str], *, rate_held: bool = False
+        self, job_keys: Iterable[str], *, queue_held: bool = False
     ) -> list[Job | None]:
-        """The jobs of these keys (None: gone), in one round trip; rate_held: as
+        """The jobs of these keys (None: gone), in one round trip; queue_held: as
         jobs_or_errors()'s."""
-        found = await self.jobs_or_errors(job_keys, rate_held=rate_held)
+        found = await self.jobs_or_errors(job_keys, queue_held=queue_held)
         for item in found:
             if isinstance(item, Exception):
                 raise item
         return found  # type: ignore[return-value]  # no exception left in it
 
     async def jobs_or_errors(
-        self, job_keys: Iterable[str], *, rate_held: bool = False
+        self, job_keys: Iterable[str], *, queue_held: bool = False
     ) -> list[Job | Exception | None]:
         """jobs(), except that a record that cannot be read (the wrong type, JSON that
         does not parse or is not a job) is the exception in its place, in the same one
         round trip. Connection errors still raise.
 
-        rate_held: also mark the ready jobs that wait on the queue's own rate limit
-        (`Job.blocked` QUEUE_RATE_HELD; see mark_rate_held): the queue's limit is read in
-        the same round trip, and a second one is made only when it has a rate and some
-        of these jobs are queued."""
+        queue_held: also mark the ready jobs that wait on the queue's own limit (`Job.blocked`
+        QUEUE_CONCURRENCY_HELD or QUEUE_RATE_HELD; see mark_queue_held): the queue's limit
+        is read in the same round trip, and a second one is made only when it has one and
+        some of these jobs are queued."""
         keys = list(job_keys)
         if not keys:
             return []
         async with self.redis.pipeline(transaction=False) as pipe:
             for key in keys:
                 pipe.hgetall(self.job_id(key))
-            if rate_held:
+            if queue_held:
                 pipe.hget(self.keys.limits, QUEUE_LIMIT)
             raws = await pipe.execute(raise_on_error=False)
-        queue_limit = raws.pop() if rate_held else None
+        queue_limit = raws.pop() if queue_held else None
         found: list[Job | Exception | None] = []
         for raw in raws:
             if isinstance(raw, Exception) and not isinstance(raw, ResponseError):
@@ -78,30 +85,36 @@ class ReadMixin(RedisQueueCore):
             except Exception as error:
                 found.append(error)
         if queue_limit and not isinstance(queue_limit, Exception):
-            await self.mark_rate_held(found, queue_limit)
+            await self.mark_queue_held(found, queue_limit)
         return found
 
-    async def mark_rate_held(self, jobs: Sequence[t.Any], queue_limit: t.Any) -> None:
-        """Set `Job.blocked` to QUEUE_RATE_HELD on those of these jobs that wait on the
-        queue's own rate limit (queue_limit: its encoded Limit, as the limits hash holds
-        it): queued in the ready queue at a rank at or beyond how many the rate lets start
-        now (Counts.startable, the same GCRA sum as take.lua's). take.lua does not mark
-        them (that would move the whole ready queue on every take): this read works it
-        out, in one round trip (the rate's state and each job's rank)."""
+    async def mark_queue_held(self, jobs: Sequence[t.Any], queue_limit: t.Any) -> None:
+        """Set `Job.blocked` on those of these jobs that wait on the queue's own limit
+        (queue_limit: its encoded Limit, as the limits hash holds it): queued in the
+        ready queue at a rank at or beyond how many more its concurrency cap lets run
+        (QUEUE_CONCURRENCY_HELD), else at or beyond how many its rate lets start now
+        (QUEUE_RATE_HELD; Counts.startable, the same GCRA sum as take.lua's). take.lua
+        does not mark them (that would move the whole ready queue on every take): this
+        read works it out, in one round trip (the rate's state, the running jobs, each
+        job's rank)."""
         ready = [job for job in jobs if isinstance(job, Job)
                  and job.status == Status.QUEUED and not job.blocked]
         if not ready:
             return
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.get(self.keys.rate(QUEUE_LIMIT))
+            pipe.zcard(self.keys.active)
             for job in ready:
                 pipe.zrank(self.keys.queued, job.key)
-            arrival, *ranks = await pipe.execute()
-        _, startable = queue_limit_room(queue_limit, arrival, now_seconds() * 1000)
-        if startable is None:
-            return
+            arrival, active, *ranks = await pipe.execute()
+        cap, startable = queue_limit_room(queue_limit, arrival, now_seconds() * 1000)
+        room = None if cap is None else max(0, cap - active)
         for job, rank in zip(ready, ranks, strict=True):
-            if rank is not None and rank >= startable:
+            if rank is None:
+                continue
+            if room is not None and rank >= room:
+                job.blocked = QUEUE_CONCURRENCY_HELD
+            elif startable is not None and rank >= startable:
                 job.blocked = QUEUE_RATE_HELD
 
     async def iter_jobs(
@@ -114,7 +127,7 @@ class ReadMixin(RedisQueueCore):
         cursor = 0
         while True:
             cursor, jobs = await self.scan_jobs(
-                cursor, batch_size, rate_held=Status.QUEUED in wanted)
+                cursor, batch_size, queue_held=Status.QUEUED in wanted)
             for job in jobs:
                 if job and job.status in wanted:
                     yield job
@@ -122,13 +135,13 @@ class ReadMixin(RedisQueueCore):
                 break
 
     async def scan_jobs(
-        self, cursor: int = 0, count: int = 100, *, rate_held: bool = False
+        self, cursor: int = 0, count: int = 100, *, queue_held: bool = False
     ) -> tuple[int, list[Job | None]]:
         """One SCAN step over this queue's job records from `cursor`: the next cursor
         (0 when the scan is complete) and a job (None: gone meanwhile) per record seen;
-        rate_held: as jobs_or_errors()'s."""
+        queue_held: as jobs_or_errors()'s."""
         cursor, keys = await self._scan_keys(cursor, count)
-        return cursor, await self.jobs(keys, rate_held=rate_held)
+        return cursor, await self.jobs(keys, queue_held=queue_held)
 
     async def scan_job_fields(
         self, cursor: int, count: int, fields: Sequence[str]
@@ -280,7 +293,7 @@ class ReadMixin(RedisQueueCore):
             for zset in (self.keys.active, self.keys.queued, *parked, self.keys.waiting,
                          self.keys.scheduled):
                 keys += [text(k) for k in await self.redis.zrange(zset, offset, end)]
-            found = await self.jobs(keys, rate_held=QUEUE_LIMIT in limited)
+            found = await self.jobs(keys, queue_held=True)
             info["jobs"] = [j.to_dict() for j in found if j][:limit]
         return info
 

@@ -20,8 +20,10 @@ if t.TYPE_CHECKING:
 
 # the limit name of the whole queue in the limits hash (function names cannot be "*")
 QUEUE_LIMIT = "*"
-# Job.blocked of a ready job that waits on the queue's own rate limit (set as it is read)
+# Job.blocked of a ready job that waits on the queue's own rate or concurrency limit
+# (set as it is read: podq.queue.redis_read.mark_queue_held)
 QUEUE_RATE_HELD = "queue rate"
+QUEUE_CONCURRENCY_HELD = "queue concurrency"
 
 # hash field: "1" when the job's timeout was not chosen (take.lua may apply a worker's)
 TIMEOUT_NOT_CHOSEN = "tdef"

@@ -133,7 +133,7 @@ async def list_jobs(
             if function:
                 keys, read = await _of_function(queue, keys, function, limit - len(jobs))
             # the ready queue's jobs beyond what the queue's own rate lets start now
-            found = await queue.jobs(keys, rate_held=source.key == queue.keys.queued)
+            found = await queue.jobs(keys, queue_held=source.key == queue.keys.queued)
             if source.reverse:  # a finished set: a job expired (its ttl) or run again
                 found = [j if j is not None and j.status.value == source.status else None
                          for j in found]
