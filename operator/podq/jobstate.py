@@ -27,6 +27,10 @@ def iso_from_text(value: str | None) -> str | None:
     return iso_utc(moment.timestamp() * 1000)
 
 
+def percent(progress: float) -> str:
+    """Progress as kubectl shows it: "42%", rounded down (99.9% is not yet 100%)."""
+    return f"{int(max(0.0, min(progress, 1.0)) * 100 + 1e-9)}%"
+
 
 def job_state(job: Job) -> dict[str, t.Any]:
     """The fields `podq status` shows, from a job in Redis."""
@@ -61,6 +65,8 @@ def format_state(state: dict[str, t.Any]) -> str:
         value = state.get(field)
         if field == "attempts" and state.get("retries"):
             value = f"{value} of {state['retries']}"
+        if field == "progress" and value is not None:  # as kubectl's PROGRESS column
+            value = percent(float(value))
         if value is not None:
             out.append(f"  {field + ':':{width}} {value}")
     if state.get("result") is not None:

@@ -38,6 +38,7 @@ async def test_status_of_complete_and_failed_jobs_by_key_and_id(
     assert code == 0, err
     assert out.splitlines()[0] == "podq:{test}:job:broken"
     assert "status:    failed" in out and "attempts:  1 of 1" in out
+    assert "progress:  0%" in out  # a percentage, as kubectl get shows it
     assert "ValueError: always fails" in out  # the traceback's last line is shown
     assert (await queue.job("broken")).status is Status.FAILED
 

@@ -13,9 +13,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from podq.job import TERMINAL_STATUSES, Status
+from podq.jobstate import percent
 from podq.operator.conditions import MAX_CONDITION_MESSAGE, build_conditions, phase_conditions
 from podq.operator.jobview import JobView
-from podq.operator.status_values import cap_error, cap_result, human_duration, percent, rfc3339
+from podq.operator.status_values import cap_error, cap_result, human_duration, rfc3339
 from podq.redact import redact
 
 

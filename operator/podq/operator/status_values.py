@@ -1,6 +1,7 @@
 """The values of a Job resource's status fields as the API server takes them and kubectl
-shows them: times in RFC 3339, progress and durations as kubectl prints them, the result
-and error bounded (the full values stay in Redis)."""
+shows them: times in RFC 3339, durations as kubectl prints them (progress as a
+percentage: podq.jobstate.percent, shared with podq status), the result and error
+bounded (the full values stay in Redis)."""
 
 from __future__ import annotations
 
@@ -25,11 +26,6 @@ def rfc3339(epoch_s: float, *, millis: bool = False) -> str:
     if millis:
         return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def percent(progress: float) -> str:
-    """Progress as kubectl shows it: "42%", rounded down (99.9% is not yet 100%)."""
-    return f"{int(max(0.0, min(progress, 1.0)) * 100 + 1e-9)}%"
 
 
 def human_duration(seconds: float) -> str:
