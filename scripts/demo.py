@@ -102,6 +102,18 @@ def print_access(plane: ControlPlane, redis_url: str, metrics: dict[str, int]) -
         print(f"      curl -s http://127.0.0.1:{port}/metrics   # the {name}'s metrics")
 
 
+def node_metrics_commands() -> list[str]:
+    """Node mode: the operator's and a worker's metrics through the API server's proxy
+    (the pods' addresses are inside the node's network namespace)."""
+    api = f"/api/v1/namespaces/{NAMESPACE}"
+    worker = (f"$(kubectl get pods -n {NAMESPACE} -l app.kubernetes.io/component=worker"
+              " -o jsonpath='{.items[0].metadata.name}')")
+    return [f"kubectl get --raw {api}/services/podq-operator-metrics:metrics/proxy/metrics"
+            "   # the operator's metrics",
+            f"kubectl get --raw \"{api}/pods/{worker}:9100/proxy/metrics\""
+            "   # a worker's metrics (while one runs)"]
+
+
 def run_processes(args: argparse.Namespace) -> int:
     """The control plane without a node; the operator and a worker as local processes."""
     print("==> control plane (etcd, kube-apiserver, kube-controller-manager)")
@@ -175,7 +187,9 @@ def run_node(args: argparse.Namespace) -> int:
         values = chart_image_values(images)
         values["redis"] = {"url": plane.pod_redis_url}
         values["operator"]["logFormat"] = "plain"
+        values["metrics"] = {"enabled": True}  # the operator's, on a Service
         values["workers"].update(
+            metrics={"enabled": True},
             autoscaling={"enabled": True, "minReplicas": 0, "maxReplicas": 2},
             longestJobTimeoutSeconds=60,
             resources={"requests": {"cpu": "10m", "memory": "32Mi"},
@@ -206,6 +220,8 @@ def run_node(args: argparse.Namespace) -> int:
         print(f"      kubectl get podq,pods -n {NAMESPACE} -w")
         print(f"      export PODQ_REDIS_URL={plane.redis_url} ;"
               " .venv/bin/podq jobs --status complete")
+        for line in node_metrics_commands():
+            print(f"      {line}")
         if args.exit_when_done:
             return 0
         print("Ctrl-C stops the pods, the node and the control plane, and removes them.")

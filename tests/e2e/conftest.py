@@ -101,6 +101,7 @@ def helm_values(plane: ControlPlane) -> dict:
     images = chart_image_values(_images)
     return {
         "redis": {"url": plane.pod_redis_url},
+        "metrics": {"enabled": True},  # as ./scripts/demo installs it
         "operator": {
             **images["operator"],
             "logFormat": "plain",

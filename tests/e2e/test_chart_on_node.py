@@ -13,7 +13,7 @@ import time
 import uuid
 
 import pytest
-from chart_release import NAMESPACE, Release
+from chart_release import NAMESPACE, RELEASE, Release
 
 
 def unique(prefix: str) -> str:
@@ -116,6 +116,32 @@ def test_restricted_pod_security_is_enforced(rel: Release) -> None:
     refused = rel.kubectl("apply", "-f", "-", input=json.dumps(root_pod), check=False)
     assert refused.returncode != 0
     assert "violates PodSecurity \"restricted:latest\"" in refused.stderr, refused.stderr
+
+
+def test_the_webhook_pod_refuses_a_bad_schedule_at_apply(rel: Release) -> None:
+    """The API server reaches the chart's webhook Service (no kube-proxy on this node:
+    scripts/control-plane routes Service calls to a pod's address)."""
+    bad = {"apiVersion": "podq.dev/v1alpha1", "kind": "CronJob",
+           "metadata": {"name": unique("bad"), "namespace": NAMESPACE},
+           "spec": {"schedule": "61 * * * *", "jobTemplate": {"spec": {"function": "echo"}}}}
+
+    def refusal() -> str | None:  # failurePolicy Ignore: an unreachable webhook accepts
+        result = rel.kubectl("apply", "-f", "-", input=json.dumps(bad), check=False)
+        if result.returncode == 0:
+            rel.kubectl("delete", "pqcron", bad["metadata"]["name"], "--wait=false")
+            return None
+        return result.stderr
+    stderr = rel.wait_for("kubectl apply refused by the webhook", refusal, timeout=60)
+    assert 'admission webhook "validate.podq.dev" denied the request' in stderr, stderr
+    assert "spec.schedule" in stderr and "61" in stderr, stderr
+
+
+def test_operator_metrics_through_the_api_server_proxy(rel: Release) -> None:
+    """What ./scripts/demo prints (node mode) to read the operator's metrics."""
+    path = (f"/api/v1/namespaces/{NAMESPACE}/services/{RELEASE}-operator-metrics:metrics"
+            "/proxy/metrics")
+    text = rel.plane.kubectl("get", "--raw", path).stdout
+    assert "podq_operator_" in text, text[:2000]
 
 
 def test_busy_worker_pod_deleted_drains_its_job(rel: Release) -> None:
