@@ -139,3 +139,48 @@ async def test_a_mocked_clock_does_not_move_podqs(queues: dict[types.ModuleType,
     # is long past
     assert on_podq == {**on_saq, "queued at 1": 1}
     assert saq.utils.now() > 1000  # the patch is gone
+
+
+async def test_apply_and_map_give_their_wait_to_the_job_as_its_timeout(
+    queues: dict[types.ModuleType, t.Any],  # noqa: F811
+) -> None:
+    async def scenario(lib: types.ModuleType, queue: t.Any) -> dict[str, t.Any]:
+        worker = lib.Worker(queue, functions=[noop])
+        running = asyncio.create_task(worker.start())
+        out: dict[str, t.Any] = {
+            "apply": await queue.apply("noop", key="half", timeout=5.5),
+            "map": await queue.map("noop", [{"key": "a"}, {"key": "b"}], timeout=2.5),
+            "map, one key twice": await queue.map("noop", [{}, {}], key="same", timeout=10),
+            "apply, no wait limit": await queue.apply("noop", key="unbounded"),
+        }
+        jobs = await queue.jobs(["half", "a", "b", "unbounded"])
+        out["job timeouts"] = [job.timeout for job in jobs]
+        await worker.stop()
+        await running
+        return out
+
+    on_saq, on_podq = await both(queues, scenario)
+    assert on_saq == {"apply": 1, "map": [1, 1], "map, one key twice": [1],
+                      "apply, no wait limit": 1, "job timeouts": [5.5, 2.5, 2.5, None]}
+    # documented deviations: without a wait limit the job has the default timeout
+    # (SAQ's has none); the results line up with iter_kwargs when a key repeats (SAQ's
+    # list has one result per key)
+    assert on_podq == {**on_saq, "map, one key twice": [1, 1],
+                       "job timeouts": [5.5, 2.5, 2.5, 10]}
+
+
+async def test_info_pages_its_jobs(queues: dict[types.ModuleType, t.Any]) -> None:  # noqa: F811
+    async def scenario(lib: types.ModuleType, queue: t.Any) -> dict[str, t.Any]:
+        for i in range(5):
+            await queue.enqueue("noop", key=f"k{i}")
+        pages = {}
+        for offset, limit in ((0, 2), (2, 2), (2, 4)):
+            info = await queue.info(jobs=True, offset=offset, limit=limit)
+            pages[(offset, limit)] = [job["key"] for job in info["jobs"]]
+        return pages
+
+    on_saq, on_podq = await both(queues, scenario)
+    # SAQ reads limit as the index the page ends before, so offset 2, limit 2 is empty
+    assert on_saq == {(0, 2): ["k0", "k1"], (2, 2): [], (2, 4): ["k2", "k3"]}
+    # documented deviation: limit is the page's length, as SAQ's docstring says
+    assert on_podq == {(0, 2): ["k0", "k1"], (2, 2): ["k2", "k3"], (2, 4): ["k2", "k3", "k4"]}

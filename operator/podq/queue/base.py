@@ -325,7 +325,8 @@ class Queue(ABC):
         **kwargs: t.Any,
     ) -> list[t.Any]:
         """Enqueue one job per kwargs dict and collect their results in order."""
-        base = {"timeout": int(timeout)} if timeout else {}
+        # the wait is the jobs' timeout too, as in SAQ (without one: the default timeout)
+        base = {"timeout": timeout} if timeout else {}
         all_kwargs = [
             {
                 **base,
@@ -354,7 +355,7 @@ class Queue(ABC):
                         results[key] = exc
                     elif job.status == Status.COMPLETE:
                         results[key] = job.result
-                if len(results) < len(keys):
+                if any(k not in results for k in keys):  # a key may repeat
                     await sub.wait(5.0)
 
         async with self.subscribe(keys) as sub:
