@@ -312,12 +312,12 @@ def report(
     print(f"N={args.jobs} jobs, concurrency {args.concurrency}, one worker process, "
           f"redis-server on loopback{', uvloop' if args.uvloop else ''}; seconds unless marked"
           + (f"; median of {args.runs} runs [min-max]" if args.runs > 1 else ""))
-    print(f"{'workload':<16}{'saq':>10}{'podq':>10}{'podq/saq':>10}")
+    print(f"{'workload':<16}{'saq':>12}{'podq':>12}{'podq/saq':>10}")
     for name in NAMES:
         if name not in podq:
             continue
         ratio = podq[name] / saq[name] if saq.get(name) else float("nan")
-        line = f"{name:<16}{saq[name]:>10.4f}{podq[name]:>10.4f}{ratio:>10.2f}"
+        line = f"{name:<16}{saq[name]:>12.4f}{podq[name]:>12.4f}{ratio:>10.2f}"
         if args.runs > 1:
             spread = [(min(r[name] for r in runs[lib]), max(r[name] for r in runs[lib]))
                       for lib in ("saq", "podq")]
@@ -327,7 +327,7 @@ def report(
         print("podq paced p99 ms by run:",
               ", ".join(f"{r['paced p99 ms']:.2f}" for r in runs["podq"]))
     if "sleep" in podq:
-        print(f"{'sleep ideal':<16}{saq['sleep ideal']:>10.4f}{podq['sleep ideal']:>10.4f}"
+        print(f"{'sleep ideal':<16}{saq['sleep ideal']:>12.4f}{podq['sleep ideal']:>12.4f}"
               f"   podq over ideal: {100 * (podq['sleep'] / podq['sleep ideal'] - 1):+.1f}%")
     if "bulk enqueue" in podq:
         print("saq's 'bulk enqueue' is its enqueue loop again: it has no bulk enqueue.")
