@@ -65,7 +65,8 @@ async def test_cancelling_process(queues: dict[types.ModuleType, t.Any]) -> None
         worker = lib.Worker(queue, functions=[noop], before_process=before,
                             after_process=after)
         waiting = asyncio.create_task(worker.process())  # on an empty queue
-        await asyncio.sleep(0.2)
+        for _ in range(3):  # it starts, and waits on Redis for a job
+            await asyncio.sleep(0)
         waiting.cancel()
         try:
             out: dict[str, t.Any] = {"returned": await waiting}
