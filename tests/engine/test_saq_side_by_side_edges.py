@@ -185,3 +185,59 @@ async def test_info_pages_its_jobs(queues: dict[types.ModuleType, t.Any]) -> Non
     assert on_saq == {(0, 2): ["k0", "k1"], (2, 2): [], (2, 4): ["k2", "k3"]}
     # documented deviation: limit is the page's length, as SAQ's docstring says
     assert on_podq == {(0, 2): ["k0", "k1"], (2, 2): ["k2", "k3"], (2, 4): ["k2", "k3", "k4"]}
+
+
+async def test_an_unknown_function_and_an_unstorable_result(
+    queues: dict[types.ModuleType, t.Any],  # noqa: F811
+) -> None:
+    async def unstorable(ctx: dict[str, t.Any]) -> object:
+        return object()
+
+    async def scenario(lib: types.ModuleType, queue: t.Any) -> dict[str, t.Any]:
+        worker = lib.Worker(queue, functions=[noop, ("unstorable", unstorable)])
+        out: dict[str, t.Any] = {}
+        # one job at a time: each is the only one queued when process() takes one
+        for function, retries in (("nope", 1), ("unstorable", 1), ("unstorable", 2),
+                                  ("nope", 2)):
+            job = await queue.enqueue(function, retries=retries)
+            try:
+                out[f"{function}, took, retries={retries}"] = await worker.process()
+            except TypeError as e:  # SAQ: the retry cannot store the result either
+                out[f"{function}, took, retries={retries}"] = f"raised {e}"
+            await job.refresh()
+            out[f"{function}, retries={retries}"] = (job.status, job.attempts)
+            out[f"{function}, error, retries={retries}"] = (
+                job.error or "").strip().splitlines()[-1:]
+        await worker.stop()
+        return out
+
+    on_saq, on_podq = await both(queues, scenario)
+    errors_saq = {k: on_saq.pop(k) for k in list(on_saq) if ", error" in k}
+    errors_podq = {k: on_podq.pop(k) for k in list(on_podq) if ", error" in k}
+    failed, unstorable = ("failed", 1), "Object of type object is not JSON serializable"
+    assert on_saq == {
+        "nope, took, retries=1": True, "nope, retries=1": failed,
+        "unstorable, took, retries=1": True, "unstorable, retries=1": failed,
+        # SAQ: the retry cannot store the result either; process() raises, the job
+        # stays active until a sweep
+        "unstorable, took, retries=2": f"raised {unstorable}",
+        "unstorable, retries=2": ("active", 1),
+        "nope, took, retries=2": True, "nope, retries=2": ("queued", 1),
+    }
+    # documented deviations: a function the worker does not register, or a result that
+    # cannot be stored, fails the job at once whatever its retries; the errors say so
+    assert on_podq == {**on_saq, "unstorable, took, retries=2": True,
+                       "unstorable, retries=2": failed, "nope, retries=2": failed}
+    assert errors_saq == {
+        "nope, error, retries=1": ["KeyError: 'nope'"],
+        "unstorable, error, retries=1": [f"TypeError: {unstorable}"],
+        "unstorable, error, retries=2": [],
+        "nope, error, retries=2": ["KeyError: 'nope'"],
+    }
+    for retries in (1, 2):
+        [nope] = errors_podq[f"nope, error, retries={retries}"]
+        assert nope.startswith("function 'nope' is not registered on worker ")
+        assert nope.endswith("; registered functions: noop, unstorable")
+        assert errors_podq[f"unstorable, error, retries={retries}"] == [
+            f"cannot store job 'unstorable': result is a object, which is not "
+            f"JSON-serialisable ({unstorable})"]
