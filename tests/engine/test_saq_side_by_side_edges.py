@@ -214,13 +214,13 @@ async def test_an_unknown_function_and_an_unstorable_result(
     on_saq, on_podq = await both(queues, scenario)
     errors_saq = {k: on_saq.pop(k) for k in list(on_saq) if ", error" in k}
     errors_podq = {k: on_podq.pop(k) for k in list(on_podq) if ", error" in k}
-    failed, unstorable = ("failed", 1), "Object of type object is not JSON serializable"
+    failed, not_json = ("failed", 1), "Object of type object is not JSON serializable"
     assert on_saq == {
         "nope, took, retries=1": True, "nope, retries=1": failed,
         "unstorable, took, retries=1": True, "unstorable, retries=1": failed,
         # SAQ: the retry cannot store the result either; process() raises, the job
         # stays active until a sweep
-        "unstorable, took, retries=2": f"raised {unstorable}",
+        "unstorable, took, retries=2": f"raised {not_json}",
         "unstorable, retries=2": ("active", 1),
         "nope, took, retries=2": True, "nope, retries=2": ("queued", 1),
     }
@@ -230,7 +230,7 @@ async def test_an_unknown_function_and_an_unstorable_result(
                        "unstorable, retries=2": failed, "nope, retries=2": failed}
     assert errors_saq == {
         "nope, error, retries=1": ["KeyError: 'nope'"],
-        "unstorable, error, retries=1": [f"TypeError: {unstorable}"],
+        "unstorable, error, retries=1": [f"TypeError: {not_json}"],
         "unstorable, error, retries=2": [],
         "nope, error, retries=2": ["KeyError: 'nope'"],
     }
@@ -240,4 +240,4 @@ async def test_an_unknown_function_and_an_unstorable_result(
         assert nope.endswith("; registered functions: noop, unstorable")
         assert errors_podq[f"unstorable, error, retries={retries}"] == [
             f"cannot store job 'unstorable': result is a object, which is not "
-            f"JSON-serialisable ({unstorable})"]
+            f"JSON-serialisable ({not_json})"]
