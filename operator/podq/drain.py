@@ -33,7 +33,7 @@ async def resume(queue: Queue) -> bool:
     """Lift the pause and wake the workers; False when the queue was not paused."""
     was = bool(await queue.redis.delete(paused_key(queue)))
     # workers wait on the wake channel; a `queued:` message makes them take again
-    await queue.redis.publish(queue.keys.wake, message("queued"))
+    await queue.redis.spublish(queue.keys.wake, message("queued"))
     return was
 
 

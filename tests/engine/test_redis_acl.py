@@ -79,6 +79,7 @@ async def test_worker_and_client_of_a_queue_work_with_its_keys_only(
         for command in (("GET", QueueKeys("reports").job("x")),
                         ("HGETALL", QueueKeys("reports").job("x")),
                         ("PUBLISH", QueueKeys("reports").wake, "queued:"),
+                        ("SPUBLISH", QueueKeys("reports").wake, "queued:"),
                         ("KEYS", "*"), ("FLUSHALL",), ("CONFIG", "GET", "*"),
                         # keyless, so unfiltered: they would list other queues' job keys
                         ("SCAN", "0"), ("RANDOMKEY",)):

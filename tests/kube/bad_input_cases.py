@@ -341,7 +341,7 @@ async def _garbage_changes(ctx: Ctx) -> None:
     queue = Queue.from_url(ctx.stage.url, name="default")
     try:
         for garbage in ("", ":", "nocolon", "\xff\xfe", "queued:" + "k" * 10_000):
-            await queue.redis.publish(queue.keys.changes, garbage)
+            await queue.redis.spublish(queue.keys.changes, garbage)
     finally:
         await queue.disconnect()
     await ctx.create({"function": "noop"})

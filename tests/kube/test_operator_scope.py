@@ -113,6 +113,7 @@ async def test_queue_not_granted_to_the_namespace_is_refused_visibly(harness: Ha
     assert failed["reason"] == "QueueNotAllowed"
     assert await theirs.redis.keys("podq:{nobodys}:*") == []
     assert await theirs.redis.pubsub_channels("podq:{nobodys}:*") == []
+    assert await theirs.redis.pubsub_shardchannels("podq:{nobodys}:*") == []
 
     await harness.delete_job("stray")
 

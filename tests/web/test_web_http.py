@@ -270,7 +270,7 @@ async def test_one_subscription_serves_every_browser(queue, dashboard):
         streams = [await s.get(d.url + "/events") for _ in range(5)]
         for stream in streams:
             await read_events(stream, lambda e, _: e == "hello")
-        subscribers = await queue.redis.pubsub_numsub(queue.keys.changes)
+        subscribers = await queue.redis.pubsub_shardnumsub(queue.keys.changes)
         assert subscribers[0][1] == 1
         await queue.enqueue("add", key="fan")
         for stream in streams:

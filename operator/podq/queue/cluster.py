@@ -19,8 +19,11 @@ CLUSTER SLOTS) and look it up again:
   on the new owner once the slot has moved. Liveness records may expire meanwhile:
   `held_back_at` tells a worker to wait before sweeping (podq.worker_upkeep).
 
-Notifications use ordinary PUBLISH/SUBSCRIBE, which a cluster delivers to subscribers
-on every node, so a subscription survives its node's change of role.
+Notifications use sharded pub/sub (SPUBLISH, SSUBSCRIBE: podq.queue.notify): a queue's
+channels carry its hash tag, so their messages stay within the shard that owns its slot
+(a plain PUBLISH crosses the cluster bus to every node). Redis ends such a subscription
+when the slot leaves the node (`sunsubscribe`); the reader then subscribes again on
+the owner that node names (`slot_left`).
 """
 
 from __future__ import annotations
@@ -118,6 +121,16 @@ class SlotOwner:
         self.held_back_at = time.monotonic()
         if self.address == address:
             self.address = None
+
+    def left(self, address: Address) -> None:
+        """The node at address stopped serving the slot (it ended a subscription to a
+        shard channel of it): resolve anew, asking that node first (it knows the new
+        owner; another node may not have learned of the change yet)."""
+        self.held_back_at = time.monotonic()
+        self.address = None
+        if address in self.known:
+            self.known.remove(address)
+        self.known.insert(0, address)
 
     def moved(self, host: str, port: int) -> None:
         self.held_back_at = time.monotonic()
@@ -235,6 +248,17 @@ def preload(redis: aioredis.Redis, sources: list[str]) -> None:
     owner = _owner(redis)
     if owner is not None:
         owner.scripts = list(dict.fromkeys([*owner.scripts, *sources]))
+
+
+def slot_left(redis: t.Any, host: str, port: int) -> None:
+    """The node at host:port ended a subscription to a shard channel of this client's
+    slot (Redis's `sunsubscribe` when the slot leaves a node: failover, resharding):
+    the next connection goes to the slot's owner, as that node names it (no-op off a
+    cluster). A subscription left on a demoted primary could miss messages until the
+    new primary counts it among its replicas."""
+    owner = _owner(redis)
+    if owner is not None:
+        owner.left((host, int(port)))
 
 
 def held_back_at(redis: t.Any) -> float:

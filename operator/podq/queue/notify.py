@@ -1,5 +1,14 @@
 """Notifications of a queue: one pub/sub reader per channel and Queue object, fanned
-out to in-process callbacks; subscriptions to job changes and to worker wake-ups."""
+out to in-process callbacks; subscriptions to job changes and to worker wake-ups.
+
+The channels are sharded (SPUBLISH from the scripts, SSUBSCRIBE here; Redis 7.0 or
+later): their names carry the queue's hash tag, so on a Redis Cluster a message stays
+within the shard that owns the queue's slot instead of crossing the cluster bus to
+every node, and the reader subscribes on that shard's primary (the queue's own pool,
+podq.queue.cluster). On a lone Redis they behave as plain PUBLISH/SUBSCRIBE. When the
+slot leaves the node (a failover demotes it, resharding moves the slot) Redis ends the
+subscription with an `sunsubscribe`: the reader subscribes again on the slot's owner
+and tells its callbacks to resync, as after a lost connection."""
 
 from __future__ import annotations
 
@@ -13,6 +22,7 @@ from redis import asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from podq.job import Status
+from podq.queue import cluster
 from podq.queue.store import text
 from podq.utils import Backoff, cancel_and_wait, cancel_requested
 
@@ -24,6 +34,11 @@ logger = logging.getLogger("podq")
 # a callback gets (job key, status) per change, and (None, "resync") after a
 # (re)subscribe, meaning messages may have been missed
 Listener = t.Callable[[str | None, str], None]
+
+
+class ChannelMovedError(RedisConnectionError):
+    """Redis ended the subscription itself (`sunsubscribe`): the queue's slot left the
+    node (failover, resharding); the reader subscribes again on the slot's owner."""
 
 
 class Change(t.NamedTuple):
@@ -108,16 +123,21 @@ class Notifier:
         while not cancel_requested():
             pubsub = client.pubsub()
             try:
-                await pubsub.subscribe(self.channel)
+                await pubsub.ssubscribe(self.channel)
                 async for msg in pubsub.listen():
                     kind = text(msg["type"])
-                    if kind == "message":
+                    if kind == "smessage":
                         status, _, key = text(msg["data"]).partition(":")
                         self._dispatch(key, status)
-                    elif kind == "subscribe":
+                    elif kind == "ssubscribe":
                         backoff.reset()
                         self.ready.set()
                         self._dispatch(None, "resync")
+                    elif kind == "sunsubscribe":  # never asked for: the slot left the node
+                        node = pubsub.connection
+                        if node is not None:
+                            cluster.slot_left(client, node.host, node.port)
+                        raise ChannelMovedError(f"{self.channel} unsubscribed by Redis")
             except asyncio.CancelledError:
                 raise
             except Exception as e:
@@ -252,4 +272,7 @@ class WakeSubscription:
         await self.close()
 
 
-__all__ = ["Change", "Listener", "Notifier", "Subscription", "WakeSubscription", "message"]
+__all__ = [
+    "Change", "ChannelMovedError", "Listener", "Notifier", "Subscription", "WakeSubscription",
+    "message",
+]

@@ -180,7 +180,7 @@ class RedisQueue(EnqueueMixin, TakeMixin, WriteMixin, ReadMixin):
                 yield change
 
     async def notify(self, job: Job) -> None:
-        await self.redis.publish(self.keys.changes, message(Status(job.status).value, job.key))
+        await self.redis.spublish(self.keys.changes, message(Status(job.status).value, job.key))
 
     async def wait_for_terminal(self, job_key: str, timeout: float | None = None) -> Job | None:
         """Wait (notification-driven) until the job is terminal or gone; TimeoutError past

@@ -29,7 +29,7 @@ if st == 'queued' or st == 'new' then
     redis.call('EXPIRE', KEYS[1], ttl)
   end
   redis.call('HINCRBY', KEYS[5], 'aborted', 1)
-  redis.call('PUBLISH', ARGV[2], 'aborted:' .. ARGV[1])
+  redis.call('SPUBLISH', ARGV[2], 'aborted:' .. ARGV[1])
   if redis.call('EXISTS', KEYS[7]) == 1 then
     settle_dependents({ARGV[6], ARGV[8], ARGV[7], KEYS[8], KEYS[2], KEYS[6], KEYS[5],
       ARGV[2], ARGV[3]}, ARGV[1], 'aborted', now_ms)
@@ -37,8 +37,8 @@ if st == 'queued' or st == 'new' then
   return 'aborted'
 elseif st == 'active' then
   redis.call('HSET', KEYS[1], 'status', 'aborting', 'error', ARGV[4])
-  redis.call('PUBLISH', ARGV[2], 'aborting:' .. ARGV[1])
-  redis.call('PUBLISH', ARGV[3], 'aborting:' .. ARGV[1])
+  redis.call('SPUBLISH', ARGV[2], 'aborting:' .. ARGV[1])
+  redis.call('SPUBLISH', ARGV[3], 'aborting:' .. ARGV[1])
   return 'aborting'
 end
 return st

@@ -53,7 +53,7 @@ for _, d in ipairs(deps) do
     if ttl > 0 then redis.call('EXPIRE', KEYS[1], ttl) end
     redis.call('HINCRBY', KEYS[6], 'enqueued', 1)
     redis.call('HINCRBY', KEYS[6], 'failed', 1)
-    redis.call('PUBLISH', ARGV[2], 'failed:' .. ARGV[1])
+    redis.call('SPUBLISH', ARGV[2], 'failed:' .. ARGV[1])
     return 1
   elseif d[2] ~= 'complete' then
     open = open + 1
@@ -71,9 +71,9 @@ else
   ready = true
 end
 redis.call('HINCRBY', KEYS[6], 'enqueued', 1)
-redis.call('PUBLISH', ARGV[2], 'queued:' .. ARGV[1])
+redis.call('SPUBLISH', ARGV[2], 'queued:' .. ARGV[1])
 if not ready then
-  redis.call('PUBLISH', ARGV[3], 'queued:' .. ARGV[1])
+  redis.call('SPUBLISH', ARGV[3], 'queued:' .. ARGV[1])
 elseif redis.call('LLEN', KEYS[8]) == 0 then
   redis.call('RPUSH', KEYS[8], '1')
 end

@@ -45,7 +45,7 @@ while i <= #ARGV do
       else
         make_ready(KEYS[1], KEYS[3], pri, key)
       end
-      redis.call('PUBLISH', ARGV[1], 'queued:' .. key)
+      redis.call('SPUBLISH', ARGV[1], 'queued:' .. key)
       ok = '1'
       enqueued = enqueued + 1
     end
@@ -55,6 +55,6 @@ end
 if enqueued > 0 then
   redis.call('HINCRBY', KEYS[4], 'enqueued', enqueued)
   -- one wake-up for the whole batch: workers take as many jobs as they have slots
-  redis.call('PUBLISH', ARGV[5], 'queued:')
+  redis.call('SPUBLISH', ARGV[5], 'queued:')
 end
 return table.concat(out)

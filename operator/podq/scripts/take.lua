@@ -181,7 +181,7 @@ while got < n do
       end
       redis.call('ZADD', KEYS[3], now_ms, k)
       redis.call('RPUSH', KEYS[6], k)
-      redis.call('PUBLISH', ARGV[5], 'active:' .. k)
+      redis.call('SPUBLISH', ARGV[5], 'active:' .. k)
       out[#out + 1] = k
       out[#out + 1] = redis.call('HMGET', jk, unpack(ARGV, 11))
     end

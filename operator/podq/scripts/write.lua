@@ -61,7 +61,7 @@ if mode == 'update' then
   redis.call('HSET', KEYS[1], unpack(ARGV, 17))
   redis.call('HSET', KEYS[1], 'touched', now_ms)
   status = redis.call('HGET', KEYS[1], 'status')
-  redis.call('PUBLISH', ARGV[2], status .. ':' .. ARGV[1])
+  redis.call('SPUBLISH', ARGV[2], status .. ':' .. ARGV[1])
   return 1
 end
 -- a job is in exactly one of queued/scheduled/active (fix 3), or parked on a limit
@@ -88,7 +88,7 @@ else
 end
 if mode == 'finish' then
   redis.call('HINCRBY', KEYS[6], status, 1)
-  if limited then redis.call('PUBLISH', ARGV[3], 'queued:') end
+  if limited then redis.call('SPUBLISH', ARGV[3], 'queued:') end
   if redis.call('EXISTS', KEYS[8]) == 1 then
     settle_dependents({ARGV[13], ARGV[15], ARGV[14], KEYS[9], KEYS[2], KEYS[5], KEYS[6],
       ARGV[2], ARGV[3]}, ARGV[1], status, now_ms)
@@ -101,7 +101,7 @@ else
     make_ready(KEYS[2], KEYS[5], ARGV[11], ARGV[1])
   end
   redis.call('HINCRBY', KEYS[6], mode == 'requeue' and 'disrupted' or 'retried', 1)
-  redis.call('PUBLISH', ARGV[3], status .. ':' .. ARGV[1])
+  redis.call('SPUBLISH', ARGV[3], status .. ':' .. ARGV[1])
 end
-redis.call('PUBLISH', ARGV[2], status .. ':' .. ARGV[1])
+redis.call('SPUBLISH', ARGV[2], status .. ':' .. ARGV[1])
 return 1

@@ -23,8 +23,8 @@ local function settle_dependents(names, key, status, now_ms)
             redis.call('ZREM', names[4], w)
             redis.call('HDEL', wk, 'blocked')
             make_ready(names[5], names[6], f[2] or '0', w)
-            redis.call('PUBLISH', names[8], 'queued:' .. w)
-            redis.call('PUBLISH', names[9], 'queued:' .. w)
+            redis.call('SPUBLISH', names[8], 'queued:' .. w)
+            redis.call('SPUBLISH', names[9], 'queued:' .. w)
           end
         else
           redis.call('ZREM', names[4], w)
@@ -39,7 +39,7 @@ local function settle_dependents(names, key, status, now_ms)
             redis.call('EXPIRE', wk, ttl)
           end
           redis.call('HINCRBY', names[7], 'failed', 1)
-          redis.call('PUBLISH', names[8], 'failed:' .. w)
+          redis.call('SPUBLISH', names[8], 'failed:' .. w)
           stack[#stack + 1] = {w, 'failed'}
         end
       end
