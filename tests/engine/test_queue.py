@@ -355,6 +355,31 @@ async def test_listen_calls_back_until_truthy(queue: Queue) -> None:
     assert statuses == [Status.ACTIVE, Status.COMPLETE]
 
 
+async def test_listen_reads_the_jobs_again_after_a_resubscription(queue: Queue) -> None:
+    """A change published while the subscription was down is not replayed by Redis:
+    once subscribed again, listen gives each job's current status."""
+    statuses: list[Status] = []
+
+    def callback(key: str, status: Status) -> bool:
+        statuses.append(status)
+        return status is Status.ABORTED
+
+    job = await queue.enqueue("f", key="missed")
+    task = asyncio.create_task(queue.listen(["missed"], callback, timeout=15))
+
+    async def subscribed() -> bool:
+        [(_, count)] = await queue.redis.pubsub_shardnumsub(queue.keys.changes)
+        return count == 1
+
+    await wait_for(subscribed, 10)
+    # Redis drops the subscription; the abort's message finds no subscriber (the
+    # reader subscribes again 0.1 s later at the earliest)
+    assert await queue.redis.client_kill_filter(_type="pubsub") == 1
+    await queue.abort(job, "gone")
+    await task
+    assert statuses == [Status.ABORTED]
+
+
 async def test_batch_aborts_its_jobs_when_an_exception_escapes(queue: Queue) -> None:
     with pytest.raises(RuntimeError):
         async with queue.batch():

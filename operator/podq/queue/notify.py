@@ -199,10 +199,13 @@ class Subscription:
         self.keys = set(keys) if keys is not None else None
         self._items: asyncio.Queue[Change] = asyncio.Queue()
         self.changed = asyncio.Event()
+        # set on a resubscription (not the first): changes may have been missed
+        self.resynced = asyncio.Event()
 
     def _on_change(self, key: str | None, status: str) -> None:
         if key is None:
             self.changed.set()
+            self.resynced.set()
             return
         if self.keys is None or key in self.keys:
             try:
@@ -215,6 +218,7 @@ class Subscription:
     async def start(self) -> Subscription:
         self.notifier.callbacks.add(self._on_change)
         await self.notifier.start()
+        self.resynced.clear()  # the first subscription: nothing missed yet
         return self
 
     async def close(self) -> None:

@@ -33,6 +33,7 @@ from podq.queue.redis_take import TakeMixin
 from podq.queue.redis_write import WriteMixin
 from podq.queue.store import Scripts, text
 from podq.redact import redact
+from podq.utils import cancel_and_wait
 
 if t.TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterable
@@ -205,18 +206,42 @@ class RedisQueue(EnqueueMixin, TakeMixin, WriteMixin, ReadMixin):
         timeout: float | None = 10,
         poll_interval: float = 0.5,
     ) -> None:
-        """Call callback(key, status) on each change of these jobs until it returns truthy."""
+        """Call callback(key, status) on each change of these jobs until it returns truthy.
+
+        After a resubscription (a lost connection; on a cluster, a failover or the slot
+        moved), when messages may have been missed, callback gets each job's current
+        status too."""
         keys = list(job_keys)
         if not keys:
             return
 
-        async def run(sub: Subscription) -> None:
+        async def called(key: str, status: Status) -> bool:
+            stop = callback(key, status)
+            if asyncio.iscoroutine(stop):
+                stop = await stop
+            return bool(stop)
+
+        async def changes(sub: Subscription) -> None:
             async for change in sub:
-                stop = callback(change.key, change.status)
-                if asyncio.iscoroutine(stop):
-                    stop = await stop
-                if stop:
+                if await called(change.key, change.status):
                     return
+
+        async def resyncs(sub: Subscription) -> None:
+            while True:
+                await sub.resynced.wait()
+                sub.resynced.clear()
+                for key, job in zip(keys, await self.jobs(keys), strict=True):
+                    if job is not None and await called(key, Status(job.status)):
+                        return
+
+        async def run(sub: Subscription) -> None:
+            tasks = [asyncio.create_task(changes(sub)), asyncio.create_task(resyncs(sub))]
+            try:
+                done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    task.result()
+            finally:
+                await cancel_and_wait(tasks, 5.0)
 
         async with self.subscribe(keys) as sub:
             await asyncio.wait_for(run(sub), timeout or None)
