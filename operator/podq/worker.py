@@ -32,7 +32,7 @@ from podq.deadlines import Deadlines
 from podq.job import CronJob
 from podq.metrics import WorkerMetrics
 from podq.queue import Queue
-from podq.utils import cancel_and_wait, now
+from podq.utils import cancel_and_wait, new_request_id, now
 from podq.worker_core import REDIS_ERRORS, Context, _Run
 from podq.worker_run import RunMixin
 from podq.worker_upkeep import UpkeepMixin
@@ -201,7 +201,9 @@ class Worker(RunMixin, UpkeepMixin):
         # a take whose reply did not arrive is sent again under the same request id, so
         # it returns the jobs it took instead of leaving them active for nobody
         self._take_request: str | None = None
-        self._last_take: str | None = None
+        # every take names the previous one (the first, a request never sent), so a
+        # late copy of an older take, run after a newer one, takes nothing (take.lua)
+        self._last_take: str | None = new_request_id()
         # an idle worker's take waits in Redis for work (Queue.take_when_ready);
         # _wake_up ends it early, once
         self._waiting_take = False

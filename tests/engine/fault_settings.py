@@ -49,10 +49,18 @@ async def beats(ctx: dict, seconds: float) -> str:
     return "beat"
 
 
+async def fails_once(ctx: dict) -> str:
+    """Fails its first attempt (the function's own error), completes the next."""
+    await _record(ctx, "fails_once")
+    if ctx["job"].attempts == 1:
+        raise RuntimeError("first attempt fails")
+    return "second"
+
+
 FAST = {"schedule": 0.5, "worker_info": 0.2, "sweep": 0.3, "abort": 0.2}
 
 settings: dict[str, Any] = {
-    "functions": [kills_its_worker, runs_for, beats],
+    "functions": [kills_its_worker, runs_for, beats, fails_once],
     "concurrency": 2,
     "timers": FAST,
     "liveness_ttl": 1.0,

@@ -242,6 +242,29 @@ async def test_a_take_resent_after_a_lost_reply_hands_out_the_same_jobs(
         await queue.disconnect()
 
 
+async def test_a_late_copy_of_an_older_take_takes_nothing(queue: Queue) -> None:
+    """Redis frozen (SIGSTOP) or unreachable: the client sends a take again on another
+    connection; once Redis runs again the copies may run in either order. A copy of a
+    request the worker has had its reply to, run after the worker's next take, must
+    take nothing: its jobs would be active for a worker that never sees them."""
+    await queue.enqueue_many([Job("f", key=f"j{i}", timeout=0) for i in range(6)])
+    first, _ = await queue.take(2, "w", request="r1", previous="r0")
+    second, _ = await queue.take(2, "w", request="r2", previous="r1")
+    assert len(first) == len(second) == 2
+    # the late copy of r1 (its record was dropped by r2), jobs still queued: none taken
+    assert await queue.take(2, "w", request="r1", previous="r0") == ([], None)
+    assert await queue.count("active") == 4 and await queue.count("queued") == 2
+    # a late copy of a request that took no job, after the next one took some
+    assert await queue.take(0, "v", request="e1", previous="e0") == ([], None)
+    assert len((await queue.take(2, "v", request="e2", previous="e1"))[0]) == 2
+    await queue.enqueue_many([Job("f", key=f"k{i}", timeout=0) for i in range(2)])
+    assert await queue.take(2, "v", request="e1", previous="e0") == ([], None)
+    # the same request sent again while it is still the last: its jobs, once
+    again, _ = await queue.take(2, "w", request="r3", previous="r2")
+    assert await queue.take(2, "w", request="r3", previous="r2") == (again, None)
+    assert len(again) == 2 and await queue.count("active") == 8
+
+
 # -- sync functions: no write-back while the thread runs -------------------------------
 
 
@@ -360,6 +383,35 @@ async def test_a_skewed_worker_clock_aborts_no_healthy_job(
         finally:
             sweeping.cancel()
             await asyncio.wait([sweeping])
+    finally:
+        await queue.disconnect()
+
+
+@pytest.mark.parametrize("skew_s", [-3600, 3600])
+async def test_a_skewed_worker_clock_delays_a_retry_by_its_retry_delay_on_redis_clock(
+    redis_url: str, spawn: list, skew_s: int
+) -> None:
+    queue = Queue.from_url(redis_url)
+    try:
+        skewed = start_worker_process(
+            spawn, redis_url, settings=FAULTS, env={"PODQ_TEST_CLOCK_SKEW_S": str(skew_s)}
+        )
+        await wait_for(queue.workers, 10)
+        job = await queue.enqueue("fails_once", retries=2, retry_delay=3, timeout=0)
+
+        async def waiting_to_retry() -> Job | None:
+            stored = await queue.job(job.key)
+            return stored if stored.status is Status.QUEUED and stored.attempts == 1 else None
+
+        back = await wait_for(waiting_to_retry, 20)
+        failed_s = back.touched / 1000  # Redis TIME, stamped by write.lua
+        # due retry_delay after the failure on Redis's clock (the next attempt time the
+        # operator shows), not on the worker's: an hour late, or due at once, before
+        assert abs(back.scheduled - (failed_s + 3)) < 1, (back.scheduled, failed_s)
+        await job.refresh(until_complete=20)
+        assert job.status is Status.COMPLETE and job.attempts == 2, (job.error, output(skewed))
+        assert job.started / 1000 >= failed_s + 3 - 0.05  # it did wait its delay
+        assert (await runs(queue))[job.key] == 2
     finally:
         await queue.disconnect()
 

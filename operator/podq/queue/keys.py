@@ -101,6 +101,11 @@ class QueueKeys:
         """The job keys one take request got, so a resent request gets them again."""
         return f"{self.prefix}take:{request}"
 
+    def take_last(self, worker_id: str) -> str:
+        """The record key of a worker's last take request that named its previous one
+        (take.lua): a late copy of an older request takes nothing."""
+        return f"{self.prefix}take-last:{worker_id}"
+
     def cron_slot(self, function: str, slot: int) -> str:
         """Claim of one slot of a `CronJob(unique=False)`, so it is enqueued once."""
         return f"{self.prefix}cron-slot:{function}:{slot}"

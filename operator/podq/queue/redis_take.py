@@ -40,7 +40,9 @@ class TakeMixin(RedisQueueCore):
         seconds or None). Each job gets an attempt id (`job.attempt_id`) that guarded
         write-backs present. `request` names this take: sent again (after a lost reply)
         it returns the same jobs instead of taking more; `previous` is the taker's last
-        request whose reply arrived (its record is dropped). `lease` (s): how long after
+        request whose reply arrived (its record is dropped); a copy of an older request
+        of worker_id that Redis runs after this one (sent again on another connection
+        while Redis was frozen or unreachable, run late) takes nothing. `lease` (s): how long after
         the take a missing liveness record of worker_id is not yet taken for its death.
         """
         jobs, nxt, _ = await self._take(n, worker_id, default_timeout, request, previous, lease)
@@ -75,7 +77,7 @@ class TakeMixin(RedisQueueCore):
         keys = [self.keys.queued, self.keys.scheduled, self.keys.active, self.keys.seq,
                 self.keys.paused, self.keys.take_record(request),
                 self.keys.take_record(previous or request), self.keys.limits,
-                self.keys.limited, self.keys.ready]
+                self.keys.limited, self.keys.ready, self.keys.take_last(worker_id)]
         args = [
             n,
             request,

@@ -137,7 +137,9 @@ class WriteMixin(RedisQueueCore):
         job.started = 0
         job.progress = 0.0
         job.touched = now()
-        current = now_seconds()
+        # the next attempt's time on Redis's clock, as take.lua judges it due: a worker
+        # whose clock is off would hold the retry back that much, or run it at once
+        current = await self._redis_seconds() if delay else now_seconds()
         ready_at = max(float(job.scheduled or 0), current + delay)
         if ready_at > current and delay:
             job.scheduled = int(ready_at) if float(ready_at).is_integer() else ready_at

@@ -6,7 +6,11 @@
 -- of this attempt must present (write.lua), so a stale run never writes a newer one.
 -- Safe to resend: a call whose request id already took jobs (a client retry after a
 -- lost reply) returns those jobs again instead of taking more. The record of the
--- taker's previous request, whose reply it got, is dropped.
+-- taker's previous request, whose reply it got, is dropped. A request naming its
+-- previous one is a worker's: KEYS[11] holds the record key of the worker's last such
+-- request run, and a late copy of an older one (sent again on another connection while
+-- Redis was frozen or unreachable, and run after the worker had its reply and moved
+-- on) takes nothing: its jobs would be active for a worker that never sees them.
 -- Flow control (docs/limits.md): with limits set (KEYS[8]), a ready job whose function's
 -- limit has no room is parked (moved to its limit's parked zset, keeping its score);
 -- parked jobs go back to the ready queue as room comes. The queue's own limit ('*')
@@ -18,7 +22,7 @@
 -- KEYS: 1 queued zset, 2 scheduled zset, 3 active zset, 4 seq counter, 5 paused flag,
 --       6 this request's record, 7 the previous request's record (or KEYS[6]),
 --       8 limits hash, 9 set of limit names with parked jobs, 10 ready list (tokens:
---       enqueue.lua)
+--       enqueue.lua), 11 the worker's last request (its record key; a string)
 -- ARGV: 1 n, 2 request id, 3 worker id, 4 job key prefix, 5 channel,
 --       6 worker default timeout ('' = none), 7 lease (ms the worker's liveness record
 --       may be missing after the take before its jobs count as orphaned; sweep.lua),
@@ -42,6 +46,11 @@ if #taken > 0 then
     end
   end
   return out
+end
+if KEYS[7] ~= KEYS[6] then
+  local last = redis.call('GET', KEYS[11])
+  if last and last ~= KEYS[6] and last ~= KEYS[7] then return out end
+  redis.call('SET', KEYS[11], KEYS[6], 'PX', 3600000)
 end
 local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now_s, 'LIMIT', 0, 1000)
 local promoted = out[2]
