@@ -21,7 +21,7 @@ from faults import DATA_LOSS, SHORT_FAULTS, run_once
 async def test_short_fault_suite_loses_nothing_and_fails_nothing(
     podq_crds: ControlPlane, tmp_path: Path,
 ) -> None:
-    report = await run_once(podq_crds, jobs=60, retries=1, faults=SHORT_FAULTS,
+    report = await run_once(podq_crds, jobs=60, retries=0, faults=SHORT_FAULTS,
                             logs=tmp_path, settle_within=240)
     summary = "\n".join(report.lines())
     print(summary)
