@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib.metadata
+from collections.abc import Callable
 
 from redis.exceptions import RedisError
 
@@ -24,6 +25,21 @@ def version() -> str:
         return importlib.metadata.version("podq")
     except importlib.metadata.PackageNotFoundError:  # run from a source tree
         return "unknown"
+
+
+def whole_number(low: int, high: int | None = None) -> Callable[[str], int]:
+    """An argparse type: an integer of at least low (and at most high, if given)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+        if high is None and value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        if high is not None and not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be {low} to {high}, got {value}")
+        return value
+    return parse
 
 
 class CliError(Exception):

@@ -18,6 +18,7 @@ from podq.cli_common import (
     check_redis,
     queue_and_key,
     redis_url,
+    whole_number,
 )
 from podq.job import JOB_FIELDS, TERMINAL_STATUSES, UNSUCCESSFUL_TERMINAL_STATUSES, Job, Status
 from podq.jobstate import iso_utc
@@ -31,13 +32,6 @@ FINISHED = {s.value for s in TERMINAL_STATUSES}
 # what a retry copies of the failed job: what its caller chose, under the same key
 _COPIED = [name for name, field in JOB_FIELDS.items()
            if field.use.caller and name not in ("queue", "progress", "scheduled")]
-
-
-def _limit(text: str) -> int:
-    value = int(text)
-    if not 1 <= value <= MAX_LIMIT:
-        raise argparse.ArgumentTypeError(f"must be 1 to {MAX_LIMIT}, got {value}")
-    return value
 
 
 def add_parsers(sub: t.Any) -> None:
@@ -64,7 +58,7 @@ def add_parsers(sub: t.Any) -> None:
                         "set; Redis keeps them for their ttl); without --status, those "
                         "a running `podq web` recorded are listed after the pending ones")
     j.add_argument("--function", help="only jobs of this function")
-    j.add_argument("--limit", type=_limit, default=50,
+    j.add_argument("--limit", type=whole_number(1, MAX_LIMIT), default=50,
                    help=f"jobs shown per queue, 1 to {MAX_LIMIT} (default: %(default)s)")
     j.add_argument("--start", type=int, default=0,
                    help="where the page starts: a position, or with a finished --status a "

@@ -16,6 +16,7 @@ from podq.cli_common import (
     add_redis,
     check_redis,
     redis_url,
+    whole_number,
 )
 from podq.limit_specs import InvalidLimitSpec, parse_limits
 from podq.logs import FORMATS
@@ -25,17 +26,6 @@ from podq.worker import Worker, import_settings
 
 BURST_DEQUEUE_TIMEOUT_S = 1.0
 log = logging.getLogger("podq.worker")
-
-
-def _at_least_one(text: str) -> int:
-    """An argparse type: an integer of 1 or more."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def add_parsers(sub: t.Any) -> None:
@@ -57,7 +47,7 @@ def add_parsers(sub: t.Any) -> None:
                    help="on SIGTERM, seconds running jobs may finish before they are put "
                         "back in the queue (default: the settings')")
     w.add_argument("--timeout", type=int, help="default timeout (s) of jobs enqueued without one")
-    w.add_argument("--max-disruptions", type=_at_least_one,
+    w.add_argument("--max-disruptions", type=whole_number(1),
                    help="times a job may lose its worker (killed, shut down) before it ends "
                         "Failed WorkerLost (default: 5); such runs use no attempt")
     w.add_argument("--limit", action="append", metavar="NAME=SPEC",

@@ -21,7 +21,12 @@ from typing import Any
 
 from podq import Queue
 from podq.job import Status
-from podq.operator.conditions import DEPENDENCY_FAILED, MAX_CONDITION_MESSAGE, build_conditions
+from podq.operator.conditions import (
+    DEPENDENCY_FAILED,
+    MAX_CONDITION_MESSAGE,
+    build_conditions,
+    in_progress_facts,
+)
 from podq.operator.kube import EventRecorder
 from podq.operator.registry import JobRegistry, JobResource
 from podq.operator.status import is_finished
@@ -102,8 +107,7 @@ def waiting_status(waiting: list[str], *, generation: int, previous: dict[str, A
     """Status of a resource held back for spec.after: conditions only, no jobKey (which
     says its job was enqueued, and which the Jobs waiting for this one look for)."""
     message = ("waiting for spec.after: " + "; ".join(waiting))[:MAX_CONDITION_MESSAGE]
-    facts = [("Ready", "False", WAITING, message), ("Reconciling", "True", WAITING, message),
-             ("Stalled", "False", WAITING, message)]
+    facts = in_progress_facts(WAITING, message)
     return {"observedGeneration": generation,
             "conditions": build_conditions(facts, previous.get("conditions"), generation, now_s)}
 

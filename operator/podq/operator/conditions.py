@@ -60,7 +60,36 @@ _BLOCKED = {
 }
 
 
-def phase_conditions(view: JobView, now_s: float) -> list[tuple[str, str, str, str]]:
+Fact = tuple[str, str, str, str]  # a condition's type, status, reason, message
+
+
+def failed_facts(reason: str, message: str) -> list[Fact]:
+    """A job that failed, or that the operator refused: Failed as batch/v1 Job has it,
+    and Failed for kstatus (Stalled)."""
+    return [
+        ("Failed", "True", reason, message),
+        ("Ready", "False", reason, message),
+        ("Reconciling", "False", reason, message),
+        ("Stalled", "True", reason, message),
+    ]
+
+
+def in_progress_facts(reason: str, message: str) -> list[Fact]:
+    """A job queued, running or waiting: in progress for kstatus (Reconciling)."""
+    return [
+        ("Ready", "False", reason, message),
+        ("Reconciling", "True", reason, message),
+        ("Stalled", "False", reason, message),
+    ]
+
+
+def stalled_facts(reason: str, message: str) -> list[Fact]:
+    """An object the operator cannot handle (it retries with backoff) or whose spec it
+    refuses: Stalled for kstatus, and not Ready."""
+    return [("Ready", "False", reason, message), ("Stalled", "True", reason, message)]
+
+
+def phase_conditions(view: JobView, now_s: float) -> list[Fact]:
     """The conditions a job in this state has, without timestamps.
 
     Complete/Failed as batch/v1 Job has them (for `kubectl wait`); Ready, Reconciling and
@@ -80,13 +109,7 @@ def phase_conditions(view: JobView, now_s: float) -> list[tuple[str, str, str, s
         reason = failure_reason(view)
         summary = error_summary(view.error) or status.value
         message = f"{view.function} {status.value} after {attempt}: {summary}"
-        message = message[:MAX_CONDITION_MESSAGE]
-        return [
-            ("Failed", "True", reason, message),
-            ("Ready", "False", reason, message),
-            ("Reconciling", "False", reason, message),
-            ("Stalled", "True", reason, message),
-        ]
+        return failed_facts(reason, message[:MAX_CONDITION_MESSAGE])
     if status == Status.ACTIVE:
         reason, message = "Running", f"{attempt} running on {view.worker or 'a worker'}"
     elif status == Status.ABORTING:
@@ -104,15 +127,11 @@ def phase_conditions(view: JobView, now_s: float) -> list[tuple[str, str, str, s
         reason, message = "Queued", "waiting for a worker"
     else:
         reason, message = "Pending", "not yet enqueued"
-    return [
-        ("Ready", "False", reason, message),
-        ("Reconciling", "True", reason, message),
-        ("Stalled", "False", reason, message),
-    ]
+    return in_progress_facts(reason, message)
 
 
 def build_conditions(
-    facts: Sequence[tuple[str, str, str, str]],
+    facts: Sequence[Fact],
     previous: Sequence[Mapping[str, Any]] | None,
     generation: int,
     now_s: float,

@@ -15,7 +15,7 @@ from kubernetes_asyncio.client.rest import ApiException
 
 from podq.operator.access import OPEN_ACCESS, QueueAccess
 from podq.operator.admission import job_problem
-from podq.operator.conditions import build_conditions
+from podq.operator.conditions import build_conditions, stalled_facts
 from podq.operator.cron import (
     Child,
     Decision,
@@ -183,8 +183,7 @@ async def tick(
             raise InvalidCronSpec("InvalidJobTemplate", problem)
     except InvalidCronSpec as invalid:
         await events.post(ref, "Warning", invalid.reason, invalid.message)
-        facts = [("Ready", "False", invalid.reason, invalid.message),
-                 ("Stalled", "True", invalid.reason, invalid.message)]
+        facts = stalled_facts(invalid.reason, invalid.message)
         await _write_status(custom, cron, {
             "nextScheduleTime": None,
             "observedGeneration": generation,
@@ -290,7 +289,7 @@ async def mark_tick_failing(
     meta = cron["metadata"]
     ref = ObjectRef(API_VERSION, "CronJob", meta["namespace"], meta["name"], meta["uid"])
     message = f"the operator's ticks of this CronJob keep failing; retrying with backoff: {detail}"
-    facts = [("Ready", "False", "TickFailed", message), ("Stalled", "True", "TickFailed", message)]
+    facts = stalled_facts("TickFailed", message)
     previous = cron.get("status") or {}
     try:
         await events.post(ref, "Warning", "TickFailed", message)

@@ -23,7 +23,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from podq import Queue
-from podq.operator.conditions import MAX_CONDITION_MESSAGE, build_conditions
+from podq.operator.conditions import MAX_CONDITION_MESSAGE, build_conditions, stalled_facts
 from podq.operator.jobs import Outcome, abort_job
 from podq.operator.kube import EventRecorder, patch_job_status, refusal_text
 from podq.operator.registry import JobResource
@@ -132,7 +132,7 @@ class Quarantine:
         """Say on the resource that the operator cannot handle it: Stalled True with the
         reason, and a Warning Event (best effort: this may fail as the sync did)."""
         message = f"the operator cannot handle this Job and retries with backoff: {detail}"
-        facts = [("Stalled", "True", reason, message), ("Ready", "False", reason, message)]
+        facts = stalled_facts(reason, message)
         previous = resource.status.get("conditions") or []
         kept = [c for c in previous if c.get("type") not in ("Stalled", "Ready")]
         conditions = kept + build_conditions(facts, previous, resource.generation, time.time())

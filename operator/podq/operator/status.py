@@ -14,7 +14,12 @@ from typing import Any
 
 from podq.job import TERMINAL_STATUSES, Status
 from podq.jobstate import percent
-from podq.operator.conditions import MAX_CONDITION_MESSAGE, build_conditions, phase_conditions
+from podq.operator.conditions import (
+    MAX_CONDITION_MESSAGE,
+    build_conditions,
+    failed_facts,
+    phase_conditions,
+)
 from podq.operator.jobview import JobView
 from podq.operator.status_values import cap_error, cap_result, human_duration, rfc3339
 from podq.redact import redact
@@ -88,12 +93,6 @@ def refused_status(
     previous: Mapping[str, Any] | None, now_s: float,
 ) -> dict[str, Any]:
     """Status of a Job the operator refused to enqueue (e.g. kwargs too large)."""
-    facts = [
-        ("Failed", "True", reason, message),
-        ("Ready", "False", reason, message),
-        ("Reconciling", "False", reason, message),
-        ("Stalled", "True", reason, message),
-    ]
     return {
         "status": Status.FAILED.value,
         "jobKey": key,
@@ -102,7 +101,7 @@ def refused_status(
         "error": redact(message),
         "observedGeneration": generation,
         "conditions": build_conditions(
-            facts, (previous or {}).get("conditions"), generation, now_s
+            failed_facts(reason, message), (previous or {}).get("conditions"), generation, now_s
         ),
     }
 
