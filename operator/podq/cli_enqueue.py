@@ -16,6 +16,7 @@ from podq.cli_common import (
     redis_url,
 )
 from podq.job import JOB_FIELDS
+from podq.jobstate import job_json
 from podq.queue import Queue
 
 # the Job fields `podq enqueue` takes as options (each declared with cli=True in Job)
@@ -85,7 +86,7 @@ async def cmd_enqueue(args: argparse.Namespace) -> int:
                 EXIT_UNAVAILABLE,
             )
         if args.json:
-            print(json.dumps({"id": job.id, **job.to_dict()}))
+            print(json.dumps(job_json(job), default=str))
         else:
             print(f"{job.key}\t{job.id}")
         return 0

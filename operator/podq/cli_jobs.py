@@ -21,7 +21,7 @@ from podq.cli_common import (
     whole_number,
 )
 from podq.job import JOB_FIELDS, TERMINAL_STATUSES, UNSUCCESSFUL_TERMINAL_STATUSES, Job, Status
-from podq.jobstate import iso_utc
+from podq.jobstate import iso_utc, job_json
 from podq.queue import Queue, list_queues
 from podq.web.data import STATUS_FILTERS, list_jobs, resource_of
 
@@ -96,7 +96,7 @@ async def _job(args: argparse.Namespace) -> tuple[Queue, Job]:
 
 def _print_job(job: Job, as_json: bool) -> None:
     if as_json:
-        print(json.dumps({"id": job.id, **job.to_dict()}, default=str))
+        print(json.dumps(job_json(job), default=str))
     else:
         print(f"{job.key}\t{Status(job.status).value}")
 
@@ -207,7 +207,7 @@ async def cmd_jobs(args: argparse.Namespace) -> int:
     table = [[("-" if r[c] is None else str(r[c])) for c in columns] for r in rows]
     widths = [max([len(c)] + [len(row[i]) for row in table]) for i, c in enumerate(columns)]
     if table:
-        print("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)))
+        print("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip())
     for row in table:
         print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
     for name, start in pages.items():

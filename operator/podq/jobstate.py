@@ -32,6 +32,21 @@ def percent(progress: float) -> str:
     return f"{int(max(0.0, min(progress, 1.0)) * 100 + 1e-9)}%"
 
 
+TIME_FIELDS_MS = ("queued", "started", "completed", "touched")  # Job's epoch milliseconds
+
+
+def job_json(job: Job) -> dict[str, t.Any]:
+    """The job as `podq enqueue/abort/retry --json` print it: its id and non-default
+    fields, the times in iso_utc's format like every other output of the CLI."""
+    fields: dict[str, t.Any] = {"id": job.id, **job.to_dict()}
+    for name in TIME_FIELDS_MS:
+        if name in fields:
+            fields[name] = iso_utc(fields[name])
+    if "scheduled" in fields:  # epoch seconds
+        fields["scheduled"] = iso_utc(fields["scheduled"] * 1000)
+    return fields
+
+
 def job_state(job: Job) -> dict[str, t.Any]:
     """The fields `podq status` shows, from a job in Redis."""
     return {

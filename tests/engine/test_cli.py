@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import types
+from datetime import datetime
 
 import pytest
 from engine_helpers import HERE, PODQ, Workers, output, start_worker_process, wait_for
@@ -59,7 +60,8 @@ async def test_enqueue_prints_key_and_id_and_stores_options(queue: Queue, redis_
     assert job.timeout == 5 and job.status is Status.QUEUED
     r = podq("enqueue", "add", "--redis-url", redis_url, "--queue", "test", "--scheduled", "+60",
              "--json")
-    assert r.returncode == 0 and json.loads(r.stdout)["scheduled"] > time.time()
+    scheduled = json.loads(r.stdout)["scheduled"]  # the CLI's one time format
+    assert r.returncode == 0 and datetime.fromisoformat(scheduled).timestamp() > time.time()
     assert await queue.count("scheduled") == 1
     dup = podq("enqueue", "add", "--redis-url", redis_url, "--queue", "test", "--key", "k1")
     assert dup.returncode == 1 and "already pending" in dup.stderr

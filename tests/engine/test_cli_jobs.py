@@ -56,6 +56,34 @@ def test_one_time_format() -> None:
     assert iso_utc(0) is None and iso_from_text(None) is None
 
 
+async def test_every_json_output_prints_times_in_the_one_format(
+    queue: Queue, workers: Workers, redis_url: str,
+) -> None:
+    """enqueue, abort, retry, status and jobs: the times of a job as ISO 8601 UTC with
+    milliseconds, never epoch numbers (enqueue/abort/retry printed milliseconds)."""
+    await workers.start(queue, [ok, fail])
+    common = ("--queue", "test", "--redis-url", redis_url)
+    outputs = {
+        "enqueue": await podq_json("enqueue", "ok", "--key", "later", "--scheduled", "+3600",
+                                   *common),
+        "abort": await podq_json("abort", "later", *common),
+    }
+    broken = await queue.enqueue("fail", key="broken")
+    await broken.refresh(until_complete=10)
+    outputs["retry"] = await podq_json("retry", "broken", *common)
+    await (await queue.job("broken")).refresh(until_complete=10)
+    outputs["status"] = await podq_json("status", "broken", *common)
+    outputs["jobs"] = (await podq_json("jobs", "--status", "failed", *common))["jobs"][0]
+    times = {"queued", "started", "completed", "touched", "scheduled"}
+    for command, fields in outputs.items():
+        found = {name: fields[name] for name in times if fields.get(name) is not None}
+        assert "queued" in found, (command, fields)
+        wrong = {name: value for name, value in found.items()
+                 if not (isinstance(value, str) and ISO_UTC.match(value))}
+        assert wrong == {}, f"podq {command} --json: {wrong}"
+    assert outputs["enqueue"]["scheduled"] > outputs["enqueue"]["queued"]
+
+
 async def podq_json(*args: str) -> dict:
     code, out, err = await podq_run(*args, "--json")
     assert code == 0, err
