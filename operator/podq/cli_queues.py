@@ -20,6 +20,7 @@ from podq.cli_common import (
     check_redis,
     redis_url,
 )
+from podq.jobstate import iso_utc
 from podq.queue import Queue, cluster, list_queues
 from podq.queue.pool import waiting_pool
 from podq.redact import redact
@@ -91,7 +92,9 @@ async def cmd_info(args: argparse.Namespace) -> int:
                     "active": counts.active,
                     "depth": counts.depth,
                     "paused": await draining.is_paused(queue),
-                    "workers": await queue.workers(),
+                    # each worker's last report (ts) in the CLI's one time format
+                    "workers": [{**w, "ts": iso_utc(w["ts"])} if w.get("ts") else w
+                                for w in await queue.workers()],
                 }
             )
             if queue.redis is not client:

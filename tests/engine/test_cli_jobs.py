@@ -82,6 +82,9 @@ async def test_every_json_output_prints_times_in_the_one_format(
                  if not (isinstance(value, str) and ISO_UTC.match(value))}
         assert wrong == {}, f"podq {command} --json: {wrong}"
     assert outputs["enqueue"]["scheduled"] > outputs["enqueue"]["queued"]
+    # podq info --json: each worker's last report
+    (info,) = await podq_json("info", *common)
+    assert info["workers"] and all(ISO_UTC.match(w["ts"]) for w in info["workers"]), info
 
 
 async def podq_json(*args: str) -> dict:
