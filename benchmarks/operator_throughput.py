@@ -2,6 +2,7 @@
 ceiling of the same API server. A script that prints figures, not a test.
 
     .venv/bin/python benchmarks/operator_throughput.py [--jobs 1000] [--memory-jobs 5000]
+        [--no-hiredis]
 
 One run, on this machine: a private control plane (etcd, kube-apiserver,
 kube-controller-manager) and redis-server, then
@@ -12,7 +13,11 @@ kube-controller-manager) and redis-server, then
 2. operator: N Job resources created at once (no-op function) in a watched namespace,
    one `podq worker` (concurrency 100); time until every resource shows Complete,
    the operator's CPU seconds and peak RSS;
-3. memory: more Job resources until --memory-jobs exist, all complete; operator RSS.
+3. memory: more Job resources until --memory-jobs exist, all complete; operator RSS;
+4. backlog (--backlog-jobs N): the worker stopped, N more Job resources of a function no
+   worker runs, all Queued; then the operator's CPU over --idle-s seconds, while its
+   reconcile (every 10 s) reads each unfinished job from Redis again: the operator's
+   steady Redis reading, where hiredis (the fast extra) counts (--no-hiredis: without).
 
 Targets (issue 4): N=1000 Complete in under 30 s on 2 cores and within 3x the raw
 ceiling; operator memory under 200 MB with 5000 Job resources present.
@@ -122,10 +127,14 @@ async def measure_raw(plane: ControlPlane, count: int) -> float:
     return raw_s
 
 
-def start_processes(plane: ControlPlane, redis: RedisServer,
-                    logs: Path) -> list[subprocess.Popen[bytes]]:
+def start_processes(plane: ControlPlane, redis: RedisServer, logs: Path,
+                    no_hiredis: bool = False) -> list[subprocess.Popen[bytes]]:
+    # --no-hiredis: the operator as if hiredis were not installed (redis-py falls back to
+    # its Python parser), to weigh the fast extra in the operator image
+    podq = [sys.executable, "-c", "import sys; sys.modules['hiredis'] = None;"
+            " from podq.cli import main; sys.exit(main())"] if no_hiredis else [PODQ]
     operator = subprocess.Popen(
-        [PODQ, "operator", "--namespace", "bench", "--redis-url", redis.url],
+        [*podq, "operator", "--namespace", "bench", "--redis-url", redis.url],
         env=plane.env, stdout=(logs / "operator.log").open("wb"), stderr=subprocess.STDOUT)
     worker_env = dict(os.environ, PYTHONPATH=str(ROOT / "tests" / "kube"),
                       PODQ_TEST_CONCURRENCY="100")
@@ -169,19 +178,55 @@ async def measure_operator(plane: ControlPlane, args: argparse.Namespace, raw_s:
                   f" operator RSS {rss:.0f} MB, peak {peak:.0f} MB (target < 200 MB)")
 
 
+async def measure_backlog(plane: ControlPlane, count: int, idle_s: float, pid: int) -> None:
+    async with await api_for(plane) as api:
+        custom = client.CustomObjectsApi(api)
+        body = {**job_body(""), "spec": {"function": "unserved"}}
+        await in_parallel(count, lambda i: custom.create_namespaced_custom_object(
+            GROUP, VERSION, "bench", "jobs",
+            {**body, "metadata": {"name": f"backlog-{i:05d}"}}))
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            listed = await custom.list_namespaced_custom_object(
+                GROUP, VERSION, "bench", "jobs")
+            queued = sum(1 for item in listed["items"] if item["metadata"]["name"].startswith(
+                "backlog-") and (item.get("status") or {}).get("status") == "queued")
+            if queued >= count:
+                break
+            await asyncio.sleep(1.0)
+        else:
+            print(f"backlog: only {queued} of {count} Queued (DEADLINE MISSED)")
+            return
+        await asyncio.sleep(2.0)  # the last status writes settle (not measured)
+        cpu_before, started = proc_cpu_s(pid), time.perf_counter()
+        await asyncio.sleep(idle_s)
+        cpu_s, spent = proc_cpu_s(pid) - cpu_before, time.perf_counter() - started
+        print(f"backlog: {count} Job resources Queued, no worker: operator CPU {cpu_s:.2f} s"
+              f" in {spent:.0f} s ({cpu_s / spent * 100:.1f}% of one core)")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=1000)
     parser.add_argument("--memory-jobs", type=int, default=5000)
+    parser.add_argument("--no-hiredis", action="store_true",
+                        help="run the operator as if hiredis were not installed")
+    parser.add_argument("--backlog-jobs", type=int, default=0)
+    parser.add_argument("--idle-s", type=float, default=60.0)
     args = parser.parse_args()
     logs = Path(tempfile.mkdtemp(prefix="podq-operator-bench-"))
     plane = ControlPlane.up(logs / "control-plane", exit_with=os.getpid())
     with plane, RedisServer() as redis:
         prepare(plane)
-        raw_s = asyncio.run(measure_raw(plane, args.jobs))
-        processes = start_processes(plane, redis, logs)
+        raw_s = asyncio.run(measure_raw(plane, args.jobs)) if args.jobs else 0.0
+        processes = start_processes(plane, redis, logs, args.no_hiredis)
         try:
-            asyncio.run(measure_operator(plane, args, raw_s, processes[0].pid))
+            if args.jobs:
+                asyncio.run(measure_operator(plane, args, raw_s, processes[0].pid))
+            if args.backlog_jobs:
+                stop_process(processes[1])  # the worker: the backlog stays queued
+                asyncio.run(measure_backlog(plane, args.backlog_jobs, args.idle_s,
+                                            processes[0].pid))
         finally:
             for process in reversed(processes):
                 stop_process(process)
