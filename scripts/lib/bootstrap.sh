@@ -1,6 +1,6 @@
 # Sourced by scripts/test and scripts/demo: installs what podq needs on a fresh machine
-# (Debian's redis-server, a .venv with podq, the control-plane binaries) and is quick
-# when everything is already there.
+# (Debian's redis-server and openssl, a .venv with podq, the control-plane binaries) and
+# is quick when everything is already there.
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 
@@ -14,6 +14,15 @@ bootstrap() {
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq redis-server >/dev/null
     # the package starts a system service on 6379; podq runs its own servers
     $sudo systemctl disable --now redis-server >/dev/null 2>&1 || true
+  fi
+  # openssl makes the certificates of the operator's webhook when it runs as a local
+  # process (scripts/demo's processes mode, the webhook tests)
+  if ! command -v openssl >/dev/null 2>&1; then
+    log "installing openssl (Debian package)"
+    local sudo=
+    [ "$(id -u)" -eq 0 ] || sudo=sudo
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq openssl >/dev/null
   fi
   case ",$extras," in
     *,test,*)
