@@ -257,19 +257,13 @@ class RunMixin(WorkerCore):
                 return False
             # an error, a timeout, or stuck (aborted by a sweep: timeout or heartbeat)
             if kind != "fail" and job.retryable:
-                logger.info(
-                    "Job %s failed (attempt %d of %d); retrying", job.key, job.attempts, job.retries
-                )
+                logger.info("Job %s failed (attempt %d of %d): %s; retrying", job.key,
+                            job.attempts, job.retries, _last_line(value))
                 if await queue.retry(job, value, expect=True):
                     self.retried += 1
                     return True
                 return False
-            logger.warning(
-                "Job %s (%s) failed: %s",
-                job.key,
-                job.function,
-                str(value).strip().splitlines()[-1:],
-            )
+            logger.warning("Job %s (%s) failed: %s", job.key, job.function, _last_line(value))
             if await queue.finish(job, Status.FAILED, error=value, expect=True):
                 self.failed += 1
                 return True
@@ -359,3 +353,9 @@ class RunMixin(WorkerCore):
                 await asyncio.wait([task])
             raise
         return True
+
+
+def _last_line(error: t.Any) -> str:
+    """The line of an error (a traceback's last) that a log line quotes."""
+    lines = str(error).strip().splitlines()
+    return lines[-1] if lines else ""

@@ -237,6 +237,17 @@ async def test_worker_log_lines_name_their_job_as_json(
         return None
     record = await wait_for(said, 10)
     assert record["job"] == {"key": "talker", "function": "chatty"}
+
+    # a failed attempt says why, the retried one and the last one alike
+    broken = await queue.enqueue("fail", key="broken", retries=2)
+    await broken.refresh(until_complete=20)
+    expected = {"Job broken failed (attempt 1 of 2): ValueError: always fails; retrying",
+                "Job broken (fail) failed: ValueError: always fails"}
+
+    def failures() -> set[str]:
+        return expected & {json.loads(line)["message"]
+                           for line in output(worker).splitlines()}
+    await wait_for(lambda: failures() == expected, 10)
     assert record["severity"] == "warn" and record["logger"] == "ops_settings"
     assert ISO_UTC.match(record["timestamp"])
     started = json.loads(output(worker).splitlines()[0])
