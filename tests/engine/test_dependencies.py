@@ -72,16 +72,22 @@ def test_every_import_is_declared_where_it_is_needed() -> None:
     assert "aiohttp" in extras["operator"] and "tzdata" in core
 
 
-def test_upper_bounds_admit_what_the_lock_installs() -> None:
-    """constraints/test.txt (the lock) satisfies pyproject's ranges."""
-    from packaging.requirements import Requirement
-
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+def lock_pins() -> dict[str, str]:
+    """constraints/test.txt: normalised name -> pinned version."""
     pins = {}
     for line in (ROOT / "constraints" / "test.txt").read_text().splitlines():
         if line and not line.startswith("#"):
             name, version = line.split("==")
             pins[re.sub(r"[-_.]+", "-", name).lower()] = version
+    return pins
+
+
+def test_upper_bounds_admit_what_the_lock_installs() -> None:
+    """constraints/test.txt (the lock) satisfies pyproject's ranges."""
+    from packaging.requirements import Requirement
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    pins = lock_pins()
     requirements = [*project["dependencies"],
                     *(r for reqs in project["optional-dependencies"].values() for r in reqs)]
     for text in requirements:
@@ -91,6 +97,42 @@ def test_upper_bounds_admit_what_the_lock_installs() -> None:
             continue
         assert name in pins, f"{name} is not in constraints/test.txt: run scripts/lock-deps"
         assert requirement.specifier.contains(pins[name]), (text, pins[name])
+
+
+def test_the_test_environment_is_the_lock() -> None:
+    """Every distribution podq[test,bench] pulls in, directly or not, is pinned in
+    constraints/test.txt and installed at exactly that version (scripts/test installs
+    with `pip install -c`): the lock is complete and in use."""
+    from importlib.metadata import PackageNotFoundError, requires, version
+
+    from packaging.requirements import Requirement
+
+    pins = lock_pins()
+    wanted = [("podq", {"test", "bench"})]
+    seen: set[str] = set()
+    while wanted:
+        name, extras = wanted.pop()
+        for text in requires(name) or []:
+            requirement = Requirement(text)
+            marker = requirement.marker
+            if marker and not any(marker.evaluate({"extra": e}) for e in extras or {""}):
+                continue
+            dep = re.sub(r"[-_.]+", "-", requirement.name).lower()
+            if dep == "podq":  # podq[test] names podq[operator,web]
+                wanted.append(("podq", set(requirement.extras)))
+                continue
+            key = f"{dep}[{','.join(sorted(requirement.extras))}]"
+            if key in seen:
+                continue
+            seen.add(key)
+            try:
+                installed = version(dep)
+            except PackageNotFoundError:
+                raise AssertionError(f"{dep} ({text}, for {name}) is not installed") from None
+            assert dep in pins, f"{dep} is not in constraints/test.txt: run scripts/lock-deps"
+            assert installed == pins[dep], f"{dep} {installed} installed, {pins[dep]} locked"
+            wanted.append((dep, set(requirement.extras)))
+    assert len({key.split("[")[0] for key in seen}) >= 30, seen
 
 
 def test_time_zones_come_with_podq_not_from_the_system() -> None:
