@@ -55,7 +55,7 @@ async def test_fix9_every_script_runs_on_a_cluster_mode_redis(cluster_url: str) 
                     timers={"schedule": 0.5, "worker_info": 0.2, "sweep": 0.3, "abort": 0.2})
     task = asyncio.create_task(worker.start())
     try:
-        assert await queue.apply("add", a=1, b=2, timeout=5) == 3
+        assert await queue.apply("add", a=1, b=2, timeout=30) == 3
         jobs = await queue.enqueue_many([Job("add", kwargs={"a": i, "b": 1}) for i in range(20)])
         await jobs[-1].refresh(until_complete=30)
         later = await queue.enqueue("add", a=0, b=0, scheduled=time.time() + 60)

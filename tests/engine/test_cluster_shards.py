@@ -58,7 +58,7 @@ async def test_a_redis_py_cluster_client_serves_as_a_queue_s_client(
     worker = Worker(queue, [slow_add], concurrency=10, handle_signals=False, timers=TIMERS)
     task = asyncio.create_task(worker.start())
     try:
-        assert await queue.apply("slow_add", a=1, b=2, timeout=10) == 3  # pub/sub works
+        assert await queue.apply("slow_add", a=1, b=2, timeout=30) == 3  # pub/sub works
         keys = [j.key for j in await queue.enqueue_many(
             [Job("slow_add", kwargs={"a": i, "b": 1}) for i in range(50)])]
         await wait_all_complete(queue, keys, 60)
@@ -151,7 +151,7 @@ async def test_a_queue_s_acl_user_works_on_a_cluster_and_only_there(
     worker = Worker(queue, [slow_add], handle_signals=False, timers=TIMERS)
     task = asyncio.create_task(worker.start())
     try:
-        assert await queue.apply("slow_add", a=2, b=2, timeout=10) == 4
+        assert await queue.apply("slow_add", a=2, b=2, timeout=30) == 4
         assert name in await list_queues(queue.redis)
         with pytest.raises(NoPermissionError):
             await foreign.enqueue("slow_add", a=1, b=1)
@@ -205,7 +205,7 @@ async def test_queues_on_three_shards_all_complete(cluster: LoopbackCluster) -> 
     assert len(set(spread.values())) == 3
     async with serving(cluster.url, spread) as queues:
         # apply waits on the queue's change feed: notifications work on each shard
-        assert [await q.apply("slow_add", a=1, b=i, timeout=10) for i, q in
+        assert [await q.apply("slow_add", a=1, b=i, timeout=30) for i, q in
                 enumerate(queues)] == [1, 2, 3]
         keys = {q.name: [j.key for j in await q.enqueue_many(
             [Job("slow_add", kwargs={"a": i, "b": 1}) for i in range(100)])] for q in queues}

@@ -141,27 +141,36 @@ async def test_fix8_priorities_lower_first_fifo_within_a_priority(queue: Queue) 
 
 
 async def test_scheduled_job_becomes_ready_on_time(queue: Queue) -> None:
-    at = time.time() + 0.6
+    # 3 s ahead: the checks before it must all run before it is due (0.6 s was a
+    # window a loaded machine could outlast between the enqueue and the counts)
+    at = time.time() + 3
     await queue.enqueue("f", key="later", scheduled=at)
     jobs, next_at = await queue.take(1, "w")
     assert jobs == [] and next_at == pytest.approx(at, abs=0.01)
     assert await queue.count("queued") == 0 and await queue.count("scheduled") == 1
-    await asyncio.sleep(max(0.0, at - time.time()) + 0.01)
+    assert await queue.count("queued") == 0  # not before it is due
+    await asyncio.sleep(max(0.0, at - time.time()) + 0.01)  # the clock reaching `at`
     assert await queue.count("queued") == 1
     jobs, next_at = await queue.take(1, "w")
     assert [j.key for j in jobs] == ["later"] and next_at is None
 
 
 async def test_retry_with_delay_and_backoff(queue: Queue) -> None:
-    await queue.enqueue("f", key="r", retries=3, retry_delay=0.5)
+    # a retry_delay of 3 s: the checks that it waits all run within it (0.5 s was a
+    # window a loaded machine could outlast)
+    await queue.enqueue("f", key="r", retries=3, retry_delay=3)
     [job], _ = await queue.take(1, "w")
+    retried = time.time()
     await queue.retry(job, "oops")
     stored = await queue.job("r")
     assert stored.status is Status.QUEUED and stored.error == "oops" and stored.attempts == 1
     assert await queue.count("scheduled") == 1  # waits retry_delay
     assert (await queue.take(1, "w"))[0] == []
-    await asyncio.sleep(0.55)
-    [again], _ = await queue.take(1, "w")
+    async def taken() -> list[Job]:
+        return (await queue.take(1, "w"))[0]
+
+    [again] = await wait_for(taken, 30)
+    assert time.time() - retried >= 2.99  # not before its delay (Redis TIME: ms)
     assert again.key == "r" and again.attempts == 2
     assert await queue.retry(again, "guarded", expect=True)  # still this attempt: written
     assert not await queue.retry(again, "stale", expect=True)  # no longer active: ignored
@@ -227,10 +236,12 @@ async def test_abort_active_job_becomes_aborting(queue: Queue) -> None:
 
 async def test_abort_marker_blocks_reenqueue_while_it_lives(queue: Queue) -> None:
     job = await queue.enqueue("f", key="m")
-    await queue.abort(job, "x", ttl=0.4)
+    # a 3 s marker: the refused enqueue runs within it (0.4 s was a window a loaded
+    # machine could outlast); then it expires and an enqueue is taken again
+    await queue.abort(job, "x", ttl=3)
     assert await queue.enqueue("f", key="m") is None
-    await asyncio.sleep(0.45)
-    assert await queue.enqueue("f", key="m") is not None
+    assert 0 < await queue.redis.pttl(queue.abort_id("m")) <= 3000
+    assert await wait_for(lambda: queue.enqueue("f", key="m"), 30) is not None
 
 
 async def test_fix4_abort_marker_is_scoped_to_its_queue(queue: Queue) -> None:
@@ -332,7 +343,8 @@ async def test_refresh_reloads_and_waits_for_terminal_status(queue: Queue) -> No
     started = time.monotonic()
     await job.refresh(until_complete=30)
     assert job.status is Status.COMPLETE and job.result == 42
-    assert time.monotonic() - started < 1.0  # woken by the notification
+    # woken by the notification: without one, the wait re-reads the job every 5 s
+    assert time.monotonic() - started < 4.0
     await task
     gone = Job("f", key="nope", queue=queue)
     with pytest.raises(RuntimeError):
@@ -347,8 +359,10 @@ async def test_listen_calls_back_until_truthy(queue: Queue) -> None:
         return status is Status.COMPLETE
 
     await queue.enqueue("f", key="l")
-    task = asyncio.create_task(queue.listen(["l"], callback, timeout=5))
-    await asyncio.sleep(0.1)
+    task = asyncio.create_task(queue.listen(["l"], callback, timeout=30))
+    # its channel subscribed before the job changes (a fixed 0.1 s could be too short
+    # on a loaded machine, and the ACTIVE change was then missed)
+    await wait_for(lambda: queue._notifier.ready.is_set() and queue._notifier.callbacks, 30)
     [job], _ = await queue.take(1, "w")
     await queue.finish(job, Status.COMPLETE)
     await task
@@ -405,11 +419,11 @@ async def test_map_and_apply_wait_on_notifications(queue: Queue) -> None:
 
     task = asyncio.create_task(fake_worker())
     try:
-        assert await queue.map("double", [{"a": 1}, {"a": 2}, {"a": 3}], timeout=5) == [2, 4, 6]
-        assert await queue.apply("double", a=21, timeout=5) == 42
+        assert await queue.map("double", [{"a": 1}, {"a": 2}, {"a": 3}], timeout=30) == [2, 4, 6]
+        assert await queue.apply("double", a=21, timeout=30) == 42
         with pytest.raises(JobError):
-            await queue.apply("fail", timeout=5)
-        results = await queue.map("fail", [{}], return_exceptions=True, timeout=5)
+            await queue.apply("fail", timeout=30)
+        results = await queue.map("fail", [{}], return_exceptions=True, timeout=30)
         assert isinstance(results[0], JobError)
     finally:
         task.cancel()
@@ -455,11 +469,12 @@ async def test_a_job_losing_its_worker_every_time_ends_failed_worker_lost(redis_
 
 async def test_sweep_asks_a_live_worker_to_abort_its_stuck_job(queue: Queue) -> None:
     await queue.write_worker_info("w", {"id": "w"}, ttl=30)
-    await queue.enqueue("f", key="hb", heartbeat=1, timeout=0, retries=1)
+    # heartbeat 3 s: the first sweep runs within it (1 s was a window a loaded machine
+    # could outlast); then sweeps until the heartbeat has passed
+    await queue.enqueue("f", key="hb", heartbeat=3, timeout=0, retries=1)
     await queue.take(1, "w")
     assert await queue.sweep(lock=0.01, abort=0.1) == []
-    await asyncio.sleep(1.1)
-    assert await queue.sweep(lock=0.01, abort=0.1) == [queue.job_id("hb")]
+    assert await wait_for(lambda: queue.sweep(lock=0.01, abort=0.1), 30) == [queue.job_id("hb")]
     stored = await queue.job("hb")
     # its worker is alive: it cancels the run and writes it back, not the sweep
     assert stored.status is Status.ABORTING and stored.error == "swept"
@@ -467,13 +482,14 @@ async def test_sweep_asks_a_live_worker_to_abort_its_stuck_job(queue: Queue) -> 
 
 
 async def test_sweep_takes_over_a_stuck_job_taken_without_a_worker(queue: Queue) -> None:
-    await queue.enqueue("f", key="hb", heartbeat=1, timeout=0, retries=1)
+    # heartbeat 3 s: the first sweep runs within it (1 s was a window a loaded machine
+    # could outlast); then sweeps until the heartbeat has passed
+    await queue.enqueue("f", key="hb", heartbeat=3, timeout=0, retries=1)
     job = await queue.dequeue()
     assert job.key == "hb" and not job.worker_id
     # no liveness record, but no worker either: not taken for a dead worker's job
     assert await queue.sweep(lock=0.01, abort=0.1) == []
-    await asyncio.sleep(1.1)
-    assert await queue.sweep(lock=0.01, abort=0.1) == [queue.job_id("hb")]
+    assert await wait_for(lambda: queue.sweep(lock=0.01, abort=0.1), 30) == [queue.job_id("hb")]
     stored = await queue.job("hb")
     assert stored.status is Status.ABORTED and stored.error == "swept"
     assert await queue.count("active") == 0

@@ -63,8 +63,8 @@ async def test_async_and_sync_functions_complete(queue: Queue, workers: Workers)
     assert job.status is Status.COMPLETE and job.result == 3 and job.progress == 1.0
     assert job.attempts == 1 and job.worker_id and job.error is None
     assert job.duration("process") >= 0 and job.duration("total") >= job.duration("process")
-    assert await queue.apply("sync_mul", a=3, b=4, timeout=5) == 12
-    assert await queue.apply("context_keys", timeout=5) == ["job", "queue", "worker"]
+    assert await queue.apply("sync_mul", a=3, b=4, timeout=30) == 12
+    assert await queue.apply("context_keys", timeout=30) == ["job", "queue", "worker"]
 
 
 async def test_failure_is_retried_then_failed_with_traceback(
@@ -84,7 +84,9 @@ async def test_timeout_fails_with_a_clear_message(queue: Queue, workers: Workers
     started = time.monotonic()
     await job.refresh(until_complete=30)
     assert job.status is Status.FAILED and "exceeded its timeout of 1s" in job.error
-    assert time.monotonic() - started < 2.5
+    # well before the job's own end (10 s): the timeout ended it, with margin for a
+    # loaded machine (2.5 s, from the enqueue, was too tight a bound)
+    assert time.monotonic() - started < 8
 
 
 async def test_each_running_job_times_out_at_its_own_deadline(
@@ -99,8 +101,8 @@ async def test_each_running_job_times_out_at_its_own_deadline(
     within = await queue.enqueue("sleeps", seconds=1.5, timeout=3)
     started = time.monotonic()
     for job in [*early, *quick, late, within]:
-        await job.refresh(until_complete=10)
-    assert time.monotonic() - started < 6
+        await job.refresh(until_complete=30)
+    assert time.monotonic() - started < 20  # the 30 s sleeps were all cut short
     assert [j.status for j in early] == [Status.FAILED] * 5
     assert all("exceeded its timeout of 1s" in j.error for j in early)
     assert [j.status for j in quick] == [Status.COMPLETE] * 5
@@ -141,7 +143,7 @@ async def test_unserialisable_result_fails_and_worker_keeps_running(
     job = await queue.enqueue("unserialisable")
     await job.refresh(until_complete=30)
     assert job.status is Status.FAILED and "not JSON-serialisable" in job.error
-    assert await queue.apply("add", a=2, b=2, timeout=5) == 4
+    assert await queue.apply("add", a=2, b=2, timeout=30) == 4
 
 
 async def test_progress_updates_from_inside_a_job(queue: Queue, workers: Workers) -> None:
@@ -187,7 +189,7 @@ async def test_hooks_run_in_order_with_the_context(queue: Queue, workers: Worker
         queue, FUNCTIONS, startup=startup, shutdown=[shutdown],
         before_process=before, after_process=[after],
     )
-    await queue.apply("add", a=1, b=1, timeout=5)
+    await queue.apply("add", a=1, b=1, timeout=30)
     await wait_for(lambda: len(calls) >= 3, 30)
     await worker.stop()
     assert calls == ["startup", "before:add:conn", "after:complete", "shutdown"]
@@ -243,12 +245,18 @@ async def test_fix5_cron_not_unique_enqueues_exactly_one_job_per_slot(
     timers = {"schedule": 0.1, "worker_info": 0.5, "sweep": 5, "abort": 1}
     await workers.start(queue, FUNCTIONS, cron_jobs=[cron], timers=timers)
     await workers.start(queue, FUNCTIONS, cron_jobs=[cron], timers=timers)
-    await asyncio.sleep(2.6)
+    # until jobs of three slots were enqueued (a fixed 2.6 s could see fewer on a
+    # loaded machine)
+    await wait_for(lambda: count_jobs(queue, 3), 30)
     await workers.stop_all()
     keys = [j.key async for j in queue.iter_jobs()]
     slots = [int(k.rsplit(":", 1)[1]) for k in keys]
     assert len(slots) == len(set(slots)) >= 2  # one job per slot, no duplicates
     assert EVENTS.count("tick") == len([j async for j in queue.iter_jobs([Status.COMPLETE])])
+
+
+async def count_jobs(queue: Queue, at_least: int) -> bool:
+    return len([j async for j in queue.iter_jobs()]) >= at_least
 
 
 async def test_cron_time_zone_and_invalid_expression(queue: Queue) -> None:
@@ -322,7 +330,7 @@ async def test_fix6_dead_worker_jobs_recovered_even_without_timeout(
         await recovered.refresh(until_complete=30)
         assert recovered.status is Status.COMPLETE and recovered.result == 2
         assert recovered.attempts == 1 and recovered.disruptions == 1
-    assert time.monotonic() - started < 3
+    assert time.monotonic() - started < 15  # by the 0.3 s sweeps, with margin for load
 
 
 async def test_enqueue_to_start_latency_is_low(queue: Queue, workers: Workers) -> None:
@@ -336,11 +344,12 @@ async def test_enqueue_to_start_latency_is_low(queue: Queue, workers: Workers) -
     for i in range(30):
         sent = time.perf_counter()
         await queue.enqueue("stamp", token=str(i))
-        await wait_for(lambda i=i: str(i) in starts, 2, step=0.0005)
+        await wait_for(lambda i=i: str(i) in starts, 30, step=0.0005)
         latencies.append(starts[str(i)] - sent)
     latencies.sort()
-    # woken by pub/sub, not by the 1 s idle fallback (benchmark target: p50 < 2 ms)
-    assert latencies[len(latencies) // 2] < 0.05
+    # woken by pub/sub, not by the 1 s idle fallback, whose p50 would be about 0.5 s
+    # (benchmark target: p50 < 2 ms; 50 ms was a bound a loaded machine could break)
+    assert latencies[len(latencies) // 2] < 0.25
 
 
 async def test_worker_survives_a_redis_outage_without_losing_jobs(tmp_path: Any) -> None:
@@ -359,9 +368,9 @@ async def test_worker_survives_a_redis_outage_without_losing_jobs(tmp_path: Any)
         server.stop()
         await asyncio.sleep(0.8)
         server.start()
-        await job.refresh(until_complete=10)
+        await job.refresh(until_complete=30)
         assert job.status is Status.COMPLETE and job.result == "slept"
-        assert await queue.apply("add", a=5, b=5, timeout=10) == 10  # still taking jobs
+        assert await queue.apply("add", a=5, b=5, timeout=30) == 10  # still taking jobs
         await worker.stop()
         await asyncio.wait_for(task, 30)
         await queue.disconnect()
@@ -372,8 +381,10 @@ async def test_worker_survives_a_redis_outage_without_losing_jobs(tmp_path: Any)
 async def test_draining_worker_stays_alive_so_its_jobs_are_not_swept(
     queue: Queue, workers: Workers
 ) -> None:
-    draining = await workers.start(queue, FUNCTIONS, shutdown_grace_period_s=5, liveness_ttl=0.6)
-    job = await queue.enqueue("sleeps", seconds=1.5, retries=3)
+    # a liveness ttl of 2 s (written every 0.2 s): a loop stall on a loaded machine
+    # does not outlast it, as it could 0.6 s; the job still drains for longer than it
+    draining = await workers.start(queue, FUNCTIONS, shutdown_grace_period_s=10, liveness_ttl=2)
+    job = await queue.enqueue("sleeps", seconds=3.5, retries=3)
     await wait_for(lambda: queue.count("active"), 30)
     await workers.start(queue, FUNCTIONS)  # sweeps every 0.3 s
     await draining.stop()  # drains for longer than its liveness ttl
