@@ -41,7 +41,7 @@ class Workers:
     async def stop_all(self) -> None:
         for worker, task in self.running:
             await worker.stop()
-            await asyncio.wait_for(task, 10)
+            await asyncio.wait_for(task, 30)
 
 
 async def wait_for(

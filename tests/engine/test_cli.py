@@ -41,7 +41,7 @@ async def exit_code(proc: subprocess.Popen[str], within_s: float = 15) -> int:
 
 
 async def live_worker(queue: Queue) -> dict:
-    return await wait_for(queue.workers, 10)
+    return await wait_for(queue.workers, 30)
 
 
 def unreachable_url() -> str:

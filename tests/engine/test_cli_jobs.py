@@ -235,7 +235,7 @@ async def test_worker_log_lines_name_their_job_as_json(
             if record["message"] == "chatty says hi":
                 return record
         return None
-    record = await wait_for(said, 10)
+    record = await wait_for(said, 30)
     assert record["job"] == {"key": "talker", "function": "chatty"}
 
     # a failed attempt says why, the retried one and the last one alike

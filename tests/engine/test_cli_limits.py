@@ -89,7 +89,7 @@ async def test_flags_set_the_queues_limits_and_they_bind(
     async def set_by_the_worker() -> bool:
         return await queue.limits() == {"slow": Limit(concurrency=1), "slwo": Limit(
             concurrency=2), QUEUE_LIMIT: Limit(rate=1000, per=1, burst=10)}
-    await wait_for(set_by_the_worker, 15)
+    await wait_for(set_by_the_worker, 30)
     jobs = [await queue.enqueue("slow", seconds=0.4) for _ in range(3)]
 
     async def all_done() -> bool:
@@ -113,6 +113,6 @@ async def test_flags_set_the_queues_limits_and_they_bind(
     async def no_limits() -> bool:
         return await queue.limits() == {}
     try:
-        await wait_for(no_limits, 15)
+        await wait_for(no_limits, 30)
     except AssertionError:
         raise AssertionError(output(cleared)) from None

@@ -134,7 +134,7 @@ async def test_a_queue_dropped_without_disconnect_leaves_no_pending_task(
             warnings.simplefilter("error", RuntimeWarning)  # "coroutine ... never awaited"
             await use_and_drop()
             gc.collect()
-            await wait_for(lambda: not readers(), 10)
+            await wait_for(lambda: not readers(), 30)
             gc.collect()
             await asyncio.sleep(0)
         assert "Task was destroyed" not in caplog.text

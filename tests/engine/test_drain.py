@@ -38,7 +38,7 @@ async def test_drain_waits_for_running_job_and_nothing_starts_until_resume(
     await workers.start(queue, [hold, ok])
     running = await queue.enqueue("hold", key="running", name="running", timeout=60)
     assert running is not None
-    await wait_for(lambda: queue.count("active"), 10)
+    await wait_for(lambda: queue.count("active"), 30)
 
     drain = await podq_async("drain", "test", "--redis-url", redis_url)
     assert drain.stdout is not None
@@ -49,7 +49,7 @@ async def test_drain_waits_for_running_job_and_nothing_starts_until_resume(
     waiting = await queue.enqueue("ok", key="waiting")
     assert waiting is not None
     seen = takes[0]
-    await wait_for(lambda: takes[0] >= seen + 2, 10)  # the worker tried to take, paused
+    await wait_for(lambda: takes[0] >= seen + 2, 30)  # the worker tried to take, paused
     assert (await queue.job("waiting")).status is Status.QUEUED
     assert drain.returncode is None  # still draining: a job is active
 
@@ -59,7 +59,7 @@ async def test_drain_waits_for_running_job_and_nothing_starts_until_resume(
     assert b"drained" in out
     assert (await queue.job("running")).status is Status.COMPLETE
     seen = takes[0]
-    await wait_for(lambda: takes[0] >= seen + 2, 10)  # a free worker, still paused
+    await wait_for(lambda: takes[0] >= seen + 2, 30)  # a free worker, still paused
     assert (await queue.job("waiting")).status is Status.QUEUED
     assert await queue.count("queued") == 1
 
@@ -79,7 +79,7 @@ async def test_drain_times_out_while_a_job_runs_and_stays_paused(
 ) -> None:
     await workers.start(queue, [hold])
     await queue.enqueue("hold", key="stuck", name="stuck", timeout=60)
-    await wait_for(lambda: queue.count("active"), 10)
+    await wait_for(lambda: queue.count("active"), 30)
     code, out, err = await podq_run("drain", "test", "--redis-url", redis_url,
                                     "--timeout", "0.5")
     assert code == 1

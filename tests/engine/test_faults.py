@@ -92,7 +92,7 @@ async def test_flushall_while_workers_run_sweeps_nothing_and_runs_nothing_twice(
         stored = await queue.job(job.key)
         if job.key in started_before_flush:
             # running when Redis lost it: its run wrote it back, complete, once
-            await wait_for(lambda key=job.key: queue.job(key), 10)
+            await wait_for(lambda key=job.key: queue.job(key), 30)
             stored = await queue.job(job.key)
             assert stored.status is Status.COMPLETE and ran[job.key] == 1
         elif stored is None:
@@ -301,7 +301,7 @@ async def test_an_aborted_sync_function_is_aborted_once_its_thread_ended(
     job = await queue.enqueue("blocks", key="k", timeout=0)
     await _started(worker, queue, "k")
     await job.abort("user abort")
-    await wait_for(lambda: any(r.abort_error for r in worker._runs.values()), 5)
+    await wait_for(lambda: any(r.abort_error for r in worker._runs.values()), 30)
     assert (await queue.job("k")).status is Status.ABORTING  # its thread still runs
     gates.gate("k:1").set()
     await job.refresh(until_complete=30)
@@ -342,10 +342,10 @@ async def test_a_drained_sync_function_is_put_back_once_its_thread_ended(
     await _started(worker, queue, "k")
     stopping = asyncio.create_task(worker.stop())
     await wait_for(lambda: worker._draining, 30)
-    await wait_for(lambda: all(r.task.cancelling() for r in worker._runs.values()), 5)
+    await wait_for(lambda: all(r.task.cancelling() for r in worker._runs.values()), 30)
     assert (await queue.job("k")).status is Status.ACTIVE  # past its grace, thread runs
     gates.gate("k:1").set()
-    await asyncio.wait_for(stopping, 10)
+    await asyncio.wait_for(stopping, 30)
     back = await queue.job("k")
     assert back.status is Status.QUEUED and back.error == "cancelled"
     assert back.attempts == 0 and back.disruptions == 1  # a disruption, not an attempt
@@ -364,7 +364,7 @@ async def test_a_skewed_worker_clock_aborts_no_healthy_job(
         skewed = start_worker_process(
             spawn, redis_url, settings=FAULTS, env={"PODQ_TEST_CLOCK_SKEW_S": str(skew_s)}
         )
-        await wait_for(queue.workers, 10)  # listed: its record is indexed on Redis's clock
+        await wait_for(queue.workers, 30)  # listed: its record is indexed on Redis's clock
 
         async def sweep_with_the_right_clock() -> None:
             while True:
@@ -373,10 +373,12 @@ async def test_a_skewed_worker_clock_aborts_no_healthy_job(
 
         sweeping = asyncio.create_task(sweep_with_the_right_clock())
         try:
-            timed = await queue.enqueue("runs_for", seconds=2.0, timeout=3)
-            beating = await queue.enqueue("beats", seconds=2.0, heartbeat=1, timeout=0)
+            # margins a loaded machine cannot eat (timeout 3 s and heartbeat 1 s were 1 s
+            # and 0.8 s over the runs), still nothing against a skew of an hour
+            timed = await queue.enqueue("runs_for", seconds=2.0, timeout=10)
+            beating = await queue.enqueue("beats", seconds=2.0, heartbeat=3, timeout=0)
             for job in (timed, beating):
-                await job.refresh(until_complete=20)
+                await job.refresh(until_complete=30)
                 assert job.status is Status.COMPLETE, (job.error, output(skewed))
                 assert job.attempts == 1 and job.disruptions == 0
             assert (await runs(queue)) == Counter({timed.key: 1, beating.key: 1})
@@ -427,12 +429,15 @@ async def test_liveness_records_that_expired_while_redis_was_down_are_not_deaths
         return await queue.sweep(lock=1)
 
     try:
+        # a lease of 3 s: the sweeps after the restart run within it (with 1 s, a slow
+        # restart on a loaded machine could outlast it and the job was swept)
         await queue.enqueue("f", key="k", timeout=0)
-        [job], _ = await queue.take(1, "w", lease=1.0)
+        [job], _ = await queue.take(1, "w", lease=3.0)
         await queue.write_worker_info("w", {"id": "w"}, ttl=1.0)
         await queue.redis.save()
         server.stop()
-        await asyncio.sleep(1.5)  # the outage: longer than the worker's liveness ttl
+        # the outage: longer than the worker's liveness ttl and the job's lease
+        await asyncio.sleep(3.5)
         server.start()  # its data file back: the job, but the record expired meanwhile
         assert not await queue.redis.exists(queue.worker_key("w"))
         assert await sweep_now() == []  # Redis has not been up for a lease yet
@@ -442,7 +447,7 @@ async def test_liveness_records_that_expired_while_redis_was_down_are_not_deaths
         # had it not come back, its job would be recovered once Redis was up for a lease
         await queue.enqueue("f", key="gone", timeout=0)
         await queue.take(1, "never-back", lease=1.0)
-        assert await wait_for(sweep_now, 10) == [queue.job_id("gone")]
+        assert await wait_for(sweep_now, 30) == [queue.job_id("gone")]
         assert (await queue.job("gone")).disruptions == 1
     finally:
         await queue.disconnect()

@@ -114,7 +114,7 @@ async def test_a_slot_held_by_a_sigkilled_worker_comes_back_through_the_sweep(
     async def parked() -> bool:
         return (await queue.counts()).limited == 1
 
-    await wait_for(parked, 10)  # its take parked it: it waits on the limit
+    await wait_for(parked, 30)  # its take parked it: it waits on the limit
     await waiting.refresh()
     assert waiting.status is Status.QUEUED and waiting.blocked == "concurrency"
     os.kill(proc.pid, signal.SIGKILL)

@@ -59,12 +59,12 @@ async def test_worker_and_client_of_a_queue_work_with_its_keys_only(
         await workers.start(worker_queue, [add])
         job = await emails.enqueue(Job("add", kwargs={"a": 2, "b": 3}, key="sum"))
         assert job is not None
-        await wait_for(lambda: emails.job("sum"), 10)
+        await wait_for(lambda: emails.job("sum"), 30)
 
         async def done() -> bool:
             found = await emails.job("sum")
             return found is not None and found.status == Status.COMPLETE
-        await wait_for(done, 10)
+        await wait_for(done, 30)
         assert (await emails.job("sum")).result == 5
         # the liveness record, the stats, the scripts: all under the queue's prefix
         assert await emails.workers()

@@ -163,7 +163,7 @@ async def test_dequeue_waits_for_a_job_and_leaves_the_attempt_to_the_caller(
         done, _ = await asyncio.wait([waiting], timeout=0.5)
         out: dict[str, t.Any] = {"returned before a job came": bool(done)}
         job = await queue.enqueue("noop")
-        got = await asyncio.wait_for(waiting, 10)
+        got = await asyncio.wait_for(waiting, 30)
         out["got"] = (got.key == job.key, got.status, got.attempts, got.started, got.worker_id)
         stored = await queue.job(job.key)
         out["stored"] = (stored.status, stored.attempts)
@@ -201,10 +201,10 @@ async def test_abort_of_a_process_run_job(queues: dict[types.ModuleType, t.Any])
         worker = lib.Worker(queue, functions=[block], after_process=after_process)
         job = await queue.enqueue("block", timeout=0)
         processing = asyncio.create_task(worker.process())
-        await asyncio.wait_for(running.wait(), 10)
+        await asyncio.wait_for(running.wait(), 30)
         await job.abort("stop it")
         await worker.abort(0)
-        await asyncio.wait_for(processing, 10)
+        await asyncio.wait_for(processing, 30)
         await job.refresh()
         out = {"job": (job.status, job.error), "after_process saw": seen.get("status"),
                "active": await queue.count("active"),
@@ -225,10 +225,10 @@ async def test_stop_puts_back_the_job_of_a_process_task(
         worker = lib.Worker(queue, functions=[block])
         job = await queue.enqueue("block", timeout=0)
         worker.tasks.add(asyncio.create_task(worker.process()))
-        await asyncio.wait_for(running.wait(), 10)
+        await asyncio.wait_for(running.wait(), 30)
         await job.refresh()
         out: dict[str, t.Any] = {"while running": job.status}
-        await asyncio.wait_for(worker.stop(), 10)
+        await asyncio.wait_for(worker.stop(), 30)
         await job.refresh()
         out["after stop"] = (job.status, job.attempts, job.started, job.completed)
         out["error"] = job.error
@@ -317,8 +317,8 @@ async def test_an_aborted_sync_function_is_aborted_once_its_thread_ended(
         await job.refresh()
         out: dict[str, t.Any] = {"while its thread runs": (job.status, aborting.done())}
         gate.set()
-        await asyncio.wait_for(aborting, 10)
-        await asyncio.wait_for(processing, 10)
+        await asyncio.wait_for(aborting, 30)
+        await asyncio.wait_for(processing, 30)
         await job.refresh()
         out["after"] = (job.status, job.error, job.result)
         out["aborted after the thread ended"] = job.completed >= ended["ms"]
@@ -367,13 +367,13 @@ async def test_abort_counts_and_the_abort_marker(queues: dict[types.ModuleType, 
         worker = lib.Worker(queue, functions=[block, noop])
         job = await queue.enqueue("block", key="running", timeout=0)
         processing = asyncio.create_task(worker.process())
-        await asyncio.wait_for(running.wait(), 10)
+        await asyncio.wait_for(running.wait(), 30)
         await job.abort("stop it")
         await job.refresh()
         out: dict[str, t.Any] = {"aborting": (job.status, await queue.count("active"),
                                               await queue.count("incomplete"))}
         await worker.abort(0)
-        await asyncio.wait_for(processing, 10)
+        await asyncio.wait_for(processing, 30)
         await job.refresh()
         out["aborted"] = (job.status, await queue.count("active"))
         out["same key again, once the abort finished"] = (

@@ -415,7 +415,7 @@ async def test_stop_finishes_when_a_redis_call_swallows_the_cancel(queue: Queue)
     task = asyncio.create_task(worker.start())
     try:
         await wait_for(lambda: calls >= 2, 30)
-        await asyncio.wait_for(worker.stop(), 10)
+        await asyncio.wait_for(worker.stop(), 30)
         await asyncio.wait_for(task, 30)
     finally:
         task.cancel()

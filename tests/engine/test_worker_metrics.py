@@ -53,7 +53,7 @@ async def test_worker_metrics_count_outcomes_retries_durations_and_depth(
     queue = Queue.from_url(redis_url, name="m")
     try:
         await wait_for(queue.workers, 20)
-        first = await wait_for(lambda: scraped(port), 10)
+        first = await wait_for(lambda: scraped(port), 30)
         # known functions have their series from the start, at zero
         assert sample(first, "podq_jobs_finished_total", queue="m", function="ok",
                       outcome="complete") == 0
@@ -83,7 +83,7 @@ async def test_worker_metrics_count_outcomes_retries_durations_and_depth(
                     for f, o in (("ok", "complete"), ("fail", "failed"), ("flaky", "complete"))]
             return s if done == [1, 1, 1] else None
 
-        s = await wait_for(settled, 15)
+        s = await wait_for(settled, 30)
         finished = {
             (f, o): sample(s, "podq_jobs_finished_total", queue="m", function=f, outcome=o)
             for f in ("ok", "fail", "flaky") for o in ("complete", "failed", "aborted")
@@ -123,7 +123,7 @@ async def test_worker_metrics_count_outcomes_retries_durations_and_depth(
                 return s
             return None
 
-        s = await wait_for(idle, 15)
+        s = await wait_for(idle, 30)
         assert sample(s, "podq_jobs_finished_total", queue="m", function="hold",
                       outcome="complete") == 1
         held = sample(s, "podq_job_duration_seconds_count", queue="m", function="hold",
@@ -155,7 +155,7 @@ async def test_in_process_worker_counts_aborts_and_serves_on_a_chosen_port(
     port = worker.metrics_port
     assert port
     job = await queue.enqueue("hold", key="doomed", name="doomed", timeout=60)
-    await wait_for(lambda: queue.count("active"), 10)
+    await wait_for(lambda: queue.count("active"), 30)
     await queue.abort(job, "no longer wanted")
     await job.refresh(until_complete=10)
     assert job.status is Status.ABORTED
@@ -166,7 +166,7 @@ async def test_in_process_worker_counts_aborts_and_serves_on_a_chosen_port(
                             outcome="aborted")
         return s if done == 1 else None
 
-    s = await wait_for(aborted, 10)
+    s = await wait_for(aborted, 30)
     assert sample(s, "podq_jobs_finished_total", queue="test", function="hold",
                   outcome="complete") == 0
     assert sample(s, "podq_job_duration_seconds_count", queue="test", function="hold",

@@ -82,7 +82,7 @@ async def test_live_jobs_and_abort_from_the_ui(queue, dashboard, workers, browse
     await expect(row).to_be_visible()  # arrived by the event stream
     await expect(row.locator(".badge")).to_have_text("active")
     assert await page.evaluate("window.notReloaded") is True
-    await asyncio.wait_for(started.wait(), 10)
+    await asyncio.wait_for(started.wait(), 30)
 
     await page.goto(d.url + "/login")
     await page.fill('input[name="token"]', TOKEN)
@@ -166,7 +166,7 @@ async def test_the_workers_page_follows_workers_and_their_jobs_live(
     first = await ages.text_content()
     await expect(ages).not_to_have_text(first or "")  # the liveness age moves on
     await queue.enqueue("slow", key="running-here", timeout=300)
-    await asyncio.wait_for(started.wait(), 10)
+    await asyncio.wait_for(started.wait(), 30)
     await expect(row.locator('a[href="/queues/web/job?key=running-here"]')).to_be_visible()
     assert await page.evaluate("window.notReloaded") is True
 

@@ -303,7 +303,7 @@ async def test_workers_page_lists_live_workers_and_their_jobs(queue, dashboard, 
 
     worker = await workers.start(queue, [("slow", slow)])
     await queue.enqueue("slow", key="busy", timeout=60)
-    await asyncio.wait_for(started.wait(), 10)
+    await asyncio.wait_for(started.wait(), 30)
     d = await dashboard()
     async with session() as s:
         async def shows_job():

@@ -64,7 +64,7 @@ async def test_a_retried_job_s_timeline_shows_each_run(queue, dashboard, workers
         steps = pattern.findall(await page(d.url, "/queues/web/job?key=f1"))
         return steps if steps.count("active") == 3 and "complete" in steps else []
 
-    steps = await wait_for(whole, 10)
+    steps = await wait_for(whole, 30)
     assert steps[0] == "enqueued" and steps[-1] == "complete"
     assert steps.count("queued again after a run") == 2
     assert "started (attempt 3)" in steps

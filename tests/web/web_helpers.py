@@ -47,7 +47,7 @@ class Dashboard:
     async def stop(self) -> None:
         self._stop.set()
         if self._task is not None:
-            await asyncio.wait_for(self._task, 15)
+            await asyncio.wait_for(self._task, 30)
 
 
 async def page(base: str, path: str) -> str:
