@@ -101,14 +101,31 @@ class RedisServer:
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
-            try:
-                wait_for_port(self.port, deadline_s=10)
+            if self._wait_listening(deadline_s=60):
                 return self
-            except TimeoutError:
-                self.process.kill()
-                self.process.wait()
-                self.port = free_port()  # the port was taken between choice and bind
+            self.process.kill()
+            self.process.wait()
+            self.port = free_port()  # the port was taken between choice and bind
         raise RuntimeError(f"redis-server did not start; see {self.dir / 'redis.log'}")
+
+    def _wait_listening(self, deadline_s: float) -> bool:
+        """True once this redis-server answers PING on its port; False if it exited (the
+        port was taken between its choice and the bind: whatever accepts connections
+        there is not it) or did not answer within deadline_s."""
+        assert self.process is not None
+        deadline = time.monotonic() + deadline_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                return False
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as conn:
+                    conn.sendall(b"PING\r\n")
+                    if conn.recv(16).startswith(b"+PONG") and self.process.poll() is None:
+                        return True
+            except OSError:
+                pass
+            time.sleep(0.02)
+        return False
 
     def stop(self) -> None:
         if self.process:
