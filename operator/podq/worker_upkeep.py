@@ -95,6 +95,10 @@ class UpkeepMixin(WorkerCore):
         since = max(self._redis_error_at, self.queue.held_back_at())
         if time.monotonic() - since < self.liveness_ttl + self.timers["worker_info"]:
             return
+        # this worker is alive: its own record first, so that a stall (CPU starvation, a
+        # long pause) that outlasted the record's ttl does not get the sweep to take this
+        # worker's own running jobs for a dead worker's and put them back (run twice)
+        await self.write_liveness()
         swept = await self.queue.sweep(
             lock=max(self.timers["sweep"] - 0.1, 0.1), max_disruptions=self.max_disruptions
         )
