@@ -106,7 +106,7 @@ async def test_flags_set_the_queues_limits_and_they_bind(
     assert "limit 'slwo': this worker registers no function 'slwo' (a typo?)" in output(worker)
     assert "limit 'slow'" not in output(worker) and "limit '*'" not in output(worker)
     worker.terminate()
-    await asyncio.to_thread(worker.wait, 15)
+    await asyncio.to_thread(worker.wait, 30)
     cleared = start_worker_process(spawn, redis_url, "--queue", queue.name, "--no-limits",
                                    settings=SETTINGS)
 
