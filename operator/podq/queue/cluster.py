@@ -187,6 +187,15 @@ class SlotMigratingError(RedisConnectionError):
     yet moved go on at the old owner, the others once the slot has moved (MOVED)."""
 
 
+class ClusterUnavailableError(RedisConnectionError):
+    """The cluster said CLUSTERDOWN: a slot has no live primary (a primary failed and no
+    replica has taken over yet; with full coverage required, every node refuses every
+    command meanwhile). Nothing ran. Retried like a lost connection, and past the retry
+    policy's budget the callers' handling of an unreachable Redis applies: a worker's
+    write-back waits on (a ClusterDownError escaped it: its job task crashed, the job
+    was left running in Redis until swept, then aborting with no run to end it)."""
+
+
 class ForeignSlotError(ResponseError):
     """A command named a key outside the queue's slot: a queue's client serves only the
     keys of its own hash tag. Not retried; the queue's idea of its owner is unchanged."""
@@ -231,9 +240,12 @@ class _SlotOwnerConnection:
             # run; it is retried (the pipeline with it) until the slot has moved
             self.owner.held_back_at = time.monotonic()
             raise SlotMigratingError(f"slot {self.owner.slot} is migrating ({e})") from e
-        except (RedisConnectionError, ClusterDownError):
+        except RedisConnectionError:
             self.owner.forget((self.host, self.port))  # type: ignore[attr-defined]
             raise
+        except ClusterDownError as e:
+            self.owner.forget((self.host, self.port))  # type: ignore[attr-defined]
+            raise ClusterUnavailableError(f"the cluster is down ({e})") from e
 
 
 def _owner(redis: t.Any) -> SlotOwner | None:
