@@ -268,22 +268,22 @@ async def test_worker_with_chart_args_serves_jobs_and_its_liveness_probe_tracks_
     workdir = lay_out_workdir(stage, tmp_path)
     env = process_env(stage, redis_url, tmp_path)
     # no live worker yet: the probe fails
-    await wait_exit(local(probe), 1, env, workdir, deadline_s=10)
+    await wait_exit(local(probe), 1, env, workdir, deadline_s=30)
 
     worker_proc = start(local(exec_form(stage, "ENTRYPOINT") + container["args"]), workdir, env)
     processes.append(worker_proc)
     result = await run_echo_job(redis_url, "images")
     assert result["message"] == "from the image"
-    healthy, _ = await wait_exit(local(probe), 0, env, workdir, deadline_s=10)
+    healthy, _ = await wait_exit(local(probe), 0, env, workdir, deadline_s=30)
     assert f":{worker_proc.pid}:" in healthy  # the worker id holds host and pid
 
     # the probe does not confuse another host's worker with this one
-    _, other = await wait_exit(local([*probe, "--hostname", "other-pod"]), 1, env, workdir, 10)
+    _, other = await wait_exit(local([*probe, "--hostname", "other-pod"]), 1, env, workdir, 30)
     assert "no live worker of host 'other-pod'" in other
 
     # a worker killed without cleaning up: its record expires, the probe fails
     worker_proc.send_signal(signal.SIGKILL)
-    await asyncio.to_thread(worker_proc.wait, 10)
+    await asyncio.to_thread(worker_proc.wait, 30)
     await wait_exit(local(probe), 1, env, workdir, deadline_s=30)
 
 

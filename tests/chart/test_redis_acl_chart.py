@@ -70,7 +70,7 @@ def test_acl_users_per_queue_confine_each_pool(render, tmp_path: Path) -> None:
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     worker_proc = None
     try:
-        wait_for_port(port, 10)
+        wait_for_port(port, 30)
         local = f"127.0.0.1:{port}"
         worker = one(objs, "Deployment", "podq-worker-emails")["spec"]["template"]["spec"][
             "containers"][0]

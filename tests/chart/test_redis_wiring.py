@@ -85,7 +85,7 @@ def tls_redis(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[s
          "--appendonly", "no", "--dir", str(data), "--logfile", str(tmp_path / "redis.log")],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait_for_port(port, 10)
+        wait_for_port(port, 30)
         yield {"port": port, "ca": certs / "ca.crt", "password": request.param}
     finally:
         server.terminate()
@@ -177,7 +177,7 @@ def test_embedded_redis_arguments_start_a_password_protected_redis(
                                "--logfile", str(tmp_path / "redis.log")],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait_for_port(port, 10)
+        wait_for_port(port, 30)
         # the operator's URL, with the Service name resolved to where the server listens
         operator = one(objs, "Deployment", "podq-operator")
         url = kubelet_env(operator["spec"]["template"]["spec"]["containers"][0],

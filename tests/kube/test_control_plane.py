@@ -254,15 +254,16 @@ async def test_unprivileged_identity_is_refused_then_allowed_by_rolebinding(
     ))
 
     # the RBAC authorizer learns of the binding through its informer: a moment later
-    for _ in range(100):
+    # (a deadline of 60 s, not 100 tries: each try is slower on a loaded machine)
+    deadline = asyncio.get_running_loop().time() + 60
+    while True:
         try:
             await user_core.list_namespaced_config_map(namespace)
             break
         except ApiException as err:
             assert err.status == 403
+            assert asyncio.get_running_loop().time() < deadline, "the RoleBinding never took effect"
             await asyncio.sleep(0.1)
-    else:
-        raise AssertionError("the RoleBinding never took effect")
 
     # still only what the Role grants: reading, in this namespace
     with pytest.raises(ApiException) as write:

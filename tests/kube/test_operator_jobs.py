@@ -34,7 +34,7 @@ async def test_create_runs_to_complete_with_result_in_status(harness: Harness) -
     assert status(body)["observedGeneration"] == body["metadata"]["generation"]
     # kubectl wait works on the condition, and the printer columns show the state
     harness.plane.kubectl("wait", "-n", harness.namespace, "--for=condition=Complete",
-                          "pqjob/adder", "--timeout=10s")
+                          "pqjob/adder", "--timeout=60s")
     table = harness.plane.kubectl("get", "podq", "-n", harness.namespace).stdout
     assert "echo" in table and "complete" in table
     job = await harness.queue().job(status(body)["jobKey"])
@@ -60,7 +60,7 @@ async def test_failure_with_retries_and_backoff_is_visible(harness: Harness) -> 
     assert "nope" in failed["message"]
     assert condition(body, "Stalled")["status"] == "True"
     harness.plane.kubectl("wait", "-n", harness.namespace, "--for=condition=Failed",
-                          "pqjob/flaky", "--timeout=10s")
+                          "pqjob/flaky", "--timeout=60s")
 
     async def one_warning() -> list:
         warnings = [e for e in await harness.events("flaky") if e.type == "Warning"]

@@ -88,16 +88,18 @@ async def test_standby_takes_over_within_15s_of_the_leaders_sigkill(harness: Har
 async def test_a_leader_stopped_gracefully_hands_over_at_once(harness: Harness) -> None:
     leader, standby, leader_id = await leader_and_standby(harness)
     harness.start_worker()
-    stopped_at = time.monotonic()
     leader.stop()  # SIGTERM: kopf stops, the lease is released
+    # released before the leader exited: no longer its own as soon as it is gone (not
+    # after the lease's 8 s; timed from the SIGTERM, a slow shutdown on a loaded machine
+    # broke a 6 s bound)
+    assert await holder(harness) != leader_id, "the stopped leader still holds the lease"
+    assert "released the lease" in leader.log.read_text(errors="replace")
 
     async def new_holder() -> str | None:
         current = await holder(harness)
         return current if current not in (None, leader_id) else None
     await eventually(new_holder, within=30, what="the standby to take the lease",
                      interval=0.05)
-    # no waiting for the lease to expire (8 s): released, taken at the next retry
-    assert time.monotonic() - stopped_at < 6
     await harness.create_job("after", "noop")
     await harness.wait_status("after", "complete", within=30)
     assert standby.alive

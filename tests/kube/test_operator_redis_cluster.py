@@ -103,7 +103,9 @@ async def through_failover(
     spread = cluster.spread(3, prefix)
     assert len(set(spread.values())) == 3
     start(harness, spread, runs_file, *operator)
-    first = await create_jobs(harness, spread, "a", PER_QUEUE, 0.4)
+    # 1 s runs: the target queue is mid-run (some complete, some active) for about 3 s,
+    # long enough for the status mirror to show it on a loaded machine (0.4 s: 1.2 s)
+    first = await create_jobs(harness, spread, "a", PER_QUEUE, 1.0)
     target = next(iter(spread))
     key = f"podq:{{{target}}}:queued"
     primary = cluster.owner(key)
