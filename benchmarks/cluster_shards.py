@@ -6,7 +6,8 @@
 The same queues (names chosen so that on the cluster each lives on another primary) are
 filled with no-op jobs (untimed), then one worker process per queue drains its queue.
 Prints, per topology, jobs/s over every queue (wall clock, from the first worker's start
-to the last queue empty) and each primary's Redis CPU per job (INFO cpu). On a machine
+to the last queue empty) and Redis CPU per job (INFO cpu) summed over the primaries,
+and over every node (the replicas too). On a machine
 with fewer cores than worker processes plus servers the workers share the cores, so
 the figure measures podq's client-side cost as much as Redis's (docs/performance.md).
 """
@@ -68,9 +69,11 @@ def redis_cpu(ports: list[int]) -> float:
     return total
 
 
-def measure(url: str, names: list[str], primaries: list[int], args: argparse.Namespace) -> dict:
+def measure(url: str, names: list[str], primaries: list[int], nodes: list[int],
+            args: argparse.Namespace) -> dict:
     asyncio.run(fill(url, names, args.jobs))
     cpu_before = redis_cpu(primaries)
+    all_before = redis_cpu(nodes)
     procs = [subprocess.Popen(
         [sys.executable, __file__, "--child", url, name, "--jobs", str(args.jobs),
          "--concurrency", str(args.concurrency)], stdout=subprocess.PIPE, text=True)
@@ -83,7 +86,9 @@ def measure(url: str, names: list[str], primaries: list[int], args: argparse.Nam
     wall = max(t["ended"] for t in times) - min(t["started"] for t in times)
     total = args.jobs * len(names)
     return {"jobs": total, "seconds": round(wall, 2), "jobs_per_s": round(total / wall),
-            "redis_cpu_us_per_job": round(1e6 * (redis_cpu(primaries) - cpu_before) / total, 1)}
+            "redis_cpu_us_per_job": round(1e6 * (redis_cpu(primaries) - cpu_before) / total, 1),
+            "redis_cpu_us_per_job_all_nodes": round(
+                1e6 * (redis_cpu(nodes) - all_before) / total, 1)}
 
 
 def main() -> None:
@@ -113,12 +118,12 @@ def main() -> None:
                 if len(names) == args.queues:
                     break
             primaries = sorted({p for _, _, p in nodes.slots()})
-            on_cluster = measure(nodes.url, names, primaries, args)
+            on_cluster = measure(nodes.url, names, primaries, sorted(nodes.procs), args)
         finally:
             nodes.stop()
     single = RedisServer().start()
     try:
-        on_one = measure(single.url, names, [single.port], args)
+        on_one = measure(single.url, names, [single.port], [single.port], args)
     finally:
         single.stop()
     print(json.dumps({"queues": names, "concurrency": args.concurrency,
