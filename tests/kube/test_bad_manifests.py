@@ -101,6 +101,7 @@ async def test_what_only_the_operator_can_judge_gets_a_condition(harness: Harnes
     await harness.create_job("bad-backoff", "noop", retryBackoff="fast")
     await harness.create_job("bad-function", "not_a_registered_function")
     await harness.create_job("good", "noop")
+    await harness.create("cronjobs", "fine", cron(schedule="0 0 1 1 *")["spec"])
 
     async def stalled(name: str, reason: str) -> bool:
         body = await harness.get("cronjobs", name)
@@ -114,6 +115,16 @@ async def test_what_only_the_operator_can_judge_gets_a_condition(harness: Harnes
     assert "spec.timeZone" in zone["message"] and "Mars/Olympus" in zone["message"]
     warnings = [e for e in await harness.events("bad-schedule") if e.type == "Warning"]
     assert [e.reason for e in warnings] == ["InvalidSchedule"]
+
+    # kubectl get pqcron says which CronJobs are broken (the Reason column)
+    async def reasons() -> dict[str, str] | None:
+        lines = harness.plane.kubectl("get", "pqcron", "-n", harness.namespace).stdout
+        header, *rows = lines.splitlines()
+        start, end = header.index("REASON"), header.index("AGE")
+        found = {row.split()[0]: row[start:end].strip() for row in rows}
+        return found if found.get("fine") else None
+    assert await eventually(reasons, what="the fine CronJob scheduled") == {
+        "bad-schedule": "InvalidSchedule", "bad-zone": "InvalidTimeZone", "fine": "Scheduling"}
 
     backoff = await harness.wait_status("bad-backoff", "failed")
     assert condition(backoff, "Failed")["reason"] == "InvalidSpec"

@@ -107,7 +107,9 @@ def test_printer_columns_show_state_at_a_glance() -> None:
     assert {"Reason", "Duration", "Progress"} <= set(job)
     assert job["Progress"]["jsonPath"] == ".status.progressPercent"  # "42%", not 0.4166...
     cron = columns("cronjobs.podq.dev.yaml")
-    assert {"TimeZone", "Suspend", "Active", "Last Schedule", "Next"} <= set(cron)
+    assert {"TimeZone", "Suspend", "Active", "Last Schedule", "Next", "Reason"} <= set(cron)
+    # a broken CronJob does not look healthy: its Ready reason says what stalls it
+    assert cron["Reason"]["jsonPath"] == '.status.conditions[?(@.type=="Ready")].reason'
     assert cron["Next"]["jsonPath"] == ".status.nextScheduleTime"
     # a future time in a "date" column prints as <invalid>
     assert cron["Next"]["type"] == "string"
