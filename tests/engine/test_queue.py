@@ -286,6 +286,8 @@ async def test_fix9_keys_of_a_queue_share_a_hash_tag(queue: Queue) -> None:
     assert set(slots) == {"test", "other"}
     assert all(len(s) == 1 for s in slots.values())  # one slot per queue
     assert slots["test"] != slots["other"]  # different queues spread over slots
+    for q in (queue, other):  # the shard channels too (SPUBLISH in the scripts)
+        assert {key_slot(c.encode()) for c in (q.keys.changes, q.keys.wake)} == slots[q.name]
     with pytest.raises(ValueError):
         Queue(queue.redis, name="bad{name}")
 

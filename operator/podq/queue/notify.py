@@ -250,9 +250,9 @@ class Subscription:
 class WakeSubscription:
     """A callback on a queue's wake channel (ready work, aborts), for workers.
 
-    The callback gets (key, status): ("queued", key or "") when work became ready,
-    ("aborting", key) when a running job is to be aborted, (None, "resync") after a
-    (re)subscribe. The channel's reader stops when its last subscription closes.
+    The callback gets (key, status): (key or "", "queued") when work became ready,
+    (key, "aborting") when a running job is to be aborted, (None, "resync") after a
+    (re)subscribe (messages may have been missed meanwhile). The channel's reader stops when its last subscription closes.
     """
 
     def __init__(self, notifier: Notifier, callback: Listener) -> None:
