@@ -252,7 +252,8 @@ class WakeSubscription:
 
     The callback gets (key, status): (key or "", "queued") when work became ready,
     (key, "aborting") when a running job is to be aborted, (None, "resync") after a
-    (re)subscribe (messages may have been missed meanwhile). The channel's reader stops when its last subscription closes.
+    (re)subscribe (messages may have been missed meanwhile). The channel's reader
+    stops when its last subscription closes.
     """
 
     def __init__(self, notifier: Notifier, callback: Listener) -> None:
