@@ -61,29 +61,21 @@ class RunMixin(WorkerCore):
                 continue
             for job in jobs:
                 self._start_job(job)
-            idle = len(jobs) < free
+            idle = len(jobs) < free  # the next take waits for work (take_when_ready)
             if jobs:
                 burst_idle_since = None
-                continue
-            if not self.burst:
-                continue  # the next take waits for work (take_when_ready)
-            if not self._runs:
+            elif self.burst and not self._runs:
                 burst_idle_since = burst_idle_since or now_seconds()
                 if now_seconds() - burst_idle_since >= self.dequeue_timeout:
                     return
-            wait = 0.05 if self._executing == 0 else self.timers["schedule"]
-            if next_at is not None:
-                wait = max(0.0, min(wait, next_at - now_seconds()))
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(wait):  # no task of its own, unlike wait_for
-                    await self._wake.wait()
 
     def _idle_wait(self, next_at: float | None) -> float:
-        """How long an idle (not burst) worker's take may wait for work: until the
-        next scheduled job is due, timers["schedule"] at most."""
-        if self.burst:
-            return 0.0
+        """How long an idle worker's take may wait for work: until the next scheduled
+        job is due, timers["schedule"] at most (50 ms for a burst worker with nothing
+        running: it looks again whether the queue stayed empty)."""
         wait = self.timers["schedule"]
+        if self.burst and self._executing == 0:
+            wait = 0.05
         if next_at is not None:
             wait = max(0.0, min(wait, next_at - now_seconds()))
         return wait
@@ -152,7 +144,7 @@ class RunMixin(WorkerCore):
             self._executing -= 1
             self._slot.set()
             if self.burst:
-                self._wake.set()  # the queue may be done: let the dispatcher check
+                self._wake_up()  # the queue may be done: let the dispatcher check
 
     def _run_done(self, attempt: str, run: _Run, task: asyncio.Task[None]) -> None:
         self._release(run)

@@ -97,6 +97,24 @@ async def test_a_full_take_passes_the_token_on_to_the_next_idle_worker(
     RELEASE.set()
 
 
+async def test_a_burst_worker_takes_a_job_enqueued_while_another_runs(
+    queue: Queue, workers: Workers
+) -> None:
+    RELEASE.clear()
+    STARTED.clear()
+    worker = await workers.start(queue, [hold, quick], concurrency=2, timers=SLOW_POLL,
+                                 burst=True, dequeue_timeout=0.5)
+    held = await queue.enqueue("hold", timeout=60)
+    await wait_for(lambda: len(STARTED) == 1, 10)
+    job = await queue.enqueue("quick")
+    await job.refresh(until_complete=10)  # not at the idle poll, nor once "hold" ends
+    assert job.status is Status.COMPLETE
+    RELEASE.set()
+    await held.refresh(until_complete=10)
+    running = next(task for w, task in workers.running if w is worker)
+    await asyncio.wait_for(running, 10)  # the queue is empty: the burst worker ends
+
+
 async def test_a_waiting_take_after_redis_flushed_its_scripts_still_takes(
     queue: Queue, workers: Workers
 ) -> None:
