@@ -182,20 +182,23 @@ class RunMixin(WorkerCore):
                 # one timer for every running job's timeout, not one per job
                 deadline = (self._deadlines.add(job.timeout, functools.partial(
                     self._time_out, run)) if job.timeout else None)
+                timed_out = (
+                    "error",
+                    f"TimeoutError: job {job.key} ({job.function}) exceeded its timeout "
+                    f"of {job.timeout}s",
+                )
                 try:
                     result = await self._call(function, context, **(job.kwargs or {}))
-                    if run.timed_out:  # the function swallowed its timeout's cancel
-                        t.cast(asyncio.Task[None], asyncio.current_task()).uncancel()
                     outcome = ("complete", result)
+                    if run.timed_out:  # it swallowed its timeout's cancel: timed out all
+                        # the same, as in SAQ (its result came after its time)
+                        t.cast(asyncio.Task[None], asyncio.current_task()).uncancel()
+                        outcome = timed_out
                 except asyncio.CancelledError:
                     if not run.timed_out or run.abort_error is not None:
                         raise
                     t.cast(asyncio.Task[None], asyncio.current_task()).uncancel()
-                    outcome = (
-                        "error",
-                        f"TimeoutError: job {job.key} ({job.function}) exceeded its timeout "
-                        f"of {job.timeout}s",
-                    )
+                    outcome = timed_out
                 except Exception as e:
                     context["exception"] = e
                     outcome = ("error", traceback.format_exc())
