@@ -399,26 +399,43 @@ class Run:
                 events.setdefault(key, []).append((float(stamp), event))
         return events
 
-    def cause(self, first_start: float, first_done: float, second_start: float) -> str:
+    def cause(self, first_start: float, first_done: float, second_start: float,
+              seen_running: bool) -> str:
         """The faults between a job's first run and its second (from 1 s before the
         first: a fault is marked as it begins, a restart takes effect a moment later).
         A Redis data loss after the first run returned (less 1 s, the same margin) is
-        named alone: Redis lost the completion, which explains the rerun. One while the
-        first run went on is not a cause: that run writes its job back when it ends (a
-        duplicate across it is named '<fault> while running', a defect)."""
+        named alone: Redis lost the completion before an operator read it, which explains
+        the rerun. So is one while the first run went on, when no operator had read the
+        job running (taken a moment before, or while no operator led): it is enqueued
+        again at once. One while it ran, after an operator had read it running
+        (seen_running), is no cause: the operator waits for that run's write-back; a
+        duplicate across it is named '<fault> while running', a defect."""
         within = [(stamp, name) for stamp, name in self.report.faults
                   if first_start - 1.0 <= stamp <= second_start]
-        lost_done = [name for stamp, name in within
-                     if name in DATA_LOSS and stamp >= first_done - 1.0]
-        if lost_done:
-            return "+".join(lost_done)
+        lost = [name for stamp, name in within if name in DATA_LOSS
+                and (stamp >= first_done - 1.0 or not seen_running)]
+        if lost:
+            return "+".join(lost)
         return "+".join(f"{name} while running" if name in DATA_LOSS else name
                         for _, name in within) or "no fault"
+
+    def seen_running(self) -> set[str]:
+        """The job keys an operator found missing from Redis while it had read them
+        running (its log): it waits for their worker's write-back, never enqueues them
+        again at once."""
+        marker = " is missing from Redis while it ran"
+        keys = set()
+        for operator in self.operators:
+            for line in operator.log_text().splitlines():
+                if marker in line and " job " in line:
+                    keys.add(line.split(" job ", 1)[1].split(marker, 1)[0])
+        return keys
 
     async def count(self) -> None:
         report = self.report
         jobs = await self.until(self.jobs, 120, "the Job list")
         ledger = self.read_ledger()
+        seen_running = self.seen_running()
         report.deleted = len(self.deleted)
         for name, uid in self.created.items():
             events = sorted(ledger.get(job_key(self.namespace, name, uid), []))
@@ -443,8 +460,9 @@ class Run:
             if len(done) > 1:
                 starts = [stamp for stamp, event in events if event == "start"]
                 second = [stamp for stamp in starts if stamp > done[0]]
-                report.duplicates[name] = self.cause(starts[0], done[0], second[0] if second
-                                                     else done[1])
+                key = job_key(self.namespace, name, uid)
+                report.duplicates[name] = self.cause(
+                    starts[0], done[0], second[0] if second else done[1], key in seen_running)
 
 
 async def run_once(plane: ControlPlane, *, jobs: int, retries: int, faults: tuple[str, ...],
