@@ -67,6 +67,21 @@ def test_rules_pass_promtool_check_and_unit_tests(render, promtool: str,
     assert "SUCCESS" in out
 
 
+def test_rules_over_unscraped_metrics_are_refused(render, render_error) -> None:
+    """Alerts need the metrics they read: without the workers', PodqQueueWithoutWorkers
+    would fire whenever a queue has work; without the operator's, it never would."""
+    rule = {"prometheusRule": {"enabled": True}}
+    error = render_error({"metrics": rule, "workers": {"metrics": {"enabled": True}}})
+    assert "metrics.prometheusRule needs metrics.enabled" in error
+    error = render_error({"metrics": {**rule, "enabled": True}})
+    assert 'pool "default" has metrics.enabled false' in error
+    error = render_error({**ON, "workers": {"metrics": {"enabled": True}, "pools": [
+        {"name": "mail", "metrics": {"enabled": False}}]}})
+    assert 'pool "mail" has metrics.enabled false' in error
+    # no pool in this release (workers run elsewhere): the chart cannot tell, it renders
+    assert one(render({**ON, "workers": {"enabled": False}}), "PrometheusRule")
+
+
 def test_rule_thresholds_come_from_values(render) -> None:
     rule = one(render({**ON, "metrics": {**ON["metrics"], "prometheusRule": {
         "enabled": True, "labels": {"release": "kube-prometheus"},
