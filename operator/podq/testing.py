@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -28,11 +29,30 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
 
-def free_port() -> int:
-    """A loopback TCP port that was free a moment ago (the caller retries on a race)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def ephemeral_port_floor() -> int:
+    """The first port the kernel gives outgoing connections (Linux: 32768 by default)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def free_port(below: int | None = None) -> int:
+    """A loopback TCP port that was free a moment ago, below `below` (default: the
+    kernel's ephemeral range). Below that range no outgoing connection (a test opens
+    thousands) can take the port between this choice and the server's bind, which a
+    port the kernel picked (bind to 0) is exposed to; only another listener still can,
+    and callers retry on that."""
+    top = min(below or ephemeral_port_floor(), ephemeral_port_floor())
+    for _ in range(200):
+        port = random.randrange(10000, top)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free loopback port in 10000-{top}")
 
 
 def wait_for_port(port: int, deadline_s: float = 10.0, host: str = "127.0.0.1") -> None:

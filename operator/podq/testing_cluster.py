@@ -12,15 +12,14 @@ from pathlib import Path
 
 import redis
 
-from podq.testing import free_port, wait_for_port
+from podq.testing import ephemeral_port_floor, free_port, wait_for_port
 
 
 def cluster_port() -> int:
-    """A free port whose cluster bus port (port + 10000) is valid and free too."""
+    """A free port whose cluster bus port (port + 10000) is free too, both below the
+    kernel's ephemeral range (free_port)."""
     for _ in range(100):
-        port = free_port()
-        if port + 10000 > 65535:
-            continue
+        port = free_port(below=ephemeral_port_floor() - 10000)
         with socket.socket() as bus:
             try:
                 bus.bind(("127.0.0.1", port + 10000))
