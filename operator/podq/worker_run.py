@@ -20,6 +20,10 @@ from podq.worker_core import REDIS_ERRORS, Context, WorkerCore, _Run
 
 logger = logging.getLogger("podq")
 
+# how long after seeing its abort a job taken for this worker but not running here is
+# left to a take in flight (whose reply is on its way) before it counts as never received
+UNRECEIVED_GRACE_S = 2.0
+
 
 class RunMixin(WorkerCore):
     """Worker's dispatch, job runs and aborts."""
@@ -113,8 +117,10 @@ class RunMixin(WorkerCore):
     def _on_change(self, key: str | None, status: str) -> None:
         if key is None or status == Status.QUEUED:
             self._wake_up()
-        if status == Status.ABORTING and any(r.job.key == key for r in self._runs.values()):
-            task = asyncio.get_running_loop().create_task(self._abort_key(key))
+        if status == Status.ABORTING and key is not None:
+            running = any(r.job.key == key for r in self._runs.values())
+            task = asyncio.get_running_loop().create_task(
+                self._abort_key(key) if running else self._abort_unreceived(key))
             self._bg.add(task)
             task.add_done_callback(self._bg.discard)
 
@@ -285,6 +291,35 @@ class RunMixin(WorkerCore):
         if current is not None:
             self._abort_stale_or_aborted([run for run in self._runs.values()
                                           if run.job.key == key], current)
+
+    async def _abort_unreceived(self, key: str) -> None:
+        """An aborted (or swept) job taken for this worker that it never received (the
+        take ran in Redis, its reply never reached the worker): no run would write it
+        back, so it would stay aborting. Once a take in flight has had time to hand it
+        over, it is written back here: aborted, or put back as a disruption when a sweep
+        found it stuck (the function never ran)."""
+        async def write_back() -> None:
+            # one field first: every worker sees every abort, most of other workers' jobs
+            owner = await self.queue.redis.hget(self.queue.job_id(key), "worker_id")
+            if owner not in (self.id, self.id.encode()):
+                return
+            for grace in (UNRECEIVED_GRACE_S, 0.0):
+                job = await self.queue.job(key)
+                if (job is None or job.worker_id != self.id or job.status != Status.ABORTING
+                        or any(r.job.attempt_id == job.attempt_id
+                               for r in self._runs.values())):
+                    return
+                await asyncio.sleep(grace)
+            logger.warning("Job %s was taken for worker %s, which never received it; %s",
+                           key, self.id, "writing it back")
+            if job.error == self.queue.swept_error_message:
+                reason = f"worker {self.id} never received the job (its take's reply was lost)"
+                await self.queue.disrupt(job, reason, job.error, self.max_disruptions)
+            else:
+                await self.queue.finish(job, Status.ABORTED, error=job.error, expect=True)
+
+        with contextlib.suppress(*REDIS_ERRORS):  # raised only once the worker stops
+            await self._retrying(f"write back job {key}", write_back)
 
     def _abort_stale_or_aborted(self, runs: list[_Run], current: Job) -> None:
         """Cancel the runs of current's key that were aborted, or whose attempt is no

@@ -265,6 +265,45 @@ async def test_a_late_copy_of_an_older_take_takes_nothing(queue: Queue) -> None:
     assert len(again) == 2 and await queue.count("active") == 8
 
 
+async def test_an_aborted_job_taken_for_a_worker_that_never_received_it_is_written_back(
+    queue: Queue, workers: Workers
+) -> None:
+    """A take that ran in Redis for a live worker whose reply never reached it: no run
+    writes its jobs back, so an abort (a user's, or a sweep's of a stuck job) left them
+    aborting for good. The worker writes back a job it never received: aborted, or put
+    back as a disruption when a sweep found it stuck (its function never ran)."""
+    release = asyncio.Event()
+    ran: Counter[str] = Counter()
+
+    async def hold(ctx: dict) -> str:
+        ran[ctx["job"].key] += 1
+        await release.wait()
+        return "ran"
+
+    worker = await workers.start(queue, [("hold", hold)], concurrency=1)
+    await queue.enqueue("hold", key="busy", timeout=0)
+    await wait_for(lambda: ran["busy"] == 1, 30)  # its one slot is taken
+    await queue.enqueue_many([Job("hold", key="user", timeout=0),
+                              Job("hold", key="stuck", timeout=1, retries=1)])
+    lost, _ = await queue.take(2, worker.id)  # as the late take did: for it, unseen
+    assert {job.key for job in lost} == {"user", "stuck"}
+    await (await queue.job("user")).abort("user abort")
+
+    async def status(key: str, wanted: Status) -> bool:
+        return (await queue.job(key)).status is wanted
+
+    await wait_for(lambda: status("user", Status.ABORTED), 30)
+    # "stuck" passes its timeout: the sweep asks its worker to abort it, which writes it
+    # back unused (a disruption), and runs it once its slot is free
+    await wait_for(lambda: status("stuck", Status.QUEUED), 30)
+    stuck = await queue.job("stuck")
+    assert stuck.disruptions == 1 and stuck.attempts == 0
+    assert "never received" in stuck.last_disruption
+    release.set()
+    await wait_for(lambda: status("stuck", Status.COMPLETE), 30)
+    assert ran == Counter({"busy": 1, "stuck": 1})  # "user" never ran
+
+
 # -- sync functions: no write-back while the thread runs -------------------------------
 
 
