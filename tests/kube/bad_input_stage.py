@@ -90,7 +90,7 @@ class Ctx:
             input=manifest, check=False)
         assert done.returncode == 0, done.stderr
 
-    async def delete_and_wait(self, within: float = 30) -> None:
+    async def delete_and_wait(self, within: float = 60) -> None:
         await self.custom.delete_namespaced_custom_object(
             GROUP, VERSION, self.stage.poison, "jobs", self.name)
 
@@ -106,7 +106,7 @@ class Ctx:
             GROUP, VERSION, namespace or self.stage.poison, "jobs", name or self.name)
 
     async def wait(self, predicate: Callable[[dict], bool], what: str,
-                   within: float = 30) -> dict:
+                   within: float = 60) -> dict:
         seen: list[dict] = []
 
         async def probe() -> dict | None:
@@ -120,7 +120,7 @@ class Ctx:
                 "finalizers")} if seen else None
             raise AssertionError(f"{error}; status: {json.dumps(status)[:2000]}") from None
 
-    async def marked(self, type_: str, reason: str, naming: str, within: float = 30) -> dict:
+    async def marked(self, type_: str, reason: str, naming: str, within: float = 60) -> dict:
         """Wait for condition type_ True with reason whose message names `naming`, and a
         Warning Event with that reason."""
         def has(body: dict) -> bool:

@@ -33,7 +33,7 @@ T = TypeVar("T")
 
 
 async def eventually(
-    probe: Callable[[], Awaitable[T | None]], *, within: float = 30, what: str = "condition",
+    probe: Callable[[], Awaitable[T | None]], *, within: float = 60, what: str = "condition",
     interval: float = 0.1,
 ) -> T:
     """Poll `probe` until it returns something truthy; fail after `within` seconds."""
@@ -144,7 +144,7 @@ class Harness:
             self.queues[name] = Queue.from_url(self.redis_url, name=name)
         return self.queues[name]
 
-    async def wait_workers(self, count: int, queue: str = "default", within: float = 30) -> None:
+    async def wait_workers(self, count: int, queue: str = "default", within: float = 60) -> None:
         async def enough() -> bool:
             return len(await self.queue(queue).workers()) >= count
         await eventually(enough, within=within, what=f"{count} worker(s) on {queue}")
@@ -192,13 +192,13 @@ class Harness:
                                                           "jobs", name)
 
     async def wait_job(self, name: str, predicate: Callable[[dict[str, Any]], bool],
-                       within: float = 30, what: str = "") -> dict[str, Any]:
+                       within: float = 60, what: str = "") -> dict[str, Any]:
         async def probe() -> dict[str, Any] | None:
             body = await self.get_job(name)
             return body if body is not None and predicate(body) else None
         return await eventually(probe, within=within, what=what or f"Job {name}")
 
-    async def wait_status(self, name: str, *statuses: str, within: float = 30) -> dict[str, Any]:
+    async def wait_status(self, name: str, *statuses: str, within: float = 60) -> dict[str, Any]:
         return await self.wait_job(
             name, lambda b: (b.get("status") or {}).get("status") in statuses, within,
             what=f"Job {name} to be {'/'.join(statuses)}")
