@@ -294,7 +294,9 @@ async def _corrupt_taken(ctx: Ctx) -> None:
     queue = Queue.from_url(ctx.stage.url, name="default")
     key = f"python-{ctx.name}"
     try:
-        await queue.enqueue("noop", key=key, scheduled=time.time() + 1.0)
+        # due in 5 s: the corruption lands before any take (1 s was a window a loaded
+        # machine could outlast: the job ran, and its record was corrupted afterwards)
+        await queue.enqueue("noop", key=key, scheduled=time.time() + 5.0)
         await queue.redis.hset(queue.job_id(key), "job", "{not json")
 
         async def failed() -> Any:

@@ -198,7 +198,9 @@ async def test_two_operators_never_enqueue_a_job_twice(harness: Harness) -> None
 async def test_scheduled_job_waits_for_its_time(harness: Harness) -> None:
     harness.start_operator()
     harness.start_worker()
-    start_at = time.time() + 4
+    # 10 s ahead: its status says Scheduled before it runs (4 s could pass before the
+    # operator mirrored it on a loaded machine)
+    start_at = time.time() + 10
     await harness.create_job("later", "noop", scheduled=datetime.fromtimestamp(
         math.ceil(start_at), UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
     waiting = await harness.wait_job(

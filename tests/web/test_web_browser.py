@@ -34,7 +34,7 @@ async def browser() -> AsyncIterator[Browser]:
 
 async def new_page(browser: Browser) -> Page:
     page = await browser.new_page(viewport={"width": 1280, "height": 860})
-    page.set_default_timeout(15_000)
+    page.set_default_timeout(30_000)  # a loaded machine: Chromium is slow
     return page
 
 

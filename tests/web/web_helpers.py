@@ -5,6 +5,7 @@ tests' helpers."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import re
 import sys
 from pathlib import Path
@@ -34,14 +35,23 @@ class Dashboard:
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> Dashboard:
-        ready = asyncio.Event()
-        self._task = asyncio.create_task(serve(self.options, ready, self._stop))
-        waiter = asyncio.create_task(ready.wait())
-        await asyncio.wait([waiter, self._task], timeout=10,
-                           return_when=asyncio.FIRST_COMPLETED)
-        if self._task.done():
-            self._task.result()  # raises what stopped it
-        assert ready.is_set(), "podq web did not start within 10 s"
+        for attempt in range(3):
+            ready = asyncio.Event()
+            self._task = asyncio.create_task(serve(self.options, ready, self._stop))
+            waiter = asyncio.create_task(ready.wait())
+            await asyncio.wait([waiter, self._task], timeout=30,
+                               return_when=asyncio.FIRST_COMPLETED)
+            waiter.cancel()
+            if self._task.done():
+                error = self._task.exception()
+                if isinstance(error, OSError) and error.errno == errno.EADDRINUSE and attempt < 2:
+                    # the port was taken between its choice and the bind: another one
+                    self.options.port = free_port()
+                    self.url = f"http://127.0.0.1:{self.options.port}"
+                    continue
+                self._task.result()  # raises what stopped it
+            break
+        assert ready.is_set(), "podq web did not start within 30 s"
         return self
 
     async def stop(self) -> None:
