@@ -122,6 +122,24 @@ async def test_worker_burst_runs_jobs_and_exits(redis_url: str) -> None:
         await q.disconnect()
 
 
+async def test_python_m_podq_runs_the_command(redis_url: str) -> None:
+    """`python -m podq worker ...`, as `python -m saq ...` runs SAQ's."""
+    q = Queue.from_url(redis_url, name="cli")
+    try:
+        job = await q.enqueue("add", a=2, b=3)
+        r = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "podq", "worker", "podq_test_settings.make_settings",
+             "--redis-url", redis_url, "--burst"],
+            cwd=HERE, capture_output=True, text=True, timeout=20,
+        )
+        assert r.returncode == 0, r.stderr
+        await job.refresh()
+        assert job.status is Status.COMPLETE and job.result == 5
+    finally:
+        await q.disconnect()
+
+
 def test_worker_quiet_leaves_logging_unconfigured(redis_url: str) -> None:
     """SAQ's --quiet: the settings module configures logging, the command does not."""
     args = ("worker", "podq_test_settings.make_settings", "--redis-url", redis_url, "--burst")
