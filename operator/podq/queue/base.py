@@ -253,6 +253,9 @@ class Queue(ABC):
         for k, v in kwargs.items():
             if k in JOB_FIELDS:
                 job_kwargs[k] = v
+            elif k == "group_key":  # a field of SAQ's Job, never the function's argument
+                raise TypeError("group_key is not supported: SAQ enforces it on Postgres "
+                                "only, and podq is Redis-only (docs/saq-compatibility.md)")
             else:
                 extra[k] = v
         if extra:
