@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry
 
 from podq import Queue
 from podq.metrics import WorkerMetrics
+from podq.operator.access import OPEN_ACCESS
 from podq.operator.metrics import OperatorCollector
 
 HERE = Path(__file__).resolve().parent
@@ -134,6 +135,7 @@ def exported_names(redis_url: str) -> set[str]:
     worker = WorkerMetrics(Queue.from_url(redis_url, name="names"), ["f"], 1, lambda: 0)
     memo = SimpleNamespace(
         mirror=SimpleNamespace(counts={}, dirty=set()), registry=[],
+        options=SimpleNamespace(queue_access=OPEN_ACCESS),
         autoscaler=SimpleNamespace(deployments={}, seen={}, decisions={}, desired={}))
     registry.register(OperatorCollector(memo))
     names = set()

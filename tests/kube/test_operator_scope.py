@@ -3,6 +3,7 @@ namespace (docs/security.md)."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from kubernetes_asyncio import client
@@ -13,8 +14,10 @@ from operator_harness import (  # noqa: F401 (fixtures)
     harness_fixture,
     podq_crds_fixture,
 )
+from test_metrics_and_status import scrape
 
 from podq import Job
+from podq.testing import free_port
 
 
 def status(body: dict) -> dict:
@@ -84,12 +87,41 @@ async def test_job_enqueued_under_the_old_key_form_keeps_it(harness: Harness) ->
     assert await queue.job(f"{harness.namespace}/legacy") is None
 
 
+async def test_status_key_naming_another_namespace_is_not_followed(harness: Harness) -> None:
+    """A tenant who may write its Job's status (jobs/status) gives it spec.key and
+    status.jobKey `victim/secret`, another namespace's job key, before the operator saw
+    it: the old-form upgrade path must not lead there (no result read, no abort on
+    delete)."""
+    queue = harness.queue()
+    victim = f"victim-{harness.namespace}/secret"
+    await queue.enqueue(Job("echo", kwargs={"private": 1}, key=victim, scheduled=2_000_000_000))
+    await harness.create_job("thief", "echo", key=victim, kwargs={"mine": 2})
+    await harness.custom.patch_namespaced_custom_object_status(
+        "podq.dev", "v1alpha1", harness.namespace, "jobs", "thief",
+        {"status": {"status": "queued", "jobKey": victim, "queue": "default"}},
+        _content_type="application/merge-patch+json")
+    harness.start_operator()
+    harness.start_worker()
+    body = await harness.wait_status("thief", "complete")
+    assert status(body)["jobKey"] == f"{harness.namespace}/{victim}"
+    assert status(body)["result"] == {"mine": 2}
+    await harness.delete_job("thief")
+
+    async def gone() -> bool:
+        return await harness.get_job("thief") is None
+    await eventually(gone, within=30, what="the Job deleted")
+    job = await queue.job(victim)
+    assert job is not None and getattr(job.status, "value", job.status) == "queued"
+
+
 async def test_queue_not_granted_to_the_namespace_is_refused_visibly(harness: Harness) -> None:
     """Queue access is explicit: a Job (or a CronJob's template) on a queue not granted
     to its namespace fails with QueueNotAllowed, a condition and an Event, and nothing
     reaches that queue; granted queues work."""
     ns = harness.namespace
-    harness.start_operator("--allow-queue", f"default={ns}", "--allow-queue", "theirs=elsewhere")
+    port = free_port()
+    harness.start_operator("--allow-queue", f"default={ns}", "--allow-queue", "theirs=elsewhere",
+                           "--metrics-port", str(port), "--metrics-host", "127.0.0.1")
     harness.start_worker()
     stray = await harness.create_job("stray", "echo", queue="theirs", kwargs={"x": 1})
     body = await harness.wait_status("stray", "failed")
@@ -114,6 +146,15 @@ async def test_queue_not_granted_to_the_namespace_is_refused_visibly(harness: Ha
     assert await theirs.redis.keys("podq:{nobodys}:*") == []
     assert await theirs.redis.pubsub_channels("podq:{nobodys}:*") == []
     assert await theirs.redis.pubsub_shardchannels("podq:{nobodys}:*") == []
+    # the refused Jobs count under no queue's name in the operator's metrics: not under
+    # the queue another namespace was granted, nor one series per made-up name
+    async def by_status() -> dict | None:
+        samples = await asyncio.to_thread(scrape, port)
+        series = {dict(labels)["queue"]: value for (name, labels), value in samples.items()
+                  if name == "podq_operator_job_resources_by_status"}
+        return series if series.get("_not_allowed") == 2 else None
+    series = await eventually(by_status, within=30, what="2 refused Jobs in the metrics")
+    assert set(series) == {"_not_allowed"}, series
 
     await harness.delete_job("stray")
 

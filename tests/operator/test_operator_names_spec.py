@@ -32,6 +32,10 @@ def test_job_key_keeps_the_old_form_for_a_job_enqueued_before_the_upgrade() -> N
     # a status key of another form is not taken: only the legacy form of its own spec.key
     assert job_key("ns", "a", "u1", "mine", status_key="other/mine") == "ns/mine"
     assert job_key("ns", "a", "u1", None, status_key="victim") == "ns/a/u1"
+    # a bare key with a '/' is another namespace's job key: never followed, even when
+    # the status (written by a tenant with jobs/status rights) claims it
+    assert job_key("ns", "a", "u1", "victim/nightly", status_key="victim/nightly") == \
+        "ns/victim/nightly"
 
 
 def test_cron_child_name_is_one_per_slot() -> None:

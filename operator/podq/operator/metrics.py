@@ -2,7 +2,8 @@
 
 Everything is read from the operator's state at scrape time (a custom collector):
 the status writer's counts, the registry, and what the autoscaler's last pass saw per
-queue and decided per Deployment. No job keys in labels.
+queue and decided per Deployment. No job keys in labels, and no queue names that only
+a refused Job named.
 """
 
 from __future__ import annotations
@@ -19,6 +20,10 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
 
 PREFIX = "podq_operator_"
+# the queue label of Jobs refused QueueNotAllowed: another namespace's refused Jobs must
+# not count under a team's queue (its dashboards, alerts), nor add a series per queue
+# name a tenant makes up. Queue names begin with a letter or digit: no queue has it.
+NOT_ALLOWED = "_not_allowed"
 
 
 class OperatorCollector(Collector):
@@ -38,10 +43,13 @@ class OperatorCollector(Collector):
                                 value=len(memo.registry))
         by_status = GaugeMetricFamily(
             f"{PREFIX}job_resources_by_status", "Job resources the operator watches, by "
-            "queue and status.status (`pending` before the first status).",
+            "queue and status.status (`pending` before the first status); Jobs on a queue "
+            f"their namespace may not use count under queue {NOT_ALLOWED}.",
             labels=["queue", "status"])
+        access = memo.options.queue_access
         for (queue, status), value in sorted(Counter(
-                (r.queue, r.status.get("status") or "pending") for r in memo.registry).items()):
+                (r.queue if access.allows(r.namespace, r.queue) else NOT_ALLOWED,
+                 r.status.get("status") or "pending") for r in memo.registry).items()):
             by_status.add_metric([queue, status], value)
         yield by_status
         yield GaugeMetricFamily(f"{PREFIX}status_dirty",

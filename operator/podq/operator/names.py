@@ -48,9 +48,11 @@ def job_key(namespace: str, name: str, uid: str, spec_key: str | None = None,
     job. Upgrade: operators before the namespaced form used `spec.key` as it is; a resource whose
     status shows it was enqueued under that old form (`status.jobKey == spec.key`) keeps
     it until the resource is deleted, so its queued or running job is neither lost nor
-    run twice. Only resources with no such status get the namespaced form.
+    run twice. Only resources with no such status get the namespaced form. A bare key
+    holding a '/' is never followed: `team-a/nightly` is namespace team-a's job, and a
+    tenant who may write its Job's status (`jobs/status`) could otherwise reach it.
     """
-    if spec_key and status_key == spec_key:
+    if spec_key and status_key == spec_key and "/" not in spec_key:
         return spec_key
     return resource_job_key(namespace, name, uid, spec_key)
 
