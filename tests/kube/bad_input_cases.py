@@ -350,3 +350,62 @@ async def _garbage_changes(ctx: Ctx) -> None:
     await ctx.wait(lambda b: (b.get("status") or {}).get("status") == "complete", "complete")
 
 
+
+
+# -- 7. a tenant writing the operator's bookkeeping on its own resources ---------------
+
+
+def _deep_list_text(levels: int) -> str:
+    return "[" * levels + "]" * levels
+
+
+def _annotated(name: str, annotations: dict[str, str]) -> None:
+    """kopf keeps its state in annotations under the podq.dev/ prefix, which anyone who
+    may patch the Job can rewrite: garbage there stays that Job's problem."""
+    async def run(ctx: Ctx) -> None:
+        await ctx.create({"function": "noop", "queue": IDLE_QUEUE})
+        await ctx.wait(lambda b: (b.get("status") or {}).get("status") == "queued", "queued")
+        await ctx.custom.patch_namespaced_custom_object(
+            GROUP, VERSION, ctx.stage.poison, "jobs", ctx.name,
+            {"metadata": {"annotations": annotations}},
+            _content_type="application/merge-patch+json")
+        await ctx.delete_and_wait()
+    case(f"tenant writes {name}")(run)
+
+
+_annotated("kopf's last-handled annotation as text that is not JSON",
+           {f"{GROUP}/last-handled-configuration": "{not json"})
+_annotated("kopf's last-handled annotation nested 20,000 deep",
+           {f"{GROUP}/last-handled-configuration": _deep_list_text(20_000)})
+_annotated("a kopf progress annotation that is not JSON",
+           {f"{GROUP}/job_resumed": "{not json", f"{GROUP}/job_created": "[" * 20_000})
+
+
+def _cron_annotated(name: str, annotations: dict[str, str]) -> None:
+    """The same on a CronJob, which kopf serves with a daemon (its state in annotations):
+    the CronJob still fires."""
+    async def run(ctx: Ctx) -> None:
+        body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "CronJob",
+                "metadata": {"name": ctx.name, "annotations": annotations},
+                "spec": {"schedule": "* * * * * */2",
+                         "jobTemplate": {"spec": {"function": "noop"}}}}
+        await ctx.custom.create_namespaced_custom_object(
+            GROUP, VERSION, ctx.stage.poison, "cronjobs", body)
+        try:
+            async def fired() -> bool:
+                cron = await ctx.custom.get_namespaced_custom_object(
+                    GROUP, VERSION, ctx.stage.poison, "cronjobs", ctx.name)
+                return bool((cron.get("status") or {}).get("lastSuccessfulTime"))
+            await eventually(fired, within=30, what=f"{ctx.name} to run a Job")
+        finally:
+            await ctx.custom.delete_namespaced_custom_object(
+                GROUP, VERSION, ctx.stage.poison, "cronjobs", ctx.name)
+    case(f"tenant writes {name} on a CronJob")(run)
+
+
+_cron_annotated("kopf's annotations as text that is not JSON",
+                {f"{GROUP}/last-handled-configuration": "{not json",
+                 f"{GROUP}/cronjob_daemon": "{not json"})
+_cron_annotated("kopf's annotations nested 20,000 deep",
+                {f"{GROUP}/last-handled-configuration": _deep_list_text(20_000),
+                 f"{GROUP}/cronjob_daemon": _deep_list_text(20_000)})

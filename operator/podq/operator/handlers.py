@@ -15,7 +15,7 @@ from typing import Any
 
 import kopf
 
-from podq.operator import kube
+from podq.operator import kopf_state, kube
 from podq.operator.access import OPEN_ACCESS, QueueAccess
 from podq.operator.autoscaler import Autoscaler
 from podq.operator.cronjobs import CronMemory, CronWakeups, mark_tick_failing, pause, tick
@@ -70,9 +70,9 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
     # daemons), so podq never collides with other kopf operators; job arguments stay out
     # of the last-handled annotation, which shares a 256 KiB cap with all annotations.
     settings.persistence.finalizer = KOPF_FINALIZER
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
+    settings.persistence.progress_storage = kopf_state.ProgressStorage(
         prefix=ANNOTATION_PREFIX)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+    settings.persistence.diffbase_storage = kopf_state.DiffBaseStorage(
         prefix=ANNOTATION_PREFIX, key=LAST_HANDLED,
         ignored_fields=["spec.kwargs", "spec.meta", "spec.jobTemplate.spec.kwargs",
                         "spec.jobTemplate.spec.meta"])
