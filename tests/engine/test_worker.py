@@ -165,7 +165,9 @@ async def test_abort_running_job_within_a_second(queue: Queue, workers: Workers)
     started = time.monotonic()
     await job.abort("user abort")
     await job.refresh(until_complete=30)
-    assert time.monotonic() - started < 1.5  # about a second at most
+    # about a second at most, by the abort notification: with margin for a loaded
+    # machine (1.5 s was tight), still well before the 10 s abort poll above
+    assert time.monotonic() - started < 5
     assert job.status is Status.ABORTED and job.error == "user abort"
 
 
