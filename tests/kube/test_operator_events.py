@@ -151,3 +151,37 @@ async def test_a_burst_beyond_the_event_rate_is_posted_late_not_dropped(
         assert recorder.dropped == 0
     finally:
         await recorder.close()
+
+
+async def test_a_namespace_flooding_events_delays_its_own_not_another_namespaces(
+        harness: Harness) -> None:
+    """One namespace posts 150 Warnings at once (a flood of refused Jobs) through a
+    recorder allowing 5 a second (burst 25): a Warning of another namespace posted after
+    them goes out in the next round, while the flood still waits (drained round-robin
+    per namespace; in one shared backlog it waited about 25 s behind the flood)."""
+    from podq.operator.kube import EventRecorder, ObjectRef
+
+    quiet = f"{harness.namespace}-quiet"
+    harness.plane.kubectl("create", "namespace", quiet)
+    recorder = EventRecorder(harness.core, warning_rate=5)
+    try:
+        for n in range(150):
+            ref = ObjectRef("podq.dev/v1alpha1", "Job", harness.namespace, f"flood-{n}",
+                            f"uid-flood-{n}")
+            assert await recorder.post(ref, "Warning", "QueueNotAllowed", f"flood {n}")
+        assert await recorder.post(
+            ObjectRef("podq.dev/v1alpha1", "Job", quiet, "victim", "uid-victim"),
+            "Warning", "QueueNotAllowed", "the quiet namespace's Warning")
+
+        async def posted() -> bool:
+            listed = await harness.core.list_namespaced_event(
+                quiet, field_selector="involvedObject.name=victim")
+            return bool(listed.items)
+        await eventually(posted, within=60, what="the quiet namespace's Warning")
+        flood = await harness.core.list_namespaced_event(harness.namespace)
+        sent = sum(e.reason == "QueueNotAllowed" for e in flood.items)
+        assert sent < 100, f"{sent} of the flood's 150 Warnings went out before it"
+        assert recorder.dropped == 0
+    finally:
+        await recorder.close()
+        harness.plane.kubectl("delete", "namespace", quiet, "--wait=false", check=False)

@@ -179,8 +179,11 @@ class EventRecorder:
     namespace, and a burst of thousands of completions must not double the API load.
     Events beyond the rate wait in a backlog, in order, and go out as the rate allows
     (each keeps the time of its transition): every transition gets its Event, later
-    under a burst. Only a backlog past BACKLOG_LIMIT drops its oldest (logged). Warnings
-    have their own, larger budget and backlog, so routine Normal events never delay them.
+    under a burst. Warnings have their own, larger budget and backlog, so routine Normal
+    events never delay them. The backlog is kept per namespace and drained round-robin:
+    a namespace posting thousands of Events (a flood of refused Jobs, CronJobs firing
+    every second) delays its own, not another namespace's; only a namespace's backlog
+    past BACKLOG_LIMIT drops its own oldest (logged).
     """
 
     BACKLOG_LIMIT = 20_000
@@ -192,8 +195,9 @@ class EventRecorder:
                         "Warning": TokenBucket(warning_rate, warning_rate * 5)}
         self.component = component
         self._warned: dict[tuple[str, str], float] = {}
-        self._backlogs: dict[str, deque[tuple[str, dict[str, Any]]]] = {
-            type_: deque() for type_ in self.buckets}
+        # type -> namespace -> Events waiting; dict order is the round-robin order
+        self._backlogs: dict[str, dict[str, deque[dict[str, Any]]]] = {
+            type_: {} for type_ in self.buckets}
         self._drainers: dict[str, asyncio.Task[None]] = {}
         self.dropped = 0
 
@@ -209,27 +213,35 @@ class EventRecorder:
                 for key in sorted(self._warned, key=self._warned.__getitem__)[:25_000]:
                     del self._warned[key]
         body = self._event(ref, type_, reason, message)
-        backlog = self._backlogs[type_]
-        if not backlog and self.buckets[type_].take(1):
+        backlogs = self._backlogs[type_]
+        if not backlogs and self.buckets[type_].take(1):
             await self._send(ref.namespace, body)
             return True
+        backlog = backlogs.setdefault(ref.namespace, deque())
         if len(backlog) >= self.BACKLOG_LIMIT:
             backlog.popleft()
             self.dropped += 1
             if self.dropped % 1000 == 1:
-                log.warning("event backlog full: %d events dropped so far", self.dropped)
-        backlog.append((ref.namespace, body))
+                log.warning("event backlog of namespace %s full: %d events dropped so far",
+                            ref.namespace, self.dropped)
+        backlog.append(body)
         drainer = self._drainers.get(type_)
         if drainer is None or drainer.done():
             self._drainers[type_] = asyncio.get_running_loop().create_task(self._drain(type_))
         return True
 
     async def _drain(self, type_: str) -> None:
-        backlog = self._backlogs[type_]
-        while backlog:
+        backlogs = self._backlogs[type_]
+        while backlogs:
             await self.buckets[type_].acquire()
+            if not backlogs:
+                break
+            namespace = next(iter(backlogs))  # the one whose turn it is
+            backlog = backlogs.pop(namespace)
+            body = backlog.popleft()
             if backlog:
-                await self._send(*backlog.popleft())
+                backlogs[namespace] = backlog  # to the back of the round
+            await self._send(namespace, body)
 
     async def close(self) -> None:
         """Stop posting what is still in the backlogs (the operator is stopping)."""
