@@ -4,8 +4,10 @@ the chart runs them), and nothing is lost or run twice across the handover."""
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import time
+import urllib.request
 
 import pytest
 from kubernetes_asyncio.client import CoordinationV1Api
@@ -17,6 +19,8 @@ from operator_harness import (  # noqa: F401 (fixtures)
     harness_fixture,
     podq_crds_fixture,
 )
+
+from podq.testing import free_port
 
 LEASE = "podq-operator"
 TAKEOVER_LIMIT_S = 15.0
@@ -103,6 +107,45 @@ async def test_a_leader_stopped_gracefully_hands_over_at_once(harness: Harness) 
     await harness.create_job("after", "noop")
     await harness.wait_status("after", "complete", within=30)
     assert standby.alive
+
+
+def metrics_text(port: int) -> str | None:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+            return r.read().decode()
+    except OSError:
+        return None
+
+
+async def test_every_replica_answers_on_its_metrics_port(harness: Harness) -> None:
+    """The chart's metrics Service (and a ServiceMonitor) reaches both replicas: the
+    standby answers with podq_operator_leader 0 (it refused connections: a target down
+    and a failed scrape half the time), the leader with 1 and every metric; after a
+    handover the new leader serves them on the same port."""
+    ports = [free_port(), free_port()]
+    first = harness.start_operator("--leader-elect", "--leader-election-namespace",
+                                   harness.namespace, "--metrics-port", str(ports[0]),
+                                   "--metrics-host", "127.0.0.1")
+    await eventually(lambda: holder(harness), within=30, what="a leader")
+    harness.start_operator("--leader-elect", "--leader-election-namespace",
+                           harness.namespace, "--metrics-port", str(ports[1]),
+                           "--metrics-host", "127.0.0.1")
+
+    async def scrape(port: int) -> str | None:
+        return await asyncio.to_thread(metrics_text, port)
+    leader = await eventually(lambda: scrape(ports[0]), what="the leader's metrics")
+    assert "podq_operator_leader 1.0" in leader and "podq_operator_job_resources " in leader
+    standby = await eventually(lambda: scrape(ports[1]), what="the standby's metrics")
+    assert "podq_operator_leader 0.0" in standby
+    assert "podq_operator_job_resources" not in standby  # it watches nothing yet
+
+    first.stop()
+
+    async def took_over() -> str | None:
+        text = await scrape(ports[1])
+        return text if text and "podq_operator_leader 1.0" in text else None
+    after = await eventually(took_over, within=60, what="the new leader's metrics")
+    assert "podq_operator_job_resources " in after
 
 
 async def test_a_frozen_leader_that_wakes_up_after_losing_the_lease_exits(

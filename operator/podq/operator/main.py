@@ -11,6 +11,7 @@ import socket
 import urllib.parse
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import kopf
@@ -22,6 +23,7 @@ from podq.operator import handlers, kube, safejson, webhook
 from podq.operator.access import QueueAccess
 from podq.operator.handlers import Options
 from podq.operator.leader import LeaderElector, LeaseSettings
+from podq.operator.metrics import standby_metrics
 from podq.redact import install_logging_filter, remember_url
 
 log = logging.getLogger("podq.operator")
@@ -183,7 +185,8 @@ def main(argv: list[str]) -> int:
             except ValueError as invalid:
                 build_parser().error(f"{invalid} (--retry-period, --renew-deadline,"
                                      " --lease-duration)")
-            asyncio.run(run(lambda: run_elected(settings, run_operator, args.liveness)))
+            standby = Standby(args.liveness, args.metrics_host, args.metrics_port)
+            asyncio.run(run(lambda: run_elected(settings, run_operator, standby)))
         else:
             asyncio.run(run(run_operator))
     except KeyboardInterrupt:
@@ -203,15 +206,26 @@ def lease_namespace(watched: list[str]) -> str:
     return exact[0] if exact else "default"
 
 
+@dataclass(frozen=True)
+class Standby:
+    """What a standby serves while it waits: the liveness probe, and its metrics port
+    (`podq_operator_leader 0`, so every replica behind the Service answers a scrape)."""
+
+    liveness: str | None
+    metrics_host: str
+    metrics_port: int | None
+
+
 async def run_elected(settings: LeaseSettings, run_operator: Callable[[], Awaitable[None]],
-                      liveness: str | None) -> None:
+                      standby: Standby) -> None:
     """Wait as a standby (alive for the liveness probe), then run the operator while
     holding the lease. Losing it ends the process at once, as controller-runtime does:
     another replica may be acting from that moment; the pod restarts as a standby."""
     clients = await kube.connect(pool_size=4)
     elector = LeaderElector(client.CoordinationV1Api(clients.api), settings)
     try:
-        async with standby_liveness(liveness):
+        async with standby_liveness(standby.liveness), \
+                standby_metrics(standby.metrics_host, standby.metrics_port):
             await elector.acquire()
         operator = asyncio.ensure_future(run_operator())
         holding = asyncio.ensure_future(elector.hold())

@@ -4,13 +4,18 @@ Everything is read from the operator's state at scrape time (a custom collector)
 the status writer's counts, the registry, and what the autoscaler's last pass saw per
 queue and decided per Deployment. No job keys in labels, and no queue names that only
 a refused Job named.
+
+A standby of leader election serves the same port with `podq_operator_leader 0` alone
+(`standby_metrics`), so that every replica behind the metrics Service answers a scrape;
+the leader's metrics say `podq_operator_leader 1`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from aiohttp import web
@@ -34,6 +39,7 @@ class OperatorCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         memo = self.memo
+        yield leader_gauge(1)
         syncs = CounterMetricFamily(f"{PREFIX}status_syncs", "Job status syncs by outcome.",
                                     labels=["outcome"])
         for outcome, value in sorted(memo.mirror.counts.items()):
@@ -94,9 +100,42 @@ def render(memo: Any) -> str:
     return generate_latest(registry_for(memo)).decode()
 
 
-async def serve_metrics(memo: Any, host: str, port: int) -> None:
-    registry = registry_for(memo)
+def leader_gauge(value: int) -> GaugeMetricFamily:
+    return GaugeMetricFamily(f"{PREFIX}leader", "1 on the replica that acts (holds the "
+                             "Lease, or runs without leader election), 0 on a standby.",
+                             value=value)
 
+
+class _StandbyCollector(Collector):
+    def collect(self) -> Iterator[Metric]:
+        yield leader_gauge(0)
+
+
+@contextlib.asynccontextmanager
+async def standby_metrics(host: str, port: int | None) -> AsyncIterator[None]:
+    """While waiting for the Lease: /metrics with `podq_operator_leader 0` on the
+    operator's metrics port (the leader's metrics take the port over once it leads)."""
+    if port is None:
+        yield
+        return
+    registry = CollectorRegistry()
+    registry.register(_StandbyCollector())
+    runner = await _start(registry, host, port)
+    try:
+        yield
+    finally:
+        await runner.cleanup()
+
+
+async def serve_metrics(memo: Any, host: str, port: int) -> None:
+    runner = await _start(registry_for(memo), host, port)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()
+
+
+async def _start(registry: CollectorRegistry, host: str, port: int) -> web.AppRunner:
     async def handle(_request: web.Request) -> web.Response:
         response = web.Response(body=generate_latest(registry))
         response.headers["Content-Type"] = CONTENT_TYPE_LATEST
@@ -106,9 +145,5 @@ async def serve_metrics(memo: Any, host: str, port: int) -> None:
     app.router.add_get("/metrics", handle)
     runner = web.AppRunner(app)
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
-    await site.start()
-    try:
-        await asyncio.Event().wait()
-    finally:
-        await runner.cleanup()
+    await web.TCPSite(runner, host, port).start()
+    return runner
