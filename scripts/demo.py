@@ -102,14 +102,19 @@ def print_access(plane: ControlPlane, redis_url: str, metrics: dict[str, int]) -
         print(f"      curl -s http://127.0.0.1:{port}/metrics   # the {name}'s metrics")
 
 
-def node_metrics_commands() -> list[str]:
+def node_metrics_commands(namespace: str = NAMESPACE) -> list[str]:
     """Node mode: the operator's and a worker's metrics through the API server's proxy
-    (the pods' addresses are inside the node's network namespace)."""
-    api = f"/api/v1/namespaces/{NAMESPACE}"
-    worker = (f"$(kubectl get pods -n {NAMESPACE} -l app.kubernetes.io/component=worker"
+    (the pods' addresses are inside the node's network namespace), for release podq
+    (tests/e2e runs them)."""
+    api = f"/api/v1/namespaces/{namespace}"
+    # the leader's pod: the Lease holder's identity is its host name and a suffix (a
+    # standby behind the metrics Service answers podq_operator_leader 0 alone)
+    leader = (f"$(kubectl get lease podq-operator -n {namespace}"
+              " -o jsonpath='{.spec.holderIdentity}' | sed 's/-[^-]*$//')")
+    worker = (f"$(kubectl get pods -n {namespace} -l app.kubernetes.io/component=worker"
               " -o jsonpath='{.items[0].metadata.name}')")
-    return [f"kubectl get --raw {api}/services/podq-operator-metrics:metrics/proxy/metrics"
-            "   # the operator's metrics",
+    return [f"kubectl get --raw \"{api}/pods/{leader}:9090/proxy/metrics\""
+            "   # the operator's metrics (its leader's)",
             f"kubectl get --raw \"{api}/pods/{worker}:9100/proxy/metrics\""
             "   # a worker's metrics (while one runs)"]
 

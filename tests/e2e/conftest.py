@@ -111,6 +111,7 @@ def helm_values(plane: ControlPlane) -> dict:
         "workers": {
             **images["workers"],
             "concurrency": 2,
+            "metrics": {"enabled": True},  # as ./scripts/demo installs it
             "autoscaling": {"enabled": True, "minReplicas": 0, "maxReplicas": 3},
             "longestJobTimeoutSeconds": 20,
             "resources": {"requests": {"cpu": "10m", "memory": "32Mi"},

@@ -6,14 +6,16 @@ so the next one starts from the same place (one node and one install serve them 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
+import subprocess
 import threading
 import time
 import uuid
 
 import pytest
-from chart_release import NAMESPACE, RELEASE, Release
+from chart_release import NAMESPACE, RELEASE, ROOT, Release
 
 
 def unique(prefix: str) -> str:
@@ -136,12 +138,36 @@ def test_the_webhook_pod_refuses_a_bad_schedule_at_apply(rel: Release) -> None:
     assert "spec.schedule" in stderr and "61" in stderr, stderr
 
 
-def test_operator_metrics_through_the_api_server_proxy(rel: Release) -> None:
-    """What ./scripts/demo prints (node mode) to read the operator's metrics."""
-    path = (f"/api/v1/namespaces/{NAMESPACE}/services/{RELEASE}-operator-metrics:metrics"
-            "/proxy/metrics")
-    text = rel.plane.kubectl("get", "--raw", path).stdout
-    assert "podq_operator_" in text, text[:2000]
+def test_metrics_as_the_demo_prints_how_to_read_them(rel: Release) -> None:
+    """The commands ./scripts/demo prints in node mode, run as a user would (a shell
+    after `scripts/control-plane env`): the operator's metrics, and a worker's while
+    one runs."""
+    spec = importlib.util.spec_from_file_location("demo", ROOT / "scripts" / "demo.py")
+    demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo)
+    assert RELEASE == "podq"  # the demo's release name, in its commands
+    operator, worker = (line.split("   #")[0]
+                        for line in demo.node_metrics_commands(NAMESPACE))
+
+    def shell(command: str) -> str:
+        result = subprocess.run(["bash", "-c", command], env=rel.plane.env,
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, f"{command}:\n{result.stderr}"
+        return result.stdout
+    assert "podq_operator_job_resources_by_status" in shell(operator)
+    # the metrics Service (what a ServiceMonitor scrapes) reaches a replica that answers,
+    # the standby too: 8 scrapes, spread over both pods, none refused
+    service = (f"/api/v1/namespaces/{NAMESPACE}/services/{RELEASE}-operator-metrics:metrics"
+               "/proxy/metrics")
+    for _ in range(8):
+        assert "podq_operator_leader " in rel.plane.kubectl("get", "--raw", service).stdout
+    name = unique("slow")
+    rel.apply(rel.job(name, "sleep", kwargs={"seconds": 8}))
+    rel.wait_for("a worker pod running the job", lambda: rel.job_status(name).get(
+        "status") == "active")
+    assert "podq_worker_info{" in shell(worker)
+    rel.wait_complete(name)
+    rel.wait_scaled_to_zero()
 
 
 def test_busy_worker_pod_deleted_drains_its_job(rel: Release) -> None:
