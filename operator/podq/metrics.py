@@ -8,7 +8,9 @@ scrapes cost Redis nothing. Each WorkerMetrics has a registry of its own: severa
 workers in one process do not collide.
 
 Labels carry the queue, function and outcome, never job keys or worker ids (one series
-per job would grow without bound).
+per job would grow without bound). A job naming a function the worker does not have is
+counted under function UNREGISTERED: whoever may enqueue on the queue chooses that name,
+and thousands of made-up names would each add series for good.
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ from podq.drain import is_paused
 from podq.job import Status
 from podq.utils import now as now_ms
 from podq.utils import now_seconds
+
+# the function label of jobs naming no function of this worker (not a valid function name)
+UNREGISTERED = "(unregistered)"
 
 if t.TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -72,6 +77,7 @@ class WorkerMetrics:
         self._queue = queue
         self.queue = queue.name
         functions = sorted(functions)
+        self.functions = frozenset(functions)
         self.registry = CollectorRegistry()
         self._server: WSGIServer | None = None
         self.finished = Counter(
@@ -128,14 +134,17 @@ class WorkerMetrics:
         since = max(job.queued / 1000, float(job.scheduled or 0))
         if since <= 0:  # enqueued by a client that records no time
             return
-        self.wait.labels(self.queue, job.function).observe(max(0.0, started - since))
+        self.wait.labels(self.queue, self._function(job)).observe(max(0.0, started - since))
+
+    def _function(self, job: Job) -> str:
+        return job.function if job.function in self.functions else UNREGISTERED
 
     def job_done(self, job: Job, kind: str, seconds: float) -> None:
         """After a job's write-back: kind is the worker's outcome kind ("complete",
         "error", "aborted" or "back"); the job's status says what was written."""
         if kind == "back":  # cancelled by shutdown and put back: not an outcome of the job
             return
-        function = job.function
+        function = self._function(job)
         if job.status is Status.QUEUED:
             self.retries.labels(self.queue, function).inc()
             outcome = "retried"

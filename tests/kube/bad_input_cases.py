@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 import yaml
-from bad_input_stage import ENCODED, IDLE_QUEUE, PASSWORD, SECRET_FORMS, Ctx
+from bad_input_stage import ENCODED, IDLE_QUEUE, PASSWORD, SECRET_FORMS, Ctx, fetch
 from operator_harness import (
     GROUP,
     KUBE_TESTS,
@@ -122,6 +122,24 @@ _marked("retryBackoff an object", {"function": "noop", "retryBackoff": {"a": 1}}
         "InvalidSpec", "spec.retryBackoff")
 _marked("function no worker has", {"function": "not_registered_anywhere"},
         "FunctionNotRegistered", "not_registered_anywhere")
+
+
+@case("functions no worker has, a made-up name each")
+async def _made_up_functions(ctx: Ctx) -> None:
+    """Each name is the tenant's choice: none becomes a label of the worker's metrics
+    (series that would stay for good), all count under one."""
+    names = [f"made_up_{ctx.name[-8:]}_{n}" for n in range(3)]
+    for n, function in enumerate(names):
+        await ctx.create({"function": function}, name=f"{ctx.name}-{n}")
+    for n in range(3):
+        async def failed(name: str = f"{ctx.name}-{n}") -> bool:
+            return ((await ctx.get(name)).get("status") or {}).get("status") == "failed"
+        await eventually(failed, within=60, what=f"{ctx.name}-{n} failed")
+    text = await asyncio.to_thread(
+        fetch, f"http://127.0.0.1:{ctx.stage.worker_metrics_port}/metrics")
+    assert 'function="(unregistered)",outcome="failed"' in text
+    for function in names:
+        assert function not in text, f"{function} is a label of the worker's metrics"
 
 
 # -- 3. functions whose outcome is not JSON-friendly -----------------------------------
