@@ -4,37 +4,29 @@
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 
-bootstrap() {
-  local extras=$1
-  if ! command -v redis-server >/dev/null 2>&1; then
-    log "installing redis-server (Debian package)"
-    local sudo=
-    [ "$(id -u)" -eq 0 ] || sudo=sudo
-    $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq redis-server >/dev/null
+# debian_install COMMAND PACKAGE WHY: the Debian package, unless COMMAND is already there
+debian_install() {
+  command -v "$1" >/dev/null 2>&1 && return 0
+  log "installing $2 (Debian package$3)"
+  local sudo=
+  [ "$(id -u)" -eq 0 ] || sudo=sudo
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$2" >/dev/null
+  if [ "$2" = redis-server ]; then
     # the package starts a system service on 6379; podq runs its own servers
     $sudo systemctl disable --now redis-server >/dev/null 2>&1 || true
   fi
-  # openssl makes the certificates of the operator's webhook when it runs as a local
-  # process (scripts/demo's processes mode, the webhook tests)
-  if ! command -v openssl >/dev/null 2>&1; then
-    log "installing openssl (Debian package)"
-    local sudo=
-    [ "$(id -u)" -eq 0 ] || sudo=sudo
-    $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq openssl >/dev/null
-  fi
+}
+
+bootstrap() {
+  local extras=$1
+  debian_install redis-server redis-server ""
+  # the certificates of the operator's webhook when it runs as a local process
+  # (scripts/demo's processes mode, the webhook tests)
+  debian_install openssl openssl ""
   case ",$extras," in
-    *,test,*)
-      # the dashboard's browser tests drive Debian's Chromium (tests/web)
-      if ! command -v chromium >/dev/null 2>&1; then
-        log "installing chromium (Debian package, for the dashboard's browser tests)"
-        local sudo=
-        [ "$(id -u)" -eq 0 ] || sudo=sudo
-        $sudo apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium >/dev/null
-      fi
-      ;;
+    # the dashboard's browser tests drive Debian's Chromium (tests/web)
+    *,test,*) debian_install chromium chromium ", for the dashboard's browser tests" ;;
   esac
   if [ ! -x .venv/bin/python ]; then
     log "creating .venv"
