@@ -68,7 +68,7 @@ def add_parsers(sub: t.Any) -> None:
                         "starts (null: no more)")
 
     c = sub.add_parser("cronjob", help="act on podq CronJob resources (needs podq[operator])")
-    cron = c.add_subparsers(dest="cron_command", required=True)
+    cron = c.add_subparsers(dest="cron_command", required=True, metavar="{run}")
     run = cron.add_parser("run", help="create a Job from a CronJob now, like "
                           "`kubectl create job --from=cronjob/NAME`")
     run.add_argument("name", help="name of the CronJob")

@@ -43,6 +43,11 @@ def test_every_option_of_every_subcommand_has_help() -> None:
     assert {"podq abort", "podq retry", "podq jobs", "podq cronjob run"} <= commands
 
 
+async def test_a_missing_subcommand_is_named_as_help_shows_it() -> None:
+    code, _, err = await podq_run("cronjob")
+    assert code == 2 and "the following arguments are required: {run}" in err, err
+
+
 async def test_version() -> None:
     code, out, _ = await podq_run("--version")
     assert code == 0 and re.fullmatch(r"podq \d+\.\d+\.\d+\S*\n", out), out
