@@ -163,9 +163,9 @@ def run_processes(args: argparse.Namespace) -> int:
             print(f"examples did not finish (limit {args.timeout:.0f}s); logs in {RUN_DIR}")
             return 1
         print("\nAll example Jobs finished.")
-        print_access(plane, redis.url, metrics)
-        if args.exit_when_done:
+        if args.exit_when_done:  # everything stops now: nothing to look around in
             return 0
+        print_access(plane, redis.url, metrics)
         print("Ctrl-C stops the worker, the operator, Redis and the control plane.")
         signal.pause()
         return 0
@@ -218,6 +218,9 @@ def run_node(args: argparse.Namespace) -> int:
             print(f"examples did not finish (limit {args.timeout:.0f}s); logs in"
                   f" {plane.run_dir / 'logs'}")
             return 1
+        if args.exit_when_done:  # everything stops now: nothing to look around in
+            print("\nAll example Jobs finished, run by worker pods.")
+            return 0
         print("\nAll example Jobs finished, run by worker pods. To look around, in another"
               " shell (from this folder):")
         print(f"      eval \"$(PODQ_CONTROL_PLANE_DIR={plane.run_dir} scripts/control-plane"
@@ -227,8 +230,6 @@ def run_node(args: argparse.Namespace) -> int:
               " .venv/bin/podq jobs --status complete")
         for line in node_metrics_commands():
             print(f"      {line}")
-        if args.exit_when_done:
-            return 0
         print("Ctrl-C stops the pods, the node and the control plane, and removes them.")
         signal.pause()
         return 0
