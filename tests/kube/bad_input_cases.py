@@ -305,6 +305,25 @@ async def _foreign_field(redis: aioredis.Redis, key: str) -> None:
     await redis.hset(key, "job", json.dumps(job))
 
 
+@case("redis a string planted under a new Job's job key before it is applied")
+async def _planted_string(ctx: Ctx) -> None:
+    """That Job alone is marked, naming the key (it read as the record of a finished
+    job under its spec.key, and a ValueError of the status check made it a SyncFailed
+    naming nothing); the rest of the pass (the canary) goes on."""
+    redis = await ctx.redis()
+    queue = Queue.from_url(ctx.stage.url, name=IDLE_QUEUE)
+    try:
+        key = queue.job_id(f"{ctx.stage.poison}/planted-{ctx.name}")
+        await redis.set(key, "not a hash")
+        await ctx.create({"function": "noop", "queue": IDLE_QUEUE,
+                          "key": f"planted-{ctx.name}"})
+        await ctx.marked("Stalled", "CorruptJobRecord", key)
+        await ctx.delete_and_wait()
+    finally:
+        await queue.disconnect()
+        await redis.aclose()
+
+
 @case("redis a job record corrupted before the worker takes it")
 async def _corrupt_taken(ctx: Ctx) -> None:
     """The worker fails that job (its record rewritten readable, saying why) and goes on;

@@ -337,6 +337,8 @@ class StatusMirror:
             return False
         if job is None:
             return True
+        if isinstance(job, CorruptRecord):  # _sync_one marks it, naming its Redis key
+            return False
         # a finished job under a user-chosen key is an earlier run, which SAQ replaces
         return bool(resource.spec.get("key")) and not resource.status.get("jobKey") \
             and Status(job.status) in TERMINAL_STATUSES
