@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 from collections.abc import Callable
@@ -12,8 +13,46 @@ from typing import Any
 from podq.testing import ControlPlane
 
 ROOT = Path(__file__).resolve().parents[2]
+# run in a pod's container by `kubectl exec`: who it runs as, under which seccomp mode,
+# no_new_privs bit and capabilities (its own and those of the container's main process,
+# the podq command), and whether the root filesystem and /tmp take a write
+SECURITY_PROBE = r"""
+import json, os
+def status(pid):
+    with open(f'/proc/{pid}/status') as f:
+        fields = dict(line.split(':', 1) for line in f)
+    return {k: fields[k].strip() for k in ('Uid', 'Gid', 'Seccomp', 'NoNewPrivs', 'CapEff',
+                                          'CapPrm', 'CapBnd')}
+def writable(path):
+    try:
+        open(path, 'w').close()
+    except OSError as err:
+        return err.strerror
+    os.unlink(path)
+    return 'yes'
+def cmdline(pid):
+    try:
+        with open(f'/proc/{pid}/cmdline', 'rb') as f:
+            return f.read().split(b'\0')
+    except OSError:
+        return []
+main = [p for p in os.listdir('/proc') if p.isdigit() and int(p) != os.getpid()
+        and any(a.endswith(b'/podq') or a == b'podq' for a in cmdline(p)[:2])]
+print(json.dumps({'exec': status('self'), 'main': [status(p) for p in main],
+                  'root': writable('/opt/podq/probe'), 'tmp': writable('/tmp/probe')}))
+"""
 CHART = ROOT / "charts" / "podq"
 RELEASE, NAMESPACE = "podq", "podq-system"
+
+
+def node_module() -> Any:
+    """scripts/lib/podq_node.py (what a node needs, whether this machine can run one)."""
+    spec = importlib.util.spec_from_file_location(
+        "podq_node", ROOT / "scripts" / "lib" / "podq_node.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @dataclass
@@ -68,6 +107,11 @@ class Release:
     def wait_scaled_to_zero(self, timeout: float = 90) -> None:
         self.wait_for("worker Deployment at 0 and its pods gone",
                       lambda: self.replicas() == 0 and not self.worker_pods(), timeout)
+
+    def security_of(self, pod: str) -> dict:
+        """SECURITY_PROBE's findings in the pod's (only) container."""
+        out = self.kubectl("exec", pod, "--", "python3", "-c", SECURITY_PROBE).stdout
+        return json.loads(out)
 
     def delete_jobs(self) -> None:
         self.kubectl("delete", "pqjob", "--all", "--wait=true", "--timeout=60s")

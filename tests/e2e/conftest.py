@@ -7,22 +7,21 @@ built from this checkout by `scripts/images` and imported into the node's contai
 (`imagePullPolicy: Never`). The namespace enforces the `restricted` Pod Security level.
 
 Skipped, with the reason, only where this machine cannot run a node: not root, no
-cgroups, no `ip` command. Binaries and images are obtained at collection (a cold build
+cgroups, or packages missing (containerd, runc, CNI plugins, iproute2, gcc) and no apt-get
+to install them. Binaries and images are obtained at collection (a cold build
 takes minutes; the per-test timeout must not cut it short); a failed build fails.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from chart_release import NAMESPACE, RELEASE, ROOT, Release
+from chart_release import NAMESPACE, RELEASE, Release, node_module
 
 from podq.testing import (
     ControlPlane,
@@ -35,16 +34,7 @@ from podq.testing import (
 E2E_DIR = Path(__file__).resolve().parent
 
 
-def _node_module() -> Any:
-    spec = importlib.util.spec_from_file_location(
-        "podq_node", ROOT / "scripts" / "lib" / "podq_node.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-SKIP_REASON: str | None = _node_module().unsupported_reason()
+SKIP_REASON: str | None = node_module().unsupported_reason()
 _prepare_error: str | None = None
 _images: dict[str, dict] = {}
 
@@ -114,6 +104,8 @@ def helm_values(plane: ControlPlane) -> dict:
             "metrics": {"enabled": True},  # as ./scripts/demo installs it
             "autoscaling": {"enabled": True, "minReplicas": 0, "maxReplicas": 3},
             "longestJobTimeoutSeconds": 20,
+            # a node drain evicts one worker pod at a time (test_chart_on_node)
+            "podDisruptionBudget": {"enabled": True, "maxUnavailable": 1},
             "resources": {"requests": {"cpu": "10m", "memory": "32Mi"},
                           "limits": {"memory": "256Mi"}},
         },

@@ -16,6 +16,7 @@ import uuid
 
 import pytest
 from chart_release import NAMESPACE, RELEASE, ROOT, Release
+from test_image_routes import assert_restricted
 
 
 def unique(prefix: str) -> str:
@@ -46,7 +47,9 @@ def lease_holder(rel: Release) -> str | None:
     return holder.rsplit("-", 1)[0] or None
 
 
-def test_operator_runs_in_a_pod_under_its_service_account(rel: Release) -> None:
+def test_operator_runs_in_a_pod_under_its_service_account(
+    rel: Release, images: dict[str, dict]
+) -> None:
     # the chart's two replicas, exactly one acting: the holder of the Lease
     pods = operator_pods(rel)
     assert len(pods) == 2, [p["metadata"]["name"] for p in pods]
@@ -57,6 +60,8 @@ def test_operator_runs_in_a_pod_under_its_service_account(rel: Release) -> None:
         assert pod["status"]["phase"] == "Running"
         assert pod["spec"]["serviceAccountName"].endswith("operator")
         assert pod["spec"]["containers"][0]["imagePullPolicy"] == "Never"
+        # the image scripts/images built from this checkout (tagged by its inputs)
+        assert pod["spec"]["containers"][0]["image"] == images["operator"]["ref"]
         # in-cluster config: the token of its ServiceAccount, mounted by the kubelet
         mounts = [m["mountPath"] for m in pod["spec"]["containers"][0]["volumeMounts"]]
         assert "/var/run/secrets/kubernetes.io/serviceaccount" in mounts
@@ -87,7 +92,9 @@ def test_operator_runs_in_a_pod_under_its_service_account(rel: Release) -> None:
               f" {ready['lastTransitionTime']}")
 
 
-def test_job_scales_from_zero_runs_in_a_worker_pod_and_back_to_zero(rel: Release) -> None:
+def test_job_scales_from_zero_runs_in_a_worker_pod_and_back_to_zero(
+    rel: Release, images: dict[str, dict]
+) -> None:
     name = unique("hello")
     started = time.monotonic()
     rel.apply(rel.job(name, "echo", kwargs={"message": "from a pod"}))
@@ -98,6 +105,11 @@ def test_job_scales_from_zero_runs_in_a_worker_pod_and_back_to_zero(rel: Release
     # the worker's hostname: the name of a pod of the chart's worker Deployment
     assert pod.startswith(f"{rel.worker_deployment}-"), pod
     assert pod_of(status["worker"]) == pod
+    # its image: the one built here from worker_image/ (the pod may be gone already)
+    (container,) = rel.get("deployment", rel.worker_deployment)["spec"]["template"]["spec"][
+        "containers"]
+    assert container["image"] == images["worker"]["ref"]
+    assert container["imagePullPolicy"] == "Never"
     print(f"scale from zero: apply -> Complete in {elapsed:.2f}s")
     # the job's own log line, through the API server and the kubelet
     logs = rel.kubectl("logs", pod).stdout
@@ -185,6 +197,72 @@ def test_busy_worker_pod_deleted_drains_its_job(rel: Release) -> None:
         "get", "pod", pod, check=False).returncode != 0, timeout=60)
     # within the grace period (longestJobTimeoutSeconds 20 + 30), not cut at its end
     assert time.monotonic() - deleted_at < 50
+
+
+def evict(rel: Release, pod: str) -> subprocess.Popen[str]:
+    """The Eviction API call `kubectl drain` makes for each pod (started, not waited for)."""
+    body = {"apiVersion": "policy/v1", "kind": "Eviction",
+            "metadata": {"name": pod, "namespace": rel.namespace}}
+    process = subprocess.Popen(
+        [str(rel.plane.bin / "kubectl"), f"--kubeconfig={rel.plane.kubeconfig}", "create",
+         "--raw", f"/api/v1/namespaces/{rel.namespace}/pods/{pod}/eviction", "-f", "-"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=rel.plane.env)
+    assert process.stdin is not None
+    process.stdin.write(json.dumps(body))
+    process.stdin.close()
+    return process
+
+
+def test_drain_evicts_busy_workers_one_at_a_time_and_their_jobs_finish(rel: Release) -> None:
+    """What `kubectl drain` does to worker pods: evictions, held by the pool's
+    PodDisruptionBudget (maxUnavailable 1) to one pod at a time; an evicted busy pod
+    takes no new job and finishes its own within its grace period (SIGTERM drain), so
+    nothing is retried. Both pods run as the chart's security contexts ask."""
+    names = [unique("evict") for _ in range(3)]
+    rel.apply(*(rel.job(n, "sleep", kwargs={"seconds": 10}, timeout=20) for n in names))
+
+    def busy_pods() -> set[str] | None:  # 3 jobs at concurrency 2: two pods, both busy
+        statuses = [rel.job_status(n) for n in names]
+        if not all(s.get("status") == "active" for s in statuses):
+            return None
+        pods = {pod_of(s["worker"]) for s in statuses}
+        return pods if len(pods) == 2 else None
+    first, second = sorted(rel.wait_for("3 jobs running in 2 pods", busy_pods, timeout=90))
+    for pod in (first, second):
+        assert_restricted(rel.security_of(pod))
+    budget = rel.get("pdb", rel.worker_deployment)
+    assert budget["spec"]["maxUnavailable"] == 1
+    rel.wait_for("the budget to allow one disruption of the 2 pods", lambda: (
+        (s := rel.get("pdb", rel.worker_deployment).get("status") or {}).get(
+            "currentHealthy") == 2 and s.get("disruptionsAllowed") == 1))
+
+    # both at once, as a drain of their node starts: the budget lets exactly one go
+    calls = {pod: evict(rel, pod) for pod in (first, second)}
+    results = {pod: (call.wait(timeout=60), call.stderr.read()) for pod, call in calls.items()}
+    evicted = [pod for pod, (code, _) in results.items() if code == 0]
+    assert len(evicted) == 1, results
+    (held,) = {first, second} - set(evicted)
+    assert "disruption budget" in results[held][1], results
+    evicted_at = time.monotonic()
+
+    # a drain retries the other until the budget allows it (the first one gone, or the
+    # operator's scale-down, as its jobs end, leaving fewer pods to keep)
+    def evicted_too() -> bool:
+        call = evict(rel, held)
+        code = call.wait(timeout=60)
+        stderr = call.stderr.read()
+        assert code == 0 or "disruption budget" in stderr, stderr
+        return code == 0
+    rel.wait_for(f"the eviction of {held}", evicted_too, timeout=90)
+    statuses = rel.wait_complete(*names, timeout=90)
+    assert all(s["attempts"] == 1 for s in statuses.values()), statuses  # drained, not killed
+    assert {pod_of(s["worker"]) for s in statuses.values()} == {first, second}
+    for pod in (first, second):
+        rel.wait_for(f"pod {pod} gone", lambda pod=pod: rel.kubectl(
+            "get", "pod", pod, check=False).returncode != 0, timeout=60)
+    # within the grace period (longestJobTimeoutSeconds 20 + 30), not cut at its end
+    assert time.monotonic() - evicted_at < 50
 
 
 def test_scale_down_removes_idle_pods_first(rel: Release) -> None:
