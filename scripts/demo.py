@@ -3,7 +3,7 @@
 Started by scripts/demo after it has installed what is needed. Two modes; the first
 line it prints says which:
 
-- node, where the machine allows it (root, cgroups, iproute2): a real node
+- node, where the machine allows it (root, cgroups, apt-get or the packages): a real node
   (`scripts/control-plane up --node`: kubelet, containerd, a Redis for the pods), the
   worker and operator images built here (`scripts/images`), and charts/podq installed
   with them in namespace podq-demo (Pod Security `restricted`): the operator and the

@@ -43,10 +43,15 @@ APISERVER_NODE_PORT = 443  # the `kubernetes` Service's port: pods dial SERVICE_
 REDIS_NODE_PORT = 6379
 PAUSE_IMAGE = "podq.local/pause:1"
 CNI_BIN_DIR = "/usr/lib/cni"  # where Debian's containernetworking-plugins puts them
-PACKAGES = {  # command -> Debian package
+PACKAGES = {  # command (or a file it installs) -> Debian package
     "containerd": "containerd",
     "runc": "runc",
-    f"{CNI_BIN_DIR}/bridge": "containernetworking-plugins",
+    f"{CNI_BIN_DIR}/bridge": "containernetworking-plugins",  # and iptables, a dependency
+    "ip": "iproute2",  # the node's network namespace, its bridge
+    # the pause image: Kubernetes' pause.c, linked static (gcc alone lacks libc's headers
+    # and static library: they are only its recommendation)
+    "cc": "gcc",
+    "/usr/include/stdio.h": "libc6-dev",
 }
 CGROUP_FS = Path("/sys/fs/cgroup")
 NETNS_DIR = Path("/run/netns")
@@ -78,14 +83,15 @@ def unsupported_reason() -> str | None:
         return "a node needs root (containerd, runc and network namespaces)"
     if not (CGROUP_FS / "memory").is_dir() and not (CGROUP_FS / "cgroup.controllers").exists():
         return f"no cgroup hierarchy under {CGROUP_FS}"
-    if not shutil.which("ip"):
-        return "the `ip` command (iproute2) is missing"
+    missing = missing_packages()
+    if missing and not shutil.which("apt-get"):
+        return f"missing {', '.join(missing)} (Debian packages) and no apt-get to install them"
     return None
 
 
 def missing_packages() -> list[str]:
     return sorted({pkg for cmd, pkg in PACKAGES.items()
-                   if not (shutil.which(cmd) if "/" not in cmd else os.access(cmd, os.X_OK))})
+                   if not (shutil.which(cmd) if "/" not in cmd else Path(cmd).exists())})
 
 
 def install_packages(say) -> None:

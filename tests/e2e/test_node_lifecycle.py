@@ -13,7 +13,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from chart_release import NAMESPACE
+from chart_release import NAMESPACE, node_module
 
 from podq.testing import ControlPlane
 
@@ -127,3 +127,24 @@ def test_a_node_comes_up_runs_a_pod_and_leaves_nothing_behind(
     cgroup = plane.state["node"]["cgroup_root"].lstrip("/")
     assert not list(Path("/sys/fs/cgroup").glob(f"*/{cgroup}"))
     assert not run.exists() or not list(run.iterdir())
+
+
+def test_missing_node_packages_are_installed_or_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fresh Debian machine lacks some of what a node needs: `up --node` installs each
+    with apt-get (so the e2e tests run there); only without apt-get is the node refused,
+    the packages named (and the e2e tests skipped with that reason)."""
+    node = node_module()
+    assert node.unsupported_reason() is None  # this machine runs the node
+    bare = tmp_path / "bin"  # a PATH holding nothing but, at first, apt-get
+    bare.mkdir()
+    (bare / "apt-get").symlink_to(shutil.which("apt-get") or "/usr/bin/apt-get")
+    monkeypatch.setenv("PATH", str(bare))
+    missing = node.missing_packages()
+    for package in ("containerd", "runc", "iproute2", "gcc"):
+        assert package in missing, missing
+    assert node.unsupported_reason() is None  # apt-get installs them at `up --node`
+    (bare / "apt-get").unlink()
+    reason = node.unsupported_reason()
+    assert reason and "no apt-get" in reason and "iproute2" in reason, reason
