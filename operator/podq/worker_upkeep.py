@@ -84,8 +84,22 @@ class UpkeepMixin(WorkerCore):
             "draining": self._draining,
         }
 
-    async def write_liveness(self) -> None:
-        await self.queue.write_worker_info(self.id, self.info(), ttl=self.liveness_ttl)
+    async def write_liveness(self) -> int | None:
+        """Write this worker's liveness record; returns when Redis wrote it (epoch ms,
+        Redis's clock; None from a queue that does not say). A write answered late
+        (Redis frozen, paused or unreachable meanwhile: other workers' records may have
+        expired) holds this worker's sweeps back as an outage does."""
+        began = time.monotonic()
+        written = await self.queue.write_worker_info(self.id, self.info(),
+                                                     ttl=self.liveness_ttl)
+        if time.monotonic() - began > self._late_s:
+            self._redis_error_at = time.monotonic()
+        return None if written is None else int(written)
+
+    @property
+    def _late_s(self) -> float:
+        """How late a Redis reply may come before Redis counts as having stalled."""
+        return max(self.timers["worker_info"], 0.5)
 
     async def _sweep(self) -> None:
         # after an outage, or commands held back by a cluster (a failover, a slot being
@@ -98,9 +112,13 @@ class UpkeepMixin(WorkerCore):
         # this worker is alive: its own record first, so that a stall (CPU starvation, a
         # long pause) that outlasted the record's ttl does not get the sweep to take this
         # worker's own running jobs for a dead worker's and put them back (run twice)
-        await self.write_liveness()
+        written = await self.write_liveness()
+        if time.monotonic() - self._redis_error_at < self.liveness_ttl:
+            return  # that write came late
+        # run late (Redis frozen meanwhile), the sweep takes no worker for dead
         swept = await self.queue.sweep(
-            lock=max(self.timers["sweep"] - 0.1, 0.1), max_disruptions=self.max_disruptions
+            lock=max(self.timers["sweep"] - 0.1, 0.1), max_disruptions=self.max_disruptions,
+            run_by=None if written is None else written + int(self._late_s * 1000),
         )
         if swept:
             logger.info("Swept %d jobs", len(swept))

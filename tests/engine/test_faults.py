@@ -457,6 +457,65 @@ async def test_a_skewed_worker_clock_delays_a_retry_by_its_retry_delay_on_redis_
         await queue.disconnect()
 
 
+class CommandDelayingProxy(ReplyDroppingProxy):
+    """A TCP proxy to Redis that holds each command containing `marker` for `delay`
+    seconds before passing it on: a command sent as Redis froze (SIGSTOP), run when it
+    woke up."""
+
+    def __init__(self, port: int, marker: bytes, delay: float) -> None:
+        super().__init__(port)
+        self.marker, self.delay, self.delayed = marker, delay, 0
+
+    async def _serve(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        redis_r, redis_w = await asyncio.open_connection("127.0.0.1", self.port)
+
+        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter,
+                       hold: bool) -> None:
+            while data := await source.read(65536):
+                if hold and self.marker is not None and self.marker in data:
+                    await asyncio.sleep(self.delay)
+                    self.delayed += 1
+                sink.write(data)
+                await sink.drain()
+
+        tasks = [asyncio.create_task(pipe(client_r, redis_w, True)),
+                 asyncio.create_task(pipe(redis_r, client_w, False))]
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in tasks:
+            task.cancel()
+        for writer in (client_w, redis_w):
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+
+async def test_a_sweep_run_late_takes_no_live_worker_for_dead(
+    redis_server: object, queue: Queue, workers: Workers
+) -> None:
+    """Redis frozen (SIGSTOP) longer than the liveness ttl: a sweep sent as it froze runs
+    the moment it wakes, before the live workers' records are written again. It must
+    not take them for dead and put their running jobs back (the fault suite's
+    redis-stopped-20s: 8 jobs ran twice, each on the worker that still ran it)."""
+    marker = queue._scripts.sweep.sha.encode()
+    async with CommandDelayingProxy(redis_server.port, marker, 2.0) as proxy:  # type: ignore[attr-defined]
+        sweeping = Queue.from_url(proxy.url, name=queue.name)
+        try:
+            await queue.enqueue("f", key="k", timeout=0)
+            [job], _ = await queue.take(1, "b", lease=0.5)  # worker b runs it
+            await queue.write_worker_info("b", {"id": "b"}, ttl=1.0)
+            # a worker whose sweeps reach Redis 2 s late; b's record expires meanwhile
+            await workers.start(sweeping, [("f", lambda ctx: None)])
+            await wait_for(lambda: proxy.delayed >= 2, 30)
+            assert not await queue.redis.exists(queue.worker_key("b"))
+            assert (await queue.stats())["disrupted"] == 0  # b was not taken for dead
+            await queue.write_worker_info("b", {"id": "b"}, ttl=30)  # b writes again
+            assert await queue.finish(job, Status.COMPLETE, result="once", expect=True)
+        finally:
+            await workers.stop_all()
+            workers.running.clear()
+            await sweeping.disconnect()
+
+
 async def test_liveness_records_that_expired_while_redis_was_down_are_not_deaths() -> None:
     from podq.testing import RedisServer
 

@@ -186,7 +186,7 @@ class Queue(ABC):
     @abstractmethod
     async def write_worker_info(
         self, worker_id: str, info: dict[str, t.Any], ttl: float
-    ) -> None: ...
+    ) -> int: ...
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:

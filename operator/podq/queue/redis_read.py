@@ -299,9 +299,10 @@ class ReadMixin(RedisQueueCore):
 
     # -- workers' liveness -----------------------------------------------------------
 
-    async def write_worker_info(self, worker_id: str, info: dict[str, t.Any], ttl: float) -> None:
-        """Write a worker's liveness record; it expires after ttl seconds (Redis's clock)."""
-        await self._scripts.liveness(
+    async def write_worker_info(self, worker_id: str, info: dict[str, t.Any], ttl: float) -> int:
+        """Write a worker's liveness record; it expires after ttl seconds (Redis's clock).
+        Returns when Redis wrote it (epoch ms, Redis's clock)."""
+        return await self._scripts.liveness(
             keys=[self.keys.worker(worker_id), self.keys.workers],
             args=[worker_id, json.dumps(info), int(ttl * 1000)],
             client=self.redis,

@@ -244,10 +244,12 @@ class WriteMixin(RedisQueueCore):
         abort: float = 5.0,
         stuck_grace: float = 1.0,
         max_disruptions: int | None = None,
+        run_by: int | None = None,
     ) -> list[str]:
         """Recover active jobs whose worker died (fix 6), that are stuck, or whose
         record is inconsistent; returns their ids. `lock` (s) keeps other sweepers out
-        meanwhile.
+        meanwhile. `run_by` (epoch ms on Redis's clock): run later than that (Redis was
+        frozen or unreachable while the sweep waited), it takes no worker for dead.
 
         A job whose worker died is put back without using up its attempt (a disruption;
         see disrupt()). A stuck job (timeout, heartbeat) of a live worker is aborted with
@@ -262,6 +264,7 @@ class WriteMixin(RedisQueueCore):
                 self.keys.worker_prefix,
                 int(lock * 1000),
                 int(stuck_grace * 1000),
+                "" if run_by is None else int(run_by),
             ],
             client=self.redis,
         )

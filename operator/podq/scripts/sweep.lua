@@ -10,12 +10,17 @@
 -- Stuck rules apply to active jobs (an aborting one was already asked to stop), and to
 -- aborting ones without a worker to ask.
 -- KEYS: 1 active zset, 2 sweep lock
--- ARGV: 1 job hash prefix, 2 worker record prefix, 3 lock ttl (ms), 4 stuck grace (ms)
+-- A sweep that Redis runs later than its sender expected (ARGV[5], on Redis's clock:
+-- Redis was frozen or unreachable meanwhile, and live workers' records expired as it
+-- waited) takes no worker for dead: they write their records again first.
+-- ARGV: 1 job hash prefix, 2 worker record prefix, 3 lock ttl (ms), 4 stuck grace (ms),
+--       5 run by (epoch ms, Redis's clock; '' = any time)
 -- Returns {key1, reason1, key2, reason2, ...}
 if redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[3]) == false then return {} end
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 local grace = tonumber(ARGV[4])
+local late = (ARGV[5] or '') ~= '' and now > tonumber(ARGV[5])
 local up_ms = 1000 * tonumber(string.match(redis.call('INFO', 'server'), 'uptime_in_seconds:(%d+)'))
 local out = {}
 local alive = {}
@@ -40,7 +45,7 @@ for _, k in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
       if not live then
         ask = false
         local lease = tonumber(f[7] or '0')
-        if now - started > lease and up_ms >= lease then reason = 'dead' end
+        if now - started > lease and up_ms >= lease and not late then reason = 'dead' end
       end
     end
     local timeout = tonumber(f[5] or '0')
