@@ -418,6 +418,28 @@ _annotated("a kopf progress annotation that is not JSON",
            {f"{GROUP}/job_resumed": "{not json", f"{GROUP}/job_created": "[" * 20_000})
 
 
+@case("tenant strips the abort finalizer off a running Job, then deletes it")
+async def _finalizer_stripped(ctx: Ctx) -> None:
+    """The operator aborts the job from the deletion it watched, finalizer or not."""
+    await ctx.create({"function": "nap", "kwargs": {"seconds": 120}, "timeout": 300})
+    body = await ctx.wait(lambda b: (b.get("status") or {}).get("status") == "active",
+                          "active")
+    job_key = body["status"]["jobKey"]
+    await ctx.custom.patch_namespaced_custom_object(
+        GROUP, VERSION, ctx.stage.poison, "jobs", ctx.name,
+        [{"op": "remove", "path": "/metadata/finalizers"}])
+    await ctx.delete_and_wait()
+    queue = Queue.from_url(ctx.stage.url, name="default")
+    try:
+        async def aborted() -> Any:
+            job = await queue.job(job_key)
+            return job if job is not None and str(job.status) in ("aborting", "aborted") \
+                else None
+        await eventually(aborted, within=30, what=f"{job_key} aborted")
+    finally:
+        await queue.disconnect()
+
+
 def _cron_annotated(name: str, annotations: dict[str, str]) -> None:
     """The same on a CronJob, which kopf serves with a daemon (its state in annotations):
     the CronJob still fires."""
