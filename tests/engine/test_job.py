@@ -124,3 +124,17 @@ def test_cronjob_fields() -> None:
     assert cron.unique is True and cron.timeout is None and cron.kwargs is None
     assert cron.function_name == "test_cronjob_fields.<locals>.tick"
     assert CronJob("named", cron="* * * * *", unique=False, retries=2).function_name == "named"
+
+
+def test_retry_backoff_is_exponential_with_full_jitter_capped() -> None:
+    """retry_backoff=True: a delay drawn from [0, retry_delay * 2**(attempts-1)] (full
+    jitter, as SAQ's); a number caps it; False keeps retry_delay."""
+    job = Job("f", retry_delay=2, retry_backoff=True)
+    for attempts, top in ((1, 2), (2, 4), (3, 8), (6, 64)):
+        job.attempts = attempts
+        delays = [job.next_retry_delay() for _ in range(200)]
+        assert all(0 <= d <= top for d in delays), (attempts, max(delays))
+        assert max(delays) > top / 2 and len(set(delays)) > 100  # drawn, not fixed
+    capped = Job("f", retry_delay=2, retry_backoff=5.0, attempts=10)
+    assert all(0 <= capped.next_retry_delay() <= 5 for _ in range(200))
+    assert Job("f", retry_delay=2, attempts=3).next_retry_delay() == 2
