@@ -3,7 +3,8 @@
 Started by scripts/demo after it has installed what is needed. Two modes; the first
 line it prints says which:
 
-- node, where the machine allows it (root, cgroups, apt-get or the packages): a real node
+- node, where the machine allows it (root, cgroups, apt-get or the packages; a run
+  folder short enough for the node's sockets): a real node
   (`scripts/control-plane up --node`: kubelet, containerd, a Redis for the pods), the
   worker and operator images built here (`scripts/images`), and charts/podq installed
   with them in namespace podq-demo (Pod Security `restricted`): the operator and the
@@ -248,7 +249,8 @@ def main() -> int:
                              " could run")
     args = parser.parse_args()
     RUN_DIR.mkdir(parents=True, exist_ok=True)
-    reason = "--processes given" if args.processes else podq_node.unsupported_reason()
+    reason = "--processes given" if args.processes else (
+        podq_node.unsupported_reason() or podq_node.run_folder_problem(RUN_DIR / "control-plane"))
     try:
         if reason is None:
             print("==> mode: node (operator and workers as pods on a real node, installed"

@@ -89,6 +89,29 @@ def unsupported_reason() -> str | None:
     return None
 
 
+# The longest path a unix socket may have: containerd refuses longer ones (104, the BSD
+# limit, under Linux's 108), and the kubelet exits when its pod-resources socket's is over
+# 108. The node's sockets live in its run folder, so that folder's path must stay short.
+SOCKET_PATH_MAX = 104
+
+
+def node_sockets(run: Path) -> list[Path]:
+    """The unix sockets the node makes under its run folder (the longest names)."""
+    node = run.resolve() / "node"
+    return [node / "containerd.sock.ttrpc", node / "kubelet" / "pod-resources" / "kubelet.sock"]
+
+
+def run_folder_problem(run: Path) -> str | None:
+    """Why this run folder cannot hold a node (its path too long for the sockets), or None."""
+    longest = max(node_sockets(run), key=lambda p: len(str(p)))
+    over = len(str(longest)) - SOCKET_PATH_MAX
+    if over <= 0:
+        return None
+    return (f"the run folder's path is too long for the node's sockets: {longest} would be"
+            f" {len(str(longest))} characters, a unix socket's path at most {SOCKET_PATH_MAX};"
+            f" choose a run folder at most {len(str(run.resolve())) - over} characters long")
+
+
 def missing_packages() -> list[str]:
     return sorted({pkg for cmd, pkg in PACKAGES.items()
                    if not (shutil.which(cmd) if "/" not in cmd else Path(cmd).exists())})

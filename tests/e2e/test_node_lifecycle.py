@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from chart_release import NAMESPACE, node_module
 
-from podq.testing import ControlPlane
+from podq.testing import ControlPlane, run_control_plane_script
 
 
 def processes_mentioning(marker: str) -> list[str]:
@@ -148,3 +148,25 @@ def test_missing_node_packages_are_installed_or_named(
     (bare / "apt-get").unlink()
     reason = node.unsupported_reason()
     assert reason and "no apt-get" in reason and "iproute2" in reason, reason
+
+
+def test_a_run_folder_too_long_for_the_node_sockets_is_refused_at_once(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """containerd refuses a socket path over 104 characters and the kubelet exits on its
+    pod-resources socket's: `up --node` says so, naming the limit, before starting
+    anything (it failed in containerd's log, the cause buried there), and ./scripts/demo
+    takes its processes mode for that reason (scripts/demo.py, the same check)."""
+    node = node_module()
+    base = tmp_path_factory.mktemp("s")  # a test's own tmp_path is long already
+    short = base / "cp"
+    assert node.run_folder_problem(short) is None
+    long = base / ("x" * (node.SOCKET_PATH_MAX - len(str(short)))) / "cp"
+    reason = node.run_folder_problem(long)
+    assert reason and "too long for the node's sockets" in reason, reason
+    before = netns_names()
+    result = run_control_plane_script("up", "--node", run_dir=long, timeout=120)
+    assert result.returncode != 0
+    assert "too long for the node's sockets" in result.stderr, result.stderr
+    assert netns_names() == before
+    assert list(long.iterdir()) == []  # nothing started, nothing written
