@@ -182,3 +182,33 @@ async def test_leaves_deployments_owned_by_a_keda_scaledobject_alone(harness: Ha
         return any(e.reason == "ScalingLeftToOthers" for e in events)
     await eventually(left_alone, within=30, what="the operator to step aside")
     assert await replicas(harness, "keda-workers") == 0
+
+
+async def test_a_deployment_on_a_queue_granted_to_no_namespace_is_not_autoscaled(
+        harness: Harness) -> None:
+    """Anyone who may create a Deployment picks its podq.dev/queue label: one on a queue
+    granted to nobody gets a Warning Event, is not scaled, and that queue gets no
+    listener (each made-up name cost a connection, a subscription and metric series)."""
+    harness.start_operator("--allow-queue", f"granted={harness.namespace}")
+    await harness.apps.create_namespaced_deployment(
+        harness.namespace, deployment("made-up", "made-up-queue", **{
+            "podq.dev/min-replicas": "2"}))
+    await harness.apps.create_namespaced_deployment(
+        harness.namespace, deployment("granted", "granted", **{
+            "podq.dev/min-replicas": "1"}))
+    await eventually(lambda: _scaled_to(harness, "granted", 1), within=60,
+                     what="the granted queue's Deployment scaled to its minimum")
+
+    async def warned() -> bool:
+        return any(e.reason == "QueueNotAllowed" and e.type == "Warning"
+                   and "made-up-queue" in e.message
+                   for e in await harness.events("made-up"))
+    await eventually(warned, within=30, what="a QueueNotAllowed Event on the Deployment")
+    assert await replicas(harness, "made-up") == 0
+    redis = harness.queue("made-up-queue").redis
+    assert await redis.pubsub_shardchannels("podq:{made-up-queue}:*") == []
+    assert await redis.pubsub_shardchannels("podq:{granted}:*")
+
+
+async def _scaled_to(harness: Harness, name: str, count: int) -> bool:
+    return await replicas(harness, name) == count

@@ -16,6 +16,7 @@ from typing import Any
 
 from kubernetes_asyncio.client.rest import ApiException
 
+from podq.operator.access import REFUSED
 from podq.operator.kube import EventRecorder, KubeClients, ObjectRef
 from podq.operator.names import LABEL_QUEUE, POD_DELETION_COST
 from podq.operator.queues import QueuePool
@@ -76,6 +77,7 @@ class Autoscaler:
         self._owners: dict[str, tuple[float, set[str]]] = {}  # namespace -> (when, names)
         self._left_alone: set[str] = set()  # uids of Deployments another scaler owns
         self._forbidden_uids: set[str] = set()  # uids of Deployments we have no rights on
+        self._refused_uids: set[str] = set()  # uids of Deployments on a queue granted to none
         # what the passes saw and decided, exported by metrics.py
         self.seen: dict[str, tuple[int, int]] = {}  # queue -> (depth, active)
         self.desired: dict[tuple[str, str], int] = {}  # (namespace, name) -> replicas
@@ -102,6 +104,23 @@ class Autoscaler:
         self.pool.listen(deployment.queue)
         self._poked.set()
         return deployment
+
+    async def refuse(self, body: Mapping[str, Any]) -> None:
+        """A Deployment labelled with a queue granted to no namespace: not autoscaled,
+        and its queue gets no connection or listener (anyone who may create a
+        Deployment chooses that label; each made-up name cost a connection, a listener
+        and metric series for good). A Warning Event once per Deployment says so."""
+        meta = body["metadata"]
+        self.forget(meta["namespace"], meta["name"])
+        if meta["uid"] in self._refused_uids:
+            return
+        self._refused_uids.add(meta["uid"])
+        queue = (meta.get("labels") or {}).get(LABEL_QUEUE)
+        ref = ObjectRef("apps/v1", "Deployment", meta["namespace"], meta["name"], meta["uid"])
+        await self.events.post(ref, "Warning", REFUSED, (
+            f"label {LABEL_QUEUE}: queue {queue!r} is granted to no namespace, so the"
+            f" operator does not autoscale this Deployment; the cluster admin grants"
+            f" queues: chart value workers.pools[].namespaces, operator flag --allow-queue"))
 
     def forget(self, namespace: str, name: str) -> None:
         self.deployments.pop((namespace, name), None)

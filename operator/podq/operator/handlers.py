@@ -198,8 +198,10 @@ async def cronjob_daemon(body: kopf.Body, memo: kopf.Memo, stopped: kopf.DaemonS
 
 
 @kopf.on.event("apps", "v1", "deployments", labels={LABEL_QUEUE: kopf.PRESENT})
-def deployment_event(event: dict, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+async def deployment_event(event: dict, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     if event["type"] == "DELETED":
         memo.autoscaler.forget(body.metadata.namespace, body.metadata.name)
-    else:
+    elif memo.options.queue_access.granted(body.metadata.labels[LABEL_QUEUE]):
         memo.autoscaler.observe(body)
+    else:
+        await memo.autoscaler.refuse(body)
