@@ -255,3 +255,19 @@ def test_operator_subcommand_forwards_argv(
     monkeypatch.setitem(sys.modules, "podq.operator.main", None)  # import fails
     assert cli_main(["operator"]) == 2
     assert "pip install 'podq[operator]'" in capsys.readouterr().err
+
+
+async def test_info_and_jobs_skip_names_no_queue_can_have(redis_url: str) -> None:
+    """Any queue's ACL user may add to podq:queues (docs/security.md): a name no queue
+    can have there made `podq info` and `podq jobs` fail with a traceback for everyone."""
+    q = Queue.from_url(redis_url)
+    try:
+        await q.enqueue("add", a=1, b=2)
+        await q.redis.sadd("podq:queues", "a b", "x{y}", "\xff")
+        r = podq("info", "--redis-url", redis_url, "--json")
+        assert r.returncode == 0, r.stderr
+        assert [i["name"] for i in json.loads(r.stdout)] == ["default"]
+        r = podq("jobs", "--redis-url", redis_url)
+        assert r.returncode == 0 and "default" in r.stdout, r.stderr
+    finally:
+        await q.disconnect()

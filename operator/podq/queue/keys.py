@@ -16,6 +16,10 @@ _JOB_MARK = "}:job:"
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.:\-]+$")
 
 
+def is_queue_name(name: object) -> bool:
+    return isinstance(name, str) and bool(_NAME_RE.match(name))
+
+
 def check_queue_name(name: str) -> str:
     """The name, if usable as a queue name (no braces: they would break the hash tag)."""
     if not isinstance(name, str) or not _NAME_RE.match(name):

@@ -248,9 +248,13 @@ class RedisQueue(EnqueueMixin, TakeMixin, WriteMixin, ReadMixin):
 
 
 async def list_queues(redis: aioredis.Redis) -> list[str]:
-    """Names of the queues registered on this Redis (by connect/enqueue/workers)."""
+    """Names of the queues registered on this Redis (by connect/enqueue/workers).
+
+    Only valid queue names: any queue's ACL user may add to that set, and one name such
+    as 'a b' or 'x{y}' made `podq info`, `podq jobs` and `podq web` fail for everyone."""
     async with cluster.client_for(redis, redis_keys.QUEUES_KEY) as client:
-        return sorted(text(n) for n in await client.smembers(redis_keys.QUEUES_KEY))
+        names = (text(n) for n in await client.smembers(redis_keys.QUEUES_KEY))
+        return sorted(n for n in names if redis_keys.is_queue_name(n))
 
 
 def _abandon(notifiers: tuple[Notifier, ...]) -> None:
