@@ -63,22 +63,26 @@ async def test_cron_child_completion_names_the_function_and_clears_active(
     # the refresh tick is long: only the child's completion can update the CronJob soon
     harness.start_operator("--cron-refresh", "300")
     harness.start_worker()
-    fire = datetime.now(UTC) + timedelta(seconds=3)
+    # 6 s ahead: created before its slot (3 s could pass first on a loaded machine, and
+    # the next firing was a day later)
+    fire = datetime.now(UTC) + timedelta(seconds=6)
     # six fields, seconds last: fires once within seconds, next time a day later
     schedule = f"{fire.minute} {fire.hour} * * * {fire.second}"
+    # a 4 s run: the child is seen in the active list before it ends (1 s was a short
+    # window for the status mirror and the polls on a loaded machine)
     await harness.create("cronjobs", "once", {"schedule": schedule, "jobTemplate": {
-        "spec": {"function": "nap", "kwargs": {"seconds": 1}}}})
+        "spec": {"function": "nap", "kwargs": {"seconds": 4}}}})
 
     async def child() -> dict | None:
         jobs = await harness.list_jobs(label_selector="podq.dev/cronjob=once")
         return jobs[0] if jobs else None
-    made = await eventually(child, within=30, what="the CronJob's child")
+    made = await eventually(child, within=60, what="the CronJob's child")
     name = made["metadata"]["name"]
 
     async def active_listed() -> bool:
         cron = await harness.get("cronjobs", "once")
         return bool((cron.get("status") or {}).get("activeCount"))
-    await eventually(active_listed, within=30, what="the child in the CronJob's active list")
+    await eventually(active_listed, within=60, what="the child in the CronJob's active list")
     await harness.wait_status(name, "complete", within=30)
     seen = await wait_completed_event(harness, name)
     assert seen["Completed"] == 1
@@ -95,16 +99,17 @@ async def test_cron_child_completion_names_the_function_and_clears_active(
     table = harness.plane.kubectl("get", "pqcron", "once", "-n", harness.namespace).stdout
     header, row = table.splitlines()
     assert header.split() == ["NAME", "SCHEDULE", "TIMEZONE", "FUNCTION", "SUSPEND", "ACTIVE",
-                              "LAST", "SCHEDULE", "NEXT", "AGE"], table
+                              "LAST", "SCHEDULE", "NEXT", "REASON", "AGE"], table
     cells = row.split()  # the schedule is six of them
     assert cells[7:11] == ["UTC", "nap", "false", "0"], row
     assert cells[12] == cron["status"]["nextScheduleTime"], row
+    assert cells[13] == "Scheduling", row  # the Ready condition's reason
 
 
 async def test_deleting_a_running_cron_child_clears_active_at_once(harness: Harness) -> None:
     harness.start_operator("--cron-refresh", "300")
     harness.start_worker()
-    fire = datetime.now(UTC) + timedelta(seconds=3)
+    fire = datetime.now(UTC) + timedelta(seconds=6)  # created before its slot
     schedule = f"{fire.minute} {fire.hour} * * * {fire.second}"
     await harness.create("cronjobs", "held", {"schedule": schedule, "jobTemplate": {
         "spec": {"function": "nap", "kwargs": {"seconds": 120}, "timeout": 300}}})
@@ -113,12 +118,12 @@ async def test_deleting_a_running_cron_child_clears_active_at_once(harness: Harn
         jobs = await harness.list_jobs(label_selector="podq.dev/cronjob=held")
         return next((j for j in jobs if (j.get("status") or {}).get("status") == "active"),
                     None)
-    child = await eventually(running_child, within=30, what="a running child")
+    child = await eventually(running_child, within=60, what="a running child")
 
     async def listed() -> bool:
         cron = await harness.get("cronjobs", "held")
         return (cron.get("status") or {}).get("activeCount") == 1
-    await eventually(listed, within=30, what="the child in the active list")
+    await eventually(listed, within=60, what="the child in the active list")
     await harness.delete_job(child["metadata"]["name"])
 
     async def cleared() -> bool:
