@@ -68,7 +68,8 @@ TERMINAL = {"complete", "failed", "aborted"}
 ALL_FAULTS = ("worker-sigkill", "leader-sigkill", "flushall", "redis-restart", "delete-20",
               "worker-sigterm", "apiserver-restart", "kill-storm", "redis-stopped-20s")
 DATA_LOSS = ("flushall", "redis-restart")  # faults in which Redis forgets jobs
-SHORT_FAULTS = ("worker-sigkill", "leader-sigkill", "flushall", "delete-20", "worker-sigterm")
+SHORT_FAULTS = ("worker-sigkill", "leader-sigkill", "flushall", "delete-20", "worker-sigterm",
+                "redis-stopped-20s")
 
 
 # -- processes that come back -------------------------------------------------------------

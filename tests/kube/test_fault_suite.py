@@ -1,6 +1,7 @@
 """The fault suite's short version (benchmarks/faults.py): Job resources on the real
 control plane and redis-server while a worker is SIGKILLed, the leading operator is
-SIGKILLed, Redis is flushed, Jobs are deleted mid-flight and a worker is SIGTERMed.
+SIGKILLed, Redis is flushed, Jobs are deleted mid-flight, a worker is SIGTERMed and
+Redis is SIGSTOPped for 20 s.
 Nothing may be lost, stuck or failed; duplicates only where Redis lost a completion."""
 
 from __future__ import annotations
