@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from chart_release import ROOT
+from chart_release import ROOT, node_module
 
 
 def processes_under(folder: Path) -> list[str]:
@@ -41,14 +41,27 @@ def test_demo_runs_the_examples_on_a_real_node(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
     run_dir = tmp_path_factory.mktemp("demo")  # short: the node's sockets live in it
-    before = netns_names()
-    result = subprocess.run(
+    netns = node_module().netns_name(run_dir / "control-plane")  # the demo node's own
+    demo = subprocess.Popen(
         [sys.executable, str(ROOT / "scripts" / "demo.py"), "--exit-when-done",
          "--timeout", "240"],
-        cwd=ROOT, env={**os.environ, "PODQ_DEMO_DIR": str(run_dir)},
-        capture_output=True, text=True, timeout=540)
-    out = result.stdout
-    assert result.returncode == 0, out[-4000:] + result.stderr[-4000:]
+        cwd=ROOT, env={**os.environ, "PODQ_DEMO_DIR": str(run_dir), "PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # lines as they come
+    assert demo.stdout is not None
+    seen = []
+    try:
+        for line in demo.stdout:
+            seen.append(line)
+            if line.startswith("==> images"):  # the node is up: its namespace exists
+                assert netns in netns_names(), (netns, netns_names())
+        code = demo.wait(timeout=540)
+    finally:
+        if demo.poll() is None:
+            demo.terminate()  # the demo stops what it started
+            demo.wait(timeout=120)
+    out = "".join(seen)
+    assert code == 0, out[-6000:]
+    assert any(line.startswith("==> images") for line in seen), out[-6000:]
     lines = out.splitlines()
     assert lines[0].startswith("==> mode: node"), lines[:3]
     assert "All example Jobs finished, run by worker pods." in out, out[-4000:]
@@ -63,4 +76,4 @@ def test_demo_runs_the_examples_on_a_real_node(
     assert not [line for line in lines if line.strip().startswith("worker: ")], out
     # --exit-when-done: nothing of it is left running, its network namespace is gone
     assert processes_under(run_dir) == []
-    assert netns_names() <= before, netns_names() - before
+    assert netns not in netns_names()
