@@ -66,6 +66,28 @@ class BuildError(Exception):
     pass
 
 
+# Archives of an image not used for this long are removed when another is built or used:
+# each change to the checkout makes a new one (about 160 MiB for the worker, 230 for the
+# operator), and a day of work left gigabytes of them behind.
+PRUNE_AFTER_S = 24 * 3600
+
+
+def prune(name: str, keep: Path, now: float | None = None) -> list[Path]:
+    """Remove `name`'s archives other than keep that were not used for PRUNE_AFTER_S (their
+    mtime: set when built or used); returns what went."""
+    now = time.time() if now is None else now
+    gone = []
+    for archive in cache_dir().glob(f"{name}-*.tar"):
+        if archive == keep or not re.fullmatch(rf"{re.escape(name)}-[0-9a-f]{{16}}\.tar",
+                                                archive.name):
+            continue
+        with contextlib.suppress(OSError):
+            if now - archive.stat().st_mtime > PRUNE_AFTER_S:
+                archive.unlink()
+                gone.append(archive)
+    return gone
+
+
 def cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "podq" / "images"
@@ -322,6 +344,8 @@ def build(name: str) -> dict:
                 layer = work / "podq-layer.tar"
                 oci.layer_from_dir(upper, layer, skip=("tmp", "root/.cache", "dev", "proc"))
             oci.write_archive(ref, [base_layer, layer], recipe.config, archive)
+    os.utime(archive)  # used now: kept by prune() for another PRUNE_AFTER_S
+    prune(name, archive)
     return {"name": name, "ref": ref, "repository": spec.repository, "tag": tag,
             "archive": str(archive), "seconds": round(time.monotonic() - started, 1)}
 

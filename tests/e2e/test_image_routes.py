@@ -12,6 +12,7 @@ checks for real.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 import tarfile
@@ -177,3 +178,26 @@ def test_pods_run_the_image_as_10001_on_a_read_only_root(release: Release) -> No
     test_chart_on_node's drain test)."""
     pod = release.get("pods", "-l", "app.kubernetes.io/component=operator")["items"][0]
     assert_restricted(release.security_of(pod["metadata"]["name"]))
+
+
+def test_archives_unused_for_a_day_are_pruned(tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each change to the checkout makes new archives (hundreds of MiB): those of an image
+    not used for a day go when another of it is built or used; anything else stays."""
+    monkeypatch.syspath_prepend(str(ROOT / "scripts" / "lib"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    import podq_images
+
+    folder = podq_images.cache_dir()
+    folder.mkdir(parents=True)
+    now = 1_000_000_000.0
+    ages = {"worker-00000000000000a1.tar": 2 * 86400, "worker-00000000000000a2.tar": 3600,
+            "worker-00000000000000a3.tar": 2 * 86400,  # the one in use: kept
+            "operator-00000000000000b1.tar": 2 * 86400,  # another image's
+            "worker.log": 2 * 86400, "worker-notes.tar": 2 * 86400}  # not archives
+    for name, age in ages.items():
+        (folder / name).write_bytes(b"x")
+        os.utime(folder / name, (now - age, now - age))
+    gone = podq_images.prune("worker", folder / "worker-00000000000000a3.tar", now=now)
+    assert [p.name for p in gone] == ["worker-00000000000000a1.tar"]
+    assert sorted(p.name for p in folder.iterdir()) == sorted(set(ages) - {gone[0].name})
