@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import threading
 import time
+import typing as t
 from collections import Counter
 from collections.abc import AsyncIterator
 
@@ -161,6 +162,18 @@ async def test_the_same_key_taken_again_while_a_stale_run_ends_loses_no_slot(
 # -- scripts safe under client retries -------------------------------------------------
 
 
+async def relay(directions: list[t.Any], writers: list[asyncio.StreamWriter]) -> None:
+    """Run a proxy connection's two directions until one ends, then close both sides."""
+    tasks = [asyncio.create_task(direction) for direction in directions]
+    await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    for task in tasks:
+        task.cancel()
+    for writer in writers:
+        writer.close()
+        with contextlib.suppress(Exception):
+            await writer.wait_closed()
+
+
 class ReplyDroppingProxy:
     """A TCP proxy to Redis that, once armed with some bytes, forwards the next command
     containing them and then drops the connection instead of passing the reply on."""
@@ -204,14 +217,7 @@ class ReplyDroppingProxy:
                 client_w.write(data)
                 await client_w.drain()
 
-        tasks = [asyncio.create_task(upstream()), asyncio.create_task(downstream())]
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        for task in tasks:
-            task.cancel()
-        for writer in (client_w, redis_w):
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
+        await relay([upstream(), downstream()], [client_w, redis_w])
 
 
 @pytest.fixture
@@ -394,67 +400,67 @@ async def test_a_drained_sync_function_is_put_back_once_its_thread_ended(
 # -- one clock -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("skew_s", [-3600, 3600])
+@pytest.fixture(params=[-3600, 3600], ids=["behind", "ahead"])
+async def skewed(request: pytest.FixtureRequest, redis_url: str,
+                 spawn: list) -> AsyncIterator[tuple[Queue, t.Any]]:
+    """A queue, and a `podq worker` process whose clock is an hour behind or ahead,
+    once it is listed (its record is indexed on Redis's clock)."""
+    queue = Queue.from_url(redis_url)
+    process = start_worker_process(
+        spawn, redis_url, settings=FAULTS, env={"PODQ_TEST_CLOCK_SKEW_S": str(request.param)}
+    )
+    try:
+        await wait_for(queue.workers, 30)
+        yield queue, process
+    finally:
+        await queue.disconnect()
+
+
 async def test_a_skewed_worker_clock_aborts_no_healthy_job(
-    redis_url: str, spawn: list, skew_s: int
+    skewed: tuple[Queue, t.Any],
 ) -> None:
-    queue = Queue.from_url(redis_url)
+    queue, process = skewed
+
+    async def sweep_with_the_right_clock() -> None:
+        while True:
+            await queue.sweep(lock=0.2, abort=0.5)
+            await asyncio.sleep(0.3)
+
+    sweeping = asyncio.create_task(sweep_with_the_right_clock())
     try:
-        skewed = start_worker_process(
-            spawn, redis_url, settings=FAULTS, env={"PODQ_TEST_CLOCK_SKEW_S": str(skew_s)}
-        )
-        await wait_for(queue.workers, 30)  # listed: its record is indexed on Redis's clock
-
-        async def sweep_with_the_right_clock() -> None:
-            while True:
-                await queue.sweep(lock=0.2, abort=0.5)
-                await asyncio.sleep(0.3)
-
-        sweeping = asyncio.create_task(sweep_with_the_right_clock())
-        try:
-            # margins a loaded machine cannot eat (timeout 3 s and heartbeat 1 s were 1 s
-            # and 0.8 s over the runs), still nothing against a skew of an hour
-            timed = await queue.enqueue("runs_for", seconds=2.0, timeout=10)
-            beating = await queue.enqueue("beats", seconds=2.0, heartbeat=3, timeout=0)
-            for job in (timed, beating):
-                await job.refresh(until_complete=30)
-                assert job.status is Status.COMPLETE, (job.error, output(skewed))
-                assert job.attempts == 1 and job.disruptions == 0
-            assert (await runs(queue)) == Counter({timed.key: 1, beating.key: 1})
-        finally:
-            sweeping.cancel()
-            await asyncio.wait([sweeping])
+        # margins a loaded machine cannot eat (timeout 3 s and heartbeat 1 s were 1 s
+        # and 0.8 s over the runs), still nothing against a skew of an hour
+        timed = await queue.enqueue("runs_for", seconds=2.0, timeout=10)
+        beating = await queue.enqueue("beats", seconds=2.0, heartbeat=3, timeout=0)
+        for job in (timed, beating):
+            await job.refresh(until_complete=30)
+            assert job.status is Status.COMPLETE, (job.error, output(process))
+            assert job.attempts == 1 and job.disruptions == 0
+        assert (await runs(queue)) == Counter({timed.key: 1, beating.key: 1})
     finally:
-        await queue.disconnect()
+        sweeping.cancel()
+        await asyncio.wait([sweeping])
 
 
-@pytest.mark.parametrize("skew_s", [-3600, 3600])
 async def test_a_skewed_worker_clock_delays_a_retry_by_its_retry_delay_on_redis_clock(
-    redis_url: str, spawn: list, skew_s: int
+    skewed: tuple[Queue, t.Any],
 ) -> None:
-    queue = Queue.from_url(redis_url)
-    try:
-        skewed = start_worker_process(
-            spawn, redis_url, settings=FAULTS, env={"PODQ_TEST_CLOCK_SKEW_S": str(skew_s)}
-        )
-        await wait_for(queue.workers, 10)
-        job = await queue.enqueue("fails_once", retries=2, retry_delay=3, timeout=0)
+    queue, process = skewed
+    job = await queue.enqueue("fails_once", retries=2, retry_delay=3, timeout=0)
 
-        async def waiting_to_retry() -> Job | None:
-            stored = await queue.job(job.key)
-            return stored if stored.status is Status.QUEUED and stored.attempts == 1 else None
+    async def waiting_to_retry() -> Job | None:
+        stored = await queue.job(job.key)
+        return stored if stored.status is Status.QUEUED and stored.attempts == 1 else None
 
-        back = await wait_for(waiting_to_retry, 20)
-        failed_s = back.touched / 1000  # Redis TIME, stamped by write.lua
-        # due retry_delay after the failure on Redis's clock (the next attempt time the
-        # operator shows), not on the worker's: an hour late, or due at once, before
-        assert abs(back.scheduled - (failed_s + 3)) < 1, (back.scheduled, failed_s)
-        await job.refresh(until_complete=20)
-        assert job.status is Status.COMPLETE and job.attempts == 2, (job.error, output(skewed))
-        assert job.started / 1000 >= failed_s + 3 - 0.05  # it did wait its delay
-        assert (await runs(queue))[job.key] == 2
-    finally:
-        await queue.disconnect()
+    back = await wait_for(waiting_to_retry, 20)
+    failed_s = back.touched / 1000  # Redis TIME, stamped by write.lua
+    # due retry_delay after the failure on Redis's clock (the next attempt time the
+    # operator shows), not on the worker's: an hour late, or due at once, before
+    assert abs(back.scheduled - (failed_s + 3)) < 1, (back.scheduled, failed_s)
+    await job.refresh(until_complete=20)
+    assert job.status is Status.COMPLETE and job.attempts == 2, (job.error, output(process))
+    assert job.started / 1000 >= failed_s + 3 - 0.05  # it did wait its delay
+    assert (await runs(queue))[job.key] == 2
 
 
 class CommandDelayingProxy(ReplyDroppingProxy):
@@ -478,15 +484,8 @@ class CommandDelayingProxy(ReplyDroppingProxy):
                 sink.write(data)
                 await sink.drain()
 
-        tasks = [asyncio.create_task(pipe(client_r, redis_w, True)),
-                 asyncio.create_task(pipe(redis_r, client_w, False))]
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        for task in tasks:
-            task.cancel()
-        for writer in (client_w, redis_w):
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
+        await relay([pipe(client_r, redis_w, True), pipe(redis_r, client_w, False)],
+                    [client_w, redis_w])
 
 
 async def test_a_sweep_run_late_takes_no_live_worker_for_dead(
