@@ -84,6 +84,9 @@ def test_a_node_comes_up_runs_a_pod_and_leaves_nothing_behind(
     node_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     run = tmp_path_factory.mktemp("second-node")
+    node = node_module()
+    session_node = Path(node_plane.state["node"]["dir"])
+    foreign = set(node.other_kubelets(session_node))  # other nodes of a shared machine
     before_addresses = host_addresses()
     before_state, before_firewall = host_state(node_plane), host_firewall()
     plane = ControlPlane.up(run, exit_with=os.getpid(), node=True)
@@ -116,11 +119,22 @@ def test_a_node_comes_up_runs_a_pod_and_leaves_nothing_behind(
                                capture_output=True, text=True, check=True).stdout.split()
         pod_netns = veths[veths.index("link-netns") + 1]  # the pod's, wired to our bridge
         assert pod_netns in netns_names()
+        sandboxes = node.sandbox_ids(Path(plane.state["node"]["dir"]))
     finally:
         plane.down()
     assert netns not in netns_names() and pod_netns not in netns_names()
     assert host_firewall() == before_firewall
-    assert host_state(node_plane) == before_state
+    foreign |= set(node.other_kubelets(session_node))
+    if not foreign:
+        assert host_state(node_plane) == before_state
+    else:  # another node of this machine (not the session's) writes there meanwhile:
+        # nothing of ours is left, at least (CI runs no other node)
+        print(f"kubelets of other nodes (pids {sorted(foreign)}): only our entries checked")
+        marks = (f"{plane.state['node']['network']}-", *sandboxes)
+        ours = [f"{folder}/{entry.name}" for folder in map(Path, HOST_STATE) if folder.is_dir()
+                for entry in folder.iterdir() if any(m in entry.name for m in marks)
+                or (entry.is_symlink() and str(run) in os.readlink(entry))]
+        assert not ours, ours
     assert not processes_mentioning(str(run)), processes_mentioning(str(run))
     mounts = Path("/proc/self/mountinfo").read_text()
     assert str(run) not in mounts
