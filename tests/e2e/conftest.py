@@ -10,6 +10,7 @@ Skipped, with the reason, only where this machine cannot run a node: not root, n
 cgroups, or packages missing (containerd, runc, CNI plugins, iproute2, gcc) and no apt-get
 to install them. Binaries and images are obtained at collection (a cold build
 takes minutes; the per-test timeout must not cut it short); a failed build fails.
+./scripts/demo (test_demo_node) starts right after that, in the background (demo_run.py).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pathlib import Path
 
 import pytest
 from chart_release import NAMESPACE, RELEASE, Release, node_module
+from demo_run import BackgroundDemo
 
 from podq.testing import (
     ControlPlane,
@@ -37,18 +39,21 @@ E2E_DIR = Path(__file__).resolve().parent
 SKIP_REASON: str | None = node_module().unsupported_reason()
 _prepare_error: str | None = None
 _images: dict[str, dict] = {}
+_demo: list[BackgroundDemo] = []
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark tests/e2e `e2e`; build binaries and images once, before any test."""
+    """Mark tests/e2e `e2e`; build binaries and images once, before any test; start
+    ./scripts/demo in the background if its test is selected."""
     global _prepare_error
-    selected = False
+    selected = demo = False
     for item in items:
         if E2E_DIR in item.path.resolve().parents:
             item.add_marker(pytest.mark.e2e)
             if SKIP_REASON:
                 item.add_marker(pytest.mark.skip(reason=f"no real node here: {SKIP_REASON}"))
             selected = True
+            demo = demo or item.path.name == "test_demo_node.py"
     if not selected or SKIP_REASON or config.option.collectonly:
         return
     result = run_control_plane_script("install")
@@ -59,6 +64,24 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         _images.update(build_images())
     except RuntimeError as err:
         _prepare_error = str(err)
+        return
+    if demo:  # its images are those just built: cached for it
+        _demo.append(BackgroundDemo())
+
+
+def pytest_sessionfinish() -> None:
+    for demo in _demo:  # its test did not run to the end (-x, interrupted)
+        demo.stop()
+        demo.remove_run_dir()
+
+
+@pytest.fixture(scope="session")
+def background_demo() -> BackgroundDemo:
+    """./scripts/demo, started at collection (test_demo_node)."""
+    if _prepare_error:
+        pytest.fail(_prepare_error, pytrace=False)
+    assert _demo, "the demo was not started at collection"
+    return _demo[0]
 
 
 @pytest.fixture(scope="session")

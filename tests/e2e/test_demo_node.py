@@ -3,18 +3,17 @@
 examples to completion, and with --exit-when-done it removes what it started (processes,
 the node's network namespace, the run folder's control plane).
 
-It starts a control plane and a node of its own ($PODQ_DEMO_DIR in a temporary folder);
+It starts a control plane and a node of its own ($PODQ_DEMO_DIR in a temporary folder),
+in the background from collection on (demo_run.py), beside the session node's tests;
 tests/kube/test_demo.py runs the processes mode."""
 
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from chart_release import ROOT, node_module
+from demo_run import BackgroundDemo, netns_names
 
 
 def processes_under(folder: Path) -> list[str]:
@@ -31,37 +30,17 @@ def processes_under(folder: Path) -> list[str]:
     return found
 
 
-def netns_names() -> set[str]:
-    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True)
-    return {line.split()[0] for line in out.stdout.splitlines() if line.strip()}
-
-
 @pytest.mark.timeout(600)
-def test_demo_runs_the_examples_on_a_real_node(
-    tmp_path_factory: pytest.TempPathFactory,
-) -> None:
-    run_dir = tmp_path_factory.mktemp("demo")  # short: the node's sockets live in it
-    netns = node_module().netns_name(run_dir / "control-plane")  # the demo node's own
-    demo = subprocess.Popen(
-        [sys.executable, str(ROOT / "scripts" / "demo.py"), "--exit-when-done",
-         "--timeout", "240"],
-        cwd=ROOT, env={**os.environ, "PODQ_DEMO_DIR": str(run_dir), "PYTHONUNBUFFERED": "1"},
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # lines as they come
-    assert demo.stdout is not None
-    seen = []
-    try:
-        for line in demo.stdout:
-            seen.append(line)
-            if line.startswith("==> images"):  # the node is up: its namespace exists
-                assert netns in netns_names(), (netns, netns_names())
-        code = demo.wait(timeout=540)
-    finally:
-        if demo.poll() is None:
-            demo.terminate()  # the demo stops what it started
-            demo.wait(timeout=120)
+def test_demo_runs_the_examples_on_a_real_node(background_demo: BackgroundDemo) -> None:
+    demo = background_demo
+    run_dir, netns = demo.run_dir, demo.netns
+    code = demo.wait(timeout=540)
+    seen = demo.lines
     out = "".join(seen)
     assert code == 0, out[-6000:]
     assert any(line.startswith("==> images") for line in seen), out[-6000:]
+    # the node was up in its own network namespace
+    assert demo.netns_when_up, (netns, out[-3000:])
     lines = out.splitlines()
     assert lines[0].startswith("==> mode: node"), lines[:3]
     assert "All example Jobs finished, run by worker pods." in out, out[-4000:]
@@ -77,3 +56,4 @@ def test_demo_runs_the_examples_on_a_real_node(
     # --exit-when-done: nothing of it is left running, its network namespace is gone
     assert processes_under(run_dir) == []
     assert netns not in netns_names()
+    demo.remove_run_dir()
