@@ -10,7 +10,9 @@ Skipped, with the reason, only where this machine cannot run a node: not root, n
 cgroups, or packages missing (containerd, runc, CNI plugins, iproute2, gcc) and no apt-get
 to install them. Binaries and images are obtained at collection (a cold build
 takes minutes; the per-test timeout must not cut it short); a failed build fails.
-./scripts/demo (test_demo_node) starts right after that, in the background (demo_run.py).
+./scripts/demo (test_demo_node), which mostly waits on pods of a node of its own, starts
+right after that, in the background, and runs beside the session node's tests
+(demo_run.py).
 """
 
 from __future__ import annotations
@@ -43,17 +45,15 @@ _demo: list[BackgroundDemo] = []
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark tests/e2e `e2e`; build binaries and images once, before any test; start
-    ./scripts/demo in the background if its test is selected."""
+    """Mark tests/e2e `e2e`; build binaries and images once, before any test."""
     global _prepare_error
-    selected = demo = False
+    selected = False
     for item in items:
         if E2E_DIR in item.path.resolve().parents:
             item.add_marker(pytest.mark.e2e)
             if SKIP_REASON:
                 item.add_marker(pytest.mark.skip(reason=f"no real node here: {SKIP_REASON}"))
             selected = True
-            demo = demo or item.path.name == "test_demo_node.py"
     if not selected or SKIP_REASON or config.option.collectonly:
         return
     result = run_control_plane_script("install")
@@ -64,9 +64,22 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         _images.update(build_images())
     except RuntimeError as err:
         _prepare_error = str(err)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Start ./scripts/demo if its test is still selected once -k/-m have deselected."""
+    if SKIP_REASON or _prepare_error or not _images or session.config.option.collectonly:
         return
-    if demo:  # its images are those just built: cached for it
+    if any(item.path.name == "test_demo_node.py" and E2E_DIR in item.path.resolve().parents
+           for item in session.items):
+        start_demo()
+
+
+def start_demo() -> BackgroundDemo:
+    """./scripts/demo in the background (once): its images are those built at collection."""
+    if not _demo:
         _demo.append(BackgroundDemo())
+    return _demo[0]
 
 
 def pytest_sessionfinish() -> None:
@@ -77,11 +90,10 @@ def pytest_sessionfinish() -> None:
 
 @pytest.fixture(scope="session")
 def background_demo() -> BackgroundDemo:
-    """./scripts/demo, started at collection (test_demo_node)."""
+    """./scripts/demo, started at collection."""
     if _prepare_error:
         pytest.fail(_prepare_error, pytrace=False)
-    assert _demo, "the demo was not started at collection"
-    return _demo[0]
+    return start_demo()
 
 
 @pytest.fixture(scope="session")
