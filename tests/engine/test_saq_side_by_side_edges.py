@@ -286,6 +286,8 @@ async def test_a_function_that_outlives_its_timeout(
         await job.refresh()
         out["while its thread runs"] = (job.status, job.attempts, processing.done())
         gate.set()
+        # SAQ's process() returned while the thread ran: wait for the thread's end too
+        await until(lambda: "ms" in ended)
         await asyncio.wait_for(processing, 10)
         await job.refresh()
         out["after"] = (job.status, job.attempts, "TimeoutError" in job.error)
