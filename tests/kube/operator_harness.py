@@ -218,9 +218,14 @@ class Harness:
         return listed.items
 
 
+def status(body: dict[str, Any]) -> dict[str, Any]:
+    """A resource's status ({} before the operator wrote one)."""
+    return body.get("status") or {}
+
+
 def condition(body: dict[str, Any], type_: str) -> dict[str, Any] | None:
-    return next((c for c in (body.get("status") or {}).get("conditions") or ()
-                 if c["type"] == type_), None)
+    return next((c for c in status(body).get("conditions") or () if c["type"] == type_),
+                None)
 
 
 @pytest.fixture(scope="session", name="podq_crds")

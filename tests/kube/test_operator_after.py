@@ -9,11 +9,8 @@ from operator_harness import (  # noqa: F401 (fixtures)
     condition,
     harness_fixture,
     podq_crds_fixture,
+    status,
 )
-
-
-def status(body: dict) -> dict:
-    return body.get("status") or {}
 
 
 async def test_chain_applied_in_reverse_runs_in_order(harness: Harness) -> None:

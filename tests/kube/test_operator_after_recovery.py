@@ -12,11 +12,8 @@ from operator_harness import (  # noqa: F401 (fixtures)
     eventually,
     harness_fixture,
     podq_crds_fixture,
+    status,
 )
-
-
-def status(body: dict) -> dict:
-    return body.get("status") or {}
 
 
 def reason(body: dict) -> str | None:

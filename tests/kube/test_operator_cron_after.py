@@ -12,13 +12,10 @@ from operator_harness import (  # noqa: F401 (fixtures)
     eventually,
     harness_fixture,
     podq_crds_fixture,
+    status,
 )
 
 EVERY_2_SECONDS = "* * * * * */2"
-
-
-def status(body: dict) -> dict:
-    return body.get("status") or {}
 
 
 def gated_cron(function: str, after: list[str]) -> dict[str, Any]:

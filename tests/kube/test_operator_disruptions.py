@@ -9,27 +9,32 @@ from operator_harness import (  # noqa: F401 (fixtures)
     eventually,
     harness_fixture,
     podq_crds_fixture,
+    status,
 )
 
 
-def status(body: dict) -> dict:
-    return body.get("status") or {}
+async def run_with_its_worker_killed(harness: Harness, name: str, function: str,
+                                     **spec: object) -> dict:
+    """Job `name` started on a worker that is SIGKILLed while it runs, another worker
+    started: the Job's body once it has finished."""
+    harness.start_operator()
+    doomed = harness.start_worker()
+    await harness.wait_workers(1)
+    await harness.create_job(name, function, **spec)
+    await harness.wait_status(name, "active", within=60)
+    doomed.kill()
+    harness.start_worker()
+    return await harness.wait_job(
+        name, lambda b: status(b).get("status") in ("complete", "failed", "aborted"),
+        within=120, what="the Job to finish")
 
 
 @pytest.mark.timeout(180)
 async def test_a_killed_worker_is_a_disruption_shown_in_status_not_a_failure(
     harness: Harness,
 ) -> None:
-    harness.start_operator()
-    doomed = harness.start_worker()
-    await harness.wait_workers(1)
-    await harness.create_job("survivor", "count_run", kwargs={"seconds": 8}, timeout=60)
-    await harness.wait_status("survivor", "active", within=60)
-    doomed.kill()
-    harness.start_worker()
-    body = await harness.wait_job(
-        "survivor", lambda b: status(b).get("status") in ("complete", "failed", "aborted"),
-        within=120, what="the Job to finish")
+    body = await run_with_its_worker_killed(harness, "survivor", "count_run",
+                                            kwargs={"seconds": 8}, timeout=60)
     assert status(body)["status"] == "complete", status(body)
     assert status(body)["disruptions"] == 1
     assert status(body)["lastDisruption"]
@@ -48,17 +53,9 @@ async def test_a_swept_run_posts_no_retrying_event_and_attempts_stay_one_based(
     """The run on a SIGKILLed worker is swept and put back: that is a Disrupted Event,
     never a Retrying one (it once read "attempt 0 failed: swept"). The next run is
     attempt 1 for the function and for the Events alike."""
-    harness.start_operator()
-    doomed = harness.start_worker()
-    await harness.wait_workers(1)
-    await harness.create_job("swept", "fail_times", kwargs={"times": 1, "seconds": 4},
-                             retries=3, timeout=60)
-    await harness.wait_status("swept", "active", within=60)
-    doomed.kill()
-    harness.start_worker()
-    body = await harness.wait_job(
-        "swept", lambda b: status(b).get("status") in ("complete", "failed", "aborted"),
-        within=120, what="the Job to finish")
+    body = await run_with_its_worker_killed(harness, "swept", "fail_times",
+                                            kwargs={"times": 1, "seconds": 4}, retries=3,
+                                            timeout=60)
     assert status(body)["status"] == "complete", status(body)
     assert status(body)["disruptions"] == 1
     assert status(body)["attempts"] == 2  # attempt 1 failed on purpose, attempt 2 passed

@@ -13,11 +13,8 @@ from operator_harness import (  # noqa: F401 (fixtures)
     eventually,
     harness_fixture,
     podq_crds_fixture,
+    status,
 )
-
-
-def status(body: dict) -> dict:
-    return body.get("status") or {}
 
 
 async def test_create_runs_to_complete_with_result_in_status(harness: Harness) -> None:

@@ -10,13 +10,10 @@ from operator_harness import (  # noqa: F401 (fixtures)
     eventually,
     harness_fixture,
     podq_crds_fixture,
+    status,
 )
 
 from podq.queue import QUEUE_LIMIT, Limit
-
-
-def status(body: dict) -> dict:
-    return body.get("status") or {}
 
 
 async def start_limited(harness: Harness, concurrency: int, flag: str,

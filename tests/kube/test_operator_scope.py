@@ -13,15 +13,12 @@ from operator_harness import (  # noqa: F401 (fixtures)
     eventually,
     harness_fixture,
     podq_crds_fixture,
+    status,
 )
 from test_metrics_and_status import scrape
 
 from podq import Job
 from podq.testing import free_port
-
-
-def status(body: dict) -> dict:
-    return body.get("status") or {}
 
 
 def second_namespace(harness: Harness, api: client.ApiClient, logs: Path) -> Harness:
