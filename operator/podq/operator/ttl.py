@@ -7,20 +7,16 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from datetime import datetime
 
 from kubernetes_asyncio import client
 
+from podq.operator.jobspec import rfc3339_to_epoch
 from podq.operator.kube import is_status
 from podq.operator.names import GROUP, JOBS, VERSION
 from podq.operator.registry import JobRegistry, JobResource
 from podq.operator.status import is_finished
 
 log = logging.getLogger("podq.operator")
-
-
-def _epoch(rfc3339: str) -> float:
-    return datetime.fromisoformat(rfc3339.replace("Z", "+00:00")).timestamp()
 
 
 class FinishedTtl:
@@ -39,7 +35,7 @@ class FinishedTtl:
         if ttl is None or not is_finished(resource.status) or resource.uid in self._timers:
             return
         completed = resource.status.get("completedTime")
-        finished_at = _epoch(completed) if completed else now
+        finished_at = rfc3339_to_epoch(completed) if completed else now
         delay = max(0.0, finished_at + ttl - now)
         self._timers[resource.uid] = asyncio.get_running_loop().call_later(
             delay, lambda: asyncio.ensure_future(self._expire(resource))
