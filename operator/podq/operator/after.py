@@ -52,6 +52,7 @@ class Resolution:
 def resolve(resource: JobResource, registry: JobRegistry) -> Resolution:
     """What spec.after of this resource means now, from the resources the operator sees."""
     found = Resolution()
+    unenqueued = False  # a dependency waits too: spec.after may form a cycle
     for name in resource.spec.get("after") or ():
         if name == resource.name:
             found.refusal = ("InvalidSpec", "spec.after names this Job itself")
@@ -71,9 +72,10 @@ def resolve(resource: JobResource, registry: JobRegistry) -> Resolution:
             # complete: satisfied (its record in Redis may have expired already)
         elif not dep.status.get("jobKey") or dep.deleting:
             found.waiting.append(f"Job {name} is not enqueued yet")
+            unenqueued = True
         else:
             found.keys.append(dep.key)
-    if any(w.endswith("is not enqueued yet") for w in found.waiting):
+    if unenqueued:
         cycle = find_cycle(resource, registry)
         if cycle:
             found.refusal = (CYCLE, "spec.after forms a cycle, which would wait forever: "
