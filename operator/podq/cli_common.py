@@ -8,6 +8,7 @@ import asyncio
 import importlib.metadata
 from collections.abc import Callable
 
+from redis import asyncio as aioredis
 from redis.exceptions import RedisError
 
 from podq import redis_url as redis_urls
@@ -54,11 +55,28 @@ def redis_url(args: argparse.Namespace) -> str:
     return url
 
 
-async def check_redis(queue: Queue, url: str) -> None:
+async def check_redis(redis: aioredis.Redis, url: str) -> None:
+    """Redis at url answers (a client of a queue, or of no queue), or a CliError."""
     try:
-        await asyncio.wait_for(queue.redis.ping(), 5)
+        await asyncio.wait_for(redis.ping(), 5)
     except (RedisError, OSError, TimeoutError) as e:
         raise CliError(f"cannot reach Redis at {redact(url)}: {e}", EXIT_UNAVAILABLE) from None
+
+
+async def open_queue(args: argparse.Namespace, name: str) -> Queue:
+    """The queue `name` at --redis-url, Redis reached: the caller disconnects it.
+    A bad name or unreachable Redis is a CliError."""
+    url = redis_url(args)
+    try:
+        queue = Queue.from_url(url, name=name)
+    except ValueError as e:
+        raise CliError(str(e)) from None
+    try:
+        await check_redis(queue.redis, url)
+    except BaseException:
+        await queue.disconnect()
+        raise
+    return queue
 
 
 def add_redis(p: argparse.ArgumentParser) -> None:

@@ -12,12 +12,10 @@ from podq.cli_common import (
     EXIT_UNAVAILABLE,
     CliError,
     add_redis,
-    check_redis,
-    redis_url,
+    open_queue,
 )
 from podq.job import JOB_FIELDS
 from podq.jobstate import job_json
-from podq.queue import Queue
 
 # the Job fields `podq enqueue` takes as options (each declared with cli=True in Job)
 ENQUEUE_OPTIONS = [field for field in JOB_FIELDS.values() if field.use.cli]
@@ -44,10 +42,8 @@ async def cmd_enqueue(args: argparse.Namespace) -> int:
         raise CliError(f"--kwargs is not valid JSON: {e}") from None
     if not isinstance(kwargs, dict):
         raise CliError("--kwargs must be a JSON object, e.g. '{\"a\": 1}'")
-    url = redis_url(args)
-    queue = Queue.from_url(url, name=args.queue or "default")
+    queue = await open_queue(args, args.queue or "default")
     try:
-        await check_redis(queue, url)
         if not args.no_check:
             workers = await queue.workers()
             known = sorted({f for w in workers for f in w.get("functions", [])})

@@ -15,9 +15,8 @@ from podq.cli_common import (
     REDIS_URL_HELP,
     CliError,
     add_redis,
-    check_redis,
+    open_queue,
     queue_and_key,
-    redis_url,
     whole_number,
 )
 from podq.job import JOB_FIELDS, TERMINAL_STATUSES, UNSUCCESSFUL_TERMINAL_STATUSES, Job, Status
@@ -80,10 +79,8 @@ def add_parsers(sub: t.Any) -> None:
 
 async def _job(args: argparse.Namespace) -> tuple[Queue, Job]:
     queue_name, key = queue_and_key(args, args.job)
-    url = redis_url(args)
-    queue = Queue.from_url(url, name=queue_name)
+    queue = await open_queue(args, queue_name)
     try:
-        await check_redis(queue, url)
         job = await queue.job(key)
     except BaseException:
         await queue.disconnect()
@@ -182,12 +179,10 @@ async def _page(queue: Queue, args: argparse.Namespace) -> tuple[list[Job], int 
 
 
 async def cmd_jobs(args: argparse.Namespace) -> int:
-    url = redis_url(args)
-    probe = Queue.from_url(url, name="default")
+    probe = await open_queue(args, "default")
     rows: list[dict[str, t.Any]] = []
     pages: dict[str, int | None] = {}
     try:
-        await check_redis(probe, url)
         names = args.queue or await list_queues(probe.redis)
         for name in names:
             queue = Queue(probe.redis, name=name)

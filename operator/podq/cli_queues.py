@@ -4,26 +4,23 @@ and pausing a queue until none of its jobs runs."""
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 import typing as t
 
 from redis import asyncio as aioredis
-from redis.exceptions import RedisError
 
 from podq import drain as draining
 from podq.cli_common import (
     EXIT_UNAVAILABLE,
     REDIS_URL_HELP,
-    CliError,
     check_redis,
+    open_queue,
     redis_url,
 )
 from podq.jobstate import iso_utc
 from podq.queue import Queue, cluster, list_queues
 from podq.queue.pool import waiting_pool
-from podq.redact import redact
 
 
 def add_info_parser(sub: t.Any) -> None:
@@ -67,10 +64,7 @@ async def cmd_info(args: argparse.Namespace) -> int:
     # a waiting pool: the queues below use this client as it is (podq.queue.pool)
     client = aioredis.Redis.from_pool(waiting_pool(url))
     try:
-        try:
-            await asyncio.wait_for(client.ping(), 5)
-        except (RedisError, OSError, TimeoutError) as e:
-            raise CliError(f"cannot reach Redis at {redact(url)}: {e}", EXIT_UNAVAILABLE) from None
+        await check_redis(client, url)
         names = args.queue or await list_queues(client)
         out = []
         for name in names:
@@ -124,22 +118,8 @@ async def cmd_info(args: argparse.Namespace) -> int:
 # -- drain / resume -----------------------------------------------------------------------
 
 
-async def _queue_for(args: argparse.Namespace) -> tuple[Queue, str]:
-    url = redis_url(args)
-    try:
-        queue = Queue.from_url(url, name=args.queue_name)
-    except ValueError as e:
-        raise CliError(str(e)) from None
-    try:
-        await check_redis(queue, url)
-    except CliError:
-        await queue.disconnect()
-        raise
-    return queue, url
-
-
 async def cmd_resume(args: argparse.Namespace) -> int:
-    queue, _ = await _queue_for(args)
+    queue = await open_queue(args, args.queue_name)
     try:
         was = await draining.resume(queue)
     finally:
@@ -156,7 +136,7 @@ async def cmd_drain(args: argparse.Namespace) -> int:
         print(f"queue {args.queue_name}: {active} active job(s) after {elapsed:.0f}s",
               flush=True)
 
-    queue, _ = await _queue_for(args)
+    queue = await open_queue(args, args.queue_name)
     try:
         drained = await draining.drain(queue, timeout_s=args.timeout, progress=progress)
     finally:

@@ -10,12 +10,10 @@ from podq.cli_common import (
     EXIT_UNAVAILABLE,
     CliError,
     add_redis,
-    check_redis,
+    open_queue,
     queue_and_key,
-    redis_url,
 )
 from podq.jobstate import format_state, job_state
-from podq.queue import Queue
 
 
 def add_parsers(sub: t.Any) -> None:
@@ -53,13 +51,8 @@ async def _resource_state(name: str, namespace: str) -> dict[str, t.Any]:
 
 async def _redis_state(args: argparse.Namespace, target: str) -> dict[str, t.Any]:
     queue_name, key = queue_and_key(args, target)
-    url = redis_url(args)
+    queue = await open_queue(args, queue_name)
     try:
-        queue = Queue.from_url(url, name=queue_name)
-    except ValueError as e:
-        raise CliError(str(e)) from None
-    try:
-        await check_redis(queue, url)
         job = await queue.job(key)
         if job is None:
             raise CliError(f"no job {key!r} in queue {queue_name!r} (never enqueued, or "

@@ -136,7 +136,7 @@ def worker_limits(args: argparse.Namespace) -> dict[str, Limit]:
 async def cmd_worker(args: argparse.Namespace) -> int:
     settings, url = load_worker_settings(args)
     queue: Queue = settings["queue"]
-    await check_redis(queue, url)
+    await check_redis(queue.redis, url)
     try:
         worker = Worker(**settings)
     except (TypeError, ValueError) as e:
@@ -167,7 +167,7 @@ async def cmd_worker_health(args: argparse.Namespace) -> int:
     hostname = args.hostname or socket.gethostname()
     try:
         try:
-            await check_redis(queue, url)
+            await check_redis(queue.redis, url)
         except CliError as e:
             print(f"podq: warning: {e}; not the worker's fault, reporting healthy",
                   file=sys.stderr)
