@@ -204,17 +204,14 @@ end
 -- a rate limit whose last start this take used, while jobs are left (ready, or parked
 -- on it): its time to have room again is the next time too (tokens() records it), so
 -- idle workers wait until then rather than until their next poll
-if next(spent) and redis.call('ZCARD', KEYS[1]) > 0 then
-  for name in pairs(spent) do tokens(name, limits[name]) end
-elseif next(spent) then
-  for name in pairs(spent) do
-    if redis.call('SISMEMBER', KEYS[9], name) == 1 then tokens(name, limits[name]) end
-  end
+local full = got > 0 and got >= tonumber(ARGV[1])
+local left = (next(spent) or full) and redis.call('ZCARD', KEYS[1]) > 0  -- read once
+for name in pairs(spent) do
+  if left or redis.call('SISMEMBER', KEYS[9], name) == 1 then tokens(name, limits[name]) end
 end
 -- ready jobs left by a take that got all it asked for: a token for another idle
 -- worker (podq.queue.redis_take.take_when_ready), as enqueue.lua leaves for a new job
-if got > 0 and got >= tonumber(ARGV[1]) and redis.call('LLEN', KEYS[10]) == 0
-    and redis.call('ZCARD', KEYS[1]) > 0 then
+if full and left and redis.call('LLEN', KEYS[10]) == 0 then
   redis.call('RPUSH', KEYS[10], '1')
 end
 -- kept for an hour at most: a taker that died never drops it
