@@ -9,61 +9,14 @@ atomically with the take: a job whose limit has no room waits (parked), it never
 
 from __future__ import annotations
 
-import math
 import typing as t
-from dataclasses import dataclass
 
-from podq.queue.store import QUEUE_CONCURRENCY_HELD, QUEUE_LIMIT, QUEUE_RATE_HELD, text
+from podq.queue.store import QUEUE_CONCURRENCY_HELD, QUEUE_LIMIT, QUEUE_RATE_HELD, Limit, text
 
 if t.TYPE_CHECKING:
     from redis import asyncio as aioredis
 
     from podq.queue.keys import QueueKeys
-
-@dataclass(frozen=True)
-class Limit:
-    """How many jobs may run at once (concurrency), and how many may start per `per`
-    seconds (rate), cluster-wide. None: no such limit.
-
-    A rate limit spaces starts per/rate seconds apart, so no window of `per` seconds
-    holds more than `rate` starts; `burst` > 1 lets that many start at once after an
-    idle spell (then a window of `per` may hold up to rate + burst - 1)."""
-
-    concurrency: int | None = None
-    rate: int | None = None
-    per: float = 60.0
-    burst: int = 1
-
-    def __post_init__(self) -> None:
-        if self.concurrency is not None and (
-            not isinstance(self.concurrency, int) or self.concurrency < 1
-        ):
-            raise ValueError(f"concurrency must be a positive integer, got {self.concurrency!r}")
-        if self.rate is not None and (not isinstance(self.rate, int) or self.rate < 1):
-            raise ValueError(f"rate must be a positive integer, got {self.rate!r}")
-        if not (isinstance(self.per, int | float) and math.isfinite(self.per) and self.per > 0):
-            raise ValueError(f"per must be a positive number of seconds, got {self.per!r}")
-        if not isinstance(self.burst, int) or self.burst < 1:
-            raise ValueError(f"burst must be a positive integer, got {self.burst!r}")
-        if self.concurrency is None and self.rate is None:
-            raise ValueError("a Limit needs concurrency, rate or both")
-
-    def encode(self) -> str:
-        """As the limits hash holds it (read by take.lua): `concurrency,rate,per ms,burst`."""
-        per_ms = max(1, round(self.per * 1000))
-        rate = f"{self.rate},{per_ms},{self.burst}" if self.rate else ",,"
-        return f"{self.concurrency or ''},{rate}"
-
-    @classmethod
-    def decode(cls, value: t.Any) -> Limit:
-        concurrency, rate, per_ms, burst = text(value).split(",")
-        return cls(
-            concurrency=int(concurrency) if concurrency else None,
-            rate=int(rate) if rate else None,
-            per=int(per_ms) / 1000 if per_ms else 60.0,
-            burst=int(burst) if burst else 1,
-        )
-
 
 def _check_name(name: str) -> str:
     if not isinstance(name, str) or not name or "," in name:

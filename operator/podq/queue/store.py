@@ -1,5 +1,5 @@
-"""How a queue is stored in Redis: the Lua scripts, the job hash encoding, and the
-counts of a queue's sets read in one pipelined round trip."""
+"""How a queue is stored in Redis: the Lua scripts, the job hash and limit encodings,
+and the counts of a queue's sets read in one pipelined round trip."""
 
 from __future__ import annotations
 
@@ -196,23 +196,71 @@ class Counts:
         return depth if self.cap is None else min(depth, self.cap)
 
 
+@dataclass(frozen=True)
+class Limit:
+    """How many jobs may run at once (concurrency), and how many may start per `per`
+    seconds (rate), cluster-wide. None: no such limit.
+
+    A rate limit spaces starts per/rate seconds apart, so no window of `per` seconds
+    holds more than `rate` starts; `burst` > 1 lets that many start at once after an
+    idle spell (then a window of `per` may hold up to rate + burst - 1)."""
+
+    concurrency: int | None = None
+    rate: int | None = None
+    per: float = 60.0
+    burst: int = 1
+
+    def __post_init__(self) -> None:
+        if self.concurrency is not None and (
+            not isinstance(self.concurrency, int) or self.concurrency < 1
+        ):
+            raise ValueError(f"concurrency must be a positive integer, got {self.concurrency!r}")
+        if self.rate is not None and (not isinstance(self.rate, int) or self.rate < 1):
+            raise ValueError(f"rate must be a positive integer, got {self.rate!r}")
+        if not (isinstance(self.per, int | float) and math.isfinite(self.per) and self.per > 0):
+            raise ValueError(f"per must be a positive number of seconds, got {self.per!r}")
+        if not isinstance(self.burst, int) or self.burst < 1:
+            raise ValueError(f"burst must be a positive integer, got {self.burst!r}")
+        if self.concurrency is None and self.rate is None:
+            raise ValueError("a Limit needs concurrency, rate or both")
+
+    @property
+    def per_ms(self) -> int:
+        """`per` in whole milliseconds, as take.lua reads it."""
+        return max(1, round(self.per * 1000))
+
+    def encode(self) -> str:
+        """As the limits hash holds it (read by take.lua): `concurrency,rate,per ms,burst`."""
+        rate = f"{self.rate},{self.per_ms},{self.burst}" if self.rate else ",,"
+        return f"{self.concurrency or ''},{rate}"
+
+    @classmethod
+    def decode(cls, value: t.Any) -> Limit:
+        concurrency, rate, per_ms, burst = text(value).split(",")
+        return cls(
+            concurrency=int(concurrency) if concurrency else None,
+            rate=int(rate) if rate else None,
+            per=int(per_ms) / 1000 if per_ms else 60.0,
+            burst=int(burst) if burst else 1,
+        )
+
+
 def queue_limit_room(
     encoded: t.Any, arrival: t.Any, now_ms: float
 ) -> tuple[int | None, int | None]:
-    """The queue's own limit as the limits hash holds it (podq.queue.limits.Limit.encode;
-    None: no limit), and its rate's state (take.lua's GCRA theoretical arrival time, epoch
-    ms; None: idle): (its concurrency cap, how many jobs its rate lets start at now_ms),
-    None where it has no such limit. The same GCRA sum as take.lua's."""
+    """The queue's own limit as the limits hash holds it (Limit.encode; None: no limit),
+    and its rate's state (take.lua's GCRA theoretical arrival time, epoch ms; None:
+    idle): (its concurrency cap, how many jobs its rate lets start at now_ms), None
+    where it has no such limit. The same GCRA sum as take.lua's."""
     if not encoded:
         return None, None
-    concurrency, rate, per_ms, burst = text(encoded).split(",")
-    cap = int(concurrency) if concurrency else None
-    if not rate:
-        return cap, None
-    gap = int(per_ms) / int(rate)
+    limit = Limit.decode(encoded)
+    if not limit.rate:
+        return limit.concurrency, None
+    gap = limit.per_ms / limit.rate
     tat = max(float(arrival or 0), now_ms)
-    starts = math.floor((now_ms + (int(burst or 1) - 1) * gap - tat) / gap + 1e-6) + 1
-    return cap, max(0, starts)
+    starts = math.floor((now_ms + (limit.burst - 1) * gap - tat) / gap + 1e-6) + 1
+    return limit.concurrency, max(0, starts)
 
 
 async def read_counts(redis: aioredis.Redis, keys: QueueKeys) -> Counts:
