@@ -134,7 +134,7 @@ class Quarantine:
         message = f"the operator cannot handle this Job and retries with backoff: {detail}"
         facts = stalled_facts(reason, message)
         previous = resource.status.get("conditions") or []
-        kept = [c for c in previous if c.get("type") not in ("Stalled", "Ready")]
+        kept = [c for c in previous if c.get("type") not in {fact[0] for fact in facts}]
         conditions = kept + build_conditions(facts, previous, resource.generation, time.time())
         try:
             await self.events.post(resource.ref, "Warning", reason, message)
