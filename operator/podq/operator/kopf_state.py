@@ -12,6 +12,7 @@ daemons changes nothing.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from typing import Any
 
 import kopf
@@ -27,21 +28,18 @@ def _decode(encoded: object) -> dict[str, Any] | None:
     return decoded if isinstance(decoded, dict) else None
 
 
+def _first_decoded(body: kopf.Body, keys: Iterable[str]) -> dict[str, Any] | None:
+    """The first of these annotations that decodes to a JSON object, or None."""
+    annotations = body.metadata.annotations
+    return next((decoded for key in keys
+                 if (decoded := _decode(annotations.get(key))) is not None), None)
+
+
 class DiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
     def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
-        annotations = body.metadata.annotations
-        for full_key in self.make_keys(self.key, body=body):
-            decoded = _decode(annotations.get(full_key))
-            if decoded is not None:
-                return decoded  # type: ignore[return-value]
-        return None
+        return _first_decoded(body, self.make_keys(self.key, body=body))  # type: ignore[return-value]
 
 
 class ProgressStorage(kopf.AnnotationsProgressStorage):
     def fetch(self, *, key: Any, body: kopf.Body) -> Any:
-        annotations = body.metadata.annotations
-        for full_key in self.make_keys(key, body=body):
-            decoded = _decode(annotations.get(full_key))
-            if decoded is not None:
-                return decoded
-        return None
+        return _first_decoded(body, self.make_keys(key, body=body))
