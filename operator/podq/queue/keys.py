@@ -17,12 +17,14 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9_.:\-]+$")
 
 
 def is_queue_name(name: object) -> bool:
+    """Whether the name is usable as a queue name (no braces: they would break the hash
+    tag)."""
     return isinstance(name, str) and bool(_NAME_RE.match(name))
 
 
 def check_queue_name(name: str) -> str:
-    """The name, if usable as a queue name (no braces: they would break the hash tag)."""
-    if not isinstance(name, str) or not _NAME_RE.match(name):
+    """The name, if usable as a queue name (is_queue_name); else ValueError."""
+    if not is_queue_name(name):
         raise ValueError(f"invalid queue name {name!r}: use letters, digits and _.:-")
     return name
 
