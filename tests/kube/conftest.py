@@ -9,6 +9,9 @@ before the first test, so a cold build is not cut short by the per-test timeout.
 Nothing here is ever skipped: a missing binary is built, and a failed build fails
 the tests with the build log's tail.
 
+The operator harness fixtures (`harness`, `podq_crds`: operator_harness.py) are registered
+here for every kube test.
+
     async def test_x(control_plane, kube_api, namespace):
         core = kubernetes_asyncio.client.CoreV1Api(kube_api)
         await core.list_namespaced_pod(namespace)
@@ -24,6 +27,7 @@ from pathlib import Path
 
 import pytest
 from kubernetes_asyncio import client, config
+from operator_harness import harness_fixture, podq_crds_fixture  # noqa: F401 (fixtures)
 
 from podq.testing import ControlPlane, run_control_plane_script
 

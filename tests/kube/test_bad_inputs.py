@@ -28,7 +28,6 @@ from operator_harness import (
     PODQ,
     VERSION,
     Process,
-    podq_crds_fixture,  # noqa: F401 (fixture)
 )
 
 from podq.operator import safejson

@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import pytest
 import yaml
-from operator_harness import (  # noqa: F401 (fixtures)
+from operator_harness import (
     Harness,
     condition,
     eventually,
-    harness_fixture,
-    podq_crds_fixture,
 )
 
 from podq.testing import ControlPlane

@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import subprocess
 
-from operator_harness import (  # noqa: F401 (fixtures)
+from operator_harness import (
     PODQ,
     Harness,
     eventually,
-    harness_fixture,
-    podq_crds_fixture,
 )
 
 

@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from operator_harness import podq_crds_fixture  # noqa: F401 (fixture)
 
 from podq.testing import ControlPlane
 

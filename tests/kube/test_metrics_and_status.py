@@ -7,12 +7,10 @@ import asyncio
 import json
 import urllib.request
 
-from operator_harness import (  # noqa: F401 (fixtures)
+from operator_harness import (
     PODQ,
     Harness,
     eventually,
-    harness_fixture,
-    podq_crds_fixture,
 )
 from prometheus_client.parser import text_string_to_metric_families
 from test_operator_autoscale import deployment, replicas

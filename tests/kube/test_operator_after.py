@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import pytest
 from kubernetes_asyncio.client.exceptions import ApiException
-from operator_harness import (  # noqa: F401 (fixtures)
+from operator_harness import (
     Harness,
     condition,
-    harness_fixture,
-    podq_crds_fixture,
     status,
 )
 

@@ -6,12 +6,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from operator_harness import (  # noqa: F401 (fixtures)
+from operator_harness import (
     Harness,
     condition,
     eventually,
-    harness_fixture,
-    podq_crds_fixture,
     status,
 )
 

@@ -8,12 +8,10 @@ import time
 
 import pytest
 from kubernetes_asyncio import client
-from operator_harness import (  # noqa: F401 (fixtures)
+from operator_harness import (
     Harness,
     Process,
     eventually,
-    harness_fixture,
-    podq_crds_fixture,
 )
 
 COST = "controller.kubernetes.io/pod-deletion-cost"

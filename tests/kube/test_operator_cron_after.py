@@ -6,12 +6,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from operator_harness import (  # noqa: F401 (fixtures)
+from operator_harness import (
     Harness,
     condition,
     eventually,
-    harness_fixture,
-    podq_crds_fixture,
     status,
 )
 

@@ -8,12 +8,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.rest import ApiException
-from operator_harness import (  # noqa: F401 (fixtures)
+from operator_harness import (
     GROUP,
     VERSION,
     Harness,
-    harness_fixture,
-    podq_crds_fixture,
 )
 
 from podq.operator.cronjobs import CronMemory, tick

@@ -9,14 +9,12 @@ from typing import Any
 
 import pytest
 from kubernetes_asyncio.client.rest import ApiException
-from operator_harness import (  # noqa: F401 (fixtures)
+from operator_harness import (
     GROUP,
     VERSION,
     Harness,
     condition,
     eventually,
-    harness_fixture,
-    podq_crds_fixture,
 )
 
 from podq.operator.kube import MAX_REFUSAL_TEXT, refusal_text

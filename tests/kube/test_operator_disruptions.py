@@ -4,11 +4,9 @@ its status and an Event show the disruption; it completes on another worker."""
 from __future__ import annotations
 
 import pytest
-from operator_harness import (  # noqa: F401 (fixtures)
+from operator_harness import (
     Harness,
     eventually,
-    harness_fixture,
-    podq_crds_fixture,
     status,
 )
 

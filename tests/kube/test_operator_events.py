@@ -8,11 +8,9 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from operator_harness import (  # noqa: F401 (fixtures)
+from operator_harness import (
     Harness,
     eventually,
-    harness_fixture,
-    podq_crds_fixture,
 )
 
 

@@ -4,13 +4,11 @@ controller's entry. Real API server, real Redis, the real operator."""
 from __future__ import annotations
 
 import pytest
-from operator_harness import (  # noqa: F401 (fixtures)
+from operator_harness import (
     GROUP,
     VERSION,
     Harness,
     eventually,
-    harness_fixture,
-    podq_crds_fixture,
 )
 
 from podq.operator.kube import add_job_finalizer

@@ -7,12 +7,10 @@ import time
 from datetime import UTC, datetime
 
 import pytest
-from operator_harness import (  # noqa: F401 (fixtures)
+from operator_harness import (
     Harness,
     condition,
     eventually,
-    harness_fixture,
-    podq_crds_fixture,
     status,
 )
 

@@ -12,12 +12,10 @@ import urllib.request
 import pytest
 from kubernetes_asyncio.client import CoordinationV1Api
 from kubernetes_asyncio.client.rest import ApiException
-from operator_harness import (  # noqa: F401 (fixtures)
+from operator_harness import (
     Harness,
     Process,
     eventually,
-    harness_fixture,
-    podq_crds_fixture,
 )
 
 from podq.testing import free_port

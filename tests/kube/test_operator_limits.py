@@ -4,12 +4,10 @@ reason and the Reason column of `kubectl get`."""
 
 from __future__ import annotations
 
-from operator_harness import (  # noqa: F401 (fixtures)
+from operator_harness import (
     Harness,
     condition,
     eventually,
-    harness_fixture,
-    podq_crds_fixture,
     status,
 )
 

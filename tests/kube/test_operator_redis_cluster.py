@@ -14,10 +14,9 @@ from pathlib import Path
 
 import pytest
 from kubernetes_asyncio import client
-from operator_harness import (  # noqa: F401 (fixtures)
+from operator_harness import (
     Harness,
     eventually,
-    podq_crds_fixture,
 )
 
 from podq.testing import ControlPlane

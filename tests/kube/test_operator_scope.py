@@ -7,12 +7,10 @@ import asyncio
 from pathlib import Path
 
 from kubernetes_asyncio import client
-from operator_harness import (  # noqa: F401 (fixtures)
+from operator_harness import (
     Harness,
     condition,
     eventually,
-    harness_fixture,
-    podq_crds_fixture,
     status,
 )
 from test_metrics_and_status import scrape

@@ -18,14 +18,12 @@ from typing import Any
 
 import pytest
 import yaml
-from operator_harness import (  # noqa: F401 (fixtures)
+from operator_harness import (
     GROUP,
     VERSION,
     Harness,
     condition,
     eventually,
-    harness_fixture,
-    podq_crds_fixture,
 )
 
 from podq.testing import free_port
