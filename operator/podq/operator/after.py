@@ -30,6 +30,7 @@ from podq.operator.conditions import (
 from podq.operator.kube import EventRecorder
 from podq.operator.registry import JobRegistry, JobResource
 from podq.operator.status import is_finished
+from podq.operator.transitions import refuse
 
 log = logging.getLogger("podq.operator")
 
@@ -163,8 +164,7 @@ async def dependencies_met(
         if resource.status.get("jobKey"):  # enqueued before: Redis lost it
             found = resolve_lost(resource, registry)
             if found.refusal:
-                resource.refusal = found.refusal
-                await events.post(resource.ref, "Warning", *found.refusal)
+                await refuse(events, resource, found.refusal)
                 continue
             if found.waiting:
                 recheck(resource.uid)

@@ -48,7 +48,7 @@ from podq.operator.names import JOB_FINALIZER
 from podq.operator.queues import QueuePool
 from podq.operator.registry import JobRegistry, JobResource
 from podq.operator.status import is_finished, job_status, refused_status, status_patch
-from podq.operator.transitions import before_of, post_enqueue_outcome, post_transition
+from podq.operator.transitions import before_of, post_enqueue_outcome, post_transition, refuse
 from podq.operator.ttl import FinishedTtl
 
 log = logging.getLogger("podq.operator")
@@ -256,8 +256,7 @@ class StatusMirror:
             return await call
 
     async def _refuse(self, resource: JobResource, refusal: tuple[str, str]) -> str:
-        resource.refusal = refusal
-        await self.events.post(resource.ref, "Warning", *refusal)
+        await refuse(self.events, resource, refusal)
         self.counts["refused"] += 1
         return await self._sync_one(resource, None)
 

@@ -64,6 +64,14 @@ async def post_transition(
         await events.post(resource.ref, "Warning", failed["reason"], failed["message"])
 
 
+async def refuse(events: EventRecorder, resource: JobResource,
+                 refusal: tuple[str, str]) -> None:
+    """Refuse the resource's job: the refusal (reason, message) is kept on the resource,
+    whose status then says Failed, and a Warning Event says it."""
+    resource.refusal = refusal
+    await events.post(resource.ref, "Warning", *refusal)
+
+
 async def post_enqueue_outcome(
     events: EventRecorder, resource: JobResource, outcome: Outcome,
 ) -> str:
@@ -72,8 +80,7 @@ async def post_enqueue_outcome(
     log.debug("%s/%s: %s %s %s", resource.namespace, resource.name, outcome.action,
               outcome.reason, outcome.message)
     if outcome.action == "refused":
-        resource.refusal = (outcome.reason, outcome.message)
-        await events.post(resource.ref, "Warning", outcome.reason, outcome.message)
+        await refuse(events, resource, (outcome.reason, outcome.message))
         return "refused"
     if outcome.action == "enqueued" and resource.status.get("jobKey"):
         # it had a status, so Redis lost it: restarted empty, flushed, failed
