@@ -14,6 +14,8 @@ import typing as t
 from podq.queue.store import QUEUE_CONCURRENCY_HELD, QUEUE_LIMIT, QUEUE_RATE_HELD, Limit, text
 
 if t.TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from redis import asyncio as aioredis
 
     from podq.queue.keys import QueueKeys
@@ -40,25 +42,24 @@ async def read_limits(redis: aioredis.Redis, keys: QueueKeys) -> dict[str, Limit
     return {text(name): Limit.decode(value) for name, value in raw.items()}
 
 
-async def limited_counts(redis: aioredis.Redis, keys: QueueKeys) -> dict[str, tuple[int, str]]:
-    """The ready jobs parked on each limit (waiting for room), and why the first of them
-    waits, as take.lua recorded it (Job.blocked: concurrency or rate): name -> (count,
-    why). For `podq info`: three round trips while jobs are parked, one otherwise."""
-    names = [text(n) for n in await redis.smembers(keys.limited)]
-    if not names:
+async def limited_counts(
+    redis: aioredis.Redis, keys: QueueKeys, parked: Sequence[tuple[str, int]]
+) -> dict[str, tuple[int, str]]:
+    """The ready jobs parked on each limit (waiting for room; `parked`: Counts.parked, the
+    sizes read_counts read), and why the first of them waits, as take.lua recorded it
+    (Job.blocked: concurrency or rate): name -> (count, why). For `podq info`: two
+    round trips while jobs are parked, none otherwise."""
+    if not parked:
         return {}
     async with redis.pipeline(transaction=False) as pipe:
-        for name in names:
-            pipe.zcard(keys.parked(name))
+        for name, _ in parked:
             pipe.zrange(keys.parked(name), 0, 0)
-        found = await pipe.execute()
-    sizes, heads = found[::2], [text(h[0]) if h else "" for h in found[1::2]]
+        heads = [text(h[0]) if h else "" for h in await pipe.execute()]
     async with redis.pipeline(transaction=False) as pipe:
         for head in heads:
             pipe.hget(keys.job(head), "blocked")
         whys = [text(w) if w else "" for w in await pipe.execute()]
-    return {name: (size, why) for name, size, why in zip(names, sizes, whys, strict=True)
-            if size}
+    return {name: (size, why) for (name, size), why in zip(parked, whys, strict=True)}
 
 
 __all__ = ["QUEUE_CONCURRENCY_HELD", "QUEUE_LIMIT", "QUEUE_RATE_HELD", "Limit", "limited_counts",

@@ -263,7 +263,7 @@ class ReadMixin(RedisQueueCore):
         why). Those parked on a function's limit, and under QUEUE_LIMIT the ready jobs
         beyond what the queue's own rate lets start now (Counts.rate_held)."""
         counts = counts or await self.counts()
-        found = await limited_counts(self.redis, self.keys)
+        found = await limited_counts(self.redis, self.keys, counts.parked)
         if counts.rate_held:
             found[QUEUE_LIMIT] = (counts.rate_held, "rate")
         return found

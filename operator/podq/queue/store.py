@@ -164,11 +164,18 @@ class Counts:
     due: int  # scheduled, due now (a worker promotes them as it takes)
     later: int  # scheduled, due later
     active: int  # active or aborting
-    limited: int = 0  # ready but waiting on a limit (parked: podq.queue.limits)
     cap: int | None = None  # the queue's concurrency limit, if any
     blocked: int = 0  # waiting for the jobs they depend on (docs/dependencies.md)
     # how many jobs the queue's own rate limit lets start now (None: it has none)
     startable: int | None = None
+    # (limit name, how many ready jobs are parked on it: podq.queue.limits), for each
+    # limit that holds some back
+    parked: tuple[tuple[str, int], ...] = ()
+
+    @property
+    def limited(self) -> int:
+        """Ready jobs waiting on a limit (parked)."""
+        return sum(size for _, size in self.parked)
 
     @property
     def queued(self) -> int:
@@ -278,10 +285,12 @@ async def read_counts(redis: aioredis.Redis, keys: QueueKeys) -> Counts:
         (ready, due, later, active, limited_names, queue_limit, blocked,
          arrival) = await pipe.execute()
     cap, startable = queue_limit_room(queue_limit, arrival, current * 1000)
-    limited = 0
+    parked: tuple[tuple[str, int], ...] = ()
     if limited_names:  # a second round trip only while jobs wait on a limit
+        names = [text(name) for name in limited_names]
         async with redis.pipeline(transaction=False) as pipe:
-            for name in limited_names:
-                pipe.zcard(keys.parked(text(name)))
-            limited = sum(await pipe.execute())
-    return Counts(ready, due, later, active, limited, cap, blocked, startable)
+            for name in names:
+                pipe.zcard(keys.parked(name))
+            sizes = await pipe.execute()
+        parked = tuple((name, size) for name, size in zip(names, sizes, strict=True) if size)
+    return Counts(ready, due, later, active, cap, blocked, startable, parked)
