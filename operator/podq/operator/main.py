@@ -23,7 +23,7 @@ from podq.operator import handlers, kube, safejson, webhook
 from podq.operator.access import QueueAccess
 from podq.operator.handlers import Options
 from podq.operator.leader import LeaderElector, LeaseSettings
-from podq.operator.metrics import standby_metrics
+from podq.operator.metrics import serving, standby_metrics
 from podq.redact import install_logging_filter, remember_url
 
 log = logging.getLogger("podq.operator")
@@ -252,12 +252,5 @@ async def standby_liveness(url: str | None) -> AsyncIterator[None]:
 
     async def alive(_: web.Request) -> web.Response:
         return web.json_response({"standby": True})
-    app = web.Application()
-    app.router.add_get(parsed.path or "/", alive)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, parsed.hostname, parsed.port).start()
-    try:
+    async with serving(parsed.hostname, parsed.port, parsed.path or "/", alive):
         yield
-    finally:
-        await runner.cleanup()

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 from aiohttp import web
@@ -25,6 +25,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
 
 PREFIX = "podq_operator_"
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # the queue label of Jobs refused QueueNotAllowed: another namespace's refused Jobs must
 # not count under a team's queue (its dashboards, alerts), nor add a series per queue
 # name a tenant makes up. Queue names begin with a letter or digit: no queue has it.
@@ -120,30 +121,34 @@ async def standby_metrics(host: str, port: int | None) -> AsyncIterator[None]:
         return
     registry = CollectorRegistry()
     registry.register(_StandbyCollector())
-    runner = await _start(registry, host, port)
-    try:
+    async with serving(host, port, "/metrics", _scrape(registry)):
         yield
-    finally:
-        await runner.cleanup()
 
 
 async def serve_metrics(memo: Any, host: str, port: int) -> None:
-    runner = await _start(registry_for(memo), host, port)
-    try:
+    async with serving(host, port, "/metrics", _scrape(registry_for(memo))):
         await asyncio.Event().wait()
-    finally:
-        await runner.cleanup()
 
 
-async def _start(registry: CollectorRegistry, host: str, port: int) -> web.AppRunner:
+def _scrape(registry: CollectorRegistry) -> Handler:
     async def handle(_request: web.Request) -> web.Response:
         response = web.Response(body=generate_latest(registry))
         response.headers["Content-Type"] = CONTENT_TYPE_LATEST
         return response
+    return handle
 
+
+@contextlib.asynccontextmanager
+async def serving(host: str | None, port: int | None, path: str,
+                  handler: Handler) -> AsyncIterator[None]:
+    """An HTTP server answering GET `path` with `handler`, while the block runs (the
+    metrics endpoints, and the liveness probe of a standby: main.py)."""
     app = web.Application()
-    app.router.add_get("/metrics", handle)
+    app.router.add_get(path, handler)
     runner = web.AppRunner(app)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
-    return runner
+    try:
+        yield
+    finally:
+        await runner.cleanup()
