@@ -13,6 +13,7 @@ from pathlib import Path
 import redis
 
 from podq.testing import ephemeral_port_floor, free_port, wait_for_port
+from podq.testing_webhook import make_tls
 
 
 def cluster_port() -> int:
@@ -29,25 +30,6 @@ def cluster_port() -> int:
     raise RuntimeError("no free port pair for a cluster-mode redis-server")
 
 
-def make_certificates(folder: Path) -> Path:
-    """A private CA and a certificate for 127.0.0.1 it signed (node.crt, node.key), made
-    with openssl; returns the CA's certificate."""
-    folder.mkdir(parents=True)
-
-    def openssl(*args: str) -> None:
-        subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True,
-                       timeout=60)
-
-    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out",
-            "ca.crt", "-days", "2", "-subj", "/CN=podq test CA")
-    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "node.key", "-out",
-            "node.csr", "-subj", "/CN=127.0.0.1")
-    (folder / "san").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
-    openssl("x509", "-req", "-in", "node.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-            "-CAcreateserial", "-out", "node.crt", "-days", "2", "-extfile", "san")
-    return folder / "ca.crt"
-
-
 class LoopbackCluster:
     def __init__(
         self, root: Path, nodes: int = 6, replicas: int = 1, password: str | None = None,
@@ -59,7 +41,7 @@ class LoopbackCluster:
         self.replicas = replicas
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
         # TLS only (clients, replication, cluster bus), certificates of a private CA
-        self.ca: Path | None = make_certificates(root / "tls") if tls else None
+        self.ca: Path | None = make_tls(root / "tls") / "ca.crt" if tls else None
 
     @property
     def url(self) -> str:
@@ -103,8 +85,8 @@ class LoopbackCluster:
             return ["--port", str(port)]
         tls = self.ca.parent
         return ["--port", "0", "--tls-port", str(port), "--tls-cluster", "yes",
-                "--tls-replication", "yes", "--tls-cert-file", str(tls / "node.crt"),
-                "--tls-key-file", str(tls / "node.key"), "--tls-ca-cert-file", str(self.ca),
+                "--tls-replication", "yes", "--tls-cert-file", str(tls / "tls.crt"),
+                "--tls-key-file", str(tls / "tls.key"), "--tls-ca-cert-file", str(self.ca),
                 "--tls-auth-clients", "no"]
 
     def _auth_args(self) -> list[str]:
@@ -114,7 +96,8 @@ class LoopbackCluster:
 
     def client(self, port: int) -> redis.Redis:
         tls = {"ssl": True, "ssl_ca_certs": str(self.ca)} if self.ca else {}
-        return redis.Redis(port=port, socket_timeout=5, password=self.password, **tls)
+        return redis.Redis(host="127.0.0.1", port=port, socket_timeout=5,
+                           password=self.password, **tls)
 
     def wait_healthy(self, deadline_s: float = 60.0, replicated: bool = False) -> None:
         """Every live node says cluster_state:ok and every slot has a live primary; with

@@ -28,7 +28,7 @@ def _openssl(*args: str, cwd: Path) -> None:
 
 def make_tls(folder: Path, days: int = 2) -> Path:
     """ca.crt, and tls.crt/tls.key for 127.0.0.1 signed by it, in `folder` (the operator's
-    --webhook-cert-dir). Returns the folder."""
+    --webhook-cert-dir, a TLS LoopbackCluster's nodes). Returns the folder."""
     folder.mkdir(parents=True, exist_ok=True)
     ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
     _openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", str(days),
@@ -37,8 +37,9 @@ def make_tls(folder: Path, days: int = 2) -> Path:
              "-addext", "keyUsage=critical,keyCertSign", cwd=folder)
     _openssl("req", *ec, "-keyout", "tls.key", "-out", "tls.csr", "-subj", "/CN=127.0.0.1",
              cwd=folder)
+    # clientAuth too: a cluster node presents it when it connects to another
     (folder / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n"
-                                    "extendedKeyUsage=serverAuth\n")
+                                    "extendedKeyUsage=serverAuth,clientAuth\n")
     _openssl("x509", "-req", "-in", "tls.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
              "-CAcreateserial", "-out", "tls.crt", "-days", str(days), "-extfile", "san.ext",
              cwd=folder)
