@@ -18,8 +18,6 @@ from podq.redact import redact, remember_url
 EXIT_BAD_INPUT = 2
 EXIT_UNAVAILABLE = 1
 
-REDIS_URL_HELP = redis_urls.HELP
-
 
 def version() -> str:
     try:
@@ -79,12 +77,11 @@ async def open_queue(args: argparse.Namespace, name: str) -> Queue:
     return queue
 
 
-def add_redis(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--redis-url",
-        help=REDIS_URL_HELP,
-    )
-    p.add_argument("--queue", default=None, help="queue name (default: default)")
+def add_redis(p: argparse.ArgumentParser, queue: bool = True) -> None:
+    """--redis-url, and --queue (one queue) unless the command names its queues itself."""
+    p.add_argument("--redis-url", help=redis_urls.HELP)
+    if queue:
+        p.add_argument("--queue", default=None, help="queue name (default: default)")
 
 
 def queue_and_key(args: argparse.Namespace, target: str) -> tuple[str, str]:

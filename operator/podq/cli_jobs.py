@@ -12,7 +12,6 @@ from redis.exceptions import NoPermissionError
 
 from podq.cli_common import (
     EXIT_UNAVAILABLE,
-    REDIS_URL_HELP,
     CliError,
     add_redis,
     open_queue,
@@ -48,7 +47,7 @@ def add_parsers(sub: t.Any) -> None:
 
     j = sub.add_parser("jobs", help="list jobs a page at a time: running, queued, "
                        "scheduled, then finished ones newest first")
-    j.add_argument("--redis-url", help=REDIS_URL_HELP)
+    add_redis(j, queue=False)
     j.add_argument("--queue", action="append",
                    help="only this queue (repeatable; default: every queue)")
     j.add_argument("--status", choices=STATUS_FILTERS,

@@ -13,7 +13,7 @@ from redis import asyncio as aioredis
 from podq import drain as draining
 from podq.cli_common import (
     EXIT_UNAVAILABLE,
-    REDIS_URL_HELP,
+    add_redis,
     check_redis,
     open_queue,
     redis_url,
@@ -26,7 +26,7 @@ from podq.queue.pool import waiting_pool
 def add_info_parser(sub: t.Any) -> None:
     """Add `info` to the `podq` subcommands."""
     i = sub.add_parser("info", help="queues, counts and live workers")
-    i.add_argument("--redis-url", help=REDIS_URL_HELP)
+    add_redis(i, queue=False)
     i.add_argument("--queue", action="append", help="only these queues (repeatable)")
     i.add_argument("--json", action="store_true", help="print the queues as JSON")
 
@@ -35,13 +35,13 @@ def add_drain_parsers(sub: t.Any) -> None:
     """Add `drain` and `resume` to the `podq` subcommands."""
     d = sub.add_parser("drain", help="pause a queue and wait until no job of it runs")
     d.add_argument("queue_name", metavar="queue", help="name of the queue")
-    d.add_argument("--redis-url", help=REDIS_URL_HELP)
+    add_redis(d, queue=False)
     d.add_argument("--timeout", type=float, help="give up after this many seconds (exit 1)")
     d.add_argument("--resume", action="store_true", help="lift the pause instead")
 
     r = sub.add_parser("resume", help="lift a queue's pause and wake its workers")
     r.add_argument("queue_name", metavar="queue", help="name of the queue")
-    r.add_argument("--redis-url", help=REDIS_URL_HELP)
+    add_redis(r, queue=False)
 
 
 def _waiting(q: dict[str, t.Any]) -> str:
