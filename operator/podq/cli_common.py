@@ -12,7 +12,7 @@ from redis import asyncio as aioredis
 from redis.exceptions import RedisError
 
 from podq import redis_url as redis_urls
-from podq.queue import Queue, keys
+from podq.queue import Queue, cluster, keys
 from podq.redact import redact, remember_url
 
 EXIT_BAD_INPUT = 2
@@ -75,6 +75,14 @@ async def open_queue(args: argparse.Namespace, name: str) -> Queue:
         await queue.disconnect()
         raise
     return queue
+
+
+def queue_on(client: aioredis.Redis, url: str, name: str) -> Queue:
+    """The queue `name` through client (of the Redis at url), or on a cluster through a
+    client of its own, as each queue talks to the primary of its own slot: disconnect
+    it when its redis is not client."""
+    return (Queue.from_url(url, name=name) if cluster.is_cluster_url(url)
+            else Queue(client, name=name))
 
 
 def add_redis(p: argparse.ArgumentParser, queue: bool = True) -> None:

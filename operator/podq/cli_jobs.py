@@ -16,6 +16,8 @@ from podq.cli_common import (
     add_redis,
     open_queue,
     queue_and_key,
+    queue_on,
+    redis_url,
     whole_number,
 )
 from podq.job import JOB_FIELDS, TERMINAL_STATUSES, UNSUCCESSFUL_TERMINAL_STATUSES, Job, Status
@@ -182,10 +184,14 @@ async def cmd_jobs(args: argparse.Namespace) -> int:
     rows: list[dict[str, t.Any]] = []
     pages: dict[str, int | None] = {}
     try:
-        names = args.queue or await list_queues(probe.redis)
+        names, url = args.queue or await list_queues(probe.redis), redis_url(args)
         for name in names:
-            queue = Queue(probe.redis, name=name)
-            jobs, pages[name] = await _page(queue, args)
+            queue = queue_on(probe.redis, url, name)
+            try:
+                jobs, pages[name] = await _page(queue, args)
+            finally:
+                if queue.redis is not probe.redis:
+                    await queue.disconnect()
             rows.extend(_row(name, job) for job in jobs)
     finally:
         await probe.disconnect()

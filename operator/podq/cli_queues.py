@@ -16,10 +16,11 @@ from podq.cli_common import (
     add_redis,
     check_redis,
     open_queue,
+    queue_on,
     redis_url,
 )
 from podq.jobstate import iso_utc
-from podq.queue import Queue, cluster, list_queues
+from podq.queue import list_queues
 from podq.queue.pool import waiting_pool
 
 
@@ -68,9 +69,7 @@ async def cmd_info(args: argparse.Namespace) -> int:
         names = args.queue or await list_queues(client)
         out = []
         for name in names:
-            # on a cluster each queue talks to the primary of its own slot
-            queue = (Queue.from_url(url, name=name) if cluster.is_cluster_url(url)
-                     else Queue(client, name=name))
+            queue = queue_on(client, url, name)
             counts = await queue.counts()
             limited = await queue.limited(counts)
             out.append(

@@ -310,3 +310,6 @@ def test_the_cli_takes_a_cluster_url_from_the_environment(cluster: LoopbackClust
     assert {name: info[name]["queued"] for name in spread} == {name: 1 for name in spread}
     for name, port in spread.items():
         assert cluster.client(port).zcard(f"podq:{{{name}}}:queued") == 1
+    r = podq("jobs", "--json")  # every queue, each on the primary of its slot
+    assert r.returncode == 0, r.stderr
+    assert sorted(j["queue"] for j in json.loads(r.stdout)["jobs"]) == sorted(spread)
