@@ -7,13 +7,13 @@
 from podq.queue.base import (
     DEFAULT_MAX_DISRUPTIONS,
     DEFAULT_SWEPT_JOB_ERROR,
-    PRIORITY_LIMIT,
     WORKER_LOST,
     JobError,
 )
 from podq.queue.keys import QUEUES_KEY
 from podq.queue.limits import QUEUE_CONCURRENCY_HELD, QUEUE_LIMIT, QUEUE_RATE_HELD, Limit
 from podq.queue.notify import Change, Subscription, WakeSubscription
+from podq.queue.prepare import PRIORITY_LIMIT
 from podq.queue.redis import RedisQueue, list_queues
 from podq.utils import cancel_and_wait, cancel_requested
 
