@@ -1,18 +1,22 @@
 """Job keys (uuid1 strings, unique within a process and across a fork), the Redis
-keys of a queue as docs/redis-keys.md lists them, and the scripts."""
+keys of a queue as docs/redis-keys.md lists them, in one slot per queue, and the
+scripts."""
 
 from __future__ import annotations
 
 import inspect
 import os
 import re
+import time
 import uuid
 from pathlib import Path
 
+import pytest
 import redis
+from redis.crc import key_slot
 
 import podq
-from podq import Job
+from podq import Job, Queue, Status
 from podq.queue.keys import QUEUES_KEY, QueueKeys
 from podq.queue.store import load_script
 
@@ -86,3 +90,30 @@ def test_the_priority_zadd_is_written_once_and_every_script_loads(redis_url: str
             assert client.script_load(load_script(name))
     finally:
         client.close()
+
+
+async def test_fix9_keys_of_a_queue_share_a_hash_tag(queue: Queue) -> None:
+    other = Queue(queue.redis, name="other")
+    for q in (queue, other):
+        await q.enqueue("f", key="a")
+        await q.enqueue("f", key="b", scheduled=time.time() + 60)
+        [job], _ = await q.take(1, "w1")
+        await q.write_worker_info("w1", {"id": "w1"}, ttl=30)
+        await q.abort(job, "x")
+        await q.enqueue("f", key="c")
+        [c], _ = await q.take(1, "w1")
+        await q.finish(c, Status.COMPLETE)
+        await q.sweep(lock=1)
+    keys = [k.decode() for k in await queue.redis.keys("podq:{*")]
+    assert keys
+    slots: dict[str, set[int]] = {}
+    for key in keys:
+        name = key.split("{", 1)[1].split("}", 1)[0]
+        slots.setdefault(name, set()).add(key_slot(key.encode()))
+    assert set(slots) == {"test", "other"}
+    assert all(len(s) == 1 for s in slots.values())  # one slot per queue
+    assert slots["test"] != slots["other"]  # different queues spread over slots
+    for q in (queue, other):  # the shard channels too (SPUBLISH in the scripts)
+        assert {key_slot(c.encode()) for c in (q.keys.changes, q.keys.wake)} == slots[q.name]
+    with pytest.raises(ValueError):
+        Queue(queue.redis, name="bad{name}")
