@@ -1,5 +1,5 @@
-"""Helpers of the engine tests: fast worker timers, in-process workers, `podq worker`
-processes, waiting."""
+"""Helpers of the engine tests: fast worker timers, in-process workers and the job
+functions they run (FUNCTIONS), `podq worker` processes, waiting."""
 
 from __future__ import annotations
 
@@ -8,12 +8,13 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from podq import Queue, Worker
+from podq import Job, Queue, Status, Worker
 
 HERE = Path(__file__).resolve().parent
 PODQ = [str(Path(sys.executable).parent / "podq")]
@@ -21,6 +22,51 @@ if not Path(PODQ[0]).exists():
     PODQ = [sys.executable, "-m", "podq.cli"]
 
 FAST_TIMERS = {"schedule": 0.5, "worker_info": 0.2, "sweep": 0.3, "abort": 0.2}
+
+# The in-process workers' job functions (the test_worker_*.py tests); tick records its
+# runs in EVENTS
+EVENTS: list[str] = []
+
+
+async def add(ctx: dict, a: int, b: int) -> int:
+    return a + b
+
+
+def sync_mul(ctx: dict, a: int, b: int) -> int:
+    assert threading.current_thread() is not threading.main_thread()
+    return a * b
+
+
+async def fails(ctx: dict) -> None:
+    raise ValueError("it broke")
+
+
+async def sleeps(ctx: dict, seconds: float = 10.0) -> str:
+    await asyncio.sleep(seconds)
+    return "slept"
+
+
+async def progress(ctx: dict) -> str:
+    job: Job = ctx["job"]
+    await job.update(progress=0.5, meta={"half": True})
+    return "done"
+
+
+async def context_keys(ctx: dict) -> list[str]:
+    assert isinstance(ctx["worker"], Worker) and isinstance(ctx["queue"], Queue)
+    assert ctx["job"].status is Status.ACTIVE
+    return sorted(k for k in ctx if k in ("worker", "job", "queue"))
+
+
+async def unserialisable(ctx: dict) -> object:
+    return object()
+
+
+async def tick(ctx: dict) -> None:
+    EVENTS.append("tick")
+
+
+FUNCTIONS = [add, sync_mul, fails, sleeps, progress, context_keys, unserialisable, tick]
 
 
 class Workers:
