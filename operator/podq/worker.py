@@ -6,8 +6,8 @@ that expires when it dies, sweeps jobs of dead workers, runs cron jobs, and drai
 gracefully on SIGTERM.
 
 Worker is made of parts by concern: its construction and lifecycle here, the dispatch
-and run of jobs in podq.worker_run, the upkeep loops in podq.worker_upkeep, on what
-they share in podq.worker_core.
+and run of jobs in podq.worker_run, aborts of running jobs in podq.worker_abort, the
+upkeep loops in podq.worker_upkeep, on what they share in podq.worker_core.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from podq.job import CronJob
 from podq.metrics import WorkerMetrics
 from podq.queue import Queue
 from podq.utils import cancel_and_wait, new_request_id, now
+from podq.worker_abort import AbortMixin
 from podq.worker_core import REDIS_ERRORS, Context, _Run
 from podq.worker_run import RunMixin
 from podq.worker_upkeep import UpkeepMixin
@@ -70,7 +71,7 @@ def _as_list(funcs: t.Any) -> list[Callable[..., t.Any]]:
     return list(funcs)
 
 
-class Worker(RunMixin, UpkeepMixin):
+class Worker(RunMixin, AbortMixin, UpkeepMixin):
     """Process jobs of one queue.
 
     Args:

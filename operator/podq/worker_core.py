@@ -1,6 +1,6 @@
-"""What the parts of a Worker share (podq.worker, worker_run, worker_upkeep): a run of
-one attempt (_Run), calling a function whether async or sync (in a thread that a
-cancel outlives), and retrying a Redis call through an outage.
+"""What the parts of a Worker share (podq.worker, worker_run, worker_abort,
+worker_upkeep): a run of one attempt (_Run), calling a function whether async or sync
+(in a thread that a cancel outlives), and retrying a Redis call through an outage.
 """
 
 from __future__ import annotations
