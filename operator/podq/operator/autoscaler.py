@@ -29,6 +29,8 @@ from podq.operator.scaling import (
 
 log = logging.getLogger("podq.operator")
 
+NOT_PERMITTED = "NotPermitted"
+
 
 @dataclass
 class WorkerDeployment:
@@ -75,9 +77,12 @@ class Autoscaler:
         self.deployments: dict[tuple[str, str], WorkerDeployment] = {}
         self._poked = asyncio.Event()
         self._owners: dict[str, tuple[float, set[str]]] = {}  # namespace -> (when, names)
-        self._left_alone: set[str] = set()  # uids of Deployments another scaler owns
-        self._forbidden_uids: set[str] = set()  # uids of Deployments we have no rights on
-        self._refused_uids: set[str] = set()  # uids of Deployments on a queue granted to none
+        # what was reported (an Event) once, not every pass: only Deployments that exist
+        # and are still so, so that it is reported again should it end and come back
+        self.left_alone: set[str] = set()  # uids of Deployments another scaler owns
+        self.forbidden: set[str] = set()  # uids of Deployments we have no rights on
+        self.refused: dict[tuple[str, str], str] = {}  # (namespace, name) -> uid: on a
+        # queue granted to none
         # what the passes saw and decided, exported by metrics.py
         self.seen: dict[str, tuple[int, int]] = {}  # queue -> (depth, active)
         self.desired: dict[tuple[str, str], int] = {}  # (namespace, name) -> replicas
@@ -101,6 +106,7 @@ class Autoscaler:
             costs=known.costs if known else {},
         )
         self.deployments[key] = deployment
+        self._unrefuse(key)  # its label names a granted queue now
         self.pool.listen(deployment.queue)
         self._poked.set()
         return deployment
@@ -109,12 +115,15 @@ class Autoscaler:
         """A Deployment labelled with a queue granted to no namespace: not autoscaled,
         and its queue gets no connection or listener (anyone who may create a
         Deployment chooses that label; each made-up name cost a connection, a listener
-        and metric series for good). A Warning Event once per Deployment says so."""
+        and metric series for good). A Warning Event says so, once until the Deployment
+        is gone or names a granted queue: refused again after that, it is said again."""
         meta = body["metadata"]
-        self.forget(meta["namespace"], meta["name"])
-        if meta["uid"] in self._refused_uids:
+        key = (meta["namespace"], meta["name"])
+        self._untrack(key)
+        if self.refused.get(key) == meta["uid"]:
             return
-        self._refused_uids.add(meta["uid"])
+        self._unrefuse(key)  # an earlier Deployment of that name
+        self.refused[key] = meta["uid"]
         queue = (meta.get("labels") or {}).get(LABEL_QUEUE)
         ref = ObjectRef("apps/v1", "Deployment", meta["namespace"], meta["name"], meta["uid"])
         await self.events.post(ref, "Warning", REFUSED, (
@@ -123,8 +132,18 @@ class Autoscaler:
             f" queues: chart value workers.pools[].namespaces, operator flag --allow-queue"))
 
     def forget(self, namespace: str, name: str) -> None:
-        self.deployments.pop((namespace, name), None)
-        self.desired.pop((namespace, name), None)
+        """The Deployment is gone."""
+        self._untrack((namespace, name))
+        self._unrefuse((namespace, name))
+
+    def _untrack(self, key: tuple[str, str]) -> None:
+        self.deployments.pop(key, None)
+        self.desired.pop(key, None)
+
+    def _unrefuse(self, key: tuple[str, str]) -> None:
+        uid = self.refused.pop(key, None)
+        if uid is not None:
+            self.events.rearm(uid, REFUSED)
 
     def on_change(self, queue: str, _key: str, status: str) -> None:
         """QueuePool callback. Enqueues and finishes change the depth."""
@@ -140,33 +159,54 @@ class Autoscaler:
             except TimeoutError:
                 pass
             self._poked.clear()
-            for deployment in list(self.deployments.values()):
-                try:
-                    await self.reconcile(deployment)
-                except asyncio.CancelledError:
-                    raise
-                except ApiException as error:
-                    if error.status != 403:
-                        log.exception("autoscaling %s/%s failed", deployment.namespace,
-                                      deployment.name)
-                    else:
-                        await self._forbidden(deployment)
-                except Exception:
+            await self.autoscale_pass()
+            await asyncio.sleep(0.2)  # bound the pass rate under a storm of changes
+
+    async def autoscale_pass(self) -> None:
+        """Reconcile every worker Deployment once; then keep the reported-once sets to
+        the Deployments this pass saw (others are gone or no longer autoscaled)."""
+        for deployment in list(self.deployments.values()):
+            try:
+                await self.reconcile(deployment)
+            except asyncio.CancelledError:
+                raise
+            except ApiException as error:
+                if error.status != 403:
                     log.exception("autoscaling %s/%s failed", deployment.namespace,
                                   deployment.name)
-            await asyncio.sleep(0.2)  # bound the pass rate under a storm of changes
+                else:
+                    await self._forbidden(deployment)
+            except Exception:
+                log.exception("autoscaling %s/%s failed", deployment.namespace,
+                              deployment.name)
+            else:
+                self._permitted(deployment)
+        live = {d.uid for d in self.deployments.values()}
+        for uid in self.forbidden - live:
+            self.events.rearm(uid, NOT_PERMITTED)
+        self.forbidden &= live
+        self.left_alone &= live
+
+    def _permitted(self, deployment: WorkerDeployment) -> None:
+        """A pass went through: rights it lacked were granted, and losing them again is
+        reported again."""
+        if deployment.uid in self.forbidden:
+            self.forbidden.discard(deployment.uid)
+            self.events.rearm(deployment.uid, NOT_PERMITTED)
+            log.info("%s/%s: the operator may autoscale it now", deployment.namespace,
+                     deployment.name)
 
     async def _forbidden(self, deployment: WorkerDeployment) -> None:
         """No rights on pods or scale in this namespace (the chart grants them only where
-        worker pools run): say so once per Deployment, then keep quiet."""
-        if deployment.uid in self._forbidden_uids:
+        worker pools run): say so once, then keep quiet until a pass goes through."""
+        if deployment.uid in self.forbidden:
             return
-        self._forbidden_uids.add(deployment.uid)
+        self.forbidden.add(deployment.uid)
         message = (f"the operator may not annotate pods or scale Deployments in namespace"
                    f" {deployment.namespace}; grant it there (chart value"
                    f" operator.workerNamespaces) to autoscale this worker pool")
         log.warning("%s/%s: %s", deployment.namespace, deployment.name, message)
-        await self.events.post(deployment.ref, "Warning", "NotPermitted", message)
+        await self.events.post(deployment.ref, "Warning", NOT_PERMITTED, message)
 
     async def reconcile(self, deployment: WorkerDeployment) -> ScaleOutcome:
         """Mark pod deletion costs, then scale: costs first, so that a scale-down that
@@ -181,14 +221,14 @@ class Autoscaler:
     async def scale(self, deployment: WorkerDeployment, depth: int) -> ScaleOutcome:
         current = deployment.replicas
         if await self._externally_scaled(deployment):
-            if deployment.uid not in self._left_alone:
-                self._left_alone.add(deployment.uid)
+            if deployment.uid not in self.left_alone:
+                self.left_alone.add(deployment.uid)
                 await self.events.post(
                     deployment.ref, "Normal", "ScalingLeftToOthers",
                     "an HPA or KEDA ScaledObject targets this Deployment; podq does not scale it",
                 )
             return ScaleOutcome(current, current, False, "ScaledByHPAOrKEDA")
-        self._left_alone.discard(deployment.uid)
+        self.left_alone.discard(deployment.uid)
         try:
             settings = settings_from_annotations(deployment.annotations)
         except ValueError as invalid:

@@ -230,6 +230,11 @@ class EventRecorder:
             self._drainers[type_] = asyncio.get_running_loop().create_task(self._drain(type_))
         return True
 
+    def rearm(self, uid: str, reason: str) -> None:
+        """What a Warning of this reason on this object said no longer holds: the next
+        one is news again, and is posted."""
+        self._warned.pop((uid, reason), None)
+
     async def _drain(self, type_: str) -> None:
         backlogs = self._backlogs[type_]
         while backlogs:
