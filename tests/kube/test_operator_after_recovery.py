@@ -12,6 +12,9 @@ from operator_harness import (
     eventually,
     status,
 )
+from test_metrics_and_status import scrape
+
+from podq.testing import free_port
 
 
 def reason(body: dict) -> str | None:
@@ -77,3 +80,30 @@ async def test_flushed_dependencies_resolve_from_their_resources(harness: Harnes
     failed = await harness.wait_status("both", "failed", within=30)
     assert condition(failed, "Failed")["reason"] == "DependencyFailed"
     assert status(failed)["attempts"] == 0
+
+
+async def test_a_lost_job_refused_for_its_dependency_counts_as_refused(
+        harness: Harness) -> None:
+    """Redis loses a Job waiting for spec.after, and its dependency is now a Job of
+    another queue: the lost job is refused DependencyInOtherQueue, which the operator's
+    status_syncs counter counts under outcome refused, like its other refusals."""
+    operator = harness.start_operator()
+    later = (datetime.now(UTC) + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    await harness.create_job("first", "echo", scheduled=later)
+    await harness.create_job("then", "echo", after=["first"])
+    await harness.wait_job("then", lambda b: status(b).get("status") == "queued"
+                           and reason(b) == "WaitingForDependencies", what="then waiting")
+    operator.kill()
+    await harness.queue().redis.flushall()
+    await harness.delete_job("first")  # our finalizer holds it until an operator runs
+    port = free_port()
+    harness.start_operator("--metrics-port", str(port), "--metrics-host", "127.0.0.1")
+
+    async def gone() -> bool:
+        return await harness.get_job("first") is None
+    await eventually(gone, within=30, what="first released and gone")
+    await harness.create_job("first", "echo", queue="other")
+    failed = await harness.wait_status("then", "failed", within=30)
+    assert condition(failed, "Failed")["reason"] == "DependencyInOtherQueue"
+    assert scrape(port).get(("podq_operator_status_syncs_total",
+                             frozenset({("outcome", "refused")}))) == 1

@@ -15,7 +15,7 @@ only once every job it depends on is in Redis again (absent_dependencies).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,10 +27,8 @@ from podq.operator.conditions import (
     build_conditions,
     in_progress_facts,
 )
-from podq.operator.kube import EventRecorder
 from podq.operator.registry import JobRegistry, JobResource
 from podq.operator.status import is_finished
-from podq.operator.transitions import refuse
 
 log = logging.getLogger("podq.operator")
 
@@ -151,12 +149,14 @@ async def absent_dependencies(queue: Queue, resources: list[JobResource]) -> dic
 
 
 async def dependencies_met(
-    queue: Queue, missing: list[JobResource], registry: JobRegistry, events: EventRecorder,
+    queue: Queue, missing: list[JobResource], registry: JobRegistry,
+    refuse: Callable[[JobResource, tuple[str, str]], Awaitable[None]],
     recheck: Callable[[str], Any],
 ) -> list[JobResource]:
     """Those of `missing` (resources whose job is to be enqueued) to enqueue now, each
     with the job keys it depends on. One that Redis lost has spec.after resolved again
-    (resolve_lost): a failed dependency refuses it (resource.refusal, and an Event). One
+    (resolve_lost): a failed dependency refuses it (refuse(resource, (reason, message)):
+    the status writer's, which keeps it on the resource, posts the Event, counts it). One
     waiting for a job that Redis does not hold (yet) is left out: recheck(uid) looks at
     it again later."""
     ready = []
@@ -164,7 +164,7 @@ async def dependencies_met(
         if resource.status.get("jobKey"):  # enqueued before: Redis lost it
             found = resolve_lost(resource, registry)
             if found.refusal:
-                await refuse(events, resource, found.refusal)
+                await refuse(resource, found.refusal)
                 continue
             if found.waiting:
                 recheck(resource.uid)

@@ -198,7 +198,7 @@ class StatusMirror:
             jobs = await read_jobs(queue, [r.key for r in resources])
             missing = [r for r, job in zip(resources, jobs, strict=True)
                        if self._needs_enqueue(r, job) and not self._awaits_write_back(r, job)]
-            missing = await dependencies_met(queue, missing, self.registry, self.events,
+            missing = await dependencies_met(queue, missing, self.registry, self._refused,
                                              lambda uid: self.dirty.mark_later(uid, RECHECK_S))
             settling: set[str] = set()
             if missing:
@@ -256,9 +256,14 @@ class StatusMirror:
             return await call
 
     async def _refuse(self, resource: JobResource, refusal: tuple[str, str]) -> str:
+        await self._refused(resource, refusal)
+        return await self._sync_one(resource, None)
+
+    async def _refused(self, resource: JobResource, refusal: tuple[str, str]) -> None:
+        """A refusal of the operator's own (the engine's: _enqueue): kept on the resource,
+        an Event, counted `refused` like the engine's."""
         await refuse(self.events, resource, refusal)
         self.counts["refused"] += 1
-        return await self._sync_one(resource, None)
 
     async def _hold(self, resource: JobResource) -> str:
         """Add our finalizer; the next pass enqueues the job."""
