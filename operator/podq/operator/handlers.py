@@ -148,7 +148,7 @@ async def job_event(event: dict, body: kopf.Body, memo: kopf.Memo, **_: Any) -> 
         gone = memo.registry.forget(body.metadata.uid)
         memo.mirror.forget(body.metadata.uid)
         if gone is not None:
-            await memo.mirror.abort_deleted(gone)
+            await memo.mirror.finalizer.abort_deleted(gone)
         return
     known = memo.registry.by_uid.get(body.metadata.uid)
     was_finished = known is not None and is_finished(known.status)

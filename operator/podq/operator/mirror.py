@@ -6,7 +6,7 @@ what changed, within a patch rate limit. Ten changes of one job between two flus
 cost one patch. A periodic reconcile marks every unfinished resource dirty, which
 repairs anything a lost notification or a Redis restart hid, and re-enqueues jobs that
 Redis lost. The Events of each write are transitions.py's; finished resources are
-deleted after their ttl by ttl.py.
+deleted after their ttl by ttl.py; the abort-on-delete finalizer is finalizer.py's.
 """
 
 from __future__ import annotations
@@ -23,25 +23,22 @@ from podq.job import TERMINAL_STATUSES, Status
 from podq.operator.access import OPEN_ACCESS, QueueAccess
 from podq.operator.after import RECHECK_S, dependencies_met, resolve, waiting_status
 from podq.operator.coalesce import Coalescer, TokenBucket
+from podq.operator.finalizer import Finalizer
 from podq.operator.isolation import (
     OUTAGES,
     CorruptRecord,
     Quarantine,
-    abort_readable,
     read_jobs,
 )
 from podq.operator.jobs import (
     OWN_CLAIM,
     enqueue_jobs,
-    release_claim,
     write_back_deadline,
 )
 from podq.operator.jobview import view_of
 from podq.operator.kube import (
     EventRecorder,
-    add_job_finalizer,
     patch_job_status,
-    remove_job_finalizer,
 )
 from podq.operator.memory import release_free_memory
 from podq.operator.names import JOB_FINALIZER
@@ -99,6 +96,8 @@ class StatusMirror:
         self.counts: Counter[str] = Counter()  # patches, recovered, deleted, ... (metrics)
         self.ttl = FinishedTtl(custom, registry, self.counts)  # ttlSecondsAfterFinished
         self.quarantine = Quarantine(custom, events, self.dirty.mark)  # failing ones back off
+        # the abort-on-delete finalizer, added and removed through the same limits
+        self.finalizer = Finalizer(custom, pool, self.access, self._api, self.dirty.mark)
 
     # -- inputs -----------------------------------------------------------------------
 
@@ -176,7 +175,7 @@ class StatusMirror:
             if resource is None:
                 continue
             if resource.deleting:
-                tasks.append(self._start(resource, self._release(resource)))
+                tasks.append(self._start(resource, self.finalizer.release(resource)))
             elif is_finished(resource.status):  # final, like a batch/v1 Job
                 self.ttl.schedule(resource, time.time())
                 self.counts["finished"] += 1
@@ -188,7 +187,7 @@ class StatusMirror:
             elif JOB_FINALIZER not in resource.finalizers:
                 # before the enqueue: a resource deleted at any moment after its job
                 # exists (even while no operator runs) waits for the abort
-                tasks.append(self._start(resource, self._hold(resource)))
+                tasks.append(self._start(resource, self.finalizer.hold(resource)))
             elif (held := self._held_back(resource)) is not None:
                 tasks.append(self._start(resource, held))
             else:
@@ -264,41 +263,6 @@ class StatusMirror:
         an Event, counted `refused` like the engine's."""
         await refuse(self.events, resource, refusal)
         self.counts["refused"] += 1
-
-    async def _hold(self, resource: JobResource) -> str:
-        """Add our finalizer; the next pass enqueues the job."""
-        if await self._api(add_job_finalizer(self.custom, resource.namespace, resource.name,
-                                             resource.finalizers, JOB_FINALIZER)):
-            resource.finalizers = [*resource.finalizers, JOB_FINALIZER]
-        self.dirty.mark(resource.uid)  # enqueue next pass, or retry once the watch caught up
-        return "finalized"
-
-    async def _release(self, resource: JobResource) -> str:
-        """A resource marked for deletion: abort its job unless finished, then drop our
-        finalizer so the API server can remove it."""
-        if JOB_FINALIZER not in resource.finalizers:
-            return "deleting"
-        if not is_finished(resource.status):
-            outcome = await abort_readable(self.pool.get(resource.queue), resource.key)
-            log.info("%s/%s deleted: %s %s", resource.namespace, resource.name,
-                     outcome.action, outcome.message)
-        await release_claim(self.pool.get(resource.queue), resource.key)
-        if await self._api(remove_job_finalizer(self.custom, resource.namespace, resource.name,
-                                                resource.finalizers, JOB_FINALIZER)):
-            resource.finalizers = [f for f in resource.finalizers if f != JOB_FINALIZER]
-            return "released"
-        self.dirty.mark(resource.uid)  # the list changed meanwhile: again next pass
-        return "deleting"
-
-    async def abort_deleted(self, resource: JobResource) -> None:
-        """The resource vanished without our finalizer (removed by hand, or deleted before
-        the finalizer was added): abort its job all the same."""
-        if not is_finished(resource.status):
-            outcome = await abort_readable(self.pool.get(resource.queue), resource.key)
-            log.info("%s/%s gone: %s %s", resource.namespace, resource.name,
-                     outcome.action, outcome.message)
-        if self.access.granted(resource.queue):  # no connection for a never-granted queue
-            await release_claim(self.pool.get(resource.queue), resource.key)
 
     def _held_back(self, resource: JobResource) -> Any:
         """The work for a resource whose spec.after is not met yet (wait or fail), or
