@@ -41,6 +41,15 @@ def whole_number(low: int, high: int | None = None) -> Callable[[str], int]:
     return parse
 
 
+def queue_name(text: str) -> str:
+    """An argparse type: a usable queue name (podq.queue.keys.check_queue_name), so a
+    bad --queue is refused as the option's error, before any connection."""
+    try:
+        return keys.check_queue_name(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 class CliError(Exception):
     def __init__(self, message: str, code: int = EXIT_BAD_INPUT) -> None:
         super().__init__(message)
@@ -89,7 +98,8 @@ def add_redis(p: argparse.ArgumentParser, queue: bool = True) -> None:
     """--redis-url, and --queue (one queue) unless the command names its queues itself."""
     p.add_argument("--redis-url", help=redis_urls.HELP)
     if queue:
-        p.add_argument("--queue", default=None, help="queue name (default: default)")
+        p.add_argument("--queue", type=queue_name, default=None,
+                       help="queue name (default: default)")
 
 
 def queue_and_key(args: argparse.Namespace, target: str) -> tuple[str, str]:

@@ -16,6 +16,7 @@ from podq.cli_common import (
     add_redis,
     open_queue,
     queue_and_key,
+    queue_name,
     queue_on,
     redis_url,
     whole_number,
@@ -50,7 +51,7 @@ def add_parsers(sub: t.Any) -> None:
     j = sub.add_parser("jobs", help="list jobs a page at a time: running, queued, "
                        "scheduled, then finished ones newest first")
     add_redis(j, queue=False)
-    j.add_argument("--queue", action="append",
+    j.add_argument("--queue", type=queue_name, action="append",
                    help="only this queue (repeatable; default: every queue)")
     j.add_argument("--status", choices=STATUS_FILTERS,
                    help="only jobs in this state. Finished ones (complete, failed, aborted) "

@@ -16,6 +16,7 @@ from podq.cli_common import (
     add_redis,
     check_redis,
     open_queue,
+    queue_name,
     queue_on,
     redis_url,
 )
@@ -28,20 +29,21 @@ def add_info_parser(sub: t.Any) -> None:
     """Add `info` to the `podq` subcommands."""
     i = sub.add_parser("info", help="queues, counts and live workers")
     add_redis(i, queue=False)
-    i.add_argument("--queue", action="append", help="only these queues (repeatable)")
+    i.add_argument("--queue", type=queue_name, action="append",
+                   help="only these queues (repeatable)")
     i.add_argument("--json", action="store_true", help="print the queues as JSON")
 
 
 def add_drain_parsers(sub: t.Any) -> None:
     """Add `drain` and `resume` to the `podq` subcommands."""
     d = sub.add_parser("drain", help="pause a queue and wait until no job of it runs")
-    d.add_argument("queue_name", metavar="queue", help="name of the queue")
+    d.add_argument("queue_name", type=queue_name, metavar="queue", help="name of the queue")
     add_redis(d, queue=False)
     d.add_argument("--timeout", type=float, help="give up after this many seconds (exit 1)")
     d.add_argument("--resume", action="store_true", help="lift the pause instead")
 
     r = sub.add_parser("resume", help="lift a queue's pause and wake its workers")
-    r.add_argument("queue_name", metavar="queue", help="name of the queue")
+    r.add_argument("queue_name", type=queue_name, metavar="queue", help="name of the queue")
     add_redis(r, queue=False)
 
 

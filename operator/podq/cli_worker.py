@@ -100,7 +100,10 @@ def load_worker_settings(args: argparse.Namespace) -> tuple[dict[str, t.Any], st
             or settings.pop("queue_name", None)
             or (queue.name if isinstance(queue, Queue) else "default")
         )
-        settings["queue"] = Queue.from_url(url, name=name)
+        try:  # a settings' queue_name is checked here, --queue by argparse
+            settings["queue"] = Queue.from_url(url, name=name)
+        except ValueError as e:
+            raise CliError(f"settings {args.settings!r}: {e}") from None
     elif isinstance(queue, Queue):
         kw = queue.redis.connection_pool.connection_kwargs
         url = f"redis://{kw.get('host', '?')}:{kw.get('port', '?')}/{kw.get('db', 0)}"

@@ -550,6 +550,8 @@ def test_bad_combinations_fail_with_a_clear_message(render_error, values, messag
     ({"crds": {"install": "true"}}, "want boolean"),
     ({"redis": {"embedded": {"image": {"tag": 8}}}}, "want string"),
     ({"operator": {"watchNamespaces": ["Team_A"]}}, "does not match pattern"),
+    ({"workers": {"queue": "a\n"}}, "does not match pattern"),  # RE2: `$` ends the text
+    ({"operator": {"queueAccess": {"grants": {"a\n": ["x"]}}}}, "does not match pattern"),
 ])
 def test_schema_rejects_unknown_keys_and_wrong_types(render_error, values, message) -> None:
     assert message in render_error(values)

@@ -35,6 +35,11 @@ REFUSED = {
     "zero retries": (job(function="f", retries=0), "spec.retries"),
     "bad queue name": (job(function="f", queue="my queue!"), "spec.queue"),
     "queue with braces": (job(function="f", queue="{x}"), "spec.queue"),
+    # RE2 (the apiserver's regexp): `$` is the end of the text, not before a last newline
+    "queue ending in a newline": (job(function="f", queue="a\n"), "spec.queue"),
+    "cron template queue ending in a newline": (
+        cron(jobTemplate={"spec": {"function": "f", "queue": "a\n"}}),
+        "spec.jobTemplate.spec.queue"),
     "unknown field": (job(function="f", funtion="typo"), "spec.funtion"),
     "kwargs not an object": (job(function="f", kwargs=[1, 2]), "spec.kwargs"),
     "scheduled not a time": (job(function="f", scheduled="tomorrow"), "spec.scheduled"),

@@ -35,7 +35,7 @@ def test_without_grants_access_is_open_unless_explicit() -> None:
     assert QueueAccess.parse(["q=a"], "open").allows("b", "other")
 
 
-@pytest.mark.parametrize("spec", ["q", "q=", "=a", "q{x}=a", "q= , "])
+@pytest.mark.parametrize("spec", ["q", "q=", "=a", "q{x}=a", "q= , ", "q\n=a"])
 def test_malformed_grants_are_refused_with_the_flag_named(spec: str) -> None:
     with pytest.raises(ValueError, match="--allow-queue"):
         QueueAccess.parse([spec])

@@ -13,13 +13,14 @@ import re
 ROOT = "podq:"
 QUEUES_KEY = ROOT + "queues"  # set of queue names (`podq info`); outside any queue's slot
 _JOB_MARK = "}:job:"
-_NAME_RE = re.compile(r"^[A-Za-z0-9_.:\-]+$")
+# fullmatch: with `$` and match, "a\n" passed (`$` matches before a final newline)
+_NAME_RE = re.compile(r"[A-Za-z0-9_.:\-]+")
 
 
 def is_queue_name(name: object) -> bool:
     """Whether the name is usable as a queue name (no braces: they would break the hash
     tag)."""
-    return isinstance(name, str) and bool(_NAME_RE.match(name))
+    return isinstance(name, str) and bool(_NAME_RE.fullmatch(name))
 
 
 def check_queue_name(name: str) -> str:

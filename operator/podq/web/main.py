@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from aiohttp import web
 from redis.exceptions import RedisError
 
+from podq.cli_common import queue_name
 from podq.redact import redact
 from podq.redis_url import HELP, redis_url
 from podq.web.auth import Guard, load_token
@@ -42,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on "
                    "(default 127.0.0.1; 0.0.0.0 in a container)")
     p.add_argument("--port", type=int, default=8080, help="port (default 8080)")
-    p.add_argument("--queue", action="append", dest="queues", metavar="NAME",
+    p.add_argument("--queue", type=queue_name, action="append", dest="queues", metavar="NAME",
                    help="a queue to show (repeatable; default: every queue on this Redis)")
     p.add_argument("--token-file", help="file holding the write token (e.g. a mounted "
                    "Secret); without any token the dashboard is read-only")
