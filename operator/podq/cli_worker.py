@@ -18,6 +18,7 @@ from podq.cli_common import (
     redis_url,
     whole_number,
 )
+from podq.errors import RedisVersionError
 from podq.limit_specs import InvalidLimitSpec, parse_limits
 from podq.logs import FORMATS
 from podq.metrics import MetricsPortError
@@ -149,7 +150,7 @@ async def cmd_worker(args: argparse.Namespace) -> int:
                     " the workers of queue %s that do", name, name, queue.name)
     try:
         await worker.start()
-    except MetricsPortError as e:
+    except (MetricsPortError, RedisVersionError) as e:
         raise CliError(str(e), EXIT_UNAVAILABLE) from None
     finally:
         await queue.disconnect()

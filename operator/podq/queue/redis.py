@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import typing as t
 import weakref
 from urllib.parse import urlparse
 
 from redis import asyncio as aioredis
 
-from podq.errors import InvalidUrlError
+from podq.errors import InvalidUrlError, RedisVersionError
 from podq.job import TERMINAL_STATUSES, Job, Status
 from podq.queue import cluster
 from podq.queue import keys as redis_keys
@@ -41,6 +42,27 @@ if t.TYPE_CHECKING:
     from podq.queue.notify import Listener
 
 logger = logging.getLogger("podq")
+
+MIN_REDIS_VERSION = (7, 0)  # sharded pub/sub (SPUBLISH, SSUBSCRIBE), the scripts' Lua
+_VERSION = re.compile(r"(\d+)\.(\d+)(?:\.(\d+))?")
+
+
+def redis_version(reported: object) -> tuple[int, ...]:
+    """The version in INFO server's redis_version (`7.2.4` -> (7, 2, 4); what follows
+    the numbers, as in `7.0.0-rc1`, is ignored), if it is MIN_REDIS_VERSION or later;
+    else RedisVersionError naming what the server reported."""
+    found = _VERSION.match(reported) if isinstance(reported, str) else None
+    need = ".".join(map(str, MIN_REDIS_VERSION))
+    if found is None:
+        raise RedisVersionError(
+            f"cannot read the Redis version {reported!r} (INFO server redis_version);"
+            f" podq needs Redis {need} or later")
+    version = tuple(int(part) for part in found.groups() if part is not None)
+    if version < MIN_REDIS_VERSION:
+        raise RedisVersionError(
+            f"Redis {reported} is too old: podq needs Redis {need} or later (sharded"
+            f" pub/sub: SPUBLISH, SSUBSCRIBE)")
+    return version
 
 
 class RedisQueue(EnqueueMixin, TakeMixin, WriteMixin, ReadMixin):
@@ -145,8 +167,11 @@ class RedisQueue(EnqueueMixin, TakeMixin, WriteMixin, ReadMixin):
     # -- connection ------------------------------------------------------------------
 
     async def connect(self) -> None:
-        """Check the connection and register the queue name (for `podq info`)."""
-        await self.redis.ping()
+        """Check the connection and the server's version (RedisVersionError below
+        MIN_REDIS_VERSION: one INFO a connect), and register the queue name (for `podq
+        info`)."""
+        info = await self.redis.info("server")
+        redis_version(info.get("redis_version"))
         await self._register()
 
     async def disconnect(self) -> None:
