@@ -153,14 +153,17 @@ async def scan_finished(queue: Queue, status: str, function: str | None, cursor:
     """Finished jobs of one status, by SCAN over the queue's job hashes from `cursor`:
     at least `limit` of them unless the scan ends or SCAN_BUDGET records were looked at
     (a SCAN call may bring up to SCAN_COUNT more). Returns the jobs and the cursor of
-    the next page (None: the scan is complete)."""
+    the next page (None: the scan is complete). Reads the status and function of each
+    record (HMGET of the stored fields), and the whole record of those that match."""
     found: list[Job] = []
     looked = 0
     while True:
-        cursor, jobs = await queue.scan_jobs(cursor, SCAN_COUNT)
-        looked += len(jobs)
-        found.extend(job for job in jobs if job is not None and job.status.value == status
-                     and (function is None or job.function == function))
+        cursor, fields = await queue.scan_job_fields(cursor, SCAN_COUNT, ("status", "function"))
+        looked += len(fields)
+        keys = [key for key, (is_, runs) in fields
+                if is_ == status and (function is None or runs == function)]
+        found.extend(job for job in await queue.jobs(keys)  # as read now: it may have changed
+                     if job is not None and job.status.value == status)
         if not cursor:
             return found, None
         if len(found) >= limit or looked >= SCAN_BUDGET:

@@ -10,9 +10,11 @@ import re
 from engine_helpers import Workers, output, start_worker_process, wait_for
 from ops_helpers import podq_run
 from ops_settings import fail, ok
+from redis import Redis
 
 from podq import Queue, Status
 from podq.cli import build_parser
+from podq.cli_jobs import scan_finished
 from podq.jobstate import iso_from_text, iso_utc
 from podq.operator.main import build_parser as operator_parser
 from podq.queue.keys import acl_rules
@@ -164,6 +166,32 @@ async def test_jobs_finds_finished_jobs_by_scanning(queue: Queue, workers: Worke
     code, out, err = await podq_run("jobs", "--queue", "test", "--status", "complete",
                                     "--function", "fail", "--redis-url", redis_url)
     assert (code, out.strip()) == (0, "no jobs"), err
+
+
+def calls(client: Redis, command: str) -> int:
+    return int(client.info("commandstats").get(f"cmdstat_{command}", {}).get("calls", 0))
+
+
+async def test_the_scan_for_finished_jobs_reads_whole_records_of_matches_only(
+        queue: Queue, redis_url: str) -> None:
+    """It read every record it scanned whole (HGETALL: kwargs and result too)."""
+    for n in range(30):
+        job = await queue.enqueue("fail" if n % 3 == 0 else "ok", key=f"s{n}", big="x" * 1000)
+        await queue.finish(job, Status.FAILED if n % 3 == 0 else Status.COMPLETE, result=n)
+    sync = Redis.from_url(redis_url)
+    try:
+        for function, status, want in ((None, "failed", range(0, 30, 3)),
+                                       ("ok", "complete", [n for n in range(30) if n % 3]),
+                                       ("fail", "complete", [])):
+            before = calls(sync, "hgetall"), calls(sync, "hmget")
+            found, following = await scan_finished(queue, status, function, 0, 1000)
+            read = calls(sync, "hgetall") - before[0], calls(sync, "hmget") - before[1]
+            assert following is None
+            assert sorted(j.key for j in found) == sorted(f"s{n}" for n in want)
+            assert all(j.status.value == status and j.kwargs["big"] for j in found)
+            assert read == (len(want), 30)  # the whole record of each match only
+    finally:
+        sync.close()
 
 
 async def test_jobs_of_a_queue_user_that_may_not_scan() -> None:
