@@ -14,6 +14,7 @@ from web_helpers import Workers, wait_for
 
 from podq import Queue, Status
 from podq.testing_cluster import LoopbackCluster
+from podq.web import data
 
 
 async def test_pages_and_live_changes_on_three_shards_through_a_failover(
@@ -84,3 +85,27 @@ async def test_pages_and_live_changes_on_three_shards_through_a_failover(
 
 async def add(ctx: dict, a: int = 1) -> int:
     return a + 1
+
+
+async def test_the_workers_page_reads_each_node_s_clock_once(cluster: LoopbackCluster) -> None:
+    """Liveness records expire on their own node's clock: one TIME per node a page."""
+    spread = cluster.spread(3, "clock")
+    first = next(iter(spread.values()))
+    spread[next(f"clock-b{i}" for i in range(1000)  # a second queue on the first node
+                if cluster.owner(f"podq:{{clock-b{i}}}:queued") == first)] = first
+    queues = {name: Queue.from_url(cluster.url, name=name) for name in spread}
+    try:
+        for name, q in queues.items():
+            await q.write_worker_info(f"worker-{name}", {"id": f"worker-{name}"}, ttl=60)
+        nodes = {port: cluster.client(port) for port in set(spread.values())}
+        before = {port: c.info("commandstats").get("cmdstat_time", {}).get("calls", 0)
+                  for port, c in nodes.items()}
+        rows = await data.workers(queues)
+        after = {port: c.info("commandstats").get("cmdstat_time", {}).get("calls", 0)
+                 for port, c in nodes.items()}
+        assert {port: after[port] - before[port] for port in nodes} == dict.fromkeys(nodes, 1)
+        assert {name: [w["id"] for w in found] for name, found in rows} == {
+            name: [f"worker-{name}"] for name in spread}
+    finally:
+        for q in queues.values():
+            await q.disconnect()

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import re
 
+from redis import Redis
 from web_helpers import keys_of, page, wait_for
 
-from podq import Job, Status
+from podq import Job, Queue, Status
 from podq.queue.limits import Limit
+from podq.web import data
 
 
 async def test_jobs_held_by_a_limit_or_waiting_for_others_are_listed_as_queued(
@@ -76,3 +78,32 @@ async def test_a_retried_job_s_timeline_shows_each_run(queue, dashboard, workers
     assert steps[0] == "enqueued" and steps[-1] == "complete"
     assert "2 earlier attempt(s), not seen" in steps and "started (attempt 3)" in steps
     assert "queued again after a run" not in steps
+
+
+def time_calls(client: Redis) -> int:
+    return int(client.info("commandstats").get("cmdstat_time", {}).get("calls", 0))
+
+
+async def test_the_workers_page_reads_redis_s_clock_once_for_every_queue(redis_url):
+    """It read TIME twice per queue (the page's, then Queue.workers()'s)."""
+    queues = {name: Queue.from_url(redis_url, name=name) for name in ("w3", "w1", "w2")}
+    sync = Redis.from_url(redis_url)
+    try:
+        t0 = await queues["w1"].redis_ms()
+        back = {"w1": 0, "w2": 1000, "w3": 2000}  # how much older each record is
+        for name, q in queues.items():
+            await q.write_worker_info(f"worker-{name}", {"id": f"worker-{name}",
+                                                         "ts": t0 - back[name]}, ttl=60)
+        before = time_calls(sync)
+        rows = await data.workers(queues)
+        assert time_calls(sync) - before == 1
+        assert [(name, [w["id"] for w in found]) for name, found in rows] == [
+            ("w1", ["worker-w1"]), ("w2", ["worker-w2"]), ("w3", ["worker-w3"])]
+        ages = {name: found[0]["age_ms"] for name, found in rows}
+        assert 0 <= ages["w1"] < 60_000
+        # one reading of the clock: the ages differ exactly as the records' times do
+        assert {name: age - ages["w1"] for name, age in ages.items()} == back
+    finally:
+        for q in queues.values():
+            await q.disconnect()
+        sync.close()

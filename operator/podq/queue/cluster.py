@@ -254,6 +254,14 @@ def _owner(redis: t.Any) -> SlotOwner | None:
     return owner if isinstance(owner, SlotOwner) else None
 
 
+def server_of(redis: t.Any) -> t.Hashable:
+    """Which server a client's commands reach, as far as known: on a cluster its slot
+    owner's address (the owner itself until it is resolved); None off a cluster, where
+    the clients of one URL reach one server."""
+    owner = _owner(redis)
+    return None if owner is None else owner.address or owner
+
+
 def preload(redis: aioredis.Redis, sources: list[str]) -> None:
     """Load these Lua scripts on every connection to the slot's owner (no-op off a
     cluster)."""

@@ -60,6 +60,11 @@ class RedisQueueCore(Queue):
         seconds, micros = await self.redis.time()
         return seconds + micros / 1_000_000
 
+    async def redis_ms(self) -> int:
+        """Now on Redis's clock (TIME), epoch milliseconds."""
+        seconds, micros = await self.redis.time()
+        return seconds * 1000 + micros // 1000
+
     # -- registration ----------------------------------------------------------------
 
     async def _register(self) -> None:

@@ -236,12 +236,13 @@ class ReadMixin(RedisQueueCore):
         out.update(queued=counts.queued, scheduled=counts.later, active=counts.active)
         return out
 
-    async def workers(self) -> list[dict[str, t.Any]]:
-        """Live workers of this queue, from their liveness records."""
-        seconds, micros = await self.redis.time()  # the clock liveness expires on
-        await self.redis.zremrangebyscore(
-            self.keys.workers, "-inf", seconds * 1000 + micros // 1000
-        )
+    async def workers(self, now_ms: int | None = None) -> list[dict[str, t.Any]]:
+        """Live workers of this queue, from their liveness records. now_ms: Redis's
+        clock (redis_ms()), the one liveness expires on, when the caller read it
+        already (`podq web` reads it once for every queue of a page); else read here."""
+        if now_ms is None:
+            now_ms = await self.redis_ms()
+        await self.redis.zremrangebyscore(self.keys.workers, "-inf", now_ms)
         ids = [text(i) for i in await self.redis.zrange(self.keys.workers, 0, -1)]
         if not ids:
             return []

@@ -16,9 +16,12 @@ import typing as t
 from dataclasses import dataclass, field
 
 from podq.job import TERMINAL_STATUSES, Job, Status
+from podq.queue import cluster
 from podq.queue.store import text
 
 if t.TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from podq.queue import Queue
 
 
@@ -340,13 +343,22 @@ def timeline(job: Job, seen: list[Event]) -> list[Event]:
     return sorted(marks, key=lambda e: e.at)
 
 
-async def workers(queue: Queue) -> list[dict[str, t.Any]]:
-    """Live workers of a queue, each with `age_ms`: how old its liveness record is."""
-    seconds, micros = await queue.redis.time()
-    now_ms = seconds * 1000 + micros // 1000
-    out = []
-    for record in await queue.workers():
-        record = dict(record)
-        record["age_ms"] = max(0, now_ms - int(record.get("ts") or now_ms))
-        out.append(record)
-    return sorted(out, key=lambda r: str(r.get("id")))
+async def workers(queues: Mapping[str, Queue]) -> list[tuple[str, list[dict[str, t.Any]]]]:
+    """Live workers of each queue (by name, in name order; queues of one URL), each with
+    `age_ms`: how old its liveness record is. Redis's clock is read once (TIME) for
+    them all; on a Redis Cluster once per node, as each node's liveness records expire
+    on its own clock."""
+    rows: list[tuple[str, list[dict[str, t.Any]]]] = []
+    clocks: dict[t.Hashable, int] = {}
+    for name, queue in sorted(queues.items()):
+        server = cluster.server_of(queue.redis)
+        if server not in clocks:
+            clocks[server] = await queue.redis_ms()
+        now_ms = clocks[server]
+        out = []
+        for record in await queue.workers(now_ms):
+            record = dict(record)
+            record["age_ms"] = max(0, now_ms - int(record.get("ts") or now_ms))
+            out.append(record)
+        rows.append((name, sorted(out, key=lambda r: str(r.get("id")))))
+    return rows

@@ -236,8 +236,7 @@ def _leaves_finished(status: str) -> bool:
 
 async def sample(queue: Queue) -> Sample:
     """Write one sample of the queue's counters (for the charts) and drop old ones."""
-    seconds, micros = await queue.redis.time()
-    at_ms = seconds * 1000 + micros // 1000
+    at_ms = await queue.redis_ms()
     stats = await queue.stats()
     point = Sample(at_ms, stats["complete"], stats["failed"], stats["aborted"])
     async with queue.redis.pipeline(transaction=False) as pipe:

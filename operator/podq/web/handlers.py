@@ -174,8 +174,7 @@ async def job_page(request: web.Request) -> web.Response:
 
 async def workers_page(request: web.Request) -> web.Response:
     feed = request.app[FEED]
-    rows = [(name, await data.workers(q)) for name, q in sorted(feed.queues.items())]
-    table = render.workers_table(rows)
+    table = render.workers_table(await data.workers(feed.queues))
     if request.query.get("fragment"):
         return web.Response(text=table, content_type="text/html")
     return _html(request, "Workers", render.workers_body(table))
