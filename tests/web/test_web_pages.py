@@ -107,3 +107,13 @@ async def test_the_workers_page_reads_redis_s_clock_once_for_every_queue(redis_u
         for q in queues.values():
             await q.disconnect()
         sync.close()
+
+
+async def test_a_function_filter_reads_the_stored_function_not_the_job_s_json(queue):
+    """It parsed each skipped job's JSON (kwargs, result) for its function name: an
+    unreadable one of another function broke the page."""
+    await queue.enqueue_many([Job("add", key=f"a{i}", kwargs={"big": "x" * 1000})
+                              for i in range(20)] + [Job("rare", key="r1")])
+    await queue.redis.hset(queue.keys.job("a3"), "job", "{not json")
+    page = await data.list_jobs(queue, function="rare", limit=10)
+    assert [j.key for j in page.jobs] == ["r1"] and page.examined == 21

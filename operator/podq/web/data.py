@@ -9,7 +9,6 @@ scan of the job records finds finished. A job of any status is found by its key.
 
 from __future__ import annotations
 
-import json
 import re
 import time
 import typing as t
@@ -165,17 +164,17 @@ async def _of_function(
     queue: Queue, keys: list[str], function: str, wanted: int
 ) -> tuple[list[str], int]:
     """The first `wanted` of keys whose job runs function, and how many keys were read
-    to find them. Reads only each job's `job` field (where the function name
-    is): a fraction of the whole hash, which matters when most jobs are skipped."""
+    to find them. Reads only each job's stored `function` field, not the JSON of its
+    kwargs and result, which matters when most jobs are skipped."""
     async with queue.redis.pipeline(transaction=False) as pipe:
         for key in keys:
-            pipe.hget(queue.keys.job(key), "job")
-        payloads = await pipe.execute()
+            pipe.hget(queue.keys.job(key), "function")
+        functions = await pipe.execute()
     matches: list[str] = []
     read = 0
-    for key, payload in zip(keys, payloads, strict=True):
+    for key, runs in zip(keys, functions, strict=True):
         read += 1
-        if payload and json.loads(payload).get("function") == function:
+        if runs is not None and text(runs) == function:
             matches.append(key)
             if len(matches) >= wanted:
                 break
