@@ -184,12 +184,13 @@ def run_processes(args: argparse.Namespace) -> int:
 
 def run_node(args: argparse.Namespace) -> int:
     """A real node; charts/podq installed with images built here; workers as pods."""
-    print("==> control plane and a node (kubelet, containerd, a Redis for the pods)")
-    plane = ControlPlane.up(RUN_DIR / "control-plane", node=True)
+    print("==> images: worker, operator (scripts/images; cached after the first build)")
+    images = build_images()
+    print("==> control plane and a node (kubelet, containerd, a Redis for the pods),"
+          " the images imported")
+    plane = ControlPlane.up(RUN_DIR / "control-plane", node=True,
+                            images=(image["archive"] for image in images.values()))
     try:
-        print("==> images: worker, operator (scripts/images; cached after the first build)")
-        images = build_images()
-        plane.load_images(*(image["archive"] for image in images.values()))
         values = chart_image_values(images)
         values["redis"] = {"url": plane.pod_redis_url}
         values["operator"]["logFormat"] = "plain"

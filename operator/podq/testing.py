@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterable
 
 
 def ephemeral_port_floor() -> int:
@@ -214,16 +214,19 @@ class ControlPlane:
     @classmethod
     def up(
         cls, run_dir: Path | None = None, exit_with: int | None = None, port: int | None = None,
-        node: bool = False,
+        node: bool = False, images: Iterable[str | Path] = (),
     ) -> ControlPlane:
         """Start one in run_dir (default: a new temporary folder).
 
         exit_with: a pid; the control plane takes itself down once that process is gone
         (so a killed test run leaves nothing behind). port: the API server's port if free.
         node: also a real node (kubelet, containerd, a Redis for the pods; needs root).
+        images: image archives (scripts/images) for the node's containerd, imported while
+        the rest starts.
         """
         run_dir = Path(run_dir or tempfile.mkdtemp(prefix="podq-control-plane-"))
         args = ["up", "--quiet", *(["--node"] if node else [])]
+        args += [f"--image={archive}" for archive in images]
         if exit_with:
             args += ["--exit-with", str(exit_with)]
         if port:

@@ -45,14 +45,18 @@ CHART = ROOT / "charts" / "podq"
 RELEASE, NAMESPACE = "podq", "podq-system"
 
 
-def node_module() -> Any:
-    """scripts/lib/podq_node.py (what a node needs, whether this machine can run one)."""
-    spec = importlib.util.spec_from_file_location(
-        "podq_node", ROOT / "scripts" / "lib" / "podq_node.py")
+def script_module(name: str) -> Any:
+    """A module of scripts/lib, e.g. podq_node (what a node needs, whether this machine
+    can run one) or podq_oci (image archives)."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / "lib" / f"{name}.py")
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def node_module() -> Any:
+    return script_module("podq_node")
 
 
 @dataclass

@@ -10,18 +10,23 @@ Skipped, with the reason, only where this machine cannot run a node: not root, n
 cgroups, or packages missing (containerd, runc, CNI plugins, iproute2, gcc) and no apt-get
 to install them. Binaries and images are obtained at collection (a cold build
 takes minutes; the per-test timeout must not cut it short); a failed build fails.
-./scripts/demo (test_demo_node), which mostly waits on pods of a node of its own, starts
-right after that, in the background, and runs beside the session node's tests
-(demo_run.py).
+Once collection is done, two things start in the background, beside the tests that run
+before theirs (tests/chart in a full run): ./scripts/demo (test_demo_node), which mostly
+waits on pods of a node of its own (demo_run.py), and the session's node and chart
+release (SessionNode), which the tests that use them wait for; those tests run last of
+tests/e2e.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 import time
-from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 from chart_release import NAMESPACE, RELEASE, Release, node_module
@@ -42,19 +47,27 @@ SKIP_REASON: str | None = node_module().unsupported_reason()
 _prepare_error: str | None = None
 _images: dict[str, dict] = {}
 _demo: list[BackgroundDemo] = []
+_session_node: list[SessionNode] = []
+
+
+def uses(item: pytest.Item, fixture: str) -> bool:
+    return fixture in getattr(item, "fixturenames", ())
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark tests/e2e `e2e`; build binaries and images once, before any test."""
+    """Mark tests/e2e `e2e`; order them so that what the background prepares is waited
+    for last: the chart release's tests after the others, the demo's at the end; build
+    binaries and images once, before any test."""
     global _prepare_error
-    selected = False
-    for item in items:
-        if E2E_DIR in item.path.resolve().parents:
-            item.add_marker(pytest.mark.e2e)
-            if SKIP_REASON:
-                item.add_marker(pytest.mark.skip(reason=f"no real node here: {SKIP_REASON}"))
-            selected = True
-    if not selected or SKIP_REASON or config.option.collectonly:
+    slots = [i for i, item in enumerate(items) if E2E_DIR in item.path.resolve().parents]
+    e2e = sorted((items[i] for i in slots), key=lambda item: (
+        item.path.name == "test_demo_node.py", uses(item, "release")))
+    for i, item in zip(slots, e2e, strict=True):
+        items[i] = item
+        item.add_marker(pytest.mark.e2e)
+        if SKIP_REASON:
+            item.add_marker(pytest.mark.skip(reason=f"no real node here: {SKIP_REASON}"))
+    if not e2e or SKIP_REASON or config.option.collectonly:
         return
     result = run_control_plane_script("install")
     if result.returncode != 0:
@@ -67,12 +80,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    """Start ./scripts/demo if its test is still selected once -k/-m have deselected."""
+    """Start ./scripts/demo and the session's node and release in the background, as far
+    as the tests still selected once -k/-m have deselected need them."""
     if SKIP_REASON or _prepare_error or not _images or session.config.option.collectonly:
         return
-    if any(item.path.name == "test_demo_node.py" and E2E_DIR in item.path.resolve().parents
-           for item in session.items):
+    e2e = [item for item in session.items if E2E_DIR in item.path.resolve().parents]
+    if any(item.path.name == "test_demo_node.py" for item in e2e):
         start_demo()
+    if any(uses(item, "node_plane") for item in e2e):
+        _session_node.append(SessionNode(release=any(uses(item, "release") for item in e2e)))
 
 
 def start_demo() -> BackgroundDemo:
@@ -86,6 +102,8 @@ def pytest_sessionfinish() -> None:
     for demo in _demo:  # its test did not run to the end (-x, interrupted)
         demo.stop()
         demo.remove_run_dir()
+    for node in _session_node:
+        node.down()
 
 
 @pytest.fixture(scope="session")
@@ -105,21 +123,11 @@ def images() -> dict[str, dict]:
 
 
 @pytest.fixture(scope="session")
-def node_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+def node_plane() -> ControlPlane:
+    """The session's node, with the images imported (up since collection)."""
     if _prepare_error:
         pytest.fail(_prepare_error, pytrace=False)
-    started = time.monotonic()
-    try:
-        plane = ControlPlane.up(tmp_path_factory.mktemp("node"), exit_with=os.getpid(),
-                                node=True)
-    except RuntimeError as err:
-        pytest.fail(str(err), pytrace=False)
-    up = time.monotonic()
-    with plane:
-        plane.load_images(*(image["archive"] for image in _images.values()))
-        print(f"node up in {up - started:.1f}s, images imported in"
-              f" {time.monotonic() - up:.1f}s")
-        yield plane
+    return _session_node[0].result(_session_node[0].plane)
 
 
 def helm_values(plane: ControlPlane) -> dict:
@@ -150,21 +158,59 @@ def helm_values(plane: ControlPlane) -> dict:
 @pytest.fixture(scope="session")
 def release(node_plane: ControlPlane) -> Release:
     """charts/podq installed into a namespace that enforces Pod Security `restricted`."""
-    plane = node_plane
-    try:
+    return _session_node[0].result(_session_node[0].release)
+
+
+class SessionNode:
+    """The session's node (`up --node`, the images imported while it starts) and, if
+    asked, charts/podq installed on it: prepared in a background thread from the end of
+    collection; a fixture waits for what it needs and fails with what went wrong."""
+
+    def __init__(self, release: bool) -> None:
+        self.run_dir = Path(tempfile.mkdtemp(prefix="podq-e2e-"))  # short: node sockets
+        self.report: list[str] = []
+        self._thread = ThreadPoolExecutor(max_workers=1)
+        self.plane: Future[ControlPlane] = self._thread.submit(self._up)
+        self.release: Future[Release] | None = (
+            self._thread.submit(self._install) if release else None)
+
+    def _up(self) -> ControlPlane:
+        started = time.monotonic()
+        plane = ControlPlane.up(self.run_dir, exit_with=os.getpid(), node=True,
+                                images=(image["archive"] for image in _images.values()))
+        self.report.append(f"node up with its images in {time.monotonic() - started:.1f}s")
+        return plane
+
+    def _install(self) -> Release:
+        plane = self.plane.result()
         took = install_chart(plane, RELEASE, NAMESPACE, helm_values(plane), restricted=True)
-    except RuntimeError as err:
-        pytest.fail(str(err), pytrace=False)
-    print(f"helm install --wait took {took:.1f}s")
-    deployments = json.loads(plane.kubectl(
-        "get", "deployments", "-n", NAMESPACE, "-l", "app.kubernetes.io/component=worker",
-        "-o", "json").stdout)["items"]
-    assert len(deployments) == 1, deployments
-    release = Release(plane, NAMESPACE, deployments[0]["metadata"]["name"])
-    started = time.monotonic()
-    release.wait_scaled_to_zero()  # the chart's Deployment starts with one pod
-    took = time.monotonic() - started
-    print(f"the operator scaled the workers to zero in {took:.1f}s")
-    # that pod, stopped while it starts, ends at once: not after its grace period (20 + 30 s)
-    assert took < 50, f"the first worker pod took {took:.0f}s to go"
-    return release
+        self.report.append(f"helm install --wait took {took:.1f}s")
+        deployments = json.loads(plane.kubectl(
+            "get", "deployments", "-n", NAMESPACE, "-l", "app.kubernetes.io/component=worker",
+            "-o", "json").stdout)["items"]
+        assert len(deployments) == 1, deployments
+        release = Release(plane, NAMESPACE, deployments[0]["metadata"]["name"])
+        started = time.monotonic()
+        release.wait_scaled_to_zero()  # the chart's Deployment starts with one pod
+        took = time.monotonic() - started
+        self.report.append(f"the operator scaled the workers to zero in {took:.1f}s")
+        # that pod, stopped while it starts, ends at once: not after its grace period
+        # (20 + 30 s)
+        assert took < 50, f"the first worker pod took {took:.0f}s to go"
+        return release
+
+    def result(self, future: Future | None) -> Any:
+        """What future gives once done; a failure to prepare fails the test that needs it."""
+        assert future is not None, "the session's release was not prepared: not selected"
+        try:
+            value = future.result(timeout=600)
+        except RuntimeError as err:
+            pytest.fail(str(err), pytrace=False)
+        print("\n".join(self.report))
+        return value
+
+    def down(self) -> None:
+        self._thread.shutdown(wait=True)  # an `up` or install still going: let it end
+        if self.plane.done() and self.plane.exception() is None:
+            self.plane.result().down()
+        shutil.rmtree(self.run_dir, ignore_errors=True)

@@ -30,8 +30,8 @@ class BackgroundDemo:
         self.run_dir = Path(tempfile.mkdtemp(prefix="podq-demo-"))
         self.netns = node_module().netns_name(self.run_dir / "control-plane")
         self.lines: list[str] = []
-        # whether the demo node's network namespace existed when the demo said the node
-        # was up (its "==> images" line); None until that line
+        # whether the demo node's network namespace existed once the node was up (its
+        # "==> helm install" line, which follows); None until that line
         self.netns_when_up: bool | None = None
         self.process = subprocess.Popen(
             [sys.executable, str(ROOT / "scripts" / "demo.py"), "--exit-when-done",
@@ -45,7 +45,7 @@ class BackgroundDemo:
     def _read(self) -> None:
         assert self.process.stdout is not None
         for line in self.process.stdout:
-            if line.startswith("==> images") and self.netns_when_up is None:
+            if line.startswith("==> helm install") and self.netns_when_up is None:
                 self.netns_when_up = self.netns in netns_names()
             self.lines.append(line)
 

@@ -38,7 +38,7 @@ def test_demo_runs_the_examples_on_a_real_node(background_demo: BackgroundDemo) 
     seen = demo.lines
     out = "".join(seen)
     assert code == 0, out[-6000:]
-    assert any(line.startswith("==> images") for line in seen), out[-6000:]
+    assert any(line.startswith("==> helm install") for line in seen), out[-6000:]
     # the node was up in its own network namespace
     assert demo.netns_when_up, (netns, out[-3000:])
     lines = out.splitlines()

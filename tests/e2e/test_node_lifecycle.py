@@ -10,10 +10,11 @@ import os
 import shutil
 import socket
 import subprocess
+import uuid
 from pathlib import Path
 
 import pytest
-from chart_release import NAMESPACE, node_module
+from chart_release import NAMESPACE, node_module, script_module
 
 from podq.testing import ControlPlane, run_control_plane_script
 
@@ -185,3 +186,37 @@ def test_a_run_folder_too_long_for_the_node_sockets_is_refused_at_once(
     # come and go meanwhile)
     assert node.netns_name(long) not in netns_names()
     assert list(long.iterdir()) == []  # nothing started, nothing written
+
+
+def node_images(plane: ControlPlane) -> list[str]:
+    out = subprocess.run(
+        ["ctr", "--address", str(Path(plane.state["node"]["dir"]) / "containerd.sock"),
+         "-n", "k8s.io", "images", "ls", "-q"], capture_output=True, text=True, check=True)
+    return out.stdout.split()
+
+
+def test_image_archives_are_imported_at_up_or_later(
+    node_plane: ControlPlane, images: dict[str, dict], tmp_path: Path
+) -> None:
+    """`up --node --image` imported the session's images while the control plane started;
+    `load-image` adds one to a running node; a bad `--image` is refused before anything
+    starts."""
+    assert {image["ref"] for image in images.values()} <= set(node_images(node_plane))
+    assert node_plane.state["node"]["images_imported_in"] > 0
+    oci = script_module("podq_oci")
+    (tmp_path / "root").mkdir()
+    (tmp_path / "root" / "hello").write_text("hello\n")
+    oci.layer_from_dir(tmp_path / "root", tmp_path / "layer.tar")
+    ref = f"podq.local/loaded-{uuid.uuid4().hex[:6]}:1"
+    oci.write_archive(ref, [tmp_path / "layer.tar"], {"Cmd": ["/hello"]}, tmp_path / "image.tar")
+    node_plane.load_images(tmp_path / "image.tar")
+    assert ref in node_images(node_plane)
+
+    for args, says in ((["--image", str(tmp_path / "image.tar")], "--image needs --node"),
+                       (["--node", "--image", str(tmp_path / "none.tar")],
+                        "no such archive")):
+        run = tmp_path / f"cp{len(args)}"
+        result = run_control_plane_script("up", *args, run_dir=run, timeout=60)
+        assert result.returncode != 0
+        assert says in result.stderr, result.stderr
+        assert not run.exists() or not list(run.iterdir())  # nothing started
