@@ -210,3 +210,36 @@ async def test_a_deployment_on_a_queue_granted_to_no_namespace_is_not_autoscaled
 
 async def _scaled_to(harness: Harness, name: str, count: int) -> bool:
     return await replicas(harness, name) == count
+
+
+async def test_a_deployment_whose_queue_label_is_removed_is_no_longer_autoscaled(
+        harness: Harness) -> None:
+    """Removing podq.dev/queue opts a Deployment out: once the operator says so (Event
+    AutoscalingStopped) it never scales it again, while another Deployment of the queue
+    still is (kopf's label filter passed no event for the removal: the operator went on
+    scaling it)."""
+    queue = "opt-out"
+    harness.start_operator()
+    scaling = {"podq.dev/max-replicas": "3", "podq.dev/concurrency": "1"}
+    for name in ("kept", "opted-out"):
+        await harness.apps.create_namespaced_deployment(
+            harness.namespace, deployment(name, queue, **scaling))
+    await harness.create_job("first", "noop", queue=queue)  # no worker runs: it stays queued
+    for name in ("kept", "opted-out"):
+        await eventually(lambda name=name: _scaled_to(harness, name, 1), within=60,
+                         what=f"{name} scaled from zero")
+
+    await harness.apps.patch_namespaced_deployment(
+        "opted-out", harness.namespace, {"metadata": {"labels": {"podq.dev/queue": None}}})
+
+    async def said_so() -> bool:
+        return any(e.reason == "AutoscalingStopped" and e.type == "Normal"
+                   for e in await harness.events("opted-out"))
+    await eventually(said_so, within=30, what="an AutoscalingStopped Event")
+    # two more jobs: one pass scales `kept` to 2, a later one to 3 (passes run one at a
+    # time), so a pass that would have scaled `opted-out` too is over by then
+    await harness.create_job("second", "noop", queue=queue)
+    await eventually(lambda: _scaled_to(harness, "kept", 2), within=60, what="kept at 2")
+    await harness.create_job("third", "noop", queue=queue)
+    await eventually(lambda: _scaled_to(harness, "kept", 3), within=60, what="kept at 3")
+    assert await replicas(harness, "opted-out") == 1

@@ -30,6 +30,7 @@ from podq.operator.scaling import (
 log = logging.getLogger("podq.operator")
 
 NOT_PERMITTED = "NotPermitted"
+OPTED_OUT = "AutoscalingStopped"  # the queue label was removed
 
 
 @dataclass
@@ -130,6 +131,23 @@ class Autoscaler:
             f"label {LABEL_QUEUE}: queue {queue!r} is granted to no namespace, so the"
             f" operator does not autoscale this Deployment; the cluster admin grants"
             f" queues: chart value workers.pools[].namespaces, operator flag --allow-queue"))
+
+    async def opt_out(self, body: Mapping[str, Any]) -> bool:
+        """A Deployment without the queue label: if it had it, it has opted out of
+        autoscaling (its replicas are its owner's again), and a Normal Event says so.
+        Called for every unlabelled Deployment of the cluster: quiet for the others.
+        Returns whether it had been autoscaled."""
+        meta = body["metadata"]
+        key = (meta["namespace"], meta["name"])
+        self._unrefuse(key)
+        deployment = self.deployments.get(key)
+        if deployment is None:
+            return False
+        self._untrack(key)
+        await self.events.post(deployment.ref, "Normal", OPTED_OUT, (
+            f"label {LABEL_QUEUE} removed: the operator no longer scales this Deployment"
+            f" (it did for queue {deployment.queue}); its replicas are left as they are"))
+        return True
 
     def forget(self, namespace: str, name: str) -> None:
         """The Deployment is gone."""

@@ -205,3 +205,10 @@ async def deployment_event(event: dict, body: kopf.Body, memo: kopf.Memo, **_: A
         memo.autoscaler.observe(body)
     else:
         await memo.autoscaler.refuse(body)
+
+
+# kopf filters labels on the events it receives: the event that removes the label does
+# not match the handler above, so without this one the Deployment stayed autoscaled
+@kopf.on.event("apps", "v1", "deployments", labels={LABEL_QUEUE: kopf.ABSENT})
+async def deployment_unlabelled(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    await memo.autoscaler.opt_out(body)
