@@ -98,6 +98,20 @@ def start_demo() -> BackgroundDemo:
     return _demo[0]
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    """The session's node goes down after the last test that uses it, not at the end of
+    the whole run: idle, it still took CPU from every test after tests/e2e."""
+    if _session_node and uses(item, "node_plane") and not any(
+            uses(later, "node_plane") for later in _items_after(item)):
+        _session_node[0].down()
+
+
+def _items_after(item: pytest.Item) -> list[pytest.Item]:
+    items = item.session.items
+    return items[items.index(item) + 1:]
+
+
 def pytest_sessionfinish() -> None:
     for demo in _demo:  # its test did not run to the end (-x, interrupted)
         demo.stop()
@@ -169,6 +183,7 @@ class SessionNode:
     def __init__(self, release: bool) -> None:
         self.run_dir = Path(tempfile.mkdtemp(prefix="podq-e2e-"))  # short: node sockets
         self.report: list[str] = []
+        self._down = False
         self._thread = ThreadPoolExecutor(max_workers=1)
         self.plane: Future[ControlPlane] = self._thread.submit(self._up)
         self.release: Future[Release] | None = (
@@ -210,6 +225,10 @@ class SessionNode:
         return value
 
     def down(self) -> None:
+        """Once (after the last test that uses it, or at the end of the session)."""
+        if self._down:
+            return
+        self._down = True
         self._thread.shutdown(wait=True)  # an `up` or install still going: let it end
         if self.plane.done() and self.plane.exception() is None:
             self.plane.result().down()
