@@ -428,18 +428,23 @@ def sandbox_ids(node: Path) -> set[str]:
     return found
 
 
-def other_kubelets(node: Path) -> list[int]:
-    """Kubelets running on this host that are not our node's."""
-    found = []
+def kubelets() -> dict[int, list[bytes]]:
+    """The kubelets running on this host (any node's): pid -> command line."""
+    found = {}
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
         with contextlib.suppress(OSError):
             argv = (proc / "cmdline").read_bytes().split(b"\0")
-            if argv and Path(argv[0].decode(errors="replace")).name == "kubelet" and not any(
-                    str(node).encode() in a for a in argv):
-                found.append(int(proc.name))
+            if argv and Path(argv[0].decode(errors="replace")).name == "kubelet":
+                found[int(proc.name)] = argv
     return found
+
+
+def other_kubelets(node: Path) -> list[int]:
+    """Kubelets running on this host that are not our node's."""
+    mark = str(node).encode()
+    return [pid for pid, argv in kubelets().items() if not any(mark in a for a in argv)]
 
 
 def remove_host_leftovers(node: Path, network: str, created: list[str]) -> int:

@@ -14,7 +14,8 @@ Once collection is done, two things start in the background, beside the tests th
 before theirs (tests/chart in a full run): ./scripts/demo (test_demo_node), which mostly
 waits on pods of a node of its own (demo_run.py), and the session's node and chart
 release (SessionNode), which the tests that use them wait for; those tests run last of
-tests/e2e.
+tests/e2e. The host is read before anything starts, and the last test checks that both
+nodes left nothing behind once they are down (test_node_lifecycle).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from typing import Any
 import pytest
 from chart_release import NAMESPACE, RELEASE, Release, node_module
 from demo_run import BackgroundDemo
+from host import HostSnapshot, NodeRun, link_address
 
 from podq.testing import (
     ControlPlane,
@@ -48,6 +50,7 @@ _prepare_error: str | None = None
 _images: dict[str, dict] = {}
 _demo: list[BackgroundDemo] = []
 _session_node: list[SessionNode] = []
+_host_before: list[HostSnapshot] = []
 
 
 def uses(item: pytest.Item, fixture: str) -> bool:
@@ -56,12 +59,14 @@ def uses(item: pytest.Item, fixture: str) -> bool:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Mark tests/e2e `e2e`; order them so that what the background prepares is waited
-    for last: the chart release's tests after the others, the demo's at the end; build
-    binaries and images once, before any test."""
+    for last: the chart release's tests after the others, then the demo's, then the
+    check that the nodes left nothing behind; build binaries and images once, before
+    any test."""
     global _prepare_error
     slots = [i for i, item in enumerate(items) if E2E_DIR in item.path.resolve().parents]
     e2e = sorted((items[i] for i in slots), key=lambda item: (
-        item.path.name == "test_demo_node.py", uses(item, "release")))
+        uses(item, "nodes_down"), item.path.name == "test_demo_node.py",
+        uses(item, "release")))
     for i, item in zip(slots, e2e, strict=True):
         items[i] = item
         item.add_marker(pytest.mark.e2e)
@@ -85,6 +90,8 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     if SKIP_REASON or _prepare_error or not _images or session.config.option.collectonly:
         return
     e2e = [item for item in session.items if E2E_DIR in item.path.resolve().parents]
+    if any(uses(item, "nodes_down") for item in e2e):
+        _host_before.append(HostSnapshot.take())
     if any(item.path.name == "test_demo_node.py" for item in e2e):
         start_demo()
     if any(uses(item, "node_plane") for item in e2e):
@@ -144,6 +151,37 @@ def node_plane() -> ControlPlane:
     return _session_node[0].result(_session_node[0].plane)
 
 
+@pytest.fixture(scope="session")
+def host_before() -> HostSnapshot:
+    """The host as it was once collected, before the demo's and the session's nodes."""
+    return _host_before[0]
+
+
+@pytest.fixture(scope="session")
+def bridge_mac_at_up(node_plane: ControlPlane) -> str:
+    """The MAC of the session node's pod network gateway before any pod joined."""
+    assert _session_node[0].bridge_mac is not None
+    return _session_node[0].bridge_mac
+
+
+@pytest.fixture
+def nodes_down(node_plane: ControlPlane) -> list[NodeRun]:
+    """The nodes of this run, once down: the demo's (when it ran) after it ended, and the
+    session's (taken down here, before its last test would)."""
+    runs = []
+    for demo in _demo:
+        demo.wait(timeout=540)
+        runs.append(node_run(demo.run_dir / "control-plane"))
+    runs.append(node_run(_session_node[0].run_dir))
+    _session_node[0].down()
+    return runs
+
+
+def node_run(run: Path) -> NodeRun:
+    node = node_module()
+    return NodeRun(run, node.netns_name(run), node.cgroup_root(run), node.network_name(run))
+
+
 def helm_values(plane: ControlPlane) -> dict:
     images = chart_image_values(_images)
     return {
@@ -183,6 +221,7 @@ class SessionNode:
     def __init__(self, release: bool) -> None:
         self.run_dir = Path(tempfile.mkdtemp(prefix="podq-e2e-"))  # short: node sockets
         self.report: list[str] = []
+        self.bridge_mac: str | None = None
         self._down = False
         self._thread = ThreadPoolExecutor(max_workers=1)
         self.plane: Future[ControlPlane] = self._thread.submit(self._up)
@@ -194,6 +233,8 @@ class SessionNode:
         plane = ControlPlane.up(self.run_dir, exit_with=os.getpid(), node=True,
                                 images=(image["archive"] for image in _images.values()))
         self.report.append(f"node up with its images in {time.monotonic() - started:.1f}s")
+        # the pod network's gateway before any pod joined (test_node_lifecycle)
+        self.bridge_mac = link_address(plane.state["node"]["netns"], "podq0")
         return plane
 
     def _install(self) -> Release:

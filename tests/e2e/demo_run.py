@@ -15,11 +15,7 @@ import threading
 from pathlib import Path
 
 from chart_release import ROOT, node_module
-
-
-def netns_names() -> set[str]:
-    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True)
-    return {line.split()[0] for line in out.stdout.splitlines() if line.strip()}
+from host import netns_names
 
 
 class BackgroundDemo:

@@ -9,25 +9,9 @@ tests/kube/test_demo.py runs the processes mode."""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
-from demo_run import BackgroundDemo, netns_names
-
-
-def processes_under(folder: Path) -> list[str]:
-    found = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit() or int(proc.name) == os.getpid():
-            continue
-        try:
-            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except (OSError, ValueError):
-            continue
-        if str(folder) in cmdline:
-            found.append(cmdline)
-    return found
+from demo_run import BackgroundDemo
+from host import netns_names, processes_mentioning
 
 
 @pytest.mark.timeout(600)
@@ -54,6 +38,6 @@ def test_demo_runs_the_examples_on_a_real_node(background_demo: BackgroundDemo) 
     # (node mode starts no worker of its own: pods of the chart ran the examples)
     assert not [line for line in lines if line.strip().startswith("worker: ")], out
     # --exit-when-done: nothing of it is left running, its network namespace is gone
-    assert processes_under(run_dir) == []
+    assert processes_mentioning(str(run_dir)) == []
     assert netns not in netns_names()
     demo.remove_run_dir()

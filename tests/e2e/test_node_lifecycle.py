@@ -1,12 +1,11 @@
-"""`up --node` / `down` of a second node, beside the session's: a pod runs on it, its
-traffic stays in the run's network namespace, and `down` leaves nothing behind (no
-process, mount, network namespace, iptables chain, cgroup, run folder or state folder of
-the host's own)."""
+"""`up --node` / `down`: the session's node keeps to its network namespace while pods run
+on it, and once it and the demo's node are down nothing of them is left on the host (no
+process, mount, network namespace, packet filter rule, address, cgroup, run folder or
+state folder of the host's own); bad input to `up` is refused before anything starts."""
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import socket
 import subprocess
@@ -14,134 +13,80 @@ import uuid
 from pathlib import Path
 
 import pytest
-from chart_release import NAMESPACE, node_module, script_module
+from chart_release import node_module, script_module
+from host import (
+    HostSnapshot,
+    NodeRun,
+    host_addresses,
+    host_firewall,
+    host_state,
+    link_address,
+    netns_names,
+    processes_mentioning,
+)
 
 from podq.testing import ControlPlane, run_control_plane_script
 
 
-def processes_mentioning(marker: str) -> list[str]:
-    found = []
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit() and int(proc.name) != os.getpid():
-            try:
-                cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-            except OSError:
-                continue
-            if marker in cmdline:
-                found.append(f"{proc.name}: {cmdline}")
-    return found
-
-
-def netns_names() -> set[str]:
-    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True)
-    return {line.split()[0] for line in out.stdout.splitlines() if line.strip()}
-
-
-# where a kubelet, containerd or the CNI plugins keep state by default: the node keeps
-# its own under the run folder, so `up` must not create these, nor `down` leave them
-HOST_STATE = ("/var/lib/kubelet", "/var/lib/containerd", "/var/lib/cni", "/run/containerd",
-              "/var/run/containerd", "/var/log/pods", "/var/log/containers", "/etc/cni",
-              "/opt/cni", "/etc/kubernetes", "/run/runc", "/run/calico", "/var/lib/calico")
-
-
-def host_state(session: ControlPlane) -> dict[str, list[str]]:
-    """What exists of HOST_STATE (with the entries of each folder), but for what the
-    session's node makes meanwhile (its pods' log links and CNI results)."""
-    theirs = (f"_{NAMESPACE}_", f"{session.state['node']['network']}-")
-    found = {}
-    for folder in map(Path, HOST_STATE):
-        if folder.is_dir():
-            found[str(folder)] = sorted(p.name for p in folder.iterdir()
-                                        if not any(mark in p.name for mark in theirs))
-        elif folder.exists():
-            found[str(folder)] = []
-    return found
-
-
-def host_firewall() -> str:
-    """The host namespace's packet filter rules (iptables and nftables, where present)."""
-    dumps = []
-    for cmd in (["iptables-save"], ["ip6tables-save"], ["nft", "list", "ruleset"]):
-        if shutil.which(cmd[0]):
-            out = subprocess.run(cmd, capture_output=True, text=True, check=False).stdout
-            # counters and the dump's timestamp comments change by themselves
-            dumps.append("\n".join(line.split(" [")[0] for line in out.splitlines()
-                                   if not line.startswith("#")))
-    return "\n".join(dumps)
-
-
-def link_address(netns: str, link: str) -> str:
-    words = subprocess.run(["ip", "-n", netns, "-o", "link", "show", link], capture_output=True,
-                           text=True, check=True).stdout.split()
-    return words[words.index("link/ether") + 1]
-
-
-def host_addresses() -> str:
-    return subprocess.run(["ip", "-o", "addr"], capture_output=True, text=True,
-                          check=True).stdout
-
-
-def test_a_node_comes_up_runs_a_pod_and_leaves_nothing_behind(
-    node_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory
+def test_the_node_keeps_to_its_network_namespace(
+    node_plane: ControlPlane, host_before: HostSnapshot, bridge_mac_at_up: str
 ) -> None:
-    run = tmp_path_factory.mktemp("second-node")
-    node = node_module()
-    session_node = Path(node_plane.state["node"]["dir"])
-    foreign = set(node.other_kubelets(session_node))  # other nodes of a shared machine
-    before_addresses = host_addresses()
-    before_state, before_firewall = host_state(node_plane), host_firewall()
-    plane = ControlPlane.up(run, exit_with=os.getpid(), node=True)
-    try:
-        netns = plane.state["node"]["netns"]
-        assert netns in netns_names()
-        # the node's address and the pod network exist only inside the namespace
-        assert host_addresses() == before_addresses
-        assert plane.state["node"]["ip"] not in host_addresses()
-        # the host reaches the API server and Redis on loopback only (the forwarder)
-        assert plane.server.startswith("https://127.0.0.1:")
-        assert plane.redis_url and plane.redis_url.startswith("redis://127.0.0.1:")
-        host, port = plane.redis_url.removeprefix("redis://").split("/")[0].split(":")
-        with socket.create_connection((host, int(port)), timeout=5) as conn:
-            conn.sendall(b"PING\r\n")
-            assert conn.recv(16) == b"+PONG\r\n"
-        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "pause"},
-               "spec": {"containers": [{"name": "pause", "image": "podq.local/pause:1",
-                                        "imagePullPolicy": "Never"}]}}
-        bridge_mac = link_address(netns, "podq0")
-        plane.kubectl("apply", "-f", "-", input=json.dumps(pod))
-        plane.kubectl("wait", "--for=condition=Ready", "pod/pause", "--timeout=60s")
-        # the pod network's gateway keeps its MAC as pods join (and leave): the pods'
-        # ARP entries for it stay right (a bridge left to pick its ports' lowest MAC
-        # changes it, and pods lose Redis and the API server for up to ~30 s)
-        assert link_address(netns, "podq0") == bridge_mac
-        # the kubelet's and the pod network's rules are the namespace's, not the host's
-        assert host_firewall() == before_firewall
-        veths = subprocess.run(["ip", "-n", netns, "-o", "link", "show", "type", "veth"],
-                               capture_output=True, text=True, check=True).stdout.split()
-        pod_netns = veths[veths.index("link-netns") + 1]  # the pod's, wired to our bridge
-        assert pod_netns in netns_names()
-        sandboxes = node.sandbox_ids(Path(plane.state["node"]["dir"]))
-    finally:
-        plane.down()
-    assert netns not in netns_names() and pod_netns not in netns_names()
-    assert host_firewall() == before_firewall
-    foreign |= set(node.other_kubelets(session_node))
-    if not foreign:
-        assert host_state(node_plane) == before_state
-    else:  # another node of this machine (not the session's) writes there meanwhile:
-        # nothing of ours is left, at least (CI runs no other node)
-        print(f"kubelets of other nodes (pids {sorted(foreign)}): only our entries checked")
-        marks = (f"{plane.state['node']['network']}-", *sandboxes)
-        ours = [f"{folder}/{entry.name}" for folder in map(Path, HOST_STATE) if folder.is_dir()
-                for entry in folder.iterdir() if any(m in entry.name for m in marks)
-                or (entry.is_symlink() and str(run) in os.readlink(entry))]
-        assert not ours, ours
-    assert not processes_mentioning(str(run)), processes_mentioning(str(run))
+    netns = node_plane.state["node"]["netns"]
+    assert netns in netns_names()
+    # the node's address and the pod network exist only inside the namespace
+    assert host_addresses() == host_before.addresses
+    assert node_plane.state["node"]["ip"] not in host_addresses()
+    # the host reaches the API server and Redis on loopback only (the forwarder)
+    assert node_plane.server.startswith("https://127.0.0.1:")
+    assert node_plane.redis_url and node_plane.redis_url.startswith("redis://127.0.0.1:")
+    host, port = node_plane.redis_url.removeprefix("redis://").split("/")[0].split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as conn:
+        conn.sendall(b"PING\r\n")
+        assert conn.recv(16) == b"+PONG\r\n"
+    name = f"pause-{uuid.uuid4().hex[:6]}"
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+           "spec": {"containers": [{"name": "pause", "image": "podq.local/pause:1",
+                                    "imagePullPolicy": "Never"}]}}
+    node_plane.kubectl("apply", "-f", "-", input=json.dumps(pod))
+    node_plane.kubectl("wait", "--for=condition=Ready", f"pod/{name}", "--timeout=60s")
+    # the pod network's gateway keeps the MAC it had before any pod joined (pods join and
+    # leave): the pods' ARP entries for it stay right (a bridge left to pick its ports'
+    # lowest MAC changes it, and pods lose Redis and the API server for up to ~30 s)
+    assert link_address(netns, "podq0") == bridge_mac_at_up
+    # the kubelet's and the pod network's rules are the namespace's, not the host's
+    assert host_firewall() == host_before.firewall
+    veths = subprocess.run(["ip", "-n", netns, "-o", "link", "show", "type", "veth"],
+                           capture_output=True, text=True, check=True).stdout.split()
+    pod_netns = veths[veths.index("link-netns") + 1]  # a pod's, wired to our bridge
+    assert pod_netns in netns_names() - host_before.netns
+    node_plane.kubectl("delete", "pod", name, "--wait=false")
+
+
+def test_the_nodes_leave_nothing_behind(
+    nodes_down: list[NodeRun], host_before: HostSnapshot
+) -> None:
+    """Run last of tests/e2e: the demo's node (when it ran) and the session's are down."""
+    assert host_firewall() == host_before.firewall
+    assert host_addresses() == host_before.addresses
     mounts = Path("/proc/self/mountinfo").read_text()
-    assert str(run) not in mounts
-    cgroup = plane.state["node"]["cgroup_root"].lstrip("/")
-    assert not list(Path("/sys/fs/cgroup").glob(f"*/{cgroup}"))
-    assert not run.exists() or not list(run.iterdir())
+    for node in nodes_down:
+        assert node.netns not in netns_names()
+        assert not processes_mentioning(str(node.run)), processes_mentioning(str(node.run))
+        assert str(node.run) not in mounts
+        assert not list(Path("/sys/fs/cgroup").glob(f"*/{node.cgroup_root.lstrip('/')}"))
+        assert not node.run.exists() or not list(node.run.iterdir())
+    foreign = host_before.kubelets | set(node_module().kubelets())
+    if not foreign:  # CI runs no other node: the host is as it was
+        assert netns_names() == host_before.netns  # the pods' namespaces too
+        assert host_state() == host_before.state
+    else:  # another node of this machine writes there meanwhile: nothing of ours is left
+        print(f"kubelets of other nodes (pids {sorted(foreign)}): only our entries checked")
+        marks = tuple(f"{node.network}-" for node in nodes_down)
+        runs = tuple(str(node.run) for node in nodes_down)
+        ours = [str(entry) for folder in map(Path, host_state()) if folder.is_dir()
+                for entry in folder.iterdir() if entry.name.startswith(marks)
+                or (entry.is_symlink() and str(entry.readlink()).startswith(runs))]
+        assert not ours, ours
 
 
 def test_missing_node_packages_are_installed_or_named(
