@@ -10,7 +10,7 @@ from redis.asyncio.cluster import RedisCluster
 from podq import Queue
 from podq.errors import RedisVersionError
 from podq.queue import list_queues
-from podq.queue.redis import MIN_REDIS_VERSION, redis_version
+from podq.queue.redis import MIN_REDIS_VERSION, read_redis_version, redis_version
 from podq.testing_cluster import LoopbackCluster
 
 
@@ -35,6 +35,26 @@ def test_an_unreadable_version_is_refused_naming_what_was_reported(reported: obj
         redis_version(reported)
     assert str(refused.value) == (f"cannot read the Redis version {reported!r} (INFO server"
                                   " redis_version); podq needs Redis 7.0 or later")
+
+
+@pytest.mark.parametrize(("reported", "version"), [
+    ("7.0.0-rc1", (7, 0, 0)), ("8.2.0-m01", (8, 2, 0)), ("6.2.14", (6, 2, 14))])
+def test_any_readable_version_is_read_whatever_follows_its_numbers(
+    reported: str, version: tuple[int, ...]
+) -> None:
+    assert read_redis_version(reported) == version
+
+
+async def test_queue_version_is_the_servers(redis_url: str) -> None:
+    """Queue.version() (SAQ's) reads INFO with the same reader: a pre-release's version
+    does not raise, as SAQ's int() of each dotted part does."""
+    sync = Redis.from_url(redis_url)
+    queue = Queue.from_url(redis_url, name="versioned")
+    try:
+        assert await queue.version() == read_redis_version(sync.info("server")["redis_version"])
+    finally:
+        await queue.disconnect()
+        sync.close()
 
 
 def info_calls(client: Redis) -> int:

@@ -44,23 +44,29 @@ if t.TYPE_CHECKING:
 logger = logging.getLogger("podq")
 
 MIN_REDIS_VERSION = (7, 0)  # sharded pub/sub (SPUBLISH, SSUBSCRIBE), the scripts' Lua
+_MIN_TEXT = ".".join(map(str, MIN_REDIS_VERSION))
 _VERSION = re.compile(r"(\d+)\.(\d+)(?:\.(\d+))?")
 
 
-def redis_version(reported: object) -> tuple[int, ...]:
+def read_redis_version(reported: object) -> tuple[int, ...]:
     """The version in INFO server's redis_version (`7.2.4` -> (7, 2, 4); what follows
-    the numbers, as in `7.0.0-rc1`, is ignored), if it is MIN_REDIS_VERSION or later;
-    else RedisVersionError naming what the server reported."""
+    the numbers, as in `7.0.0-rc1`, is ignored), else RedisVersionError naming what the
+    server reported."""
     found = _VERSION.match(reported) if isinstance(reported, str) else None
-    need = ".".join(map(str, MIN_REDIS_VERSION))
     if found is None:
         raise RedisVersionError(
             f"cannot read the Redis version {reported!r} (INFO server redis_version);"
-            f" podq needs Redis {need} or later")
-    version = tuple(int(part) for part in found.groups() if part is not None)
+            f" podq needs Redis {_MIN_TEXT} or later")
+    return tuple(int(part) for part in found.groups() if part is not None)
+
+
+def redis_version(reported: object) -> tuple[int, ...]:
+    """read_redis_version(reported), if it is MIN_REDIS_VERSION or later; else
+    RedisVersionError naming the version and the minimum."""
+    version = read_redis_version(reported)
     if version < MIN_REDIS_VERSION:
         raise RedisVersionError(
-            f"Redis {reported} is too old: podq needs Redis {need} or later (sharded"
+            f"Redis {reported} is too old: podq needs Redis {_MIN_TEXT} or later (sharded"
             f" pub/sub: SPUBLISH, SSUBSCRIBE)")
     return version
 
@@ -182,9 +188,10 @@ class RedisQueue(EnqueueMixin, TakeMixin, WriteMixin, ReadMixin):
         await self.redis.connection_pool.disconnect()
 
     async def version(self) -> tuple[int, ...]:
-        """The Redis server's version, e.g. (7, 0, 15) (SAQ's)."""
+        """The Redis server's version, e.g. (7, 0, 15) (SAQ's; a pre-release such as
+        `7.0.0-rc1` reads as (7, 0, 0), where SAQ's raises ValueError)."""
         info = await self.redis.info("server")
-        return tuple(int(part) for part in str(info["redis_version"]).split("."))
+        return read_redis_version(info.get("redis_version"))
 
     # -- notifications ---------------------------------------------------------------
 
