@@ -127,6 +127,19 @@ async def test_job_page_shows_its_run_and_the_job_resource(queue, dashboard):
     assert "<form" not in body.split("<main>")[1]  # read-only: no action
 
 
+async def test_a_key_or_resume_token_with_a_trailing_newline_is_not_taken_as_valid(queue):
+    """The patterns are matched whole: `$` alone lets a final newline through."""
+    uid = str(uuid.uuid4())
+    key = f"team-a/resize-42/{uid}"
+    for job_key in (key, key + "\n"):
+        await queue.redis.set(queue.keys.operator_claim(job_key), f"{uid} 1.0")
+    assert await data.resource_of(queue, key) == data.Resource(uid, "team-a", "resize-42")
+    assert await data.resource_of(queue, key + "\n") == data.Resource(uid)
+    assert data.parse_resume("1.20.3") == (1, 20, 3)
+    with pytest.raises(ValueError, match="not a place to go on from"):
+        data.parse_resume("1.20.3\n")
+
+
 async def test_a_job_resource_is_found_by_its_name(queue, dashboard):
     uid = str(uuid.uuid4())
     await queue.enqueue_many([Job("f", key=f"team-a/report-{i}/{uuid.uuid4()}")

@@ -35,7 +35,7 @@ SCAN_BUDGET = 5000  # jobs looked at for one page with a function filter, at mos
 # a rare function or key answers in bounded time on a busy machine too
 TIME_BUDGET_S = 0.1
 _RESOURCE_KEY = re.compile(
-    r"^(?P<namespace>[a-z0-9-]+)/(?P<name>[a-z0-9.-]+)/(?P<uid>[0-9a-f]{8}-[0-9a-f-]{27})$"
+    r"(?P<namespace>[a-z0-9-]+)/(?P<name>[a-z0-9.-]+)/(?P<uid>[0-9a-f]{8}-[0-9a-f-]{27})"
 )
 
 
@@ -184,7 +184,7 @@ async def _of_function(
 SEARCH_BUDGET = 50_000  # set members looked at for one page of a search, at most
 SEARCH_STEP = 5000  # ZSCAN's COUNT
 _GLOB = re.compile(r"([*?\[\]\\])")
-_RESUME = re.compile(r"^(\d+)\.(\d+)\.(\d+)$")
+_RESUME = re.compile(r"(\d+)\.(\d+)\.(\d+)")
 
 
 def resume_token(source: int, cursor: int, skip: int) -> str:
@@ -196,7 +196,7 @@ def resume_token(source: int, cursor: int, skip: int) -> str:
 def parse_resume(token: str | None) -> tuple[int, int, int]:
     if not token:
         return 0, 0, 0
-    match = _RESUME.match(token)
+    match = _RESUME.fullmatch(token)
     if match is None:
         raise ValueError(f"not a place to go on from: {token!r}")
     source, cursor, skip = (int(g) for g in match.groups())
@@ -291,7 +291,7 @@ async def resource_of(queue: Queue, job_key: str) -> Resource | None:
     claims each job it enqueues (value `<uid> <time>`), and its job key is
     `<namespace>/<name>/<uid>` unless the resource set spec.key."""
     claim = await queue.redis.get(queue.keys.operator_claim(job_key))
-    match = _RESOURCE_KEY.match(job_key)
+    match = _RESOURCE_KEY.fullmatch(job_key)
     if claim is None:
         return None
     uid = text(claim).partition(" ")[0]
