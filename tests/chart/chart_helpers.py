@@ -1,11 +1,14 @@
-"""Helpers shared by the chart tests: paths, our helm binary, running it."""
+"""Helpers shared by the chart tests: paths, our helm binary, running it; the values
+with every option on (ALL_ON, ALL_ON_EMBEDDED) and pickers of rendered objects."""
 
 from __future__ import annotations
 
+import copy
 import os
 import re
 import subprocess
 from pathlib import Path
+from typing import Any
 
 from podq.testing import run_control_plane_script
 
@@ -57,3 +60,79 @@ def check_notes(text: str) -> None:
         assert url.startswith("https://"), url
         if "raw.githubusercontent.com" in url:
             assert url.endswith(".yaml"), url
+
+
+# Every option of the chart turned on at once (external Redis with TLS and a password).
+ALL_ON: dict[str, Any] = {
+    "commonLabels": {"team": "data"},
+    "imagePullSecrets": [{"name": "regcred"}],
+    "crds": {"install": True, "keep": True, "annotations": {"example.com/owner": "data"}},
+    "redis": {
+        "url": "redis://redis.data.svc:6379/2",
+        "password": {"existingSecret": "redis-auth", "key": "pw"},
+        "tls": {"enabled": True, "caSecret": "redis-ca", "caKey": "ca.pem"},
+    },
+    "operator": {
+        "watchNamespaces": ["team-a", "team-b"],
+        "logFormat": "plain",
+        "extraArgs": ["--verbose"],
+        "extraEnv": [{"name": "X", "value": "1"}],
+        "priorityClassName": "system-cluster-critical",
+        "nodeSelector": {"kubernetes.io/os": "linux"},
+        "tolerations": [{"key": "ops", "operator": "Exists"}],
+        "podAnnotations": {"a": "b"},
+        "podLabels": {"c": "d"},
+        "serviceAccount": {"annotations": {"iam": "role"}},
+    },
+    "workers": {
+        "image": {"repository": "registry.example.com/app-worker", "tag": "1.2.3"},
+        "settings": "app.tasks.settings",
+        "concurrency": 20,
+        "limits": {"charge_card": {"concurrency": 3}, "*": {"rate": 100, "per": 60}},
+        "autoscaling": {"enabled": True, "minReplicas": 0, "maxReplicas": 30},
+        "longestJobTimeoutSeconds": 3600,
+        "extraEnv": [{"name": "APP_ENV", "value": "prod"}],
+        "topologySpreadConstraints": [{
+            "maxSkew": 1, "topologyKey": "kubernetes.io/hostname",
+            "whenUnsatisfiable": "ScheduleAnyway",
+            "labelSelector": {"matchLabels": {"app.kubernetes.io/component": "worker"}},
+        }],
+        "podDisruptionBudget": {"enabled": True, "maxUnavailable": 2},
+        "pools": [
+            {"name": "emails", "settings": "app.emails.settings", "concurrency": 50},
+            {"name": "reports", "queue": "nightly-reports", "autoscaling": {"enabled": False},
+             "replicas": 2, "longestJobTimeoutSeconds": 7200,
+             "terminationGracePeriodSeconds": 7300,
+             "resources": {"requests": {"cpu": "1", "memory": "2Gi"},
+                           "limits": {"memory": "4Gi"}}},
+        ],
+    },
+    "networkPolicy": {"enabled": True, "metricsFrom": [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+    ]},
+    "metrics": {"enabled": True,
+                "serviceMonitor": {"enabled": True, "labels": {"release": "prom"}}},
+}
+
+# The same with the chart's own Redis instead of an external one.
+ALL_ON_EMBEDDED: dict[str, Any] = copy.deepcopy(ALL_ON)
+ALL_ON_EMBEDDED["redis"] = {"embedded": {"enabled": True}}
+
+
+def by_kind(objs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [o for o in objs if o["kind"] == kind]
+
+
+def one(objs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
+    found = [o for o in objs if o["kind"] == kind and o["metadata"]["name"] == name]
+    assert len(found) == 1, f"{kind}/{name}: {[o['metadata']['name'] for o in by_kind(objs, kind)]}"
+    return found[0]
+
+
+def pod_specs(objs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {o["metadata"]["name"]: o["spec"]["template"]["spec"]
+            for o in by_kind(objs, "Deployment")}
+
+
+def env_of(container: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {e["name"]: e for e in container.get("env", [])}

@@ -8,8 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from chart_helpers import CHART, KUBE_VERSION, run_helm
-from test_chart_render import by_kind, env_of, one
+from chart_helpers import CHART, KUBE_VERSION, by_kind, env_of, one, run_helm
 
 WEB_ON: dict[str, Any] = {"web": {"enabled": True}}
 

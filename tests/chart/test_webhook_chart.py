@@ -10,7 +10,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from test_chart_render import by_kind, one
+from chart_helpers import by_kind, one
 
 # what tests/kube/test_webhook.py and scripts/demo register by URL on the real API server
 from podq.testing_webhook import MATCH_CONDITION, configuration
