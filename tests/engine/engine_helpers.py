@@ -1,5 +1,6 @@
 """Helpers of the engine tests: fast worker timers, in-process workers and the job
-functions they run (FUNCTIONS), `podq worker` processes, waiting."""
+functions they run (FUNCTIONS), `podq worker` processes, waiting; the functions and the
+runner (`both`) of the scenarios run on SAQ and on podq (test_saq_side_by_side*.py)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,15 @@ import sys
 import tempfile
 import threading
 import time
+import types
+import typing as t
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import saq
+
+import podq
 from podq import Job, Queue, Status, Worker
 
 HERE = Path(__file__).resolve().parent
@@ -144,3 +150,53 @@ class Gauge:
             return ctx["job"].key
 
         return (name, run)
+
+
+# -- SAQ and podq side by side (test_saq_side_by_side*.py) --------------------
+
+
+async def noop(ctx: dict[str, t.Any]) -> int:
+    return 1
+
+
+async def error(ctx: dict[str, t.Any]) -> None:
+    raise ValueError("oops")
+
+
+def blocking() -> tuple[asyncio.Event, tuple[str, t.Callable[..., t.Any]]]:
+    """A function that runs until cancelled, and the event it sets once running."""
+    running = asyncio.Event()
+
+    async def block(ctx: dict[str, t.Any]) -> None:
+        running.set()
+        await asyncio.sleep(3600)
+
+    return running, ("block", block)
+
+
+async def both(
+    queues: dict[types.ModuleType, t.Any],
+    scenario: t.Callable[[types.ModuleType, t.Any], t.Awaitable[t.Any]],
+) -> tuple[t.Any, t.Any]:
+    return await scenario(saq, queues[saq]), await scenario(podq, queues[podq])
+
+
+def gated() -> tuple[threading.Event, threading.Event, dict[str, int], t.Callable[..., t.Any]]:
+    """A sync function that blocks its thread until the gate opens, then notes (epoch
+    ms) when it ended: (started, gate, ended, function)."""
+    started, gate, ended = threading.Event(), threading.Event(), {}
+
+    def work(ctx: dict[str, t.Any]) -> str:
+        started.set()
+        gate.wait(30)
+        ended["ms"] = int(time.time() * 1000)
+        return "side effect done"
+
+    return started, gate, ended, work
+
+
+async def until(condition: t.Callable[[], bool], within_s: float = 30) -> None:
+    deadline = time.monotonic() + within_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)

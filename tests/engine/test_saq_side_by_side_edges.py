@@ -1,6 +1,6 @@
 """More of SAQ 0.26.4's behaviour run side by side with podq on one redis-server (the
-fixtures and the first scenarios: test_saq_side_by_side.py): the edges a SAQ user's code
-or test suite meets. Where podq differs on purpose the documented difference
+first scenarios: test_saq_side_by_side.py and test_saq_side_by_side_queue.py): the edges
+a SAQ user's code or test suite meets. Where podq differs on purpose the documented difference
 (docs/saq-compatibility.md) is asserted."""
 
 from __future__ import annotations
@@ -13,20 +13,12 @@ import typing as t
 from unittest import mock
 
 import saq
-from test_saq_side_by_side import (  # noqa: F401 (queues: a fixture)
-    blocking,
-    both,
-    error,
-    gated,
-    noop,
-    queues,
-    until,
-)
+from engine_helpers import blocking, both, error, gated, noop, until
 
 import podq
 
 
-async def test_aborting_a_finished_job(queues: dict[types.ModuleType, t.Any]) -> None:  # noqa: F811
+async def test_aborting_a_finished_job(queues: dict[types.ModuleType, t.Any]) -> None:
     async def scenario(lib: types.ModuleType, queue: t.Any) -> dict[str, t.Any]:
         worker = lib.Worker(queue, functions=[noop])
         job = await queue.enqueue("noop")
@@ -46,7 +38,7 @@ async def test_aborting_a_finished_job(queues: dict[types.ModuleType, t.Any]) ->
     assert on_podq == {"stored": ("complete", None, 1), "counts": [0, 0, 0]}
 
 
-async def test_max_burst_jobs(queues: dict[types.ModuleType, t.Any]) -> None:  # noqa: F811
+async def test_max_burst_jobs(queues: dict[types.ModuleType, t.Any]) -> None:
     async def scenario(lib: types.ModuleType, queue: t.Any) -> dict[str, t.Any]:
         worker = lib.Worker(queue, functions=[noop], concurrency=5, burst=True,
                             dequeue_timeout=0.5, max_burst_jobs=2)
@@ -64,7 +56,7 @@ async def test_max_burst_jobs(queues: dict[types.ModuleType, t.Any]) -> None:  #
     assert on_podq == {"concurrency": 2, "left": 1}
 
 
-async def test_cancelling_process(queues: dict[types.ModuleType, t.Any]) -> None:  # noqa: F811
+async def test_cancelling_process(queues: dict[types.ModuleType, t.Any]) -> None:
     async def scenario(lib: types.ModuleType, queue: t.Any) -> dict[str, t.Any]:
         seen = {"before": 0, "after": 0}
 
@@ -110,7 +102,7 @@ async def test_cancelling_process(queues: dict[types.ModuleType, t.Any]) -> None
                        "returned with a job": "CancelledError"}
 
 
-async def test_a_retry_with_a_delay(queues: dict[types.ModuleType, t.Any]) -> None:  # noqa: F811
+async def test_a_retry_with_a_delay(queues: dict[types.ModuleType, t.Any]) -> None:
     async def scenario(lib: types.ModuleType, queue: t.Any) -> dict[str, t.Any]:
         worker = lib.Worker(queue, functions=[error])
         job = await queue.enqueue("error", retries=2, retry_delay=100.0)
@@ -129,7 +121,7 @@ async def test_a_retry_with_a_delay(queues: dict[types.ModuleType, t.Any]) -> No
     assert scheduled_saq == 0 and 90 < scheduled_podq - time.time() <= 100
 
 
-async def test_a_mocked_clock_does_not_move_podqs(queues: dict[types.ModuleType, t.Any]) -> None:  # noqa: F811
+async def test_a_mocked_clock_does_not_move_podqs(queues: dict[types.ModuleType, t.Any]) -> None:
     """SAQ's own tests patch saq.utils.time to make a scheduled job due."""
 
     async def scenario(lib: types.ModuleType, queue: t.Any) -> dict[str, t.Any]:
@@ -155,7 +147,7 @@ async def test_a_mocked_clock_does_not_move_podqs(queues: dict[types.ModuleType,
 
 
 async def test_apply_and_map_give_their_wait_to_the_job_as_its_timeout(
-    queues: dict[types.ModuleType, t.Any],  # noqa: F811
+    queues: dict[types.ModuleType, t.Any],
 ) -> None:
     async def scenario(lib: types.ModuleType, queue: t.Any) -> dict[str, t.Any]:
         worker = lib.Worker(queue, functions=[noop])
@@ -183,7 +175,7 @@ async def test_apply_and_map_give_their_wait_to_the_job_as_its_timeout(
                        "job timeouts": [5.5, 2.5, 2.5, 10]}
 
 
-async def test_info_pages_its_jobs(queues: dict[types.ModuleType, t.Any]) -> None:  # noqa: F811
+async def test_info_pages_its_jobs(queues: dict[types.ModuleType, t.Any]) -> None:
     async def scenario(lib: types.ModuleType, queue: t.Any) -> dict[str, t.Any]:
         for i in range(5):
             await queue.enqueue("noop", key=f"k{i}")
@@ -201,7 +193,7 @@ async def test_info_pages_its_jobs(queues: dict[types.ModuleType, t.Any]) -> Non
 
 
 async def test_an_unknown_function_and_an_unstorable_result(
-    queues: dict[types.ModuleType, t.Any],  # noqa: F811
+    queues: dict[types.ModuleType, t.Any],
 ) -> None:
     async def unstorable(ctx: dict[str, t.Any]) -> object:
         return object()
@@ -257,7 +249,7 @@ async def test_an_unknown_function_and_an_unstorable_result(
 
 
 async def test_a_function_that_outlives_its_timeout(
-    queues: dict[types.ModuleType, t.Any],  # noqa: F811
+    queues: dict[types.ModuleType, t.Any],
 ) -> None:
     async def stubborn(ctx: dict[str, t.Any]) -> str:
         try:
@@ -309,7 +301,7 @@ async def test_a_function_that_outlives_its_timeout(
                        "retried once the thread ended": True}
 
 
-async def test_the_worker_id_a_job_records(queues: dict[types.ModuleType, t.Any]) -> None:  # noqa: F811
+async def test_the_worker_id_a_job_records(queues: dict[types.ModuleType, t.Any]) -> None:
     async def scenario(lib: types.ModuleType, queue: t.Any) -> dict[str, t.Any]:
         worker = lib.Worker(queue, functions=[noop], id="w1")
         job = await queue.enqueue("noop")
@@ -340,7 +332,7 @@ PODQ_JOB_FIELDS = {"attempt_id": "x", "blocked": "x", "depends_on": [], "disrupt
 
 
 async def test_enqueue_keywords_that_name_job_fields(
-    queues: dict[types.ModuleType, t.Any],  # noqa: F811
+    queues: dict[types.ModuleType, t.Any],
 ) -> None:
     async def scenario(lib: types.ModuleType, queue: t.Any) -> dict[str, t.Any]:
         out: dict[str, t.Any] = {}
