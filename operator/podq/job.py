@@ -92,7 +92,8 @@ class Job:
     retry_delay: float = _field(0.0, resource="retryDelay", cli=True, cron=True,
                                 help="base delay in seconds before a retry")
     retry_backoff: bool | float = _field(False, resource="retryBackoff", cron=True)
-    scheduled: int = _field(0, resource="scheduled", cli=True,
+    # stored: a delayed retry's write (write.lua) sets it on Redis's clock
+    scheduled: int = _field(0, stored="int", resource="scheduled", cli=True,
                             help="epoch seconds, or +N for N seconds from now (default: now)")
     progress: float = _field(0.0)
     attempts: int = _field(0, caller=False, stored="int")

@@ -200,3 +200,18 @@ async def until(condition: t.Callable[[], bool], within_s: float = 30) -> None:
     while not condition():
         assert time.monotonic() < deadline, "condition not met in time"
         await asyncio.sleep(0.01)
+
+
+def command_calls(client: Any) -> dict[str, int]:
+    """Redis's count of calls per command so far (INFO commandstats; a sync client),
+    those a script runs included: compare two readings with spent()."""
+    return {name.removeprefix("cmdstat_"): int(stat["calls"])
+            for name, stat in client.info("commandstats").items()}
+
+
+def spent(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    """The calls per command between two command_calls() readings, less the INFO that
+    took the second."""
+    calls = {name: n - before.get(name, 0) for name, n in after.items()}
+    calls["info"] -= 1
+    return {name: n for name, n in calls.items() if n}

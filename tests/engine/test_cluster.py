@@ -67,3 +67,19 @@ async def test_fix9_every_script_runs_on_a_cluster_mode_redis(cluster_url: str) 
         await worker.stop()
         await task
         await queue.disconnect()
+
+
+async def test_a_delayed_retry_reads_the_clock_in_its_script_on_a_cluster_node(
+    cluster_url: str,
+) -> None:
+    """write.lua sets a delayed retry's due time in the job's hash: a key of the
+    queue's slot, as its other keys."""
+    queue = Queue.from_url(cluster_url, name="emails")
+    try:
+        await queue.enqueue("add", key="r", a=1, b=2, retries=2, retry_delay=60)
+        [job], _ = await queue.take(1, "w")
+        assert await queue.retry(job, "later", expect=True)
+        score = await queue.redis.zscore(queue.keys.scheduled, "r")
+        assert (await queue.job("r")).scheduled == job.scheduled == score > time.time() + 50
+    finally:
+        await queue.disconnect()

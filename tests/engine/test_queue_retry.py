@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import time
 
-from engine_helpers import wait_for
+import pytest
+from engine_helpers import command_calls, spent, wait_for
+from redis import Redis
 
 from podq import Job, Queue, Status
 
@@ -59,3 +61,39 @@ async def test_retry_puts_any_job_back_to_queued(queue: Queue) -> None:
     [again], _ = await queue.take(1, "w")
     assert again.key == "done" and again.attempts == 2
     assert await queue.redis.pttl(queue.job_id("done")) == -1  # pending jobs never expire
+
+
+async def test_a_delayed_retry_is_one_round_trip_like_an_immediate_one(
+    queue: Queue, redis_url: str
+) -> None:
+    """write.lua reads Redis's clock itself: a retry with a delay sends one EVALSHA and
+    no TIME of its own (before: a TIME round trip first, for the due time), and the due
+    time it stores, scores and returns is retry_delay after Redis's TIME."""
+    sync = Redis.from_url(redis_url)
+    try:
+        await queue.enqueue_many([Job("f", key=key, retries=3, retry_delay=delay)
+                                  for key, delay in (("warm", 0), ("now", 0), ("later", 30))])
+        jobs = {j.key: j for j in (await queue.take(3, "w"))[0]}
+        assert await queue.retry(jobs["warm"], "loads the script", expect=True)
+        calls = {}
+        for key in ("now", "later"):
+            clock_before = sync.time()
+            before = command_calls(sync)
+            assert await queue.retry(jobs[key], "oops", expect=True)
+            calls[key] = spent(before, command_calls(sync))
+            clock_after = sync.time()
+        # TIME: write.lua's own (commandstats counts a script's commands too)
+        sent = {key: {c: n for c, n in spent_.items() if c in ("evalsha", "eval", "time")}
+                for key, spent_ in calls.items()}
+        assert sent == {"now": {"evalsha": 1, "time": 1}, "later": {"evalsha": 1, "time": 1}}
+        later = jobs["later"]
+        stored = await queue.job("later")
+        score = await queue.redis.zscore(queue.keys.scheduled, "later")
+        assert stored.scheduled == later.scheduled == score
+        low = clock_before[0] + clock_before[1] / 1e6 + 30
+        assert low <= later.scheduled <= clock_after[0] + clock_after[1] / 1e6 + 30
+        assert stored.touched / 1000 == pytest.approx(later.scheduled - 30, abs=0.002)
+        now = await queue.job("now")
+        assert now.scheduled == jobs["now"].scheduled == 0 and await queue.count("queued") == 2
+    finally:
+        sync.close()

@@ -55,11 +55,6 @@ class RedisQueueCore(Queue):
     def worker_key(self, worker_id: str) -> str:
         return self.keys.worker(worker_id)
 
-    async def _redis_seconds(self) -> float:
-        """Now on Redis's clock (TIME), epoch seconds: the one clock the scripts use."""
-        seconds, micros = await self.redis.time()
-        return seconds + micros / 1_000_000
-
     async def redis_ms(self) -> int:
         """Now on Redis's clock (TIME), epoch milliseconds."""
         seconds, micros = await self.redis.time()

@@ -12,8 +12,8 @@ import typing as t
 from podq.job import Job, Status
 from podq.queue.base import WORKER_LOST
 from podq.queue.redis_core import STORED_NAMES, RedisQueueCore
-from podq.queue.store import encode, job_hash, text
-from podq.utils import now, now_seconds
+from podq.queue.store import encode, job_hash, number, text
+from podq.utils import now
 
 logger = logging.getLogger("podq")
 
@@ -137,15 +137,16 @@ class WriteMixin(RedisQueueCore):
         job.started = 0
         job.progress = 0.0
         job.touched = now()
-        # the next attempt's time on Redis's clock, as take.lua judges it due: a worker
-        # whose clock is off would hold the retry back that much, or run it at once
-        current = await self._redis_seconds() if delay else now_seconds()
-        ready_at = max(float(job.scheduled or 0), current + delay)
-        if ready_at > current and delay:
-            job.scheduled = int(ready_at) if float(ready_at).is_integer() else ready_at
         guard = _OWNED if expect is True else (expect or "")
         state = job_hash(job, self._json(job))
-        wrote = bool(await self._write(job, "retry", state, delay=delay, expect=guard))
+        reply = await self._write(job, "retry", state, delay=delay, expect=guard)
+        wrote = bool(reply)
+        if wrote and not isinstance(reply, int):
+            # a delayed retry's next attempt time, on Redis's clock as take.lua judges
+            # it due (a worker whose clock is off would hold the retry back that much,
+            # or run it at once): write.lua reads the clock as it writes, stores the
+            # time and returns it
+            job.scheduled = number(reply)  # type: ignore[assignment]  # int when whole
         if wrote:
             self.retried += 1
             if logger.isEnabledFor(logging.DEBUG):

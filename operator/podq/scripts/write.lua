@@ -8,7 +8,10 @@
 -- A guarded finish may send only what the run changed (partial): the rest of the hash
 -- is as the take left it, since the job is still that attempt. When the job is gone,
 -- a partial write returns -1 and the caller sends the whole hash.
--- touched and completed come from Redis TIME: one clock for every host.
+-- touched and completed come from Redis TIME: one clock for every host. So does a
+-- retry's due time (ARGV[7] seconds from now, or the job's own schedule if later): a
+-- delayed retry sets the job's `scheduled` to it and returns it (as text, exact),
+-- other writes return 1 when they wrote.
 -- A finish while jobs wait on a limit (KEYS[7] exists: take.lua) wakes the workers: a
 -- concurrency slot may have come free. A job parked on a limit that is written back
 -- (unguarded: a finish or retry by a client) leaves its parked zset (lib/unpark.lua).
@@ -56,6 +59,7 @@ local clock = redis.call('TIME')
 local now_s = tonumber(clock[1]) + tonumber(clock[2]) / 1e6
 local now_ms = string.format('%.0f', math.floor(now_s * 1000))
 local status = ARGV[5]
+local reply = 1
 if mode == 'update' then
   if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
   redis.call('HSET', KEYS[1], unpack(ARGV, 17))
@@ -96,7 +100,12 @@ if mode == 'finish' then
 else
   local ready = math.max(tonumber(ARGV[8]), now_s + tonumber(ARGV[7]))
   if ready > now_s then
-    redis.call('ZADD', KEYS[3], ready, ARGV[1])
+    local due = string.format('%.17g', ready)  -- exact: the score and the field agree
+    redis.call('ZADD', KEYS[3], due, ARGV[1])
+    if tonumber(ARGV[7]) > 0 then  -- a delayed retry: its next attempt's time
+      redis.call('HSET', KEYS[1], 'scheduled', due)
+      reply = due
+    end
   else
     make_ready(KEYS[2], KEYS[5], ARGV[11], ARGV[1])
   end
@@ -104,4 +113,4 @@ else
   redis.call('SPUBLISH', ARGV[3], status .. ':' .. ARGV[1])
 end
 redis.call('SPUBLISH', ARGV[2], status .. ':' .. ARGV[1])
-return 1
+return reply
