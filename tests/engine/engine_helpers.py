@@ -1,10 +1,12 @@
 """Helpers of the engine tests: fast worker timers, in-process workers and the job
-functions they run (FUNCTIONS), `podq worker` processes, waiting; the functions and the
-runner (`both`) of the scenarios run on SAQ and on podq (test_saq_side_by_side*.py)."""
+functions they run (FUNCTIONS), `podq worker` processes, waiting; a proxy to Redis that
+drops a reply (test_faults*.py); the functions and the runner (`both`) of the scenarios
+run on SAQ and on podq (test_saq_side_by_side*.py)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import subprocess
 import sys
@@ -21,6 +23,7 @@ import saq
 
 import podq
 from podq import Job, Queue, Status, Worker
+from podq.testing import free_port
 
 HERE = Path(__file__).resolve().parent
 PODQ = [str(Path(sys.executable).parent / "podq")]
@@ -150,6 +153,67 @@ class Gauge:
             return ctx["job"].key
 
         return (name, run)
+
+
+# -- a proxy to Redis that drops a reply (test_faults*.py) ---------------------------
+
+
+async def relay(directions: list[t.Any], writers: list[asyncio.StreamWriter]) -> None:
+    """Run a proxy connection's two directions until one ends, then close both sides."""
+    tasks = [asyncio.create_task(direction) for direction in directions]
+    await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    for task in tasks:
+        task.cancel()
+    for writer in writers:
+        writer.close()
+        with contextlib.suppress(Exception):
+            await writer.wait_closed()
+
+
+class ReplyDroppingProxy:
+    """A TCP proxy to Redis that, once armed with some bytes, forwards the next command
+    containing them and then drops the connection instead of passing the reply on."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.listen_port = free_port()
+        self.marker: bytes | None = None
+        self.dropped = 0
+        self.server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> ReplyDroppingProxy:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", self.listen_port)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.listen_port}/0"
+
+    async def _serve(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        redis_r, redis_w = await asyncio.open_connection("127.0.0.1", self.port)
+        drop = asyncio.Event()
+
+        async def upstream() -> None:
+            while data := await client_r.read(65536):
+                if self.marker is not None and self.marker in data:
+                    self.marker = None
+                    drop.set()
+                redis_w.write(data)
+                await redis_w.drain()
+
+        async def downstream() -> None:
+            while data := await redis_r.read(65536):
+                if drop.is_set():  # the reply to the marked command: lost
+                    self.dropped += 1
+                    return
+                client_w.write(data)
+                await client_w.drain()
+
+        await relay([upstream(), downstream()], [client_w, redis_w])
 
 
 # -- SAQ and podq side by side (test_saq_side_by_side*.py) --------------------

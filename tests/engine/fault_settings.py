@@ -1,6 +1,9 @@
 """Worker settings for the fault tests (`podq worker fault_settings.settings`, run with
 tests/engine as the working directory).
 
+FAULTS names these settings for `start_worker_process`; runs() reads what their functions
+record (test_faults*.py).
+
 PODQ_TEST_CLOCK_SKEW_S, when set, shifts this process's wall clock (time.time) by that
 many seconds: a host whose clock disagrees with the others'.
 """
@@ -11,9 +14,20 @@ import asyncio
 import os
 import signal
 import time
-from typing import Any
+from collections import Counter
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from podq import Queue
 
 RUNS = "podq-test:runs"  # every run appends "<function>:<job key>:<pid>" here
+FAULTS = "fault_settings.settings"
+
+
+async def runs(queue: Queue) -> Counter[str]:
+    """How many times each job key ran, from the fault_settings functions' record."""
+    return Counter(r.decode().split(":")[1] for r in await queue.redis.lrange(RUNS, 0, -1))
+
 
 _skew = float(os.environ.get("PODQ_TEST_CLOCK_SKEW_S") or 0)
 if _skew:
