@@ -69,11 +69,12 @@ async def test_fix9_every_script_runs_on_a_cluster_mode_redis(cluster_url: str) 
         await queue.disconnect()
 
 
-async def test_a_delayed_retry_reads_the_clock_in_its_script_on_a_cluster_node(
+async def test_a_delayed_retry_and_waiting_since_run_in_one_script_each_on_a_cluster_node(
     cluster_url: str,
 ) -> None:
-    """write.lua sets a delayed retry's due time in the job's hash: a key of the
-    queue's slot, as its other keys."""
+    """write.lua sets a delayed retry's due time in the job's hash, and
+    waiting_since.lua reads the hashes of the ready queue's heads: keys of the queue's
+    slot, as the keys each call declares."""
     queue = Queue.from_url(cluster_url, name="emails")
     try:
         await queue.enqueue("add", key="r", a=1, b=2, retries=2, retry_delay=60)
@@ -81,5 +82,8 @@ async def test_a_delayed_retry_reads_the_clock_in_its_script_on_a_cluster_node(
         assert await queue.retry(job, "later", expect=True)
         score = await queue.redis.zscore(queue.keys.scheduled, "r")
         assert (await queue.job("r")).scheduled == job.scheduled == score > time.time() + 50
+        await queue.enqueue_many([Job("add", key=f"p{p}", priority=p) for p in (-3, 0, 4)])
+        await queue.redis.hset(queue.job_id("p4"), "queued", int((time.time() - 600) * 1000))
+        assert await queue.waiting_since() == pytest.approx(time.time() - 600, abs=30)
     finally:
         await queue.disconnect()

@@ -8,11 +8,12 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from engine_helpers import Workers, wait_for
+from engine_helpers import Workers, command_calls, spent, wait_for
 from ops_helpers import HERE, PODQ, Samples, podq_run, sample, scrape
 from ops_settings import RELEASE, hold
+from redis import Redis
 
-from podq import Queue, Status
+from podq import Job, Queue, Status
 from podq.metrics import WorkerMetrics
 from podq.testing import free_port
 
@@ -230,3 +231,28 @@ async def test_waiting_since_is_the_oldest_due_job_whatever_its_priority(queue: 
     await queue.enqueue("a", key="due", scheduled=time.time() + 3600)
     await queue.redis.zadd(queue.keys.scheduled, {"due": time.time() - 120})  # due since
     assert await queue.waiting_since() == pytest.approx(time.time() - 120, abs=30)
+
+
+async def test_waiting_since_reads_every_priority_in_one_round_trip(
+    queue: Queue, redis_url: str
+) -> None:
+    """One script call (waiting_since.lua) whatever the number of priorities in use
+    (before: a round trip per priority, WAITING_PRIORITIES at most, and two more); its
+    reads as before: the due scheduled head, then per priority (the first 32 looked at)
+    its head's fields and the search for the next priority."""
+    sync = Redis.from_url(redis_url)
+    try:
+        await queue.enqueue_many([Job("a", key=f"p{p}", priority=p) for p in range(40)])
+        ages = {"p0": 60, "p31": 900, "p35": 3000}  # p35: past the 32 priorities looked at
+        for key, age_s in ages.items():
+            await queue.redis.hset(queue.job_id(key), "queued", int((time.time() - age_s) * 1000))
+        await queue.enqueue("a", key="due", scheduled=time.time() + 3600)
+        await queue.redis.zadd(queue.keys.scheduled, {"due": time.time() - 120})
+        await queue.waiting_since()  # loads the script
+        before = command_calls(sync)
+        since = await queue.waiting_since()
+        calls = spent(before, command_calls(sync))
+        assert calls == {"evalsha": 1, "zrange": 1, "zrangebyscore": 1 + 32, "hmget": 32}
+        assert since == pytest.approx(time.time() - 900, abs=30)
+    finally:
+        sync.close()

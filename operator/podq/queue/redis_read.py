@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import typing as t
 
 from redis.exceptions import ResponseError
@@ -198,31 +197,18 @@ class ReadMixin(RedisQueueCore):
         became due if scheduled) and the earliest scheduled job already due. None when
         no job is due. Within a priority jobs are first in, first out, so its head has
         waited longest; a newer job of a higher priority at the head of the queue
-        hides no older one. One round trip per priority in use (WAITING_PRIORITIES at
-        most, the first to run); jobs held by a limit or waiting for their
-        dependencies are not looked at."""
-        current = now_seconds()
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.zrange(self.keys.queued, 0, 0, withscores=True)
-            pipe.zrangebyscore(self.keys.scheduled, "-inf", current, start=0, num=1,
-                               withscores=True)
-            head, due = await pipe.execute()
-        since = [float(due[0][1])] if due else []
-        heads = []
-        while head and len(heads) < WAITING_PRIORITIES:
-            key, score = head[0]
-            heads.append(text(key))
-            band = math.floor(float(score) / PRIORITY_SCALE)  # its priority
-            head = await self.redis.zrangebyscore(
-                self.keys.queued, (band + 1) * PRIORITY_SCALE, "+inf", start=0, num=1,
-                withscores=True)
-        if heads:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for key in heads:
-                    pipe.hmget(self.job_id(key), "queued", "scheduled")
-                for queued, scheduled in await pipe.execute():
-                    if queued is not None:
-                        since.append(max(int(queued) / 1000, float(scheduled or 0)))
+        hides no older one. The first WAITING_PRIORITIES priorities in use are looked
+        at, in one round trip (waiting_since.lua); jobs held by a limit or waiting for
+        their dependencies are not."""
+        raw = await self._scripts.waiting_since(
+            keys=[self.keys.queued, self.keys.scheduled],
+            args=[now_seconds(), self.keys.job_prefix, WAITING_PRIORITIES, PRIORITY_SCALE],
+            client=self.redis,
+        )
+        since = [float(raw[0])] if raw[0] is not None else []
+        for queued, scheduled in zip(raw[1::2], raw[2::2], strict=True):
+            if queued is not None:
+                since.append(max(int(queued) / 1000, float(scheduled or 0)))
         return min(since) if since else None
 
     async def stats(self) -> dict[str, int]:

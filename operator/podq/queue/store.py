@@ -81,6 +81,7 @@ class Scripts:
         self.abort: AsyncScript = redis.register_script(load_script("abort.lua"))
         self.sweep: AsyncScript = redis.register_script(load_script("sweep.lua"))
         self.liveness: AsyncScript = redis.register_script(load_script("liveness.lua"))
+        self.waiting_since: AsyncScript = redis.register_script(load_script("waiting_since.lua"))
 
 
 def encode(name: str, value: t.Any) -> t.Any:
