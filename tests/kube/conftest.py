@@ -12,6 +12,10 @@ the tests with the build log's tail.
 The operator harness fixtures (`harness`, `podq_crds`: operator_harness.py) are registered
 here for every kube test.
 
+`plane` (module scope) is a control plane of the module's own, apart from the session's,
+for the chart tests that install cluster-scoped objects (test_chart_install.py,
+test_chart_dry_run.py): each such module starts one, and it goes down when the module ends.
+
     async def test_x(control_plane, kube_api, namespace):
         core = kubernetes_asyncio.client.CoreV1Api(kube_api)
         await core.list_namespaced_pod(namespace)
@@ -96,3 +100,13 @@ def namespace(control_plane: ControlPlane) -> Iterator[str]:
     control_plane.kubectl("create", "namespace", name)
     yield name
     control_plane.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture(scope="module")
+def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    try:
+        cp = ControlPlane.up(tmp_path_factory.mktemp("chart-control-plane"))
+    except RuntimeError as err:
+        pytest.fail(str(err), pytrace=False)
+    with cp:
+        yield cp
