@@ -14,6 +14,8 @@ from operator_harness import (
     eventually,
 )
 
+from podq.queue.keys import QueueKeys
+
 COST = "controller.kubernetes.io/pod-deletion-cost"
 
 
@@ -219,7 +221,7 @@ async def test_a_deployment_whose_queue_label_is_removed_is_no_longer_autoscaled
     still is (kopf's label filter passed no event for the removal: the operator went on
     scaling it)."""
     queue = "opt-out"
-    harness.start_operator()
+    harness.start_operator("--redis-url", f"{harness.redis_url}?client_name={OPERATOR_CLIENT}")
     scaling = {"podq.dev/max-replicas": "3", "podq.dev/concurrency": "1"}
     for name in ("kept", "opted-out"):
         await harness.apps.create_namespaced_deployment(
@@ -243,3 +245,36 @@ async def test_a_deployment_whose_queue_label_is_removed_is_no_longer_autoscaled
     await harness.create_job("third", "noop", queue=queue)
     await eventually(lambda: _scaled_to(harness, "kept", 3), within=60, what="kept at 3")
     assert await replicas(harness, "opted-out") == 1
+
+    # the last Deployment of the queue opts out too, then its Job resources go: nothing
+    # needs the queue any more, so its listener and connections go (the default
+    # queue's, kept for good, stay); they stayed while the operator ran
+    before = await operator_connections(harness)
+    await harness.apps.patch_namespaced_deployment(
+        "kept", harness.namespace, {"metadata": {"labels": {"podq.dev/queue": None}}})
+    for name in ("first", "second", "third"):
+        await harness.delete_job(name)
+
+    async def released() -> bool:
+        return await subscribers(harness, queue) == 0
+    await eventually(released, within=60, what="the queue's listener gone")
+    assert await subscribers(harness, "default") == 1
+
+    async def fewer() -> int | None:
+        count = await operator_connections(harness)
+        return count if count < before else None
+    after = await eventually(fewer, within=30, what="the queue's connections closed")
+    print(f"operator connections: {before} -> {after}")
+
+
+OPERATOR_CLIENT = "podq-operator-under-test"
+
+
+async def operator_connections(harness: Harness) -> int:
+    clients = await harness.queue().redis.client_list()
+    return sum(1 for c in clients if c.get("name") == OPERATOR_CLIENT)
+
+
+async def subscribers(harness: Harness, queue: str) -> int:
+    [(_, count)] = await harness.queue().redis.pubsub_shardnumsub(QueueKeys(queue).changes)
+    return int(count)

@@ -88,6 +88,9 @@ class Autoscaler:
         self.seen: dict[str, tuple[int, int]] = {}  # queue -> (depth, active)
         self.desired: dict[tuple[str, str], int] = {}  # (namespace, name) -> replicas
         self.decisions: Counter[tuple[str, str]] = Counter()  # (queue, "up"/"down")
+        self.unused: set[str] = set()  # queues whose last Deployment went: released at
+        # the end of a pass (none is in use then), or a later one while Jobs need it
+        self._scaling: dict[tuple[str, str], asyncio.Event] = {}  # patches in flight
 
     # -- inputs -----------------------------------------------------------------------
 
@@ -108,6 +111,9 @@ class Autoscaler:
         )
         self.deployments[key] = deployment
         self._unrefuse(key)  # its label names a granted queue now
+        if known is not None and known.queue != deployment.queue:
+            self._left(known.queue)  # relabelled
+        self.unused.discard(deployment.queue)
         self.pool.listen(deployment.queue)
         self._poked.set()
         return deployment
@@ -144,6 +150,9 @@ class Autoscaler:
         if deployment is None:
             return False
         self._untrack(key)
+        scaling = self._scaling.get(key)
+        if scaling is not None:  # a pass is patching its replicas: that ends first, so
+            await scaling.wait()  # that nothing scales it once this Event is out
         await self.events.post(deployment.ref, "Normal", OPTED_OUT, (
             f"label {LABEL_QUEUE} removed: the operator no longer scales this Deployment"
             f" (it did for queue {deployment.queue}); its replicas are left as they are"))
@@ -155,8 +164,36 @@ class Autoscaler:
         self._unrefuse((namespace, name))
 
     def _untrack(self, key: tuple[str, str]) -> None:
-        self.deployments.pop(key, None)
+        deployment = self.deployments.pop(key, None)
         self.desired.pop(key, None)
+        if deployment is not None:
+            self._left(deployment.queue)
+
+    def _left(self, queue: str) -> None:
+        """A Deployment no longer autoscales on this queue: if it was the last one, the
+        queue's connections and listener go at the end of the next pass."""
+        if not any(d.queue == queue for d in self.deployments.values()):
+            self.unused.add(queue)
+            self._poked.set()
+
+    def tracked(self, deployment: WorkerDeployment) -> bool:
+        """Whether this Deployment is still autoscaled on this queue (not opted out,
+        deleted, refused or relabelled since the pass took it)."""
+        current = self.deployments.get((deployment.namespace, deployment.name))
+        return (current is not None and current.uid == deployment.uid
+                and current.queue == deployment.queue)
+
+    async def release_unused(self) -> None:
+        """Release the queues no Deployment autoscales on any more (and their metric
+        series), unless the pool's other users (Job resources) still need them: those
+        are tried again after the next pass."""
+        for queue in list(self.unused):
+            if any(d.queue == queue for d in self.deployments.values()):
+                self.unused.discard(queue)
+                continue
+            self.seen.pop(queue, None)
+            if queue in self.pool.kept or await self.pool.release(queue):
+                self.unused.discard(queue)
 
     def _unrefuse(self, key: tuple[str, str]) -> None:
         uid = self.refused.pop(key, None)
@@ -204,6 +241,7 @@ class Autoscaler:
             self.events.rearm(uid, NOT_PERMITTED)
         self.forbidden &= live
         self.left_alone &= live
+        await self.release_unused()
 
     def _permitted(self, deployment: WorkerDeployment) -> None:
         """A pass went through: rights it lacked were granted, and losing them again is
@@ -229,6 +267,8 @@ class Autoscaler:
     async def reconcile(self, deployment: WorkerDeployment) -> ScaleOutcome:
         """Mark pod deletion costs, then scale: costs first, so that a scale-down that
         follows removes idle pods."""
+        if not self.tracked(deployment):  # gone since the pass began
+            return ScaleOutcome(deployment.replicas, deployment.replicas, False, OPTED_OUT)
         queue = self.pool.get(deployment.queue)
         workers = await queue.workers()
         await self.mark_pods(deployment, workers)
@@ -253,11 +293,28 @@ class Autoscaler:
             await self.events.post(deployment.ref, "Warning", "InvalidScalingAnnotation",
                                    str(invalid))
             return ScaleOutcome(current, current, False, "InvalidScalingAnnotation")
+        # checked again with no await before the patch: opted out (or gone) while this
+        # pass read the queue and the API, it is not scaled once more; opt_out() waits
+        # for a patch already sent
+        if not self.tracked(deployment):
+            return ScaleOutcome(current, current, False, OPTED_OUT)
         wanted = desired_replicas(depth, settings)
         desired = deployment.stabiliser.recommend(time.monotonic(), wanted)
-        self.desired[(deployment.namespace, deployment.name)] = desired
+        key = (deployment.namespace, deployment.name)
+        self.desired[key] = desired
         if desired == current:
             return ScaleOutcome(current, desired, False)
+        self._scaling[key] = done = asyncio.Event()
+        try:
+            await self._patch_replicas(deployment, current, desired, depth)
+        finally:
+            done.set()
+            if self._scaling.get(key) is done:
+                del self._scaling[key]
+        return ScaleOutcome(current, desired, True, "Scaled")
+
+    async def _patch_replicas(self, deployment: WorkerDeployment, current: int, desired: int,
+                              depth: int) -> None:
         await self.kube.apps.patch_namespaced_deployment_scale(
             deployment.name, deployment.namespace, {"spec": {"replicas": desired}}
         )
@@ -270,7 +327,6 @@ class Autoscaler:
             f"scaled from {current} to {desired} replicas for {depth} due or running jobs"
             f" on queue {deployment.queue}",
         )
-        return ScaleOutcome(current, desired, True, "Scaled")
 
     async def mark_pods(self, deployment: WorkerDeployment, workers: list[dict]) -> int:
         """Annotate pods with pod-deletion-cost from their worker's running jobs; returns

@@ -76,8 +76,11 @@ class Finalizer:
         """The resource vanished without our finalizer (removed by hand, or deleted before
         the finalizer was added): abort its job all the same."""
         if not is_finished(resource.status):
-            outcome = await abort_readable(self.pool.get(resource.queue), resource.key)
+            # borrowed: forgotten by the registry, its queue may be released meanwhile
+            with self.pool.borrowed(resource.queue) as queue:
+                outcome = await abort_readable(queue, resource.key)
             log.info("%s/%s gone: %s %s", resource.namespace, resource.name,
                      outcome.action, outcome.message)
         if self.access.granted(resource.queue):  # no connection for a never-granted queue
-            await release_claim(self.pool.get(resource.queue), resource.key)
+            with self.pool.borrowed(resource.queue) as queue:
+                await release_claim(queue, resource.key)

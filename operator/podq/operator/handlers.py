@@ -99,7 +99,8 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
         interval_s=options.autoscale_interval,
     )
     memo.pool.callbacks.extend([memo.mirror.on_change, memo.autoscaler.on_change])
-    memo.pool.listen("default")
+    memo.pool.users.append(memo.registry.uses)  # the autoscaler releases a queue it left
+    memo.pool.keep("default")
     memo.tasks = [
         asyncio.create_task(memo.mirror.run(), name="podq-status-mirror"),
         asyncio.create_task(memo.autoscaler.run(), name="podq-autoscaler"),

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterator
 
 from podq import Queue
 from podq.operator import safejson
@@ -14,20 +15,27 @@ from podq.utils import Backoff
 log = logging.getLogger("podq.operator")
 
 ChangeCallback = Callable[[str, str, str], None]  # (queue name, job key, status)
+QueueUser = Callable[[str], bool]  # does this user still need the queue of that name?
 
 
 class QueuePool:
     """One podq Queue per queue name on one Redis URL, created on first use.
 
     `listen(name)` starts (once) a task that forwards every job change of that queue to
-    the registered callbacks: the status writer and the autoscaler.
+    the registered callbacks: the status writer and the autoscaler. `release(name)`
+    closes both again once no user needs the queue: `users` answer for what they hold
+    (the Job registry: a Job resource of that queue), `kept` names are never closed,
+    and a queue `borrowed()` for a call is not closed under it.
     """
 
     def __init__(self, redis_url: str) -> None:
         self.redis_url = redis_url
         self._queues: dict[str, Queue] = {}
         self._listeners: dict[str, asyncio.Task[None]] = {}
+        self._borrowed: Counter[str] = Counter()
         self.callbacks: list[ChangeCallback] = []
+        self.users: list[QueueUser] = []
+        self.kept: set[str] = set()
 
     def get(self, name: str) -> Queue:
         queue = self._queues.get(name)
@@ -38,7 +46,47 @@ class QueuePool:
         return queue
 
     def names(self) -> list[str]:
-        return list(self._queues)
+        """The queues open now: a Queue (its connections) or a listener."""
+        return list(dict.fromkeys([*self._queues, *self._listeners]))
+
+    def keep(self, name: str) -> None:
+        """Listen to this queue for as long as the pool runs."""
+        self.kept.add(name)
+        self.listen(name)
+
+    @contextlib.contextmanager
+    def borrowed(self, name: str) -> Iterator[Queue]:
+        """The queue, not released until the block ends (for a caller no user answers
+        for, such as the abort of a Job resource already forgotten)."""
+        self._borrowed[name] += 1
+        try:
+            yield self.get(name)
+        finally:
+            self._borrowed[name] -= 1
+            if not self._borrowed[name]:
+                del self._borrowed[name]
+
+    def needed(self, name: str) -> bool:
+        return name in self.kept or name in self._borrowed or any(
+            user(name) for user in self.users)
+
+    async def release(self, name: str) -> bool:
+        """Stop the queue's listener and close its connections unless it is still
+        needed (see the class); returns whether it is closed now. A later get() or
+        listen() opens it again."""
+        if self.needed(name):
+            return False
+        task = self._listeners.pop(name, None)
+        queue = self._queues.pop(name, None)  # both gone before the first await
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if queue is not None:
+            with contextlib.suppress(Exception):
+                await queue.disconnect()
+            log.info("queue %s released: nothing the operator tracks uses it", name)
+        return True
 
     def listen(self, name: str) -> None:
         task = self._listeners.get(name)

@@ -150,3 +150,7 @@ class JobRegistry:
 
     def queues(self) -> set[str]:
         return {queue for queue, _ in self.by_key}
+
+    def uses(self, queue: str) -> bool:
+        """Whether a Job resource of this queue is known (a QueuePool user)."""
+        return any(name == queue for name, _ in self.by_key)
