@@ -150,44 +150,49 @@ def test_the_webhook_pod_refuses_a_bad_schedule_at_apply(rel: Release) -> None:
     assert "spec.schedule" in stderr and "61" in stderr, stderr
 
 
-def test_metrics_as_the_demo_prints_how_to_read_them(rel: Release) -> None:
-    """The commands ./scripts/demo prints in node mode, run as a user would (a shell
-    after `scripts/control-plane env`): the operator's metrics, and a worker's while
-    one runs."""
+def demo_metrics_commands() -> tuple[str, str]:
+    """The commands ./scripts/demo prints in node mode to read the operator's metrics and
+    a worker's (for release podq)."""
     spec = importlib.util.spec_from_file_location("demo", ROOT / "scripts" / "demo.py")
     demo = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(demo)
     assert RELEASE == "podq"  # the demo's release name, in its commands
     operator, worker = (line.split("   #")[0]
                         for line in demo.node_metrics_commands(NAMESPACE))
+    return operator, worker
 
-    def shell(command: str) -> str:
-        result = subprocess.run(["bash", "-c", command], env=rel.plane.env,
-                                capture_output=True, text=True, timeout=60)
-        assert result.returncode == 0, f"{command}:\n{result.stderr}"
-        return result.stdout
-    assert "podq_operator_job_resources_by_status" in shell(operator)
-    # the metrics Service (what a ServiceMonitor scrapes) reaches a replica that answers,
-    # the standby too: 8 scrapes, spread over both pods, none refused
+
+def shell(rel: Release, command: str) -> str:
+    """command run as a user would: a shell after `scripts/control-plane env`."""
+    result = subprocess.run(["bash", "-c", command], env=rel.plane.env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, f"{command}:\n{result.stderr}"
+    return result.stdout
+
+
+def test_operator_metrics_as_the_demo_prints_how_to_read_them(rel: Release) -> None:
+    """The demo's command for the operator's metrics, and the metrics Service (what a
+    ServiceMonitor scrapes); a worker's: test_busy_worker_pod_deleted_drains_its_job."""
+    operator, _ = demo_metrics_commands()
+    assert "podq_operator_job_resources_by_status" in shell(rel, operator)
+    # the Service reaches a replica that answers, the standby too: 8 scrapes, spread
+    # over both pods, none refused
     service = (f"/api/v1/namespaces/{NAMESPACE}/services/{RELEASE}-operator-metrics:metrics"
                "/proxy/metrics")
     for _ in range(8):
         assert "podq_operator_leader " in rel.plane.kubectl("get", "--raw", service).stdout
-    name = unique("slow")
-    rel.apply(rel.job(name, "sleep", kwargs={"seconds": 8}))
-    rel.wait_for("a worker pod running the job", lambda: rel.job_status(name).get(
-        "status") == "active")
-    assert "podq_worker_info{" in shell(worker)
-    rel.wait_complete(name)
-    rel.wait_scaled_to_zero()
 
 
 def test_busy_worker_pod_deleted_drains_its_job(rel: Release) -> None:
+    """While it runs a job, the worker pod serves its metrics (the demo's command for
+    them); deleted, it finishes that job within its grace period, not retried."""
     name = unique("drain")
-    rel.apply(rel.job(name, "sleep", kwargs={"seconds": 6}, timeout=15))
+    rel.apply(rel.job(name, "sleep", kwargs={"seconds": 7}, timeout=15))
     status = rel.wait_for("the job running in a pod",
                           lambda: (s := rel.job_status(name)).get("status") == "active" and s)
     pod = pod_of(status["worker"])
+    _, worker_metrics = demo_metrics_commands()
+    assert "podq_worker_info{" in shell(rel, worker_metrics)
     deleted_at = time.monotonic()
     rel.kubectl("delete", "pod", pod, "--wait=false")
     final = rel.wait_complete(name, timeout=60)[name]
