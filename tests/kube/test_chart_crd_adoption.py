@@ -8,44 +8,21 @@ CRDs are cluster-scoped: this module runs its own control plane."""
 from __future__ import annotations
 
 import re
-import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 import yaml
 
 from podq.testing import ControlPlane
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "chart"))
 from chart_helpers import check_notes
+from chart_install_helpers import helm
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "podq"
 CRDS = ("jobs.podq.dev", "cronjobs.podq.dev")
-
-
-@pytest.fixture(scope="module")
-def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
-    try:
-        cp = ControlPlane.up(tmp_path_factory.mktemp("adoption-control-plane"))
-    except RuntimeError as err:
-        pytest.fail(str(err), pytrace=False)
-    with cp:
-        yield cp
-
-
-def helm(plane: ControlPlane, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    home = plane.run_dir / "helm-home"
-    env = {**plane.env, "HELM_CACHE_HOME": str(home / "cache"),
-           "HELM_CONFIG_HOME": str(home / "config"), "HELM_DATA_HOME": str(home / "data")}
-    result = subprocess.run([str(plane.bin / "helm"), *args], capture_output=True, text=True,
-                            env=env, timeout=180, check=False)
-    if check and result.returncode != 0:
-        raise AssertionError(f"helm {' '.join(args)} failed:\n{result.stderr}{result.stdout}")
-    return result
 
 
 def readme_commands(release: str, namespace: str) -> list[list[str]]:
