@@ -1,7 +1,7 @@
 """Jobs: the unit of work, with SAQ's fields, defaults and methods.
 
-Timestamps `queued`, `started`, `touched` and `completed` are epoch **milliseconds**;
-`scheduled` is epoch **seconds**.
+Timestamps `queued`, `ready_since`, `started`, `touched` and `completed` are epoch
+**milliseconds**; `scheduled` is epoch **seconds**.
 """
 
 from __future__ import annotations
@@ -64,7 +64,8 @@ class Job:
     forever, negative = delete at finish), retry_delay, retry_backoff, scheduled
     (epoch seconds, 0 = now), progress, meta, priority (lower runs first).
 
-    Framework fields: attempts, completed/queued/started/touched (epoch ms), result,
+    Framework fields: attempts, completed/queued/started/touched (epoch ms),
+    ready_since (epoch ms, Redis's clock: when the job last became ready to run), result,
     error, status, worker_id; attempt_id (the current attempt's token, given when a
     worker takes the job: every write-back of that attempt presents it); disruptions
     (how many times the job's worker was lost or shut down under it: those runs do not
@@ -117,6 +118,12 @@ class Job:
     # of its function: parked), or "queue rate" / "queue concurrency" (the queue's own
     # limit, set as it is read, not stored: podq.queue.redis_read.mark_queue_held)
     blocked: str | None = _field(None, caller=False, stored="text")
+    # (declared last: the fields before it keep their positions, SAQ's Job's)
+    # when the job last became ready to run, on Redis's clock (not SAQ's): set by the
+    # scripts that make it ready (enqueue: its enqueue or scheduled time, whichever is
+    # later; a retry: when it is due; a requeue: when it was put back; dependencies
+    # done: then); what Queue.waiting_since (podq_queue_waiting_seconds) counts from
+    ready_since: int = _field(0, caller=False, stored="int")
 
     _EXCLUDE_NON_FULL: t.ClassVar[set[str]] = {
         "blocked",
@@ -137,6 +144,7 @@ class Job:
         "meta",
         "attempt_id",
         "last_disruption",
+        "ready_since",
     }
 
     def __post_init__(self) -> None:

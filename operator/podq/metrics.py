@@ -98,7 +98,8 @@ class WorkerMetrics:
         self.waiting = Gauge(
             "podq_queue_waiting_seconds", "How long the longest-waiting due job of the "
             "queue (the oldest head of its priorities, or due scheduled job) has waited "
-            "since it was enqueued or became due (0 when none is due); read from Redis "
+            "since it last became ready to run: enqueued, came due (scheduled or a "
+            "delayed retry), retried or put back (0 when none is due); read from Redis "
             "every few seconds.", ["queue"], registry=self.registry)
         self.running = Gauge(
             "podq_jobs_running", "Jobs this worker is running now.", ["queue"],

@@ -266,6 +266,16 @@ async def until(condition: t.Callable[[], bool], within_s: float = 30) -> None:
         await asyncio.sleep(0.01)
 
 
+async def redis_clock_past(queue: Queue, ms: float, deadline_s: float = 30) -> None:
+    """Wait until Redis's clock (queue.redis_ms()) has passed ms (epoch), or fail after
+    deadline_s: so that what the next step stamps on it cannot pass for the last's."""
+
+    async def past() -> bool:
+        return await queue.redis_ms() > ms
+
+    await wait_for(past, deadline_s, step=0.005)
+
+
 def command_calls(client: Any) -> dict[str, int]:
     """Redis's count of calls per command so far (INFO commandstats; a sync client),
     those a script runs included: compare two readings with spent()."""

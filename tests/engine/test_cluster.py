@@ -72,9 +72,9 @@ async def test_fix9_every_script_runs_on_a_cluster_mode_redis(cluster_url: str) 
 async def test_a_delayed_retry_and_waiting_since_run_in_one_script_each_on_a_cluster_node(
     cluster_url: str,
 ) -> None:
-    """write.lua sets a delayed retry's due time in the job's hash, and
-    waiting_since.lua reads the hashes of the ready queue's heads: keys of the queue's
-    slot, as the keys each call declares."""
+    """write.lua sets a delayed retry's due time in the job's hash, enqueue_many.lua
+    each job's ready_since, and waiting_since.lua reads the hashes of the ready queue's
+    heads: keys of the queue's slot, as the keys each call declares."""
     queue = Queue.from_url(cluster_url, name="emails")
     try:
         await queue.enqueue("add", key="r", a=1, b=2, retries=2, retry_delay=60)
@@ -83,7 +83,9 @@ async def test_a_delayed_retry_and_waiting_since_run_in_one_script_each_on_a_clu
         score = await queue.redis.zscore(queue.keys.scheduled, "r")
         assert (await queue.job("r")).scheduled == job.scheduled == score > time.time() + 50
         await queue.enqueue_many([Job("add", key=f"p{p}", priority=p) for p in (-3, 0, 4)])
-        await queue.redis.hset(queue.job_id("p4"), "queued", int((time.time() - 600) * 1000))
-        assert await queue.waiting_since() == pytest.approx(time.time() - 600, abs=30)
+        # since their enqueue: enqueue_many.lua stamped each on Redis's clock
+        since = await queue.waiting_since()
+        assert since == pytest.approx(time.time(), abs=30)
+        assert {(await queue.job(f"p{p}")).ready_since for p in (-3, 0, 4)} == {since * 1000}
     finally:
         await queue.disconnect()

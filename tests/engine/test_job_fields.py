@@ -67,7 +67,8 @@ async def test_the_choice_survives_the_round_trip_through_redis(queue: Queue) ->
     framework = {f.name for f in STORED_FIELDS if not f.use.caller}
     assert caller and framework
     held = {k.decode() for k in raw} - {"job", "tdef", "enqueue_id"}
-    assert caller <= held and held - caller == {"status"}  # queued: the one set so far
+    # status queued, and when it became ready (enqueue.lua stamps it): the ones set so far
+    assert caller <= held and held - caller == {"status", "ready_since"}
 
 
 def test_the_hash_encoding_covers_every_stored_field_once() -> None:

@@ -328,7 +328,7 @@ async def test_the_worker_id_a_job_records(queues: dict[types.ModuleType, t.Any]
 
 # podq's Job fields that SAQ's has not, each with a value its enqueue accepts
 PODQ_JOB_FIELDS = {"attempt_id": "x", "blocked": "x", "depends_on": [], "disruptions": 1,
-                   "last_disruption": "x"}
+                   "last_disruption": "x", "ready_since": 1}
 
 
 async def test_enqueue_keywords_that_name_job_fields(
@@ -353,7 +353,7 @@ async def test_enqueue_keywords_that_name_job_fields(
     assert on_saq == {"group_key": ({"x": 1}, "g"), **{
         name: ({name: value}, {name: value}) for name, value in PODQ_JOB_FIELDS.items()}}
     # documented deviations: group_key is refused (not enforced on Redis); podq's job
-    # has five more fields, so a function argument of one of their names goes in
+    # has six more fields, so a function argument of one of their names goes in
     # kwargs={...}, as with SAQ's own field names
     assert on_podq["group_key"].startswith("TypeError: group_key is not supported")
     for name, value in PODQ_JOB_FIELDS.items():

@@ -8,7 +8,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from engine_helpers import Workers, command_calls, spent, wait_for
+from engine_helpers import Workers, command_calls, redis_clock_past, spent, wait_for
 from ops_helpers import HERE, PODQ, Samples, podq_run, sample, scrape
 from ops_settings import RELEASE, hold
 from redis import Redis
@@ -187,6 +187,7 @@ async def test_worker_metrics_stand_alone_read_running_jobs_from_a_callable(
     port = metrics.serve(0, addr="127.0.0.1")
     try:
         await queue.enqueue("a", key="old")
+        enqueued_ms = await queue.redis_ms()  # Redis's clock, just after the enqueue
         await metrics.refresh()
         running[0] = 3
         samples = scrape(port)
@@ -197,12 +198,13 @@ async def test_worker_metrics_stand_alone_read_running_jobs_from_a_callable(
         running[0] = 0
         assert sample(scrape(port), "podq_jobs_running", queue=queue.name) == 0
 
-        # the next job's wait: the head of the ready queue, as if enqueued 2 minutes ago
-        await queue.redis.hset(queue.job_id("old"), "queued", int((time.time() - 120) * 1000))
+        # the next job's wait: the head of the ready queue, a plain backlog of one job,
+        # since its enqueue on Redis's clock (as the script that enqueued it stamped it)
+        await redis_clock_past(queue, enqueued_ms + 50)
         await metrics.refresh()
         waiting = sample(scrape(port), "podq_queue_waiting_seconds", queue=queue.name)
-        assert waiting is not None and 120 <= waiting < 150
-        assert await queue.waiting_since() == pytest.approx(time.time() - 120, abs=30)
+        assert waiting is not None and 0.05 <= waiting < 30
+        assert await queue.waiting_since() == (await queue.job("old")).ready_since / 1000
     finally:
         metrics.close()
 
@@ -214,20 +216,22 @@ def sample_version(samples: Samples) -> str:
 
 async def test_waiting_since_is_the_oldest_due_job_whatever_its_priority(queue: Queue) -> None:
     """A newer job of a higher priority at the head of the ready queue does not hide an
-    older one of a lower priority."""
+    older one of a lower priority. Each job's wait counts from its enqueue (its
+    `ready_since`, as enqueue.lua stamped it on Redis's clock), one after another."""
     assert await queue.waiting_since() is None
-    for key, priority, age_s in (("low-old", 5, 600), ("low-new", 5, 10),
-                                 ("mid", 0, 300), ("high-new", -5, 1), ("high", -5, 2)):
+    ready = {}
+    for key, priority in (("low-old", 5), ("mid", 0), ("low-new", 5), ("high-new", -5),
+                          ("high", -5)):
         await queue.enqueue("a", key=key, priority=priority)
-        await queue.redis.hset(queue.job_id(key), "queued",
-                               int((time.time() - age_s) * 1000))
+        ready[key] = (await queue.job(key)).ready_since
+        await redis_clock_past(queue, ready[key])
     head = await queue.redis.zrange(queue.keys.queued, 0, 0)
     assert head == [b"high-new"]
-    assert await queue.waiting_since() == pytest.approx(time.time() - 600, abs=30)
+    assert await queue.waiting_since() == ready["low-old"] / 1000
     await queue.redis.zrem(queue.keys.queued, "low-old")  # as if taken
-    assert await queue.waiting_since() == pytest.approx(time.time() - 300, abs=30)
+    assert await queue.waiting_since() == ready["mid"] / 1000
     await queue.redis.zrem(queue.keys.queued, "mid")
-    assert await queue.waiting_since() == pytest.approx(time.time() - 10, abs=5)
+    assert await queue.waiting_since() == ready["low-new"] / 1000
     await queue.enqueue("a", key="due", scheduled=time.time() + 3600)
     await queue.redis.zadd(queue.keys.scheduled, {"due": time.time() - 120})  # due since
     assert await queue.waiting_since() == pytest.approx(time.time() - 120, abs=30)
@@ -238,21 +242,24 @@ async def test_waiting_since_reads_every_priority_in_one_round_trip(
 ) -> None:
     """One script call (waiting_since.lua) whatever the number of priorities in use
     (before: a round trip per priority, WAITING_PRIORITIES at most, and two more); its
-    reads as before: the due scheduled head, then per priority (the first 32 looked at)
-    its head's fields and the search for the next priority."""
+    reads: Redis's clock, the due scheduled head, then per priority (the first 32
+    looked at) its head's ready_since and the search for the next priority."""
     sync = Redis.from_url(redis_url)
     try:
-        await queue.enqueue_many([Job("a", key=f"p{p}", priority=p) for p in range(40)])
-        ages = {"p0": 60, "p31": 900, "p35": 3000}  # p35: past the 32 priorities looked at
-        for key, age_s in ages.items():
-            await queue.redis.hset(queue.job_id(key), "queued", int((time.time() - age_s) * 1000))
-        await queue.enqueue("a", key="due", scheduled=time.time() + 3600)
-        await queue.redis.zadd(queue.keys.scheduled, {"due": time.time() - 120})
+        # p35 first (past the 32 priorities looked at), then p31, then the others
+        ready = {}
+        for key in ("p35", "p31"):
+            await queue.enqueue("a", key=key, priority=int(key[1:]))
+            ready[key] = (await queue.job(key)).ready_since
+            await redis_clock_past(queue, ready[key])
+        await queue.enqueue_many([Job("a", key=f"p{p}", priority=p) for p in range(40)
+                                  if p not in (31, 35)])
         await queue.waiting_since()  # loads the script
         before = command_calls(sync)
         since = await queue.waiting_since()
         calls = spent(before, command_calls(sync))
-        assert calls == {"evalsha": 1, "zrange": 1, "zrangebyscore": 1 + 32, "hmget": 32}
-        assert since == pytest.approx(time.time() - 900, abs=30)
+        assert calls == {"evalsha": 1, "time": 1, "zrange": 1, "zrangebyscore": 1 + 32,
+                         "hget": 32}
+        assert since == ready["p31"] / 1000
     finally:
         sync.close()

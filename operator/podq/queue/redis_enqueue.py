@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import typing as t
 
 from podq.job import Job
@@ -23,7 +24,7 @@ class EnqueueMixin(RedisQueueCore):
 
     # -- enqueue ---------------------------------------------------------------------
 
-    def _enqueue_call(self, job: Job) -> t.Any:
+    def _enqueue_script(self, job: Job) -> t.Any:
         """enqueue.lua, batched with the other calls of this loop turn (safe to resend:
         its request id makes a resent enqueue report the job it stored)."""
         key = job.key
@@ -63,6 +64,14 @@ class EnqueueMixin(RedisQueueCore):
             logger.debug("Enqueued %s", job.info(False))
         return True
 
+    async def _enqueue_call(self, job: Job) -> bool:
+        """enqueue.lua (_enqueue_script); whether it enqueued the job, whose ready_since
+        it sets to the one the script stamped."""
+        reply = await self._enqueue_script(job)
+        if reply and not isinstance(reply, int):  # 1: resent, before ready_since
+            job.ready_since = int(reply)
+        return bool(reply)
+
     async def enqueue_many(self, jobs: Iterable[Job | str | dict[str, t.Any]]) -> list[Job]:
         """Pipelined bulk enqueue; returns the jobs actually enqueued (not duplicates).
 
@@ -95,7 +104,8 @@ class EnqueueMixin(RedisQueueCore):
         return [job for job in prepared if id(job) in ok]
 
     async def _enqueue_plain(self, prepared: list[Job]) -> str:
-        """enqueue_many.lua for jobs without dependencies: '1' per job enqueued."""
+        """enqueue_many.lua for jobs without dependencies: '1' per job enqueued (its
+        ready_since set as the script stamped it), '0' per duplicate."""
         chunk = 200
         async with self.redis.pipeline(transaction=False) as pipe:
             for start in range(0, len(prepared), chunk):
@@ -115,4 +125,13 @@ class EnqueueMixin(RedisQueueCore):
                     client=pipe,
                 )
             results = await pipe.execute()
-        return "".join(text(part) for part in results)
+        flags = ""
+        for start, (chunk_flags, now_s) in zip(range(0, len(prepared), chunk), results,
+                                              strict=True):
+            chunk_flags = text(chunk_flags)
+            for job, flag in zip(prepared[start : start + chunk], chunk_flags, strict=True):
+                if flag == "1":  # as enqueue_many.lua: now, or its schedule if later
+                    job.ready_since = math.floor(
+                        max(float(now_s), float(job.scheduled or 0)) * 1000)
+            flags += chunk_flags
+        return flags

@@ -192,23 +192,23 @@ class ReadMixin(RedisQueueCore):
         return float(first[0][1]) if first else None
 
     async def waiting_since(self) -> float | None:
-        """Epoch seconds since when the longest-waiting due job has waited: the oldest
-        of the head of each priority in the ready queue (since it was enqueued, or
-        became due if scheduled) and the earliest scheduled job already due. None when
-        no job is due. Within a priority jobs are first in, first out, so its head has
-        waited longest; a newer job of a higher priority at the head of the queue
+        """Epoch seconds (Redis's clock) since when the longest-waiting due job has
+        waited: the oldest of the head of each priority in the ready queue (since it
+        last became ready to run: its `ready_since`, set by the script that made it
+        ready: its enqueue, or its schedule if later; a retry's due time; a requeue's
+        put-back) and the earliest scheduled job already due (since its due time). None
+        when no job is due. Within a priority jobs are first in, first out, so its head
+        has waited longest; a newer job of a higher priority at the head of the queue
         hides no older one. The first WAITING_PRIORITIES priorities in use are looked
-        at, in one round trip (waiting_since.lua); jobs held by a limit or waiting for
-        their dependencies are not."""
+        at, in one round trip (waiting_since.lua, which judges what is due on Redis's
+        clock); jobs held by a limit or waiting for their dependencies are not."""
         raw = await self._scripts.waiting_since(
             keys=[self.keys.queued, self.keys.scheduled],
-            args=[now_seconds(), self.keys.job_prefix, WAITING_PRIORITIES, PRIORITY_SCALE],
+            args=[self.keys.job_prefix, WAITING_PRIORITIES, PRIORITY_SCALE],
             client=self.redis,
         )
         since = [float(raw[0])] if raw[0] is not None else []
-        for queued, scheduled in zip(raw[1::2], raw[2::2], strict=True):
-            if queued is not None:
-                since.append(max(int(queued) / 1000, float(scheduled or 0)))
+        since += [int(ready) / 1000 for ready in raw[1:] if ready is not None]
         return min(since) if since else None
 
     async def stats(self) -> dict[str, int]:

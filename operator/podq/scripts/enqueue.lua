@@ -1,7 +1,9 @@
 -- Enqueue one job unless its key is pending (queued, scheduled, active, aborting)
 -- or its abort marker lives. A finished job with the same key is replaced.
 -- Safe to resend: a job found queued by this same request (a client retry after a lost
--- reply) counts as enqueued. Whether it is due now is decided by Redis TIME.
+-- reply) counts as enqueued. Whether it is due now is decided by Redis TIME, and so
+-- is the job's ready_since (Queue.waiting_since counts from it).
+-- Returns 0 when not enqueued, else the job's ready_since (epoch ms, as text).
 -- A job with dependencies (ARGV[7], docs/dependencies.md) waits in the waiting zset
 -- until they all complete (write.lua/abort.lua settle it); one that already failed or
 -- was aborted fails it at once (DependencyFailed); an unknown one refuses the call.
@@ -34,12 +36,18 @@ if ARGV[7] ~= '' then
 end
 if redis.call('EXISTS', KEYS[4]) == 1 then return 0 end
 local st = redis.call('HGET', KEYS[1], 'status')
-if st == 'queued' and redis.call('HGET', KEYS[1], 'enqueue_id') == ARGV[5] then return 1 end
+if st == 'queued' and redis.call('HGET', KEYS[1], 'enqueue_id') == ARGV[5] then
+  return redis.call('HGET', KEYS[1], 'ready_since') or 1
+end
 if st == 'queued' or st == 'active' or st == 'aborting' then return 0 end
 if st then redis.call('DEL', KEYS[1]) end
 redis.call('HSET', KEYS[1], unpack(ARGV, 11))
-redis.call('HSET', KEYS[1], 'enqueue_id', ARGV[5])
 local clock = redis.call('TIME')
+local now_s = tonumber(clock[1]) + tonumber(clock[2]) / 1e6
+-- ready_since: when it is ready to run (Redis's clock, ms), its schedule if later;
+-- one waiting on dependencies gets it again when they are done (settle_dependents)
+local ready_since = string.format('%.0f', math.floor(math.max(now_s, sch) * 1000))
+redis.call('HSET', KEYS[1], 'enqueue_id', ARGV[5], 'ready_since', ready_since)
 local open = 0
 local ready = false
 for _, d in ipairs(deps) do
@@ -54,7 +62,7 @@ for _, d in ipairs(deps) do
     redis.call('HINCRBY', KEYS[6], 'enqueued', 1)
     redis.call('HINCRBY', KEYS[6], 'failed', 1)
     redis.call('SPUBLISH', ARGV[2], 'failed:' .. ARGV[1])
-    return 1
+    return ready_since
   elseif d[2] ~= 'complete' then
     open = open + 1
     redis.call('SADD', ARGV[9] .. ARGV[1], d[1])
@@ -64,7 +72,7 @@ end
 if open > 0 then
   redis.call('ZADD', KEYS[7], clock[1], ARGV[1])
   redis.call('HSET', KEYS[1], 'blocked', 'dependencies')
-elseif tonumber(ARGV[4]) > tonumber(clock[1]) + tonumber(clock[2]) / 1e6 then
+elseif sch > now_s then
   redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1])
 else
   make_ready(KEYS[2], KEYS[5], ARGV[6], ARGV[1])
@@ -77,4 +85,4 @@ if not ready then
 elseif redis.call('LLEN', KEYS[8]) == 0 then
   redis.call('RPUSH', KEYS[8], '1')
 end
-return 1
+return ready_since

@@ -4,7 +4,8 @@
 -- ARGV: 1 changes channel, 2 request id, 3 job hash prefix, 4 abort marker prefix,
 --       5 wake channel, then per job: key, scheduled (epoch s), priority, N, then N values:
 --       the job hash as field/value pairs (podq.queue.store.job_hash)
--- Returns a string with one '1' (enqueued) or '0' (duplicate) per job.
+-- Returns {a string with one '1' (enqueued) or '0' (duplicate) per job, now on Redis's
+-- clock (epoch s, exact)}: a job's ready_since is now or its schedule, if later (ms).
 -- validate every job before writing any (a bad one refuses the call, and the caller
 -- can retry the others apart)
 local j = 6
@@ -39,7 +40,9 @@ while i <= #ARGV do
     elseif st ~= 'queued' and st ~= 'active' and st ~= 'aborting' then
       if st then redis.call('DEL', jk) end
       redis.call('HSET', jk, unpack(ARGV, first, last))
-      redis.call('HSET', jk, 'enqueue_id', request)
+      -- ready_since: as enqueue.lua's (its schedule if later than now)
+      redis.call('HSET', jk, 'enqueue_id', request, 'ready_since',
+        string.format('%.0f', math.floor(math.max(now, tonumber(sch)) * 1000)))
       if tonumber(sch) > now then
         redis.call('ZADD', KEYS[2], sch, key)
       else
@@ -57,4 +60,4 @@ if enqueued > 0 then
   -- one wake-up for the whole batch: workers take as many jobs as they have slots
   redis.call('SPUBLISH', ARGV[5], 'queued:')
 end
-return table.concat(out)
+return {table.concat(out), string.format('%.17g', now)}

@@ -11,7 +11,9 @@
 -- touched and completed come from Redis TIME: one clock for every host. So does a
 -- retry's due time (ARGV[7] seconds from now, or the job's own schedule if later): a
 -- delayed retry sets the job's `scheduled` to it and returns it (as text, exact),
--- other writes return 1 when they wrote.
+-- other writes return 1 when they wrote. A retry or requeue sets the job's
+-- `ready_since` (ms) to when it is ready to run again: that due time, else now (what
+-- Queue.waiting_since counts from; not the first enqueue).
 -- A finish while jobs wait on a limit (KEYS[7] exists: take.lua) wakes the workers: a
 -- concurrency slot may have come free. A job parked on a limit that is written back
 -- (unguarded: a finish or retry by a client) leaves its parked zset (lib/unpark.lua).
@@ -75,13 +77,18 @@ redis.call('ZREM', KEYS[4], ARGV[1])
 local limited = redis.call('EXISTS', KEYS[7]) == 1  -- some jobs wait on a limit
 local was_parked = limited and unpark(KEYS[1], KEYS[7], ARGV[16], ARGV[1])
 local ttl = tonumber(ARGV[6])
+-- a retry or requeue: when the job is ready to run again (epoch s)
+local ready_at = math.max(tonumber(ARGV[8]), now_s + tonumber(ARGV[7]))
 if mode == 'finish' and ttl < 0 then
   redis.call('DEL', KEYS[1])
 else
   redis.call('HSET', KEYS[1], unpack(ARGV, 17))
-  local completed = '0'
-  if mode == 'finish' then completed = now_ms end
-  redis.call('HSET', KEYS[1], 'touched', now_ms, 'completed', completed)
+  if mode == 'finish' then
+    redis.call('HSET', KEYS[1], 'touched', now_ms, 'completed', now_ms)
+  else  -- ready again: at once (put back, immediate retry) or when due (ready_at)
+    redis.call('HSET', KEYS[1], 'touched', now_ms, 'completed', '0', 'ready_since',
+      string.format('%.0f', math.floor(ready_at * 1000)))
+  end
   -- the caller's copy said parked: no more (its JSON too, which an absent field would show)
   if was_parked then redis.call('HSET', KEYS[1], 'blocked', '') end
   if mode == 'finish' and ttl > 0 then
@@ -98,9 +105,8 @@ if mode == 'finish' then
       ARGV[2], ARGV[3]}, ARGV[1], status, now_ms)
   end
 else
-  local ready = math.max(tonumber(ARGV[8]), now_s + tonumber(ARGV[7]))
-  if ready > now_s then
-    local due = string.format('%.17g', ready)  -- exact: the score and the field agree
+  if ready_at > now_s then
+    local due = string.format('%.17g', ready_at)  -- exact: the score and the field agree
     redis.call('ZADD', KEYS[3], due, ARGV[1])
     if tonumber(ARGV[7]) > 0 then  -- a delayed retry: its next attempt's time
       redis.call('HSET', KEYS[1], 'scheduled', due)

@@ -22,6 +22,7 @@ local function settle_dependents(names, key, status, now_ms)
           if redis.call('SCARD', pk) == 0 then
             redis.call('ZREM', names[4], w)
             redis.call('HDEL', wk, 'blocked')
+            redis.call('HSET', wk, 'ready_since', now_ms)  -- ready from now on
             make_ready(names[5], names[6], f[2] or '0', w)
             redis.call('SPUBLISH', names[8], 'queued:' .. w)
             redis.call('SPUBLISH', names[9], 'queued:' .. w)
