@@ -92,8 +92,8 @@ class WorkerMetrics:
             "outcome (complete, failed, aborted, retried).", ["queue", "function", "outcome"],
             buckets=DURATION_BUCKETS, registry=self.registry)
         self.wait = Histogram(
-            "podq_job_queue_wait_seconds", "Time from a job's enqueue (or, when scheduled, "
-            "the time it became due) to an attempt's start on this worker.",
+            "podq_job_queue_wait_seconds", "Time from when a job last became ready to run "
+            "(enqueued, came due, retried or put back) to an attempt's start on this worker.",
             ["queue", "function"], buckets=WAIT_BUCKETS, registry=self.registry)
         self.waiting = Gauge(
             "podq_queue_waiting_seconds", "How long the longest-waiting due job of the "
@@ -132,7 +132,11 @@ class WorkerMetrics:
     def job_started(self, job: Job) -> None:
         """When the worker starts an attempt of a job it took from the queue."""
         started = (job.started or now_ms()) / 1000
-        since = max(job.queued / 1000, float(job.scheduled or 0))
+        # this attempt's wait: since the job last became ready (a retry's wait does not
+        # count the attempts before it); a job made ready by an older podq has no
+        # ready_since: its enqueue, or its schedule when later
+        since = (job.ready_since / 1000 if job.ready_since
+                 else max(job.queued / 1000, float(job.scheduled or 0)))
         if since <= 0:  # enqueued by a client that records no time
             return
         self.wait.labels(self.queue, self._function(job)).observe(max(0.0, started - since))
@@ -162,8 +166,7 @@ class WorkerMetrics:
         for state, value in zip(STATES, (counts.queued, counts.later, counts.active),
                                 strict=True):
             self.depth.labels(self.queue, state).set(value)
-        since = await self._queue.waiting_since()
-        self.waiting.labels(self.queue).set(0 if since is None else max(0.0, now_seconds() - since))
+        self.waiting.labels(self.queue).set(await self._queue.waited_s())
         self.paused.labels(self.queue).set(1 if await is_paused(self._queue) else 0)
         self.depth_age.labels(self.queue).set(now_seconds())
 

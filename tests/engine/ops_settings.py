@@ -34,6 +34,14 @@ async def hold(ctx: dict, name: str) -> str:
         await asyncio.sleep(0.02)
 
 
+async def held_then_flaky(ctx: dict, name: str) -> str:
+    """Its first attempt runs until a test releases it, then fails; its second completes."""
+    if ctx["job"].attempts < 2:
+        await hold(ctx, name)
+        raise RuntimeError("first attempt fails once released")
+    return name
+
+
 async def chatty(ctx: dict, words: str) -> str:
     """Logs a line of its own (the worker adds the job to it)."""
     logging.getLogger("ops_settings").warning("chatty says %s", words)
@@ -43,7 +51,7 @@ async def chatty(ctx: dict, words: str) -> str:
 FAST = {"schedule": 0.5, "worker_info": 0.2, "sweep": 0.3, "abort": 0.2, "metrics": 0.2}
 
 settings: dict[str, Any] = {
-    "functions": [ok, fail, flaky, hold, chatty],
+    "functions": [ok, fail, flaky, hold, held_then_flaky, chatty],
     "concurrency": 4,
     "timers": FAST,
     "liveness_ttl": 1.0,

@@ -205,8 +205,50 @@ async def test_worker_metrics_stand_alone_read_running_jobs_from_a_callable(
         waiting = sample(scrape(port), "podq_queue_waiting_seconds", queue=queue.name)
         assert waiting is not None and 0.05 <= waiting < 30
         assert await queue.waiting_since() == (await queue.job("old")).ready_since / 1000
+        # this host's clock an hour ahead: the wait is still taken on Redis's clock
+        real_time = time.time
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(time, "time", lambda: real_time() + 3600)
+            await metrics.refresh()
+        skewed = sample(scrape(port), "podq_queue_waiting_seconds", queue=queue.name)
+        assert skewed is not None and waiting <= skewed < 30
     finally:
         metrics.close()
+
+
+async def test_a_retried_attempt_waits_from_its_retry_not_from_the_first_enqueue(
+    redis_url: str, metrics_worker: int
+) -> None:
+    """podq_job_queue_wait_seconds: the first attempt runs 2 s (Redis's clock) then fails
+    and is retried at once; the second attempt's wait does not count the first's run."""
+    port = metrics_worker
+    queue = Queue.from_url(redis_url, name="m")
+    try:
+        await wait_for(queue.workers, 20)
+        await wait_for(lambda: scraped(port), 30)
+        job = await queue.enqueue("held_then_flaky", key="hf-1", name="hf-1", retries=2,
+                                  timeout=60)
+        active = await wait_for(lambda: _active(queue, "hf-1"), 30)
+        await redis_clock_past(queue, active.started + 2000)
+        await queue.redis.sadd(RELEASE, "hf-1")
+        await job.refresh(until_complete=30)
+        assert (job.status, job.attempts) == (Status.COMPLETE, 2)
+
+        def waited() -> float | None:
+            s = scraped(port)
+            labels = {"queue": "m", "function": "held_then_flaky"}
+            if not s or sample(s, "podq_job_queue_wait_seconds_count", **labels) != 2:
+                return None
+            return sample(s, "podq_job_queue_wait_seconds_sum", **labels)
+        total = await wait_for(waited, 30)
+        assert total is not None and 0 <= total < 2, total  # counted from queued: >= 2 s
+    finally:
+        await queue.disconnect()
+
+
+async def _active(queue: Queue, key: str) -> Job | None:
+    job = await queue.job(key)
+    return job if job is not None and job.status is Status.ACTIVE else None
 
 
 def sample_version(samples: Samples) -> str:

@@ -202,14 +202,25 @@ class ReadMixin(RedisQueueCore):
         hides no older one. The first WAITING_PRIORITIES priorities in use are looked
         at, in one round trip (waiting_since.lua, which judges what is due on Redis's
         clock); jobs held by a limit or waiting for their dependencies are not."""
+        since, _ = await self._waiting()
+        return since
+
+    async def waited_s(self) -> float:
+        """How long the longest-waiting due job has waited (see waiting_since), in
+        seconds of Redis's clock (a host's own clock may be skewed); 0 when none is."""
+        since, now = await self._waiting()
+        return 0.0 if since is None else max(0.0, now - since)
+
+    async def _waiting(self) -> tuple[float | None, float]:
+        """waiting_since() and Redis's clock as it read it (epoch seconds)."""
         raw = await self._scripts.waiting_since(
             keys=[self.keys.queued, self.keys.scheduled],
             args=[self.keys.job_prefix, WAITING_PRIORITIES, PRIORITY_SCALE],
             client=self.redis,
         )
-        since = [float(raw[0])] if raw[0] is not None else []
-        since += [int(ready) / 1000 for ready in raw[1:] if ready is not None]
-        return min(since) if since else None
+        since = [float(raw[1])] if raw[1] is not None else []
+        since += [int(ready) / 1000 for ready in raw[2:] if ready is not None]
+        return (min(since) if since else None), float(raw[0])
 
     async def stats(self) -> dict[str, int]:
         """Lifetime counters of this queue (enqueued, complete, failed, aborted, retried,

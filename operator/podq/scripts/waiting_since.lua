@@ -8,11 +8,12 @@
 -- KEYS: 1 queued zset, 2 scheduled zset
 -- ARGV: 1 job hash prefix, 2 most priorities to look at,
 --       3 a priority's width in the queued zset's scores (make_ready.lua)
--- Returns {due score or false, then for each head: its `ready_since` or false}.
+-- Returns {Redis's clock (epoch s), due score or false, then for each head: its
+-- `ready_since` or false}.
 local clock = redis.call('TIME')
 local now = string.format('%d.%06d', tonumber(clock[1]), tonumber(clock[2]))
 local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'WITHSCORES', 'LIMIT', 0, 1)
-local out = {due[2] or false}
+local out = {now, due[2] or false}
 local scale = tonumber(ARGV[3])
 local head = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 local heads = 0
