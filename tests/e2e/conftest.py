@@ -90,7 +90,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     if SKIP_REASON or _prepare_error or not _images or session.config.option.collectonly:
         return
     e2e = [item for item in session.items if E2E_DIR in item.path.resolve().parents]
-    if any(uses(item, "nodes_down") for item in e2e):
+    if any(uses(item, "host_before") for item in e2e):
         _host_before.append(HostSnapshot.take())
     if any(item.path.name == "test_demo_node.py" for item in e2e):
         start_demo()
