@@ -134,6 +134,23 @@ async def test_a_slot_held_by_a_sigkilled_worker_comes_back_through_the_sweep(
     assert gauge.most == 1
 
 
+async def test_jobs_parked_on_limits_since_removed_go_back_in_order(queue: Queue) -> None:
+    # `--no-limits`, a chart's `limits: {}` or set_limits({}) deletes the limits hash;
+    # the jobs parked on them go back to the ready queue, in their order, at the next take
+    await queue.set_limits({"f": Limit(concurrency=1), "g": Limit(rate=1, per=60)})
+    await queue.enqueue_many([Job(("f", "g")[i % 2], key=f"j{i}") for i in range(6)])
+    first, _ = await queue.take(6, "")
+    assert sorted(j.key for j in first) == ["j0", "j1"]
+    assert (await queue.counts()).limited == 4
+    await queue.set_limits({})
+    rest, _ = await queue.take(6, "")
+    assert [j.key for j in rest] == ["j2", "j3", "j4", "j5"]
+    counts = await queue.counts()
+    assert (counts.limited, counts.queued, counts.active) == (0, 0, 6)
+    assert not await queue.redis.exists(queue.keys.limited)
+    assert {j.blocked for j in rest} == {None}
+
+
 # -- rate limits (issue 14 part 2) -------------------------------------------------------
 
 

@@ -65,7 +65,9 @@ end
 local n = tonumber(ARGV[1])
 if redis.call('EXISTS', KEYS[5]) == 1 then n = 0 end
 local limits = nil
-if redis.call('EXISTS', KEYS[8]) == 1 then
+-- limits set, or jobs still parked on limits since removed (set_limits({}): the hash
+-- is gone, its parked jobs go back below): one EXISTS either way
+if redis.call('EXISTS', KEYS[8], KEYS[9]) > 0 then
   limits = {}
   local raw = redis.call('HGETALL', KEYS[8])
   for i = 1, #raw, 2 do
