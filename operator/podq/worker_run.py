@@ -189,6 +189,8 @@ class RunMixin(WorkerCore):
                     f"TimeoutError: job {job.key} ({job.function}) exceeded its timeout "
                     f"of {job.timeout}s",
                 )
+                # the after_process hooks see the timeout as SAQ's do: ctx["exception"]
+                timeout_error = TimeoutError(timed_out[1].removeprefix("TimeoutError: "))
                 try:
                     result = await self._call(function, context, **(job.kwargs or {}))
                     outcome = ("complete", result)
@@ -196,11 +198,13 @@ class RunMixin(WorkerCore):
                         # the same, as in SAQ (its result came after its time)
                         t.cast(asyncio.Task[None], asyncio.current_task()).uncancel()
                         outcome = timed_out
+                        context["exception"] = timeout_error
                 except asyncio.CancelledError:
                     if not run.timed_out or run.abort_error is not None:
                         raise
                     t.cast(asyncio.Task[None], asyncio.current_task()).uncancel()
                     outcome = timed_out
+                    context["exception"] = timeout_error
                 except Exception as e:
                     context["exception"] = e
                     outcome = ("error", traceback.format_exc())

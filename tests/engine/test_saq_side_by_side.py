@@ -207,3 +207,40 @@ async def test_an_aborted_sync_function_is_aborted_once_its_thread_ended(
         "after": ("aborted", "stop it", None),
         "aborted after the thread ended": True,
     }
+
+
+async def test_after_process_hooks_see_the_exception_of_a_timed_out_job(
+    queues: dict[types.ModuleType, t.Any],
+) -> None:
+    async def stubborn(ctx: dict[str, t.Any]) -> str:  # catches its timeout's cancel
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            pass
+        return "returned after its timeout"
+
+    async def scenario(lib: types.ModuleType, queue: t.Any) -> list[tuple[str, str, str]]:
+        seen: list[tuple[str, str, str]] = []
+
+        async def after(ctx: dict[str, t.Any]) -> None:
+            exception = ctx.get("exception")
+            seen.append((ctx["job"].function, ctx["job"].status,
+                         type(exception).__name__ if exception else "none"))
+
+        worker = lib.Worker(queue, functions=[noop, error, ("sleeper", sleeper),
+                                              ("stubborn", stubborn)],
+                            after_process=after)
+        for function, kwargs in (("noop", {}), ("error", {}),
+                                 ("sleeper", {"seconds": 3600}), ("stubborn", {})):
+            await queue.enqueue(function, timeout=1, **kwargs)
+            await asyncio.wait_for(worker.process(), 30)
+        await worker.stop()
+        return seen
+
+    on_saq, on_podq = await both(queues, scenario)
+    assert on_saq == on_podq == [
+        ("noop", "complete", "none"),
+        ("error", "failed", "ValueError"),
+        ("sleeper", "failed", "TimeoutError"),  # podq: "none" before
+        ("stubborn", "failed", "TimeoutError"),
+    ]
