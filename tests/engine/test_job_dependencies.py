@@ -122,3 +122,26 @@ async def test_a_1000_job_dag_runs_every_job_after_its_dependencies(
     stored = await queue.jobs(j.key for j in jobs)
     assert all(j.status is Status.COMPLETE for j in stored)
     assert len(finished) == 1000
+
+
+async def test_a_key_enqueued_again_waits_only_on_its_new_dependencies(queue: Queue) -> None:
+    # a Job resource with a spec.key, deleted and made again with another spec.after,
+    # is this: the first job of the key aborted, a new one under it with other ones
+    for key in ("old", "new", "other"):
+        await queue.enqueue("work", key=key, scheduled=10**10)  # never due here
+    first = await queue.enqueue("work", key="then", depends_on=["old"])
+    await queue.abort(first, "deleted", ttl=0)  # no abort marker: enqueued again at once
+    again = await queue.enqueue("work", key="then", depends_on=["new", "other"])
+    assert again is not None
+    await queue.abort(await queue.job("old"), "no longer wanted", ttl=0)
+    await again.refresh()
+    assert again.status is Status.QUEUED and again.blocked == "dependencies"  # not failed
+    await queue.enqueue("work", key="old", scheduled=10**10)
+    for key in ("old", "new"):  # "old" is nothing it waits on
+        await queue.finish(await queue.job(key), Status.COMPLETE)
+    await again.refresh()
+    assert again.status is Status.QUEUED and (await queue.counts()).blocked == 1
+    await queue.finish(await queue.job("other"), Status.COMPLETE)
+    await again.refresh()
+    assert again.status is Status.QUEUED and again.blocked is None
+    assert (await queue.counts()).ready == 1

@@ -15,8 +15,11 @@ local function settle_dependents(names, key, status, now_ms)
     for _, w in ipairs(waiters) do
       local wk = names[1] .. w
       local f = redis.call('HMGET', wk, 'status', 'priority', 'ttl')
-      if f[1] == 'queued' and redis.call('ZSCORE', names[4], w) then
-        local pk = names[3] .. w
+      local pk = names[3] .. w
+      -- still waiting on this one: not a job of the same key enqueued again since
+      -- (aborted, then enqueued with other dependencies), which waits on others only
+      if f[1] == 'queued' and redis.call('ZSCORE', names[4], w)
+          and redis.call('SISMEMBER', pk, top[1]) == 1 then
         if top[2] == 'complete' then
           redis.call('SREM', pk, top[1])
           if redis.call('SCARD', pk) == 0 then
