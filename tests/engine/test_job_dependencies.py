@@ -145,3 +145,24 @@ async def test_a_key_enqueued_again_waits_only_on_its_new_dependencies(queue: Qu
     await again.refresh()
     assert again.status is Status.QUEUED and again.blocked is None
     assert (await queue.counts()).ready == 1
+
+
+async def test_a_waiting_job_written_back_by_a_client_waits_no_more(queue: Queue) -> None:
+    await queue.enqueue("work", key="dep", scheduled=10**10)  # never due here
+    done = await queue.enqueue("work", key="done", depends_on=["dep"])
+    again = await queue.enqueue("work", key="again", depends_on=["dep"])
+    await done.finish(Status.COMPLETE, result=1)  # a client's finish (unguarded)
+    await again.retry("run it now")  # and retry: ready at once
+    counts = await queue.counts()
+    assert (counts.blocked, counts.ready) == (0, 1)
+    assert not await queue.redis.exists(queue.keys.waiting)
+    stored = await queue.jobs(["done", "again"])
+    assert [j.blocked for j in stored] == [None, None]
+    assert [j.status for j in stored] == [Status.COMPLETE, Status.QUEUED]
+    # enqueued again under its key, it waits only on what it names now
+    await queue.enqueue("work", key="new", scheduled=10**10)
+    await queue.enqueue("work", key="done", depends_on=["new"])
+    await queue.finish(await queue.job("new"), Status.COMPLETE)
+    ready = await queue.job("done")
+    assert ready is not None and ready.status is Status.QUEUED and ready.blocked is None
+    assert (await queue.counts()).ready == 2

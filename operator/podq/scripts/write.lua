@@ -16,7 +16,8 @@
 -- Queue.waiting_since counts from; not the first enqueue).
 -- A finish while jobs wait on a limit (KEYS[7] exists: take.lua) wakes the workers: a
 -- concurrency slot may have come free. A job parked on a limit that is written back
--- (unguarded: a finish or retry by a client) leaves its parked zset (lib/unpark.lua).
+-- (unguarded: a finish or retry by a client) leaves its parked zset (lib/unpark.lua);
+-- one waiting on dependencies leaves the waiting zset and what it waited on.
 -- KEYS: 1 job hash, 2 queued zset, 3 scheduled zset, 4 active zset, 5 seq counter, 6 stats,
 --       7 set of limit names with parked jobs, 8 the set of jobs depending on this
 --       one, 9 waiting zset (a finish settles its dependents: docs/dependencies.md)
@@ -70,10 +71,13 @@ if mode == 'update' then
   redis.call('SPUBLISH', ARGV[2], status .. ':' .. ARGV[1])
   return 1
 end
--- a job is in exactly one of queued/scheduled/active (fix 3), or parked on a limit
+-- a job is in exactly one of queued/scheduled/active (fix 3), or parked on a limit, or
+-- waiting on dependencies: one written back (by a client) waits on them no more
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('ZREM', KEYS[3], ARGV[1])
 redis.call('ZREM', KEYS[4], ARGV[1])
+local waited = redis.call('ZREM', KEYS[9], ARGV[1]) == 1
+if waited then redis.call('DEL', ARGV[14] .. ARGV[1]) end
 local limited = redis.call('EXISTS', KEYS[7]) == 1  -- some jobs wait on a limit
 local was_parked = limited and unpark(KEYS[1], KEYS[7], ARGV[16], ARGV[1])
 local ttl = tonumber(ARGV[6])
@@ -90,7 +94,7 @@ else
       string.format('%.0f', math.floor(ready_at * 1000)))
   end
   -- the caller's copy said parked: no more (its JSON too, which an absent field would show)
-  if was_parked then redis.call('HSET', KEYS[1], 'blocked', '') end
+  if was_parked or waited then redis.call('HSET', KEYS[1], 'blocked', '') end
   if mode == 'finish' and ttl > 0 then
     redis.call('EXPIRE', KEYS[1], ttl)
   else
