@@ -81,13 +81,18 @@ async def test_every_json_output_prints_times_in_the_one_format(
     await (await queue.job("broken")).refresh(until_complete=10)
     outputs["status"] = await podq_json("status", "broken", *common)
     outputs["jobs"] = (await podq_json("jobs", "--status", "failed", *common))["jobs"][0]
-    times = {"queued", "started", "completed", "touched", "scheduled"}
+    times = {"queued", "started", "completed", "touched", "scheduled", "ready_since"}
     for command, fields in outputs.items():
         found = {name: fields[name] for name in times if fields.get(name) is not None}
         assert "queued" in found, (command, fields)
         wrong = {name: value for name, value in found.items()
                  if not (isinstance(value, str) and ISO_UTC.match(value))}
+        # and no other field that looks like an epoch time (s or ms) slipped through
+        wrong |= {name: value for name, value in fields.items()
+                  if isinstance(value, int | float) and not isinstance(value, bool)
+                  and 1e9 <= value < 1e14}
         assert wrong == {}, f"podq {command} --json: {wrong}"
+    assert ISO_UTC.match(outputs["enqueue"]["ready_since"]), outputs["enqueue"]
     assert outputs["enqueue"]["scheduled"] > outputs["enqueue"]["queued"]
     # podq info --json: each worker's last report
     (info,) = await podq_json("info", *common)
