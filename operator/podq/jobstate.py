@@ -32,7 +32,8 @@ def percent(progress: float) -> str:
     return f"{int(max(0.0, min(progress, 1.0)) * 100 + 1e-9)}%"
 
 
-TIME_FIELDS_MS = ("queued", "ready_since", "started", "completed", "touched")  # Job's epoch milliseconds
+# Job's epoch milliseconds
+TIME_FIELDS_MS = ("queued", "ready_since", "started", "completed", "touched")
 
 
 def job_json(job: Job) -> dict[str, t.Any]:
