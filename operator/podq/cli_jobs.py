@@ -60,7 +60,9 @@ def add_parsers(sub: t.Any) -> None:
                         "a running `podq web` recorded are listed after the pending ones")
     j.add_argument("--function", help="only jobs of this function")
     j.add_argument("--limit", type=whole_number(1, MAX_LIMIT), default=50,
-                   help=f"jobs shown per queue, 1 to {MAX_LIMIT} (default: %(default)s)")
+                   help=f"jobs shown per queue, 1 to {MAX_LIMIT} (default: %(default)s); "
+                        "with a finished --status a page may hold more: it ends with the "
+                        f"SCAN step (about {SCAN_COUNT} records) that reaches the limit")
     j.add_argument("--start", type=int, default=0,
                    help="where the page starts: a position, or with a finished --status a "
                         "scan cursor, as printed after a page (default: 0)")
