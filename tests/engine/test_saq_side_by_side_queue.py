@@ -201,3 +201,38 @@ async def test_queue_worker_info_version_loop_and_utils(
     # documented deviation: podq's cancel_tasks returns at its timeout (False: a task
     # still runs); SAQ's waits on past it until every task ended
     assert (timeout_0_saq, timeout_0_podq) == (True, False)
+
+
+async def test_finishing_or_retrying_a_queued_job_by_hand(
+    queues: dict[types.ModuleType, t.Any],
+) -> None:
+    async def scenario(lib: types.ModuleType, queue: t.Any) -> dict[str, t.Any]:
+        runs: list[str] = []
+
+        async def work(ctx: dict[str, t.Any]) -> str:
+            runs.append(ctx["job"].key)
+            return "ran"
+
+        worker = lib.Worker(queue, functions=[("work", work)], dequeue_timeout=0.5)
+        finished = await queue.enqueue("work")
+        await queue.finish(finished, lib.Status.COMPLETE, result="by hand")
+        retried = await queue.enqueue("work", retries=3)
+        await queue.retry(retried, "again")
+        out: dict[str, t.Any] = {"queued": await queue.count("queued")}
+        while await worker.process():
+            pass
+        await finished.refresh()
+        await retried.refresh()
+        out["finished"] = (finished.status, finished.result, runs.count(finished.key))
+        out["retried"] = (retried.status, retried.attempts, runs.count(retried.key))
+        await worker.stop()
+        return out
+
+    on_saq, on_podq = await both(queues, scenario)
+    # SAQ leaves a job finished by hand in the queue: a worker runs it and overwrites
+    # its outcome (the retried one is queued once in both)
+    assert on_saq == {"queued": 2, "finished": ("complete", "ran", 1),
+                      "retried": ("complete", 1, 1)}
+    # documented deviation: a job finished by hand leaves the queue and keeps its outcome
+    assert on_podq == {"queued": 1, "finished": ("complete", "by hand", 0),
+                       "retried": ("complete", 1, 1)}
