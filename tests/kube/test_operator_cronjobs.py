@@ -74,6 +74,15 @@ async def test_fires_children_with_owner_and_trims_history(harness: Harness) -> 
     assert status["lastSuccessfulTime"]
     assert condition(cron, "Ready")["status"] == "True"
 
+    async def deletions_told() -> bool:  # as batch/v1 CronJob: one Event per trimmed Job
+        present = {c["metadata"]["name"] for c in await children(harness, "tick")}
+        told = [e.message for e in await harness.events("tick")
+                if e.reason == "SuccessfulDelete"]
+        gone = seen - present
+        return bool(gone) and all(
+            told.count(f"deleted Job {name} (history limit)") == 1 for name in gone)
+    await eventually(deletions_told, within=30, what="a SuccessfulDelete Event per trimmed Job")
+
 
 async def test_forbid_skips_while_a_child_runs(harness: Harness) -> None:
     harness.start_operator()

@@ -250,8 +250,10 @@ async def tick(
     deleted = tuple(children_to_delete(
         children, spec.get("successfulJobsHistoryLimit", 3), spec.get("failedJobsHistoryLimit", 1)
     ))
-    for name in deleted:
-        await _delete_child(custom, meta["namespace"], name)
+    for name in deleted:  # batch/v1 CronJob says so too (SuccessfulDelete)
+        if await _delete_child(custom, meta["namespace"], name):
+            await events.post(ref, "Normal", "SuccessfulDelete",
+                              f"deleted Job {name} (history limit)")
 
     successes = [c.completed for c in children if c.state == "complete" and c.completed]
     next_slot = None if spec.get("suspend") else schedule.next_after(now)
@@ -304,7 +306,8 @@ async def mark_tick_failing(
     return True
 
 
-async def _delete_child(custom: client.CustomObjectsApi, namespace: str, name: str) -> None:
+async def _delete_child(custom: client.CustomObjectsApi, namespace: str, name: str) -> bool:
+    """Delete a child Job; False when it was gone already."""
     try:
         await custom.delete_namespaced_custom_object(
             GROUP, VERSION, namespace, JOBS, name, body={"propagationPolicy": "Background"}
@@ -312,6 +315,8 @@ async def _delete_child(custom: client.CustomObjectsApi, namespace: str, name: s
     except ApiException as error:
         if error.status != 404:
             raise
+        return False
+    return True
 
 
 def _comparable(status: Mapping[str, Any]) -> dict[str, Any]:
