@@ -30,3 +30,5 @@ def make_settings() -> dict[str, Any]:
 
 
 not_a_dict = 42
+unknown_key = {**settings, "nonsense": 1}  # SAQ: Worker's TypeError, a traceback, exit 1
+no_functions = {"concurrency": 2}  # SAQ starts a worker that fails every job it takes

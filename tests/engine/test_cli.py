@@ -107,6 +107,10 @@ def test_worker_bad_input(
     assert "not found" in capsys.readouterr().err
     assert cli_main(["worker", "podq_test_settings.not_a_dict", "--redis-url", redis_url]) == 2
     assert "must be a dict" in capsys.readouterr().err
+    assert cli_main(["worker", "podq_test_settings.unknown_key", "--redis-url", redis_url]) == 2
+    assert "bad worker settings: " in capsys.readouterr().err
+    assert cli_main(["worker", "podq_test_settings.no_functions", "--redis-url", redis_url]) == 2
+    assert "register no functions" in capsys.readouterr().err
 
 
 async def test_worker_burst_runs_jobs_and_exits(redis_url: str) -> None:
