@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 from datetime import datetime
+from pathlib import Path
 
 from engine_helpers import Workers
-from ops_helpers import podq_run
+from ops_helpers import PODQ, podq_run
 from ops_settings import fail, ok
 
 from podq import Queue, Status
@@ -63,3 +66,17 @@ async def test_status_of_a_missing_job_exits_1(queue: Queue, redis_url: str) -> 
     assert code == 2 and "is of queue 'other'" in err
     code, _, err = await podq_run("status", "--redis-url", redis_url)
     assert code == 2 and "give a job key" in err
+
+
+def test_without_a_kubeconfig_the_resource_commands_say_so_plainly(tmp_path: Path) -> None:
+    """Not a client's log line plus "Invalid kube-config file" about a file that is not
+    there: one error naming where a kubeconfig was looked for."""
+    missing = tmp_path / "missing.kubeconfig"
+    env = {k: v for k, v in os.environ.items() if k != "KUBERNETES_SERVICE_HOST"}
+    env["KUBECONFIG"] = str(missing)
+    for args in (["status", "--resource", "x"], ["cronjob", "run", "x"]):
+        done = subprocess.run([PODQ, *args], env=env, capture_output=True, text=True,
+                              timeout=60)
+        assert done.returncode == 1, done
+        assert done.stderr.strip().splitlines() == [done.stderr.strip()], done.stderr
+        assert f"no kubeconfig: {missing} not found" in done.stderr, done.stderr

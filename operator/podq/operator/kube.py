@@ -38,12 +38,23 @@ class KubeClients:
         await self.api.close()
 
 
+def _require_kubeconfig() -> None:
+    """Say plainly that there is no kubeconfig: the client would log "Config not found"
+    and then complain of an "Invalid kube-config file" that does not exist."""
+    paths = [os.path.expanduser(path) for path in (
+        os.environ.get("KUBECONFIG") or "~/.kube/config").split(os.pathsep) if path]
+    if not any(os.path.isfile(path) for path in paths):
+        raise config.ConfigException(
+            f"no kubeconfig: {', '.join(paths)} not found (set KUBECONFIG)")
+
+
 async def connect(pool_size: int = 32) -> KubeClients:
     """Clients for the cluster we run in, else for $KUBECONFIG / ~/.kube/config."""
     configuration = client.Configuration()
     if os.environ.get("KUBERNETES_SERVICE_HOST"):
         config.load_incluster_config(client_configuration=configuration)
     else:
+        _require_kubeconfig()
         await config.load_kube_config(client_configuration=configuration)
     configuration.connection_pool_maxsize = pool_size
     api = client.ApiClient(configuration)
