@@ -7,6 +7,7 @@ import json
 import sys
 import time
 import typing as t
+from datetime import datetime
 
 from podq.cli_common import (
     EXIT_UNAVAILABLE,
@@ -33,6 +34,23 @@ def add_parsers(sub: t.Any) -> None:
         e.add_argument("--" + field.name.replace("_", "-"), type=kind, help=field.use.help)
     e.add_argument("--no-check", action="store_true", help="skip the registered-function check")
     e.add_argument("--json", action="store_true", help="print the job as JSON")
+
+
+def scheduled_at(text: str) -> float:
+    """--scheduled: +N (seconds from now), epoch seconds, or an ISO 8601 time with its
+    zone, the format podq prints times in (and a Job resource's spec.scheduled takes)."""
+    try:
+        return time.time() + float(text[1:]) if text.startswith("+") else float(text)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        moment = None
+    if moment is None or moment.tzinfo is None:
+        raise CliError("--scheduled must be an ISO 8601 time with its zone (such as "
+                       f"2030-01-01T09:00:00Z), epoch seconds or +N, not {text!r}")
+    return moment.timestamp()
 
 
 async def cmd_enqueue(args: argparse.Namespace) -> int:
@@ -64,13 +82,7 @@ async def cmd_enqueue(args: argparse.Namespace) -> int:
             if value is not None and field.name != "scheduled":
                 options[field.name] = value
         if args.scheduled:
-            text = args.scheduled
-            try:
-                options["scheduled"] = (
-                    time.time() + float(text[1:]) if text.startswith("+") else float(text)
-                )
-            except ValueError:
-                raise CliError(f"--scheduled must be epoch seconds or +N, not {text!r}") from None
+            options["scheduled"] = scheduled_at(args.scheduled)
         try:
             job = await queue.enqueue(args.function, kwargs=kwargs, **options)
         except (TypeError, ValueError) as e:

@@ -95,7 +95,9 @@ class Job:
     retry_backoff: bool | float = _field(False, resource="retryBackoff", cron=True)
     # stored: a delayed retry's write (write.lua) sets it on Redis's clock
     scheduled: int = _field(0, stored="int", resource="scheduled", cli=True,
-                            help="epoch seconds, or +N for N seconds from now (default: now)")
+                            help="an ISO 8601 time with its zone (2030-01-01T09:00:00Z, as "
+                            "podq prints times), epoch seconds, or +N for N seconds from "
+                            "now (default: now)")
     progress: float = _field(0.0)
     attempts: int = _field(0, caller=False, stored="int")
     completed: int = _field(0, caller=False, stored="int")

@@ -63,6 +63,15 @@ async def test_enqueue_prints_key_and_id_and_stores_options(queue: Queue, redis_
     scheduled = json.loads(r.stdout)["scheduled"]  # the CLI's one time format
     assert r.returncode == 0 and datetime.fromisoformat(scheduled).timestamp() > time.time()
     assert await queue.count("scheduled") == 1
+    # the time as podq printed it is taken back, as a Job resource's spec.scheduled is
+    r = podq("enqueue", "add", "--redis-url", redis_url, "--queue", "test", "--key", "again",
+             "--scheduled", scheduled)
+    assert r.returncode == 0, r.stderr
+    again = (await queue.job("again")).scheduled
+    assert abs(again - datetime.fromisoformat(scheduled).timestamp()) < 1, again
+    r = podq("enqueue", "add", "--redis-url", redis_url, "--queue", "test", "--key", "y2100",
+             "--scheduled", "2100-01-01T01:00:00+01:00")
+    assert r.returncode == 0 and (await queue.job("y2100")).scheduled == 4102444800, r.stderr
     dup = podq("enqueue", "add", "--redis-url", redis_url, "--queue", "test", "--key", "k1")
     assert dup.returncode == 1 and "already pending" in dup.stderr
 
@@ -84,6 +93,10 @@ def test_enqueue_more_bad_input_in_process(
     assert "JSON object" in capsys.readouterr().err
     assert cli_main(["enqueue", "add", "--redis-url", redis_url, "--scheduled", "soon"]) == 2
     assert "--scheduled" in capsys.readouterr().err
+    # a time without its zone is ambiguous: refused, not read in the host's zone
+    assert cli_main(["enqueue", "add", "--redis-url", redis_url, "--scheduled",
+                     "2100-01-01T00:00:00"]) == 2
+    assert "ISO 8601 time with its zone" in capsys.readouterr().err
     assert cli_main(["enqueue", "add", "--redis-url", redis_url, "--priority", "99999"]) == 2
     assert "priority" in capsys.readouterr().err
     url = "redis://user:secret@127.0.0.1:1/0"
