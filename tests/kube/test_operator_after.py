@@ -7,6 +7,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from operator_harness import (
     Harness,
     condition,
+    eventually,
     status,
 )
 
@@ -83,3 +84,38 @@ async def test_a_cycle_fails_its_jobs_naming_it(harness: Harness) -> None:
     ping = await harness.get_job("ping")
     if condition(ping, "Failed")["reason"] == "DependencyCycle":
         assert condition(ping, "Failed")["message"].endswith("ping -> pong -> ping")
+
+
+async def test_a_job_made_again_with_its_key_and_other_after_runs_after_those(
+    harness: Harness,
+) -> None:
+    harness.start_operator()
+    await harness.create_job("old-dep", "nap", kwargs={"seconds": 0.2})
+    await harness.create_job("new-dep", "nap", kwargs={"seconds": 0.2})
+    await harness.create_job("then", "echo", key="then", after=["old-dep"])
+    await harness.wait_job("then", lambda b: status(b).get("status") == "queued",
+                           what="then enqueued, waiting for old-dep")
+    # deleted (its job aborted, the key's abort marker set) and made again at once with
+    # the same spec.key: a new run, not the aborted one, waiting for new-dep only
+    await harness.delete_job("then")
+    await eventually(lambda: gone(harness, "then"), within=30, what="then deleted")
+    await harness.create_job("then", "echo", key="then", after=["new-dep"])
+    new_dep = status(await harness.get_job("new-dep"))["jobKey"]
+    queue = harness.queue()
+
+    async def new_run() -> bool:
+        body = await harness.get_job("then")
+        job = await queue.job(status(body).get("jobKey") or "none")
+        return job is not None and job.depends_on == [new_dep] and \
+            status(body).get("status") == "queued"
+    await eventually(new_run, within=30, what="then enqueued again, waiting for new-dep")
+    # its old dependency aborted (deleted) fails it no more
+    await harness.delete_job("old-dep")
+    await eventually(lambda: gone(harness, "old-dep"), within=30, what="old-dep deleted")
+    harness.start_worker()
+    body = await harness.wait_status("then", "complete", within=60)
+    assert status(body)["attempts"] == 1
+
+
+async def gone(harness: Harness, name: str) -> bool:
+    return await harness.get_job(name) is None

@@ -81,6 +81,9 @@ async def enqueue_jobs(
     mine = [(r, job) for (r, job), won in zip(candidates, claimed, strict=True)
             if won is True or won == TAKEN_OVER]
     enqueued = await _enqueue_each_apart(queue, mine, outcomes)
+    await _held_by_abort_marker(
+        queue, [(r, job) for r, job in mine if job.key not in enqueued and r.uid not in outcomes],
+        outcomes)
     for (resource, job), won in zip(candidates, claimed, strict=True):
         if resource.uid in outcomes:
             continue
@@ -116,6 +119,29 @@ async def _enqueue_each_apart(
     return enqueued
 
 
+async def _held_by_abort_marker(
+    queue: Queue, refused: list[tuple[JobResource, Job]], outcomes: dict[str, Outcome]
+) -> None:
+    """Of the claimed jobs the queue did not enqueue, those whose key's abort marker
+    lives (an earlier run under that spec.key was aborted moments ago, as its resource
+    was deleted): not this resource's run, whose status must not become that one's. Their
+    claim is dropped and they wait (ABORT_PENDING): the next pass enqueues them once the
+    marker expires. Others are taken by a pending job: the resource follows it."""
+    if not refused:
+        return
+    async with queue.redis.pipeline(transaction=False) as pipe:
+        for _, job in refused:
+            pipe.exists(queue.keys.abort(job.key))
+        marked = await pipe.execute()
+    held = [(r, job) for (r, job), found in zip(refused, marked, strict=True) if found]
+    if held:
+        await queue.redis.delete(*(claim_key(queue, job.key) for _, job in held))
+    for resource, job in held:
+        outcomes[resource.uid] = Outcome(
+            "waiting", ABORT_PENDING, f"job {job.key} of an earlier run was just aborted:"
+            " enqueued once its abort marker expires")
+
+
 # A claim whose job is gone and that no operator renewed for this long is taken over:
 # its claimant died between claiming and enqueueing, or the finished job's record
 # expired (its ttl) while no operator ran, before its outcome reached the status. The
@@ -132,6 +158,8 @@ TAKEN_OVER = "taken over"
 # The claim is this resource's own: the finished job under a key set in the spec is the
 # run this resource asked for (it finished before its first status), not an earlier run.
 OWN_CLAIM = "OwnClaim"
+# The key's abort marker lives: its earlier run was aborted moments ago (_held_by_abort_marker)
+ABORT_PENDING = "AbortPending"
 
 
 async def _claim(queue: Queue, resources: list[JobResource]) -> list[bool | str]:
