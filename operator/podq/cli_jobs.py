@@ -146,7 +146,8 @@ def _row(queue: str, job: Job) -> dict[str, t.Any]:
             "status": Status(job.status).value, "blocked": job.blocked,
             "attempts": job.attempts,
             "retries": job.retries, "progress": job.progress,
-            "queued": iso_utc(job.queued), "started": iso_utc(job.started),
+            "queued": iso_utc(job.queued), "scheduled": iso_utc(int(job.scheduled * 1000)),
+            "started": iso_utc(job.started),
             "completed": iso_utc(job.completed)}
 
 
@@ -207,7 +208,8 @@ async def cmd_jobs(args: argparse.Namespace) -> int:
     if not rows:  # finished jobs are found by SCAN only when asked for (--status)
         print("no jobs" if args.status else "no running, queued or scheduled jobs; finished"
               " ones: podq jobs --status complete (or failed, aborted)")
-    columns = ("queue", "key", "function", "status", "attempts", "queued", "completed")
+    columns = ("queue", "key", "function", "status", "attempts", "queued", "scheduled",
+               "completed")
     for r in rows:  # why a queued job waits: dependencies, concurrency or rate
         r["status"] += f" ({r['blocked']})" if r["blocked"] else ""
     table = [[("-" if r[c] is None else str(r[c])) for c in columns] for r in rows]

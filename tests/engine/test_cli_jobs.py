@@ -117,6 +117,8 @@ async def test_jobs_lists_and_filters_a_page_at_a_time(queue: Queue, redis_url: 
                            "--redis-url", redis_url)
     assert [j["key"] for j in page["jobs"]] == ["later-0", "later-1"]
     assert page["next_start"] == {"test": 2}
+    # when a scheduled job runs, in the one time format (it was not shown at all)
+    assert {j["scheduled"] for j in page["jobs"]} == {"2100-01-01T00:00:00.000Z"}
     rest = await podq_json("jobs", "--queue", "test", "--status", "scheduled", "--start", "4",
                            "--redis-url", redis_url)
     assert [j["key"] for j in rest["jobs"]] == ["later-4"]
@@ -127,8 +129,10 @@ async def test_jobs_lists_and_filters_a_page_at_a_time(queue: Queue, redis_url: 
     assert code == 0, err
     lines = out.splitlines()
     assert lines[0].split() == ["QUEUE", "KEY", "FUNCTION", "STATUS", "ATTEMPTS", "QUEUED",
-                                "COMPLETED"]
+                                "SCHEDULED", "COMPLETED"]
     assert lines[1].split()[:5] == ["test", "now", "fail", "queued", "0"]
+    assert lines[1].split()[6:] == ["-", "-"]
+    assert lines[2].split()[6:] == ["2100-01-01T00:00:00.000Z", "-"]
     assert lines[-1] == "more in queue test: podq jobs --queue test --start 2"
     code, _, err = await podq_run("jobs", "--limit", "100000", "--redis-url", redis_url)
     assert code == 2 and "1 to 1000" in err
