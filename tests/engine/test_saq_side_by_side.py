@@ -10,9 +10,12 @@ functions and `both` in engine_helpers.py."""
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 import time
 import types
 import typing as t
+import uuid
 
 import saq
 from engine_helpers import blocking, both, error, gated, noop, until
@@ -274,3 +277,21 @@ async def test_stop_with_a_grace_period_returns_once_the_running_job_ended(
     assert on_saq == {"job": ("complete", 0.5), "waited the whole period": True}
     # documented deviation: podq's returns once the running job has ended
     assert on_podq == {**on_saq, "waited the whole period": False}
+
+
+async def test_a_workers_default_id(queues: dict[types.ModuleType, t.Any]) -> None:
+    async def scenario(lib: types.ModuleType, queue: t.Any) -> dict[str, t.Any]:
+        worker = lib.Worker(queue, functions=[noop])
+        named = lib.Worker(queue, functions=[noop], id="chosen")
+        try:
+            uuid.UUID(worker.id)
+            form = "uuid"
+        except ValueError:
+            form = worker.id.replace(socket.gethostname(), "<hostname>").replace(
+                str(os.getpid()), "<pid>")[:-8] + "<8 hex>"
+        return {"default": form, "chosen": named.id}
+
+    on_saq, on_podq = await both(queues, scenario)
+    assert on_saq == {"default": "uuid", "chosen": "chosen"}
+    # documented deviation: podq's default id names the worker's host and process
+    assert on_podq == {"default": "<hostname>:<pid>:<8 hex>", "chosen": "chosen"}
