@@ -15,23 +15,32 @@ from podq.cli_common import (
     add_redis,
     open_queue,
 )
-from podq.job import JOB_FIELDS
+from podq.job import JOB_FIELDS, JobField
 from podq.jobstate import job_json
 
 # the Job fields `podq enqueue` takes as options (each declared with cli=True in Job)
 ENQUEUE_OPTIONS = [field for field in JOB_FIELDS.values() if field.use.cli]
 
 
+def _help(field: JobField) -> str:
+    """The field's help, with its default when the help does not state one."""
+    if "default" in field.use.help or isinstance(field.default, bool) \
+            or not isinstance(field.default, int | float):
+        return field.use.help
+    return f"{field.use.help} (default: {field.default:g})"
+
+
 def add_parsers(sub: t.Any) -> None:
     """Add `enqueue` to the `podq` subcommands."""
     e = sub.add_parser("enqueue", help="enqueue one job and print its key and id")
     e.add_argument("function", help="name of a function the queue's workers registered")
-    e.add_argument("--kwargs", default="{}", help="keyword arguments as a JSON object")
+    e.add_argument("--kwargs", default="{}",
+                   help="keyword arguments as a JSON object (default: %(default)s)")
     add_redis(e)
     for field in ENQUEUE_OPTIONS:
         # --scheduled also takes +N (seconds from now): read in _enqueue
         kind = str if field.name == "scheduled" else field.type
-        e.add_argument("--" + field.name.replace("_", "-"), type=kind, help=field.use.help)
+        e.add_argument("--" + field.name.replace("_", "-"), type=kind, help=_help(field))
     e.add_argument("--no-check", action="store_true", help="skip the registered-function check")
     e.add_argument("--json", action="store_true", help="print the job as JSON")
 

@@ -47,7 +47,8 @@ def add_parsers(sub: t.Any) -> None:
     w.add_argument("--shutdown-grace-period-s", type=float,
                    help="on SIGTERM, seconds running jobs may finish before they are put "
                         "back in the queue (default: the settings')")
-    w.add_argument("--timeout", type=int, help="default timeout (s) of jobs enqueued without one")
+    w.add_argument("--timeout", type=int, help="default timeout (s) of jobs enqueued without "
+                   "one (default: the settings', else 10)")
     w.add_argument("--max-disruptions", type=whole_number(1),
                    help="times a job may lose its worker (killed, shut down) before it ends "
                         "Failed WorkerLost (default: 5); such runs use no attempt")

@@ -83,7 +83,8 @@ class Job:
     key: str = _field(factory=get_default_job_key, resource="key", cli=True,
                       help="unique key (default: a uuid1)")
     timeout: int = _field(10, stored="int", resource="timeout", cli=True, cron=True,
-                          help="max seconds an attempt may run; 0 disables")
+                          help="max seconds an attempt may run; 0 disables (default: the "
+                          "worker's --timeout, else 10)")
     heartbeat: int = _field(0, stored="int", resource="heartbeat", cli=True, cron=True,
                             help="max seconds between heartbeats; 0 disables")
     retries: int = _field(1, resource="retries", cli=True, cron=True,

@@ -45,6 +45,18 @@ def test_every_option_of_every_subcommand_has_help() -> None:
     assert {"podq abort", "podq retry", "podq jobs", "podq cronjob run"} <= commands
 
 
+def test_every_value_option_of_enqueue_and_worker_states_its_default() -> None:
+    """`podq enqueue --retries` and the like: what an option left out means (the
+    timeouts said nothing of the 10 s default, --retries/--ttl/--heartbeat nothing)."""
+    parser = build_parser()
+    vague = [f"{path} {'/'.join(action.option_strings)}"
+             for path, action in walk(parser, "podq")
+             if path in ("podq enqueue", "podq worker") and action.option_strings
+             and action.nargs != 0 and "default" not in (action.help or "")
+             and action.dest not in ("limit",)]
+    assert vague == []
+
+
 async def test_a_missing_subcommand_is_named_as_help_shows_it() -> None:
     code, _, err = await podq_run("cronjob")
     assert code == 2 and "the following arguments are required: {run}" in err, err
