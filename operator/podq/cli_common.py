@@ -115,3 +115,14 @@ def queue_and_key(args: argparse.Namespace, target: str) -> tuple[str, str]:
         if args.queue and args.queue != queue_name:
             raise CliError(f"job id {target!r} is of queue {queue_name!r}, not {args.queue!r}")
     return queue_name, key
+
+
+def state_defaults(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Append "(default: X)" to the help of each option that takes a value and has a
+    default its help does not state yet (tuning knobs: what leaving them out means)."""
+    for action in parser._actions:
+        if (action.option_strings and action.nargs != 0 and action.help
+                and "default" not in action.help and action.default not in (None, [], "")
+                and not isinstance(action.default, bool)):
+            action.help += " (default: %(default)s)"
+    return parser

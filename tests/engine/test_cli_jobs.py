@@ -45,7 +45,7 @@ def test_every_option_of_every_subcommand_has_help() -> None:
     assert {"podq abort", "podq retry", "podq jobs", "podq cronjob run"} <= commands
 
 
-def test_every_value_option_of_enqueue_and_worker_states_its_default() -> None:
+def test_every_value_option_states_its_default() -> None:
     """`podq enqueue --retries` and the like: what an option left out means (the
     timeouts said nothing of the 10 s default, --retries/--ttl/--heartbeat nothing)."""
     parser = build_parser()
@@ -55,6 +55,14 @@ def test_every_value_option_of_enqueue_and_worker_states_its_default() -> None:
              and action.nargs != 0 and "default" not in (action.help or "")
              and action.dest not in ("limit",)]
     assert vague == []
+    # and every option of any command that has a default says it (the operator's tuning)
+    parsers = [(parser, "podq"), (operator_parser(), "podq operator"),
+               (web_parser(), "podq web")]
+    silent = [f"{path} {'/'.join(action.option_strings)}"
+              for tree, name in parsers for path, action in walk(tree, name)
+              if action.option_strings and action.nargs != 0
+              and action.default not in (None, [], "") and "default" not in action.help]
+    assert silent == []
 
 
 async def test_a_missing_subcommand_is_named_as_help_shows_it() -> None:

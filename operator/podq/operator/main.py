@@ -19,6 +19,7 @@ from aiohttp import web
 from kubernetes_asyncio import client
 
 from podq import redis_url as redis_urls
+from podq.cli_common import state_defaults
 from podq.operator import handlers, kube, safejson, webhook
 from podq.operator.access import QueueAccess
 from podq.operator.handlers import Options
@@ -109,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     tuning.add_argument("--cron-refresh", type=float, metavar="SECONDS",
                         default=Options.cron_refresh,
                         help="how often a CronJob re-reads its spec and children")
-    return parser
+    return state_defaults(parser)
 
 
 def configure_logging(log_format: str, verbose: bool) -> None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from aiohttp import web
 from redis.exceptions import RedisError
 
-from podq.cli_common import queue_name
+from podq.cli_common import queue_name, state_defaults
 from podq.redact import redact
 from podq.redis_url import HELP, redis_url
 from podq.web.auth import Guard, load_token
@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "Secret); without any token the dashboard is read-only")
     p.add_argument("--sample-interval", type=float, default=10.0, dest="sample_s",
                    help="seconds between samples of the queues' counters (charts)")
-    return p
+    return state_defaults(p)
 
 
 async def serve(options: Options, ready: asyncio.Event | None = None,
