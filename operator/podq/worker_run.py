@@ -167,18 +167,19 @@ class RunMixin(WorkerCore):
         began = time.monotonic()
         try:
             function = self.functions.get(job.function)
+            if job.depends_on and function:  # their results, read as it starts (complete)
+                context["dependencies"] = await job.dependency_results()
+            for hook in self.before_process:  # as SAQ: also before an unregistered function
+                await self._call(hook, context)
             if function is None:
                 known = ", ".join(sorted(self.functions)) or "(none)"
+                context["exception"] = KeyError(job.function)  # SAQ's hooks see this
                 outcome = (
                     "fail",
                     f"function {job.function!r} is not registered on worker {self.id}; "
                     f"registered functions: {known}",
                 )
             else:
-                if job.depends_on:  # their results, read as it starts (all complete)
-                    context["dependencies"] = await job.dependency_results()
-                for hook in self.before_process:
-                    await self._call(hook, context)
                 if logger.isEnabledFor(logging.DEBUG):
                     logger.debug("Processing %s", job.info(False))
                 # one timer for every running job's timeout, not one per job
@@ -220,7 +221,9 @@ class RunMixin(WorkerCore):
             context["exception"] = e
             outcome = ("error", traceback.format_exc())
         self._release(run)
-        await self._write_back(job, *outcome)
+        unstorable = await self._write_back(job, *outcome)
+        if unstorable is not None:  # the hooks see why its result was not stored, as SAQ's
+            context["exception"] = unstorable
         if self.metrics is not None:
             self.metrics.job_done(job, outcome[0], time.monotonic() - began)
         for hook in self.after_process:
@@ -229,9 +232,11 @@ class RunMixin(WorkerCore):
             except Exception:
                 logger.exception("after_process hook failed")
 
-    async def _write_back(self, job: Job, kind: str, value: t.Any) -> None:
+    async def _write_back(self, job: Job, kind: str, value: t.Any) -> TypeError | None:
         """Write the run's outcome, guarded by its attempt id: if the job moved on (a
-        newer attempt, aborted and finished, swept) nothing is written."""
+        newer attempt, aborted and finished, swept) nothing is written. Returns the
+        error that kept a result from being stored (the job failed instead), if any."""
+        unstorable: list[TypeError] = []
 
         async def write() -> bool:
             queue = self.queue
@@ -242,6 +247,7 @@ class RunMixin(WorkerCore):
                         return True
                     return False
                 except TypeError as e:  # the result is not JSON-serialisable
+                    unstorable[:] = [e]
                     logger.warning("Job %s (%s) failed: %s", job.key, job.function, e)
                     value_error = str(e)
                     if await queue.finish(job, Status.FAILED, error=value_error, expect=True):
@@ -274,6 +280,7 @@ class RunMixin(WorkerCore):
         if not await self._retrying(f"write back job {job.key}", write, forever=True):
             logger.info("Job %s moved on (attempt %s superseded): outcome %s not written",
                         job.key, job.attempt_id, kind)
+        return unstorable[0] if unstorable else None
 
     async def process(self) -> bool:
         """SAQ's step, the usual way to test functions: take one job (waiting

@@ -295,3 +295,36 @@ async def test_a_workers_default_id(queues: dict[types.ModuleType, t.Any]) -> No
     assert on_saq == {"default": "uuid", "chosen": "chosen"}
     # documented deviation: podq's default id names the worker's host and process
     assert on_podq == {"default": "<hostname>:<pid>:<8 hex>", "chosen": "chosen"}
+
+
+async def test_hooks_around_an_unknown_function_and_an_unstorable_result(
+    queues: dict[types.ModuleType, t.Any],
+) -> None:
+    async def unstorable(ctx: dict[str, t.Any]) -> object:
+        return object()
+
+    async def scenario(lib: types.ModuleType, queue: t.Any) -> list[tuple[str, ...]]:
+        seen: list[tuple[str, ...]] = []
+
+        async def before(ctx: dict[str, t.Any]) -> None:
+            seen.append(("before", ctx["job"].function))
+
+        async def after(ctx: dict[str, t.Any]) -> None:
+            seen.append(("after", ctx["job"].function, ctx["job"].status,
+                         type(ctx.get("exception")).__name__))
+
+        worker = lib.Worker(queue, functions=[("unstorable", unstorable)],
+                            before_process=before, after_process=after)
+        for function in ("missing", "unstorable"):
+            await queue.enqueue(function)
+            await asyncio.wait_for(worker.process(), 30)
+        await worker.stop()
+        return seen
+
+    on_saq, on_podq = await both(queues, scenario)
+    # podq before: no before hook for the unregistered function, and no exception
+    # for either in the after hooks
+    assert on_saq == on_podq == [
+        ("before", "missing"), ("after", "missing", "failed", "KeyError"),
+        ("before", "unstorable"), ("after", "unstorable", "failed", "TypeError"),
+    ]
