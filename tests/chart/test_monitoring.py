@@ -157,3 +157,37 @@ def test_alerts_and_dashboard_read_only_metrics_podq_exports(render, redis_url: 
     for name in ("podq_job_queue_wait_seconds_bucket", "podq_queue_waiting_seconds",
                  "podq_operator_job_resources_by_status"):
         assert name in used
+
+
+def test_dashboard_groups_by_labels_its_metrics_have_and_keeps_objects_apart(
+    render, redis_url: str,
+) -> None:
+    """Each `by (...)` of a dashboard query names labels its metric has, and a gauge of
+    one Kubernetes object keeps every label naming it: two releases' `podq-worker`
+    Deployments in two namespaces are two series, not one sum."""
+    registry = CollectorRegistry()
+    memo = SimpleNamespace(
+        mirror=SimpleNamespace(counts={}, dirty=set()), registry=[],
+        options=SimpleNamespace(queue_access=OPEN_ACCESS),
+        autoscaler=SimpleNamespace(deployments={}, seen={"q": (1, 0)}, decisions={},
+                                   desired={("a", "podq-worker"): 1}))
+    registry.register(OperatorCollector(memo))
+    worker = WorkerMetrics(Queue.from_url(redis_url, name="names"), ["f"], 1, lambda: 0)
+    labels: dict[str, set[str]] = {  # the worker's metrics, by their declared labels
+        metric._name: set(metric._labelnames) for metric in vars(worker).values()
+        if hasattr(metric, "_labelnames")}
+    for family in [*worker.registry.collect(), *registry.collect()]:  # the rest (the
+        # operator's, the worker's info) by the labels of their samples
+        labels.setdefault(family.name, set(getattr(family, "_labelnames", ())) | {
+            label for sample in family.samples for label in sample.labels})
+    exprs = dashboard_exprs(dashboard_of(render(ON))[1])
+    checked = 0
+    for expr in exprs:
+        for by, name in re.findall(r"by \(([^)]*)\) \((?:rate\()?(podq_[a-z_]+)", expr):
+            grouped = {label.strip() for label in by.split(",")} - {"le"}
+            base = re.sub(r"_(total|bucket|info)$", "", name)
+            assert grouped <= labels[base], (expr, grouped - labels[base])
+            checked += 1
+            if name == "podq_operator_desired_replicas":
+                assert grouped >= {"namespace", "deployment"}, expr
+    assert checked >= 10, exprs
