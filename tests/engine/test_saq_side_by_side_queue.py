@@ -267,3 +267,29 @@ async def test_a_stuck_job_swept_with_retries_left(
     assert on_saq == {"in the end": ("aborted", 2, "swept"), "queued again after aborted": True}
     # documented deviation: podq goes from aborting to queued; aborted is final
     assert on_podq == {**on_saq, "queued again after aborted": False}
+
+
+async def test_the_aborted_count_of_a_workers_stats(
+    queues: dict[types.ModuleType, t.Any],
+) -> None:
+    async def scenario(lib: types.ModuleType, queue: t.Any) -> dict[str, int]:
+        running, block = blocking()
+        worker = lib.Worker(queue, functions=[block])
+        job = await queue.enqueue("block", timeout=0)
+        processing = asyncio.create_task(worker.process())
+        await asyncio.wait_for(running.wait(), 30)
+        await job.abort("stop it")
+        await asyncio.wait_for(worker.abort(0), 30)
+        await asyncio.wait_for(processing, 30)
+        await job.refresh()
+        assert job.status == "aborted"
+        stats = dict((await worker.worker_info())["stats"])
+        await worker.stop()
+        return {k: stats[k] for k in ("complete", "failed", "retried", "aborted")}
+
+    on_saq, on_podq = await both(queues, scenario)
+    # SAQ finishes an aborted running job twice (Worker.abort, then process()), and
+    # counts it twice
+    assert on_saq == {"complete": 0, "failed": 0, "retried": 0, "aborted": 2}
+    # documented deviation: one aborted job, counted once
+    assert on_podq == {**on_saq, "aborted": 1}
