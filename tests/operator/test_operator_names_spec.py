@@ -127,6 +127,28 @@ def test_registry_compacts_finished_resources_and_ignores_stale_events() -> None
     assert registry.forget("u") is resource and registry.for_key("q", "ns/j/u") == []
 
 
+def test_registry_keeps_no_arguments_of_an_enqueued_resource() -> None:
+    """Once its job is in Redis (status.jobKey) a resource's kwargs and meta are left out:
+    parsed, 64 KiB of small values take ~800 KiB, and a tenant may keep hundreds of such
+    Jobs queued. Its other fields stay (spec.after, timeout, key: still read)."""
+    from podq.operator.registry import JobRegistry
+
+    spec = {"function": "f", "kwargs": {f"k{i}": [i] for i in range(4000)},
+            "meta": {"m": 1}, "queue": "q", "timeout": 30, "after": ["a"]}
+    body = {"metadata": {"namespace": "ns", "name": "j", "uid": "u", "generation": 1,
+                         "resourceVersion": "1"}, "spec": spec, "status": {}}
+    registry = JobRegistry()
+    resource, _ = registry.observe(body)
+    assert resource.spec == spec and not resource.arguments_dropped  # not enqueued yet
+    queued = {**body, "metadata": {**body["metadata"], "resourceVersion": "2"},
+              "status": {"status": "queued", "jobKey": "ns/j/u"}}
+    registry.observe(queued)
+    assert resource.spec == {"function": "f", "queue": "q", "timeout": 30, "after": ["a"]}
+    assert resource.arguments_dropped
+    restarted, _ = JobRegistry().observe(queued)  # an operator starting finds it enqueued
+    assert "kwargs" not in restarted.spec and restarted.arguments_dropped
+
+
 def test_registry_orders_statuses_by_resource_version() -> None:
     """With two operators, a status patch computed from an older read of Redis can land
     after the final one: the registry must show it, or no one writes the final again."""

@@ -112,6 +112,22 @@ async def patch_job_status(
     return str((meta or {}).get("resourceVersion") or "")
 
 
+async def read_job_spec(
+    custom: client.CustomObjectsApi, namespace: str, name: str, uid: str
+) -> dict[str, Any] | None:
+    """The spec of the Job resource of that uid, None when it is gone (or the name now
+    belongs to another resource)."""
+    try:
+        body = await custom.get_namespaced_custom_object(GROUP, VERSION, namespace, JOBS, name)
+    except ApiException as error:
+        if error.status == 404:
+            return None
+        raise
+    if (body.get("metadata") or {}).get("uid") != uid:
+        return None
+    return dict(body.get("spec") or {})
+
+
 JSON_PATCH = "application/json-patch+json"
 
 

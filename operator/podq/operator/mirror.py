@@ -39,6 +39,7 @@ from podq.operator.jobview import view_of
 from podq.operator.kube import (
     EventRecorder,
     patch_job_status,
+    read_job_spec,
 )
 from podq.operator.memory import release_free_memory
 from podq.operator.names import JOB_FINALIZER
@@ -199,6 +200,7 @@ class StatusMirror:
                        if self._needs_enqueue(r, job) and not self._awaits_write_back(r, job)]
             missing = await dependencies_met(queue, missing, self.registry, self._refused,
                                              lambda uid: self.dirty.mark_later(uid, RECHECK_S))
+            missing = await self._restore_arguments(missing)
             settling: set[str] = set()
             if missing:
                 done, own = await self._enqueue(queue, missing)
@@ -310,6 +312,24 @@ class StatusMirror:
         # a finished job under a user-chosen key is an earlier run, which SAQ replaces
         return bool(resource.spec.get("key")) and not resource.status.get("jobKey") \
             and Status(job.status) in TERMINAL_STATUSES
+
+    async def _restore_arguments(self, resources: list[JobResource]) -> list[JobResource]:
+        """Those of `resources` to enqueue, with the kwargs and meta that compact() left
+        out once they were enqueued read back from the API server (Redis lost their
+        jobs: rare). One gone meanwhile is left out. No await after the specs are set,
+        so that a watch event cannot compact them again before the enqueue reads them."""
+        dropped = [r for r in resources if r.arguments_dropped]
+        if not dropped:
+            return resources
+        specs = await asyncio.gather(*(self._api(read_job_spec(
+            self.custom, r.namespace, r.name, r.uid)) for r in dropped))
+        gone = set()
+        for resource, spec in zip(dropped, specs, strict=True):
+            if spec is None:
+                gone.add(resource.uid)
+            else:
+                resource.spec, resource.arguments_dropped = spec, False
+        return [r for r in resources if r.uid not in gone]
 
     async def _enqueue(self, queue: Any, resources: list[JobResource]
                        ) -> tuple[Counter[str], set[str]]:

@@ -19,6 +19,11 @@ from podq.operator.status import is_finished
 # What a finished resource still needs: its deletion after ttlSecondsAfterFinished.
 _KEPT_SPEC = ("queue", "key", "ttlSecondsAfterFinished")
 _KEPT_STATUS = ("status", "completedTime", "attempts")
+# What an enqueued resource no longer needs: its job in Redis carries them. Parsed, 64 KiB
+# of kwargs made of small values take some 800 KiB; a tenant keeping hundreds of such
+# Jobs queued took the operator past its memory limit. Read back (restore_arguments)
+# only if Redis loses the job before it finished.
+ARGUMENTS = ("kwargs", "meta")
 
 
 def _compare(a: str, b: str) -> int | None:
@@ -47,6 +52,7 @@ class JobResource:
     finalizers: list[str] = field(default_factory=list)
     resource_version: str = ""  # of the object `status` was last taken from
     depends_on: list[str] | None = None  # job keys of the Jobs named in spec.after (after.py)
+    arguments_dropped: bool = False  # spec.kwargs/meta left out once enqueued (compact)
 
     def record(self, status: dict[str, Any], resource_version: str) -> bool:
         """Take `status` as the current one unless what we hold is newer (a watch event
@@ -70,10 +76,14 @@ class JobResource:
     def compact(self) -> None:
         """Drop what a finished resource no longer needs (kwargs, result, conditions):
         thousands of finished Jobs may sit in a namespace, the operator's memory must not
-        grow with their payloads. Finished resources are never synced again."""
+        grow with their payloads. Finished resources are never synced again. An enqueued
+        one (status.jobKey) keeps everything but its ARGUMENTS."""
         if is_finished(self.status):
             self.spec = {k: self.spec[k] for k in _KEPT_SPEC if k in self.spec}
             self.status = {k: self.status[k] for k in _KEPT_STATUS if k in self.status}
+        elif self.status.get("jobKey") and any(k in self.spec for k in ARGUMENTS):
+            self.spec = {k: v for k, v in self.spec.items() if k not in ARGUMENTS}
+            self.arguments_dropped = True
 
     @property
     def ref(self) -> ObjectRef:
