@@ -90,7 +90,9 @@ async def test_a_full_take_passes_the_token_on_to_the_next_idle_worker(
     async with queue.redis.pipeline(transaction=True) as pipe:
         for script, keys, args in calls:
             pipe.evalsha(script.sha, len(keys), *keys, *args)
-        assert await pipe.execute() == [1, 1]
+        stored = await pipe.execute()
+    # both enqueued: enqueue.lua answers with the ready_since it stamped (epoch ms)
+    assert len(stored) == 2 and all(int(ready_since) > 0 for ready_since in stored), stored
 
     await wait_for(lambda: len(STARTED) == 2, 10)
     assert sorted(STARTED) == sorted([first.id, second.id])
