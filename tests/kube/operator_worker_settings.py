@@ -67,6 +67,25 @@ async def fail_times(ctx: dict[str, Any], *, times: int, seconds: float = 0.0) -
     return f"succeeded on attempt {attempts}"
 
 
+async def hold(ctx: dict[str, Any], *, label: str, gate: str = "", within: float = 120) -> str:
+    """Count the run under `label` in RUNS, then wait until something is pushed to the
+    Redis list `gate` (at once without one, at most `within` s). Aborted, it counts
+    "<label> aborted" and goes on until something is pushed to "<gate>:stop": its job
+    stays aborting until the test lets it end."""
+    redis = ctx["job"].queue.redis
+    await redis.hincrby(RUNS, label, 1)
+    deadline = time.monotonic() + within
+    try:
+        while gate and time.monotonic() < deadline and not await redis.blpop([gate], 1):
+            pass
+    except asyncio.CancelledError:
+        await redis.hincrby(RUNS, f"{label} aborted", 1)
+        while time.monotonic() < deadline and not await redis.blpop([f"{gate}:stop"], 1):
+            pass
+        raise
+    return label
+
+
 async def nan_result(ctx: dict[str, Any]) -> dict[str, float]:
     """Not JSON: the status shows the strings "NaN" and "Infinity" instead."""
     return {"nan": float("nan"), "inf": float("inf")}
@@ -87,7 +106,7 @@ async def leak(ctx: dict[str, Any], *, text: str) -> None:
 
 
 settings = {
-    "functions": [echo, noop, always_fail, nap, count_run, mark_run, fail_times, nan_result,
+    "functions": [echo, noop, always_fail, nap, count_run, mark_run, fail_times, hold, nan_result,
                   deep_result, leak],
     "concurrency": int(os.environ.get("PODQ_TEST_CONCURRENCY", "20")),
 }

@@ -125,8 +125,10 @@ async def _held_by_abort_marker(
     """Of the claimed jobs the queue did not enqueue, those whose key's abort marker
     lives (an earlier run under that spec.key was aborted moments ago, as its resource
     was deleted): not this resource's run, whose status must not become that one's. Their
-    claim is dropped and they wait (ABORT_PENDING): the next pass enqueues them once the
-    marker expires. Others are taken by a pending job: the resource follows it."""
+    claim is dropped and they wait (ABORT_PENDING; the status writer shows
+    WaitingForPreviousRun and looks again with a backoff, previous.py): a later pass
+    enqueues them once the marker expires. Others are taken by a pending job: the
+    resource follows it."""
     if not refused:
         return
     async with queue.redis.pipeline(transaction=False) as pipe:

@@ -31,7 +31,9 @@ from podq.operator.isolation import (
     read_jobs,
 )
 from podq.operator.jobs import (
+    ABORT_PENDING,
     OWN_CLAIM,
+    Outcome,
     enqueue_jobs,
     write_back_deadline,
 )
@@ -43,6 +45,7 @@ from podq.operator.kube import (
 )
 from podq.operator.memory import release_free_memory
 from podq.operator.names import JOB_FINALIZER
+from podq.operator.previous import PreviousRuns, earlier_runs
 from podq.operator.queues import QueuePool
 from podq.operator.registry import JobRegistry, JobResource
 from podq.operator.status import is_finished, job_status, refused_status, status_patch
@@ -97,6 +100,7 @@ class StatusMirror:
         self.counts: Counter[str] = Counter()  # patches, recovered, deleted, ... (metrics)
         self.ttl = FinishedTtl(custom, registry, self.counts)  # ttlSecondsAfterFinished
         self.quarantine = Quarantine(custom, events, self.dirty.mark)  # failing ones back off
+        self.previous = PreviousRuns(self.dirty.mark_later)  # waiting for an earlier run
         # the abort-on-delete finalizer, added and removed through the same limits
         self.finalizer = Finalizer(custom, pool, self.access, self._api, self.dirty.mark)
 
@@ -196,6 +200,9 @@ class StatusMirror:
         for queue_name, resources in by_queue.items():
             queue = self.pool.get(queue_name)
             jobs = await read_jobs(queue, [r.key for r in resources])
+            # an earlier (deleted) resource's run under the same spec.key: not this one's
+            waiting = await earlier_runs(queue, list(zip(resources, jobs, strict=True)),
+                                         self.registry.live)
             missing = [r for r, job in zip(resources, jobs, strict=True)
                        if self._needs_enqueue(r, job) and not self._awaits_write_back(r, job)]
             missing = await dependencies_met(queue, missing, self.registry, self._refused,
@@ -203,18 +210,27 @@ class StatusMirror:
             missing = await self._restore_arguments(missing)
             settling: set[str] = set()
             if missing:
-                done, own = await self._enqueue(queue, missing)
+                done, outcomes = await self._enqueue(queue, missing)
                 self.counts.update(done)
+                own = {uid for uid, outcome in outcomes.items() if outcome.reason == OWN_CLAIM}
+                waiting |= {uid: outcome.message for uid, outcome in outcomes.items()
+                            if outcome.reason == ABORT_PENDING}
                 # A job enqueued just now is written a moment later: by then an idle
                 # worker has usually finished it (one patch instead of queued, active,
                 # complete), and under load more changes coalesce. A job this resource
                 # enqueued before (its own claim) is written now, as it is.
-                settling = {r.uid for r in missing if not r.refusal and r.uid not in own}
+                settling = {r.uid for r in missing
+                            if not r.refusal and r.uid not in own and r.uid not in waiting}
                 loop = asyncio.get_running_loop()
                 for uid in settling:
+                    self.previous.forget(uid)
                     loop.call_later(self.settle_s, self.dirty.mark, uid)
+            now = time.time()
+            tasks.extend(self._start(r, self._wait(r, self.previous.hold(r, waiting[r.uid], now)))
+                         for r in resources if r.uid in waiting)
             tasks.extend(self._start(r, self._sync_one(r, j))
-                         for r, j in zip(resources, jobs, strict=True) if r.uid not in settling)
+                         for r, j in zip(resources, jobs, strict=True)
+                         if r.uid not in settling and r.uid not in waiting)
         return tasks
 
     async def _dispatch_apart(self, uids: list[str]) -> None:
@@ -278,12 +294,13 @@ class StatusMirror:
             resource.depends_on = found.keys
             return None
         self.dirty.mark_later(resource.uid, RECHECK_S)
-        return self._wait(resource, found.waiting)
-
-    async def _wait(self, resource: JobResource, waiting: list[str]) -> str:
-        patch = status_patch(resource.status, waiting_status(
-            waiting, generation=resource.generation, previous=resource.status,
+        return self._wait(resource, waiting_status(
+            found.waiting, generation=resource.generation, previous=resource.status,
             now_s=time.time()))
+
+    async def _wait(self, resource: JobResource, desired: dict[str, Any]) -> str:
+        """Write the status of a resource that waits before its enqueue (no jobKey)."""
+        patch = status_patch(resource.status, desired)
         if patch and (version := await self._api(patch_job_status(
                 self.custom, resource.namespace, resource.name, patch))) is not None:
             resource.record(_merged(resource.status, patch), version)
@@ -332,15 +349,13 @@ class StatusMirror:
         return [r for r in resources if r.uid not in gone]
 
     async def _enqueue(self, queue: Any, resources: list[JobResource]
-                       ) -> tuple[Counter[str], set[str]]:
-        """Enqueue; returns counts by outcome and the uids whose job they had enqueued
-        already (their own claim: a finished job under a key set in the spec)."""
+                       ) -> tuple[Counter[str], dict[str, Outcome]]:
+        """Enqueue; returns counts by outcome and the Outcome per uid."""
         done: Counter[str] = Counter()
         outcomes = await enqueue_jobs(queue, resources, self.access)
-        own = {uid for uid, outcome in outcomes.items() if outcome.reason == OWN_CLAIM}
         for resource in resources:
             done[await post_enqueue_outcome(self.events, resource, outcomes[resource.uid])] += 1
-        return done, own
+        return done, outcomes
 
     async def _sync_one(self, resource: JobResource, job: Any) -> str:
         now = time.time()
@@ -375,6 +390,7 @@ class StatusMirror:
 
     def forget(self, uid: str) -> None:
         self.quarantine.forget(uid)
+        self.previous.forget(uid)
         self.ttl.forget(uid)
 
     async def close(self) -> None:

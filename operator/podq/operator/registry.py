@@ -145,6 +145,11 @@ class JobRegistry:
                     del self.by_key[(resource.queue, resource.key)]
         return resource
 
+    def live(self, uid: str) -> bool:
+        """Whether this resource exists and is not being deleted."""
+        resource = self.by_uid.get(uid)
+        return resource is not None and not resource.deleting
+
     def for_key(self, queue: str, key: str) -> list[JobResource]:
         return [self.by_uid[uid] for uid in self.by_key.get((queue, key), ()) if uid in self.by_uid]
 
