@@ -12,11 +12,15 @@ from redis import asyncio as aioredis
 from redis.exceptions import RedisError
 
 from podq import redis_url as redis_urls
-from podq.queue import Queue, cluster, keys
+from podq.errors import RedisVersionError
+from podq.queue import Queue, check_redis_version, cluster, keys
 from podq.redact import redact, remember_url
 
 EXIT_BAD_INPUT = 2
 EXIT_UNAVAILABLE = 1
+# Redis older than podq needs (RedisVersionError): sysexits' EX_UNAVAILABLE, as `podq
+# web` exits without Redis; every command, `podq web` and `podq operator` exit with it
+EXIT_REDIS_TOO_OLD = 69
 
 
 def version() -> str:
@@ -63,9 +67,13 @@ def redis_url(args: argparse.Namespace) -> str:
 
 
 async def check_redis(redis: aioredis.Redis, url: str) -> None:
-    """Redis at url answers (a client of a queue, or of no queue), or a CliError."""
+    """Redis at url answers (a client of a queue, or of no queue) and is a version podq
+    can use (one INFO server: check_redis_version), or a CliError: EXIT_UNAVAILABLE when
+    unreachable, EXIT_REDIS_TOO_OLD naming the version when too old."""
     try:
-        await asyncio.wait_for(redis.ping(), 5)
+        await asyncio.wait_for(check_redis_version(redis), 5)
+    except RedisVersionError as e:
+        raise CliError(str(e), EXIT_REDIS_TOO_OLD) from None
     except (RedisError, OSError, TimeoutError) as e:
         raise CliError(f"cannot reach Redis at {redact(url)}: {e}", EXIT_UNAVAILABLE) from None
 

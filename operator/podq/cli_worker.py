@@ -11,6 +11,7 @@ import sys
 import typing as t
 
 from podq.cli_common import (
+    EXIT_REDIS_TOO_OLD,
     EXIT_UNAVAILABLE,
     CliError,
     add_redis,
@@ -151,8 +152,10 @@ async def cmd_worker(args: argparse.Namespace) -> int:
                     " the workers of queue %s that do", name, name, queue.name)
     try:
         await worker.start()
-    except (MetricsPortError, RedisVersionError) as e:
+    except MetricsPortError as e:
         raise CliError(str(e), EXIT_UNAVAILABLE) from None
+    except RedisVersionError as e:  # Queue.connect checks again as the worker starts
+        raise CliError(str(e), EXIT_REDIS_TOO_OLD) from None
     finally:
         await queue.disconnect()
     return 0
@@ -164,7 +167,7 @@ async def cmd_worker(args: argparse.Namespace) -> int:
 async def cmd_worker_health(args: argparse.Namespace) -> int:
     """Healthy while a worker on this host has a live record in Redis: its event loop is
     refreshing it. Unreachable Redis counts as healthy: restarting the pod would not help,
-    and the worker reconnects by itself."""
+    and the worker reconnects by itself. A Redis too old for podq does not."""
     args.concurrency = args.burst = args.max_burst_jobs = None
     args.shutdown_grace_period_s = args.timeout = None
     settings, url = load_worker_settings(args)
@@ -174,6 +177,8 @@ async def cmd_worker_health(args: argparse.Namespace) -> int:
         try:
             await check_redis(queue.redis, url)
         except CliError as e:
+            if e.code == EXIT_REDIS_TOO_OLD:
+                raise
             print(f"podq: warning: {e}; not the worker's fault, reporting healthy",
                   file=sys.stderr)
             return 0

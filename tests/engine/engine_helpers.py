@@ -170,18 +170,17 @@ async def relay(directions: list[t.Any], writers: list[asyncio.StreamWriter]) ->
             await writer.wait_closed()
 
 
-class ReplyDroppingProxy:
-    """A TCP proxy to Redis that, once armed with some bytes, forwards the next command
-    containing them and then drops the connection instead of passing the reply on."""
+class RedisProxy:
+    """A TCP proxy on a free loopback port (or listen_port) to the Redis on port:
+    `async with Proxy(port) as proxy:` Redis at `proxy.url`; `_serve` relays a
+    connection (ReplyDroppingProxy; version_proxy.OldVersionProxy)."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, listen_port: int | None = None) -> None:
         self.port = port
-        self.listen_port = free_port()
-        self.marker: bytes | None = None
-        self.dropped = 0
+        self.listen_port = listen_port or free_port()
         self.server: asyncio.Server | None = None
 
-    async def __aenter__(self) -> ReplyDroppingProxy:
+    async def __aenter__(self) -> t.Self:
         self.server = await asyncio.start_server(self._serve, "127.0.0.1", self.listen_port)
         return self
 
@@ -192,6 +191,19 @@ class ReplyDroppingProxy:
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.listen_port}/0"
+
+    async def _serve(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        raise NotImplementedError
+
+
+class ReplyDroppingProxy(RedisProxy):
+    """A TCP proxy to Redis that, once armed with some bytes, forwards the next command
+    containing them and then drops the connection instead of passing the reply on."""
+
+    def __init__(self, port: int) -> None:
+        super().__init__(port)
+        self.marker: bytes | None = None
+        self.dropped = 0
 
     async def _serve(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
         redis_r, redis_w = await asyncio.open_connection("127.0.0.1", self.port)

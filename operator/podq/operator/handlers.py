@@ -84,7 +84,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
     settings.watching.chunk_size = 500  # list in pages: thousands of Jobs in one body is a spike
     options: Options = memo.options
     memo.kube = await kube.connect(pool_size=options.api_parallelism + 16)
-    memo.pool = QueuePool(options.redis_url)
+    memo.pool = QueuePool(options.redis_url, halt=memo.halt)  # main() exits when halted
     memo.registry = JobRegistry()
     memo.cron_wakeups = CronWakeups()
     memo.events = kube.EventRecorder(memo.kube.core)

@@ -19,12 +19,13 @@ from aiohttp import web
 from kubernetes_asyncio import client
 
 from podq import redis_url as redis_urls
-from podq.cli_common import state_defaults
+from podq.cli_common import EXIT_REDIS_TOO_OLD, state_defaults
 from podq.operator import handlers, kube, safejson, webhook
 from podq.operator.access import QueueAccess
 from podq.operator.handlers import Options
 from podq.operator.leader import LeaderElector, LeaseSettings
 from podq.operator.metrics import serving, standby_metrics
+from podq.operator.queues import Halt
 from podq.redact import install_logging_filter, remember_url
 
 log = logging.getLogger("podq.operator")
@@ -153,14 +154,16 @@ def main(argv: list[str]) -> int:
         scan_namespaces=clusterwide or any(set("*?[!") & set(ns) for ns in args.namespace),
     )
     assert handlers.startup  # the handlers register themselves with kopf on import
+    halt = Halt()  # a Redis too old for podq: the operator stops, main() exits with it
 
     def run_operator() -> Awaitable[None]:
         return kopf.operator(
             standalone=True,  # no kopf peering: one replica acts (the Lease holder)
             clusterwide=clusterwide,
             namespaces=args.namespace,
-            memo=kopf.Memo(options=options),
+            memo=kopf.Memo(options=options, halt=halt),
             liveness_endpoint=args.liveness,
+            stop_flag=halt.flag,
         )
 
     hook = None
@@ -192,7 +195,7 @@ def main(argv: list[str]) -> int:
             asyncio.run(run(run_operator))
     except KeyboardInterrupt:
         pass
-    return 0
+    return EXIT_REDIS_TOO_OLD if halt.error is not None else 0
 
 
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")

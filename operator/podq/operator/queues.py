@@ -1,4 +1,5 @@
-"""Queues the operator uses, and the listeners that turn Redis changes into callbacks."""
+"""Queues the operator uses, and the listeners that turn Redis changes into callbacks;
+the one Redis error that stops the operator (Halt)."""
 
 from __future__ import annotations
 
@@ -9,13 +10,31 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 
 from podq import Queue
+from podq.errors import RedisVersionError
 from podq.operator import safejson
+from podq.queue import check_redis_version
 from podq.utils import Backoff
 
 log = logging.getLogger("podq.operator")
 
 ChangeCallback = Callable[[str, str, str], None]  # (queue name, job key, status)
 QueueUser = Callable[[str], bool]  # does this user still need the queue of that name?
+
+
+class Halt:
+    """Stops the operator for an error no retry mends: a Redis too old for podq
+    (RedisVersionError). It logs the error once, sets `flag` (kopf's stop flag: the
+    operator shuts down as on SIGTERM) and keeps `error` for main() to exit with."""
+
+    def __init__(self) -> None:
+        self.flag = asyncio.Event()
+        self.error: Exception | None = None
+
+    def __call__(self, error: Exception) -> None:
+        if self.error is None:
+            self.error = error
+            log.critical("%s; the operator stops", error)
+        self.flag.set()
 
 
 class QueuePool:
@@ -25,11 +44,13 @@ class QueuePool:
     the registered callbacks: the status writer and the autoscaler. `release(name)`
     closes both again once no user needs the queue: `users` answer for what they hold
     (the Job registry: a Job resource of that queue), `kept` names are never closed,
-    and a queue `borrowed()` for a call is not closed under it.
+    and a queue `borrowed()` for a call is not closed under it. A listener checks the
+    server's version each time it subscribes: one too old for podq calls `halt`.
     """
 
-    def __init__(self, redis_url: str) -> None:
+    def __init__(self, redis_url: str, halt: Halt | None = None) -> None:
         self.redis_url = redis_url
+        self.halt = halt or Halt()
         self._queues: dict[str, Queue] = {}
         self._listeners: dict[str, asyncio.Task[None]] = {}
         self._borrowed: Counter[str] = Counter()
@@ -100,6 +121,9 @@ class QueuePool:
         backoff = Backoff(0.2, 5.0)
         while True:
             try:
+                # each (re)subscription checks the server first: an outage is retried,
+                # a version too old for podq (sharded pub/sub) stops the operator
+                await check_redis_version(queue.redis)
                 async for change in queue.changes():
                     backoff.reset()
                     status = getattr(change.status, "value", change.status)
@@ -107,6 +131,9 @@ class QueuePool:
                         callback(name, change.key, status)
             except asyncio.CancelledError:
                 raise
+            except RedisVersionError as error:
+                self.halt(error)
+                return
             except Exception as error:  # Redis away: the periodic reconcile covers the gap
                 log.warning("change listener of queue %s failed (%s); retrying", name, error)
                 await asyncio.sleep(backoff.next())

@@ -14,7 +14,7 @@ from podq.queue.keys import QUEUES_KEY
 from podq.queue.limits import QUEUE_CONCURRENCY_HELD, QUEUE_LIMIT, QUEUE_RATE_HELD, Limit
 from podq.queue.notify import Change, Subscription, WakeSubscription
 from podq.queue.prepare import PRIORITY_LIMIT
-from podq.queue.redis import RedisQueue, list_queues
+from podq.queue.redis import RedisQueue, check_redis_version, list_queues
 from podq.utils import cancel_and_wait, cancel_requested
 
 Queue = RedisQueue
@@ -37,5 +37,6 @@ __all__ = [
     "WakeSubscription",
     "cancel_and_wait",
     "cancel_requested",
+    "check_redis_version",
     "list_queues",
 ]

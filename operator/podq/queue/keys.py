@@ -155,9 +155,9 @@ def resource_job_key(namespace: str, name: str, uid: str, spec_key: str | None =
 
 # Commands a queue user may run: everything but the @dangerous category (FLUSHALL, KEYS,
 # CONFIG, DEBUG, MONITOR, ACL, ...), and only on the keys and channels of acl_rules;
-# but INFO, which sweep.lua reads Redis's uptime from and Queue.connect its version
-# (server-wide counters, no key or value; `+info|server` would be narrower, but Redis
-# deprecates first-arg rules). SCAN
+# but INFO, which sweep.lua reads Redis's uptime from and check_redis_version (Queue.connect,
+# the CLI, podq web, the operator) its version (server-wide counters, no key or value;
+# `+info|server` would be narrower, but Redis deprecates first-arg rules). SCAN
 # and RANDOMKEY take no key, so Redis does not filter what they return: they would list
 # other queues' job keys (`<namespace>/<name>/...`); workers and clients need neither.
 _ACL_COMMANDS = ("+@all", "-@dangerous", "+info", "-scan", "-randomkey")

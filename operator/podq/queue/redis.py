@@ -71,6 +71,14 @@ def redis_version(reported: object) -> tuple[int, ...]:
     return version
 
 
+async def check_redis_version(redis: t.Any) -> tuple[int, ...]:
+    """The version of the server redis talks to, by one INFO server, if podq can use it
+    (redis_version); else RedisVersionError naming it. Queue.connect, every `podq`
+    command, `podq web` and the operator check a server with this."""
+    info = await redis.info("server")
+    return redis_version(info.get("redis_version"))
+
+
 class RedisQueue(EnqueueMixin, TakeMixin, WriteMixin, ReadMixin):
     """A podq queue on Redis.
 
@@ -176,8 +184,7 @@ class RedisQueue(EnqueueMixin, TakeMixin, WriteMixin, ReadMixin):
         """Check the connection and the server's version (RedisVersionError below
         MIN_REDIS_VERSION: one INFO a connect), and register the queue name (for `podq
         info`)."""
-        info = await self.redis.info("server")
-        redis_version(info.get("redis_version"))
+        await check_redis_version(self.redis)
         await self._register()
 
     async def disconnect(self) -> None:

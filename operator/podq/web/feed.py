@@ -24,7 +24,7 @@ import typing as t
 from redis.exceptions import NoPermissionError, RedisError
 
 from podq.job import TERMINAL_STATUSES, Status
-from podq.queue import Queue, list_queues
+from podq.queue import Queue, check_redis_version, list_queues
 from podq.utils import cancel_and_wait
 from podq.web.charts import HISTORY_S, Sample
 from podq.web.data import FINISHED, FINISHED_CAP, summary
@@ -71,6 +71,9 @@ class Feed:
         self._indexers: dict[str, asyncio.Task[None]] = {}
 
     async def start(self) -> None:
+        """Check the server (RedisVersionError when too old: podq web exits), subscribe
+        to the queues and start the background loops."""
+        await check_redis_version(self._admin.redis)
         await self._discover()
         self._tasks = [
             asyncio.create_task(self._flush_loop(), name="podq-web-flush"),

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from aiohttp import web
 from redis.exceptions import RedisError
 
-from podq.cli_common import queue_name, state_defaults
+from podq.cli_common import EXIT_REDIS_TOO_OLD, queue_name, state_defaults
+from podq.errors import RedisVersionError
 from podq.redact import redact
 from podq.redis_url import HELP, redis_url
 from podq.web.auth import Guard, load_token
@@ -92,6 +93,9 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(serve(options))
     except KeyboardInterrupt:
         return 130
+    except RedisVersionError as e:
+        print(f"podq web: {e}", file=sys.stderr)
+        return EXIT_REDIS_TOO_OLD
     except (OSError, RedisError) as e:
         print(f"podq web: cannot serve with Redis at {redact(options.redis_url)}: "
               f"{redact(str(e))}", file=sys.stderr)
