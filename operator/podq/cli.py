@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import re
 import sys
 
 from podq import cli_enqueue, cli_jobs, cli_queues, cli_status, cli_worker
@@ -32,6 +33,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# a dotted path to a settings object, as SAQ's command takes it: `saq module.settings`
+SETTINGS_PATH = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)+")
+
+
+def refuse_saq_form(parser: argparse.ArgumentParser, argv: list[str]) -> None:
+    """`podq module.settings` (SAQ's `saq module.settings`) is no podq command: argparse
+    would answer a bare "invalid choice"; say the podq command that runs that worker
+    (parser.error: usage, the message, exit 2)."""
+    first = next((arg for arg in argv if not arg.startswith("-")), None)
+    commands = {name for action in parser._actions
+                if isinstance(action, argparse._SubParsersAction) for name in action.choices}
+    if first is None or first in commands or not SETTINGS_PATH.fullmatch(first):
+        return
+    parser.error(f"{first!r} is not a podq command; to run a worker with the settings"
+                 f" {first} (SAQ's `saq {first}`): podq worker {first} (options: podq"
+                 " worker --help)")
+
+
 # -- operator ---------------------------------------------------------------------------
 
 
@@ -54,7 +73,9 @@ def main(argv: list[str] | None = None) -> int:
         from podq.web.main import main as web_main
 
         return web_main(argv[1:])
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    refuse_saq_form(parser, argv)
+    args = parser.parse_args(argv)
     level = logging.INFO
     if getattr(args, "verbose", 0):
         level = logging.DEBUG

@@ -288,3 +288,30 @@ async def test_info_and_jobs_skip_names_no_queue_can_have(redis_url: str) -> Non
         assert r.returncode == 0 and "default" in r.stdout, r.stderr
     finally:
         await q.disconnect()
+
+
+def test_saq_s_command_form_is_answered_with_podq_worker(redis_url: str) -> None:
+    """`python -m podq module.settings` (SAQ's `saq module.settings`) names the podq
+    command that runs that worker; exit 2, as for any unknown command."""
+    suggested = []
+    for argv in ([SETTINGS], [SETTINGS, "-v"],
+                 ["--verbose", "app.tasks.settings", "--workers", "2"]):
+        r = subprocess.run([sys.executable, "-m", "podq", *argv], cwd=HERE,
+                           capture_output=True, text=True, timeout=60)
+        path = next(arg for arg in argv if not arg.startswith("-"))
+        assert r.returncode == 2, r.stderr
+        assert r.stderr.startswith("usage: podq "), r.stderr
+        last = r.stderr.splitlines()[-1]
+        assert last == (
+            f"podq: error: {path!r} is not a podq command; to run a worker with the settings"
+            f" {path} (SAQ's `saq {path}`): podq worker {path} (options: podq worker --help)")
+        suggested.append(last.split("): ")[1].split(" (options")[0].split())
+    # the command it names runs that worker (a burst: it stops once the queue is empty)
+    assert suggested[0] == ["podq", "worker", SETTINGS]
+    r = podq(*suggested[0][1:], "--redis-url", redis_url, "--burst")
+    assert r.returncode == 0, r.stderr
+    # not a dotted path: argparse's own answer, unchanged
+    r = subprocess.run([sys.executable, "-m", "podq", "wrker"], cwd=HERE, capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 2 and "invalid choice: 'wrker'" in r.stderr
+    assert "podq worker" not in r.stderr.splitlines()[-1]
