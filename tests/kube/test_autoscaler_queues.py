@@ -7,6 +7,7 @@ opt_out() returned. The API calls are the real ones: a test only holds one of th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +19,7 @@ from test_operator_autoscale import deployment, replicas, subscribers
 
 from podq.operator.autoscaler import OPTED_OUT, Autoscaler
 from podq.operator.kube import EventRecorder, KubeClients
+from podq.operator.mirror import StatusMirror
 from podq.operator.queues import QueuePool
 from podq.operator.registry import JobRegistry
 
@@ -56,11 +58,19 @@ class HeldAutoscaling(client.AutoscalingV2Api):
 
 
 class RecordedCore(client.CoreV1Api):
-    """Records the reason of each Event as it is posted."""
+    """Records the reason of each Event as it is posted; the real pod list (the pass's
+    API read between its queue reads) held at its start until `go` is set."""
 
     def __init__(self, api: client.ApiClient, order: list[str]) -> None:
         super().__init__(api)
         self.order = order
+        self.reached, self.go = asyncio.Event(), asyncio.Event()
+        self.go.set()
+
+    async def list_namespaced_pod(self, *args: Any, **kwargs: Any) -> Any:
+        self.reached.set()
+        await self.go.wait()
+        return await super().list_namespaced_pod(*args, **kwargs)
 
     async def create_namespaced_event(self, namespace: str, body: Any, **kwargs: Any) -> Any:
         self.order.append(body["reason"])
@@ -71,6 +81,8 @@ class RecordedCore(client.CoreV1Api):
 class Rig:
     autoscaler: Autoscaler
     registry: JobRegistry
+    mirror: StatusMirror  # finalizer.gone(): a Job deleted, as the watch handler says
+    core: RecordedCore
     apps: HeldApps
     autoscaling: HeldAutoscaling
     order: list[str]  # patches and Events, as they happened
@@ -79,20 +91,38 @@ class Rig:
 @pytest.fixture
 async def rig(harness: Harness, kube_api: client.ApiClient) -> AsyncIterator[Rig]:
     """An Autoscaler on a pool whose Redis connections carry a name of their own, with
-    the Job registry as the pool's user, as the operator's startup wires them."""
+    the Job registry and the autoscaler as the pool's users and its release task
+    running, as the operator's startup wires them."""
     pool = QueuePool(f"{harness.redis_url}?client_name={POOL_CLIENT}")
     registry = JobRegistry()
-    pool.users.append(registry.uses)
     order: list[str] = []
+    core = RecordedCore(kube_api, order)
     apps, autoscaling = HeldApps(kube_api, order), HeldAutoscaling(kube_api)
     kube = KubeClients(api=kube_api, custom=client.CustomObjectsApi(kube_api),
-                       core=RecordedCore(kube_api, order), apps=apps, autoscaling=autoscaling)
-    scaler = Autoscaler(kube, pool, EventRecorder(kube.core), stabilisation_s=0,
-                        owner_check_s=0)
+                       core=core, apps=apps, autoscaling=autoscaling)
+    events = EventRecorder(kube.core)
+    scaler = Autoscaler(kube, pool, events, stabilisation_s=0, owner_check_s=0)
+    mirror = StatusMirror(custom=kube.custom, events=events, pool=pool, registry=registry)
+    pool.users.extend([registry.uses, scaler.uses])
+    releases = asyncio.create_task(pool.run_releases())
     try:
-        yield Rig(scaler, registry, apps, autoscaling, order)
+        yield Rig(scaler, registry, mirror, core, apps, autoscaling, order)
     finally:
+        releases.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await releases
+        await events.close()
+        await mirror.close()
         await pool.close()
+
+
+async def opened(pool: QueuePool, names: list[str]) -> bool:
+    """Whether exactly these queues are open and no release is pending."""
+    return sorted(pool.names()) == names and not pool.unused
+
+
+async def settled(pool: QueuePool) -> bool:
+    return not pool.unused
 
 
 async def pool_connections(harness: Harness) -> int:
@@ -130,10 +160,11 @@ async def test_the_last_deployment_of_a_queue_takes_its_connections_unless_jobs_
     await eventually(both_subscribed, within=30, what="both queues' listeners")
     before = await pool_connections(harness)
 
-    # the last Deployment of solo-q opts out: its queue is closed by the next pass
+    # the last Deployment of solo-q opts out: its queue is closed, its series dropped by
+    # the next pass
     assert await autoscaler.opt_out(await unlabel(harness, kube_api, "solo"))
+    await eventually(lambda: opened(pool, ["jobs-q"]), within=30, what="solo-q released")
     await autoscaler.autoscale_pass()
-    assert sorted(pool.names()) == ["jobs-q"]
     assert "solo-q" not in autoscaler.seen
     assert await subscribers(harness, "solo-q") == 0
 
@@ -146,15 +177,18 @@ async def test_the_last_deployment_of_a_queue_takes_its_connections_unless_jobs_
     await harness.apps.delete_namespaced_deployment("beside-jobs", harness.namespace)
     autoscaler.forget(harness.namespace, "beside-jobs")
     await autoscaler.autoscale_pass()
+    await eventually(lambda: settled(pool), within=30, what="the release task idle")
     assert pool.names() == ["jobs-q"]
     assert await subscribers(harness, "jobs-q") == 1
     assert await pool_connections(harness) == after_opt_out
 
-    # the Job resource gone too: released by the next pass, nothing left open
-    registry.forget(job.uid)
-    await autoscaler.autoscale_pass()
-    assert pool.names() == []
-    assert autoscaler.unused == set()
+    # the Job resource gone too (deleted, as the watch handler reports it): released,
+    # nothing left open
+    await harness.custom.delete_namespaced_custom_object(
+        "podq.dev", "v1alpha1", harness.namespace, "jobs", "waiting")
+    await rig.mirror.finalizer.gone(job.uid)
+    await eventually(lambda: opened(pool, []), within=30, what="jobs-q released")
+    assert pool.unused == set()
     assert await subscribers(harness, "jobs-q") == 0
 
     async def none_left() -> bool:
@@ -216,6 +250,39 @@ async def test_a_relabelled_deployment_takes_its_old_queue_along(
     moved = await harness.apps.patch_namespaced_deployment(
         "moving", harness.namespace, {"metadata": {"labels": {"podq.dev/queue": "new-q"}}})
     autoscaler.observe(kube_api.sanitize_for_serialization(moved))
+    await eventually(lambda: opened(autoscaler.pool, ["new-q"]), within=30,
+                     what="old-q released")
     await autoscaler.autoscale_pass()
-    assert autoscaler.pool.names() == ["new-q"]
     assert sorted(autoscaler.seen) == ["new-q"]
+
+
+async def test_a_queue_left_while_a_pass_reads_it_is_released_after_that_pass(
+        harness: Harness, kube_api: client.ApiClient, rig: Rig) -> None:
+    """The pass has read the queue's workers and is listing pods when the Deployment opts
+    out and the queue's last Job resource is deleted: the queue is not closed under the
+    pass (its reads after the pod list go on), and is closed once the pass is done."""
+    autoscaler, pool, held = rig.autoscaler, rig.autoscaler.pool, rig.core
+    autoscaler.observe(await create(harness, kube_api, "reader", "read-q"))
+    job, _ = rig.registry.observe(await harness.create_job("reading", "noop", queue="read-q"))
+    await harness.queue("read-q").enqueue("noop")  # a depth of 1 for the pass to read
+    held.go.clear()
+    reconciling = asyncio.create_task(
+        autoscaler.reconcile(autoscaler.deployments[(harness.namespace, "reader")]))
+    await asyncio.wait_for(held.reached.wait(), 30)
+    assert await autoscaler.opt_out(await unlabel(harness, kube_api, "reader"))
+    await harness.custom.delete_namespaced_custom_object(
+        "podq.dev", "v1alpha1", harness.namespace, "jobs", "reading")
+    await rig.mirror.finalizer.gone(job.uid)
+    await pool.release_unused()  # what the release task runs: left for after the pass
+    assert pool.names() == ["read-q"]
+    assert pool.unused == {"read-q"}
+    held.go.set()
+    outcome = await asyncio.wait_for(reconciling, 30)
+    assert outcome.reason == OPTED_OUT  # not scaled: opted out during the pass
+    assert autoscaler.seen["read-q"] == (1, 0)  # read on the queue after the hold
+    await eventually(lambda: opened(pool, []), within=30, what="read-q released")
+    assert await subscribers(harness, "read-q") == 0
+
+    async def none_left() -> bool:
+        return await pool_connections(harness) == 0
+    await eventually(none_left, within=30, what="every pool connection closed")

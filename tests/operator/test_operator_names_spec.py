@@ -127,6 +127,28 @@ def test_registry_compacts_finished_resources_and_ignores_stale_events() -> None
     assert registry.forget("u") is resource and registry.for_key("q", "ns/j/u") == []
 
 
+def test_registry_uses_a_queue_while_a_resource_of_it_is_known() -> None:
+    """What the operator's queue pool asks before it releases a queue."""
+    from podq.operator.registry import JobRegistry
+
+    def body(name: str, queue: str, key: str | None = None) -> dict:
+        spec = {"function": "f", "queue": queue, **({"key": key} if key else {})}
+        return {"metadata": {"namespace": "ns", "name": name, "uid": name}, "spec": spec}
+
+    registry = JobRegistry()
+    for name, queue in (("a", "q1"), ("b", "q1"), ("c", "q2")):
+        registry.observe(body(name, queue, key="same"))
+    registry.observe(body("a", "q1", key="same"))  # seen again: counted once
+    assert registry.uses("q1") and registry.uses("q2") and not registry.uses("q3")
+    registry.forget("a")
+    assert registry.uses("q1")  # b is left
+    registry.forget("b")
+    registry.forget("b")  # forgotten twice: nothing more to count
+    assert not registry.uses("q1") and registry.uses("q2")
+    registry.forget("c")
+    assert registry.per_queue == {}
+
+
 def test_registry_keeps_no_arguments_of_an_enqueued_resource() -> None:
     """Once its job is in Redis (status.jobKey) a resource's kwargs and meta are left out:
     parsed, 64 KiB of small values take ~800 KiB, and a tenant may keep hundreds of such

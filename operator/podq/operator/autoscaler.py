@@ -88,8 +88,6 @@ class Autoscaler:
         self.seen: dict[str, tuple[int, int]] = {}  # queue -> (depth, active)
         self.desired: dict[tuple[str, str], int] = {}  # (namespace, name) -> replicas
         self.decisions: Counter[tuple[str, str]] = Counter()  # (queue, "up"/"down")
-        self.unused: set[str] = set()  # queues whose last Deployment went: released at
-        # the end of a pass (none is in use then), or a later one while Jobs need it
         self._scaling: dict[tuple[str, str], asyncio.Event] = {}  # patches in flight
 
     # -- inputs -----------------------------------------------------------------------
@@ -113,7 +111,6 @@ class Autoscaler:
         self._unrefuse(key)  # its label names a granted queue now
         if known is not None and known.queue != deployment.queue:
             self._left(known.queue)  # relabelled
-        self.unused.discard(deployment.queue)
         self.pool.listen(deployment.queue)
         self._poked.set()
         return deployment
@@ -169,12 +166,17 @@ class Autoscaler:
         if deployment is not None:
             self._left(deployment.queue)
 
+    def uses(self, queue: str) -> bool:
+        """Whether a Deployment autoscales on this queue (a QueuePool user)."""
+        return any(d.queue == queue for d in self.deployments.values())
+
     def _left(self, queue: str) -> None:
         """A Deployment no longer autoscales on this queue: if it was the last one, the
-        queue's connections and listener go at the end of the next pass."""
-        if not any(d.queue == queue for d in self.deployments.values()):
-            self.unused.add(queue)
-            self._poked.set()
+        pool releases the queue's connections and listener (once a pass reading it is
+        done with it), unless Job resources still need it; its metric series go at the
+        end of the next pass."""
+        if not self.uses(queue):
+            self.pool.left(queue)
 
     def tracked(self, deployment: WorkerDeployment) -> bool:
         """Whether this Deployment is still autoscaled on this queue (not opted out,
@@ -183,18 +185,6 @@ class Autoscaler:
         return (current is not None and current.uid == deployment.uid
                 and current.queue == deployment.queue)
 
-    async def release_unused(self) -> None:
-        """Release the queues no Deployment autoscales on any more (and their metric
-        series), unless the pool's other users (Job resources) still need them: those
-        are tried again after the next pass."""
-        for queue in list(self.unused):
-            if any(d.queue == queue for d in self.deployments.values()):
-                self.unused.discard(queue)
-                continue
-            self.seen.pop(queue, None)
-            if queue in self.pool.kept or await self.pool.release(queue):
-                self.unused.discard(queue)
-
     def _unrefuse(self, key: tuple[str, str]) -> None:
         uid = self.refused.pop(key, None)
         if uid is not None:
@@ -202,7 +192,7 @@ class Autoscaler:
 
     def on_change(self, queue: str, _key: str, status: str) -> None:
         """QueuePool callback. Enqueues and finishes change the depth."""
-        if any(d.queue == queue for d in self.deployments.values()):
+        if self.uses(queue):
             self._poked.set()
 
     # -- loop -------------------------------------------------------------------------
@@ -241,7 +231,10 @@ class Autoscaler:
             self.events.rearm(uid, NOT_PERMITTED)
         self.forbidden &= live
         self.left_alone &= live
-        await self.release_unused()
+        # the metric series of queues no Deployment autoscales on any more (at the end of
+        # a pass: one of its reads may have written one after its Deployment went)
+        for queue in [q for q in self.seen if not self.uses(q)]:
+            del self.seen[queue]
 
     def _permitted(self, deployment: WorkerDeployment) -> None:
         """A pass went through: rights it lacked were granted, and losing them again is
@@ -269,11 +262,14 @@ class Autoscaler:
         follows removes idle pods."""
         if not self.tracked(deployment):  # gone since the pass began
             return ScaleOutcome(deployment.replicas, deployment.replicas, False, OPTED_OUT)
-        queue = self.pool.get(deployment.queue)
-        workers = await queue.workers()
-        await self.mark_pods(deployment, workers)
-        depth = await queue.depth()
-        self.seen[deployment.queue] = (depth, await queue.count("active"))
+        # borrowed: should the Deployment go meanwhile, and with it the queue's last
+        # user, the queue is released once these reads are done, not under them
+        with self.pool.borrowed(deployment.queue) as queue:
+            workers = await queue.workers()
+            await self.mark_pods(deployment, workers)
+            depth = await queue.depth()
+            active = await queue.count("active")
+        self.seen[deployment.queue] = (depth, active)
         return await self.scale(deployment, depth)
 
     async def scale(self, deployment: WorkerDeployment, depth: int) -> ScaleOutcome:

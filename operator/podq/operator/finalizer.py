@@ -5,7 +5,8 @@ claim released, then the finalizer removed. A resource gone without it (removed 
 hand, deleted before it was added) has its job aborted all the same.
 
 The status writer (mirror.py) adds and removes it in its passes, through its API limits;
-the watch handler (handlers.py) aborts the job of a resource gone without it.
+the watch handler (handlers.py) aborts the job of a resource gone without it (gone()),
+after which the queue of a queue's last resource is let go (queues.py).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from podq.operator.jobs import release_claim
 from podq.operator.kube import add_job_finalizer, remove_job_finalizer
 from podq.operator.names import JOB_FINALIZER
 from podq.operator.queues import QueuePool
-from podq.operator.registry import JobResource
+from podq.operator.registry import JobRegistry, JobResource
 from podq.operator.status import is_finished
 
 log = logging.getLogger("podq.operator")
@@ -37,12 +38,14 @@ class Finalizer:
         self,
         custom: client.CustomObjectsApi,
         pool: QueuePool,
+        registry: JobRegistry,
         access: QueueAccess,
         api: Callable[[Awaitable[Any]], Awaitable[Any]],
         mark: Callable[[str], None],
     ) -> None:
         self.custom = custom
         self.pool = pool
+        self.registry = registry
         self.access = access
         self.api = api
         self.mark = mark
@@ -60,17 +63,34 @@ class Finalizer:
         finalizer so the API server can remove it."""
         if JOB_FINALIZER not in resource.finalizers:
             return "deleting"
-        if not is_finished(resource.status):
-            outcome = await abort_readable(self.pool.get(resource.queue), resource.key)
-            log.info("%s/%s deleted: %s %s", resource.namespace, resource.name,
-                     outcome.action, outcome.message)
-        await release_claim(self.pool.get(resource.queue), resource.key)
+        # borrowed: should the resource be forgotten meanwhile (our finalizer removed by
+        # hand), its queue, if that was its last, is released after the abort, not under it
+        with self.pool.borrowed(resource.queue) as queue:
+            if not is_finished(resource.status):
+                outcome = await abort_readable(queue, resource.key)
+                log.info("%s/%s deleted: %s %s", resource.namespace, resource.name,
+                         outcome.action, outcome.message)
+            await release_claim(queue, resource.key)
         if await self.api(remove_job_finalizer(self.custom, resource.namespace, resource.name,
                                                 resource.finalizers, JOB_FINALIZER)):
             resource.finalizers = [f for f in resource.finalizers if f != JOB_FINALIZER]
             return "released"
         self.mark(resource.uid)  # the list changed meanwhile: again next pass
         return "deleting"
+
+    async def gone(self, uid: str) -> JobResource | None:
+        """The resource is deleted: forget it, abort its job if it went without our
+        finalizer, then, after that abort, let the pool release its queue if it was the
+        queue's last resource (unless a Deployment still autoscales on it)."""
+        resource = self.registry.forget(uid)
+        if resource is None:
+            return None
+        try:
+            await self.abort_deleted(resource)
+        finally:
+            if not self.registry.uses(resource.queue):
+                self.pool.left(resource.queue)
+        return resource
 
     async def abort_deleted(self, resource: JobResource) -> None:
         """The resource vanished without our finalizer (removed by hand, or deleted before

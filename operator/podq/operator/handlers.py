@@ -99,11 +99,13 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
         interval_s=options.autoscale_interval,
     )
     memo.pool.callbacks.extend([memo.mirror.on_change, memo.autoscaler.on_change])
-    memo.pool.users.append(memo.registry.uses)  # the autoscaler releases a queue it left
+    # a queue goes once neither needs it: no Job resource of it, no Deployment on it
+    memo.pool.users.extend([memo.registry.uses, memo.autoscaler.uses])
     memo.pool.keep("default")
     memo.tasks = [
         asyncio.create_task(memo.mirror.run(), name="podq-status-mirror"),
         asyncio.create_task(memo.autoscaler.run(), name="podq-autoscaler"),
+        asyncio.create_task(memo.pool.run_releases(), name="podq-queue-releases"),
     ]
     if options.metrics_port is not None:
         memo.tasks.append(asyncio.create_task(serve_metrics(memo, options.metrics_host,
@@ -146,10 +148,8 @@ async def job_event(event: dict, body: kopf.Body, memo: kopf.Memo, **_: Any) -> 
     cron = (body.metadata.labels or {}).get(LABEL_CRONJOB)
     if event["type"] == "DELETED":
         memo.cron_wakeups.child_gone(body.metadata.namespace, cron, body.metadata.uid)
-        gone = memo.registry.forget(body.metadata.uid)
         memo.mirror.forget(body.metadata.uid)
-        if gone is not None:
-            await memo.mirror.finalizer.abort_deleted(gone)
+        await memo.mirror.finalizer.gone(body.metadata.uid)
         return
     known = memo.registry.by_uid.get(body.metadata.uid)
     was_finished = known is not None and is_finished(known.status)

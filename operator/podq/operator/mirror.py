@@ -102,7 +102,8 @@ class StatusMirror:
         self.quarantine = Quarantine(custom, events, self.dirty.mark)  # failing ones back off
         self.previous = PreviousRuns(self.dirty.mark_later)  # waiting for an earlier run
         # the abort-on-delete finalizer, added and removed through the same limits
-        self.finalizer = Finalizer(custom, pool, self.access, self._api, self.dirty.mark)
+        self.finalizer = Finalizer(custom, pool, registry, self.access, self._api,
+                                   self.dirty.mark)
 
     # -- inputs -----------------------------------------------------------------------
 
@@ -198,39 +199,46 @@ class StatusMirror:
             else:
                 by_queue.setdefault(resource.queue, []).append(resource)
         for queue_name, resources in by_queue.items():
-            queue = self.pool.get(queue_name)
-            jobs = await read_jobs(queue, [r.key for r in resources])
-            # an earlier (deleted) resource's run under the same spec.key: not this one's
-            waiting = await earlier_runs(queue, list(zip(resources, jobs, strict=True)),
-                                         self.registry.live)
-            missing = [r for r, job in zip(resources, jobs, strict=True)
-                       if self._needs_enqueue(r, job) and not self._awaits_write_back(r, job)]
-            missing = await dependencies_met(queue, missing, self.registry, self._refused,
-                                             lambda uid: self.dirty.mark_later(uid, RECHECK_S))
-            missing = await self._restore_arguments(missing)
-            settling: set[str] = set()
-            if missing:
-                done, outcomes = await self._enqueue(queue, missing)
-                self.counts.update(done)
-                own = {uid for uid, outcome in outcomes.items() if outcome.reason == OWN_CLAIM}
-                waiting |= {uid: outcome.message for uid, outcome in outcomes.items()
-                            if outcome.reason == ABORT_PENDING}
-                # A job enqueued just now is written a moment later: by then an idle
-                # worker has usually finished it (one patch instead of queued, active,
-                # complete), and under load more changes coalesce. A job this resource
-                # enqueued before (its own claim) is written now, as it is.
-                settling = {r.uid for r in missing
-                            if not r.refusal and r.uid not in own and r.uid not in waiting}
-                loop = asyncio.get_running_loop()
-                for uid in settling:
-                    self.previous.forget(uid)
-                    loop.call_later(self.settle_s, self.dirty.mark, uid)
-            now = time.time()
-            tasks.extend(self._start(r, self._wait(r, self.previous.hold(r, waiting[r.uid], now)))
-                         for r in resources if r.uid in waiting)
-            tasks.extend(self._start(r, self._sync_one(r, j))
-                         for r, j in zip(resources, jobs, strict=True)
-                         if r.uid not in settling and r.uid not in waiting)
+            # borrowed: should its last resource go meanwhile, released after this pass
+            with self.pool.borrowed(queue_name) as queue:
+                tasks.extend(await self._dispatch_queue(queue, resources))
+        return tasks
+
+    async def _dispatch_queue(self, queue: Any, resources: list[JobResource]
+                              ) -> list[asyncio.Task[str]]:
+        tasks: list[asyncio.Task[str]] = []
+        jobs = await read_jobs(queue, [r.key for r in resources])
+        # an earlier (deleted) resource's run under the same spec.key: not this one's
+        waiting = await earlier_runs(queue, list(zip(resources, jobs, strict=True)),
+                                     self.registry.live)
+        missing = [r for r, job in zip(resources, jobs, strict=True)
+                   if self._needs_enqueue(r, job) and not self._awaits_write_back(r, job)]
+        missing = await dependencies_met(queue, missing, self.registry, self._refused,
+                                         lambda uid: self.dirty.mark_later(uid, RECHECK_S))
+        missing = await self._restore_arguments(missing)
+        settling: set[str] = set()
+        if missing:
+            done, outcomes = await self._enqueue(queue, missing)
+            self.counts.update(done)
+            own = {uid for uid, outcome in outcomes.items() if outcome.reason == OWN_CLAIM}
+            waiting |= {uid: outcome.message for uid, outcome in outcomes.items()
+                        if outcome.reason == ABORT_PENDING}
+            # A job enqueued just now is written a moment later: by then an idle
+            # worker has usually finished it (one patch instead of queued, active,
+            # complete), and under load more changes coalesce. A job this resource
+            # enqueued before (its own claim) is written now, as it is.
+            settling = {r.uid for r in missing
+                        if not r.refusal and r.uid not in own and r.uid not in waiting}
+            loop = asyncio.get_running_loop()
+            for uid in settling:
+                self.previous.forget(uid)
+                loop.call_later(self.settle_s, self.dirty.mark, uid)
+        now = time.time()
+        tasks.extend(self._start(r, self._wait(r, self.previous.hold(r, waiting[r.uid], now)))
+                     for r in resources if r.uid in waiting)
+        tasks.extend(self._start(r, self._sync_one(r, j))
+                     for r, j in zip(resources, jobs, strict=True)
+                     if r.uid not in settling and r.uid not in waiting)
         return tasks
 
     async def _dispatch_apart(self, uids: list[str]) -> None:

@@ -43,9 +43,15 @@ class QueuePool:
     `listen(name)` starts (once) a task that forwards every job change of that queue to
     the registered callbacks: the status writer and the autoscaler. `release(name)`
     closes both again once no user needs the queue: `users` answer for what they hold
-    (the Job registry: a Job resource of that queue), `kept` names are never closed,
-    and a queue `borrowed()` for a call is not closed under it. A listener checks the
-    server's version each time it subscribes: one too old for podq calls `halt`.
+    (the Job registry: a Job resource of that queue; the autoscaler: a Deployment on
+    it), `kept` names are never closed, and a queue `borrowed()` for a call (a pass
+    reading or writing it) is not closed under it. A listener checks the server's
+    version each time it subscribes: one too old for podq calls `halt`.
+
+    A user that stops needing a queue says so with `left(name)`; `run_releases()` (one
+    task of the operator) then releases it unless it is still needed, or once the
+    borrows of it end. One path for every reason a queue goes: tenants choose queue
+    names freely, and each name ever used kept a connection pool and a listener open.
     """
 
     def __init__(self, redis_url: str, halt: Halt | None = None) -> None:
@@ -57,6 +63,8 @@ class QueuePool:
         self.callbacks: list[ChangeCallback] = []
         self.users: list[QueueUser] = []
         self.kept: set[str] = set()
+        self.unused: set[str] = set()  # left by a user: released by run_releases()
+        self._left = asyncio.Event()
 
     def get(self, name: str) -> Queue:
         queue = self._queues.get(name)
@@ -77,8 +85,9 @@ class QueuePool:
 
     @contextlib.contextmanager
     def borrowed(self, name: str) -> Iterator[Queue]:
-        """The queue, not released until the block ends (for a caller no user answers
-        for, such as the abort of a Job resource already forgotten)."""
+        """The queue, not released until the block ends (a pass reading or writing it,
+        the abort of a Job resource already forgotten); after the last borrow, a queue
+        no user needs is released."""
         self._borrowed[name] += 1
         try:
             yield self.get(name)
@@ -86,10 +95,38 @@ class QueuePool:
             self._borrowed[name] -= 1
             if not self._borrowed[name]:
                 del self._borrowed[name]
+                if not self.needed(name):  # left while borrowed, or opened for this call
+                    self.left(name)
 
     def needed(self, name: str) -> bool:
         return name in self.kept or name in self._borrowed or any(
             user(name) for user in self.users)
+
+    def left(self, name: str) -> None:
+        """A user no longer needs this queue: run_releases() closes it unless another
+        user needs it then (that one says left() in turn when it is done)."""
+        if name not in self.kept:
+            self.unused.add(name)
+            self._left.set()
+
+    async def run_releases(self) -> None:
+        """Release the queues users left, as they leave (runs for as long as the pool)."""
+        while True:
+            await self._left.wait()
+            self._left.clear()
+            try:
+                await self.release_unused()
+            except Exception:  # a user's answer failed: the others still go
+                log.exception("releasing unused queues failed")
+
+    async def release_unused(self) -> None:
+        """Release each queue left since the last call unless a user still needs it; one
+        borrowed for a call now is kept for after the borrow (which calls left() again)."""
+        for name in list(self.unused):
+            if name in self._borrowed:
+                continue
+            self.unused.discard(name)
+            await self.release(name)
 
     async def release(self, name: str) -> bool:
         """Stop the queue's listener and close its connections unless it is still
@@ -139,6 +176,7 @@ class QueuePool:
                 await asyncio.sleep(backoff.next())
 
     async def close(self) -> None:
+        self.unused.clear()
         for task in self._listeners.values():
             task.cancel()
         for task in self._listeners.values():

@@ -7,6 +7,7 @@ an API read per status patch.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -95,6 +96,7 @@ class JobRegistry:
     by_uid: dict[str, JobResource] = field(default_factory=dict)
     by_key: dict[tuple[str, str], set[str]] = field(default_factory=dict)  # (queue, key)
     by_name: dict[tuple[str, str], str] = field(default_factory=dict)  # (namespace, name)
+    per_queue: Counter[str] = field(default_factory=Counter)  # queue -> resources known
 
     def observe(self, body: Mapping[str, Any]) -> tuple[JobResource, bool]:
         """Record what a watch event showed; returns (resource, whether it is new)."""
@@ -118,6 +120,7 @@ class JobRegistry:
             self.by_uid[uid] = resource
             self.by_key.setdefault((resource.queue, resource.key), set()).add(uid)
             self.by_name[(resource.namespace, resource.name)] = uid
+            self.per_queue[resource.queue] += 1
             resource.deleting = bool(meta.get("deletionTimestamp"))
             resource.finalizers = list(meta.get("finalizers") or ())
             resource.compact()
@@ -143,6 +146,9 @@ class JobRegistry:
                 uids.discard(uid)
                 if not uids:
                     del self.by_key[(resource.queue, resource.key)]
+            self.per_queue[resource.queue] -= 1
+            if not self.per_queue[resource.queue]:
+                del self.per_queue[resource.queue]
         return resource
 
     def live(self, uid: str) -> bool:
@@ -168,4 +174,4 @@ class JobRegistry:
 
     def uses(self, queue: str) -> bool:
         """Whether a Job resource of this queue is known (a QueuePool user)."""
-        return any(name == queue for name, _ in self.by_key)
+        return queue in self.per_queue
