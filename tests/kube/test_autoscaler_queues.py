@@ -108,12 +108,18 @@ async def rig(harness: Harness, kube_api: client.ApiClient) -> AsyncIterator[Rig
     try:
         yield Rig(scaler, registry, mirror, core, apps, autoscaling, order)
     finally:
-        releases.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await releases
-        await events.close()
-        await mirror.close()
-        await pool.close()
+        await stop(releases, events, mirror, pool)
+
+
+async def stop(releases: asyncio.Task[None], events: EventRecorder, mirror: StatusMirror,
+               pool: QueuePool) -> None:
+    """Stop the pool's release task, then close what the operator's cleanup closes."""
+    releases.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await releases
+    await events.close()
+    await mirror.close()
+    await pool.close()
 
 
 async def opened(pool: QueuePool, names: list[str]) -> bool:
