@@ -4,9 +4,24 @@ redis-server."""
 
 from __future__ import annotations
 
+import pytest
+
 from podq import Queue, Status
-from podq.operator.jobs import claim_key, enqueue_jobs, release_claim
-from podq.operator.previous import FIRST_RECHECK_S, MAX_RECHECK_S, PreviousRuns, earlier_runs
+from podq.operator.jobs import (
+    CLAIM_HELD,
+    STALE_CLAIM_S,
+    HeldClaim,
+    claim_key,
+    enqueue_jobs,
+    release_claim,
+)
+from podq.operator.previous import (
+    FIRST_RECHECK_S,
+    MAX_RECHECK_S,
+    PAST_DUE_S,
+    PreviousRuns,
+    earlier_runs,
+)
 from podq.operator.registry import JobRegistry, JobResource
 
 
@@ -108,3 +123,51 @@ def test_rechecks_back_off_and_are_not_stacked() -> None:
     assert "status" not in status and "jobKey" not in status
     previous.forget(resource.uid)
     assert len(previous) == 0
+
+
+async def test_a_job_whose_key_another_jobs_fresh_claim_holds_waits_until_it_is_stale(
+    redis_url: str,
+) -> None:
+    """Two Jobs sharing a spec.key: the first one's run finished, its claim is fresh. The
+    second waits, told until when (the status writer looks again then, not every pass),
+    and is enqueued once the claim is stale."""
+    queue = Queue.from_url(redis_url, name="previous")
+    try:
+        registry = JobRegistry()
+        old = made(registry, "old", "uid-old")
+        assert (await enqueue_jobs(queue, [old]))[old.uid].action == "enqueued"
+        taken, _ = await queue.take(1, "w")
+        await queue.finish(taken[0], Status.COMPLETE, result="old")
+        claim = (await queue.redis.get(claim_key(queue, old.key))).decode()
+        claimed_at = float(claim.split()[1])
+        new = made(registry, "new", "uid-new")
+        outcome = (await enqueue_jobs(queue, [new]))[new.uid]
+        assert (outcome.action, outcome.reason) == ("waiting", CLAIM_HELD)
+        assert outcome.until_s == pytest.approx(claimed_at + STALE_CLAIM_S)
+        assert "uid-old" in outcome.message and "until" in outcome.message
+        assert (await queue.job(new.key)).result == "old"  # nothing touched
+        assert (await queue.redis.get(claim_key(queue, old.key))).decode() == claim
+        # the claim turns stale: the new Job's run replaces the finished one
+        stale = claimed_at - STALE_CLAIM_S
+        await queue.redis.set(claim_key(queue, old.key), f"uid-old {stale:.3f}")
+        outcome = (await enqueue_jobs(queue, [new]))[new.uid]
+        assert (outcome.action, outcome.reason) == ("enqueued", "ClaimTakenOver")
+        assert (await queue.job(new.key)).status == Status.QUEUED
+        assert (await queue.redis.get(claim_key(queue, new.key))).decode().startswith("uid-new ")
+    finally:
+        await queue.disconnect()
+
+
+def test_a_wait_for_a_claim_looks_again_just_after_it_turns_stale() -> None:
+    delays: list[float] = []
+    previous = PreviousRuns(lambda _uid, delay: delays.append(delay) is None)
+    resource = made(JobRegistry(), "new", "uid-new")
+    held = HeldClaim("uid-old", 100.0).outcome(resource.key)
+    previous.hold(resource, held, 10.0)  # far off: the backoff
+    status = previous.hold(resource, held, 99.9)  # stale in 0.1 s: just after that
+    previous.hold(resource, held, 101.0)  # past: at once (a claim changed meanwhile)
+    assert delays == [FIRST_RECHECK_S, pytest.approx(0.1 + PAST_DUE_S), PAST_DUE_S]
+    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", CLAIM_HELD)
+    assert "uid-old" in ready["message"]
+    assert "status" not in status and "jobKey" not in status

@@ -13,6 +13,7 @@ from podq.job import RUNNING_STATUSES, TERMINAL_STATUSES, Status
 from podq.operator.access import QueueAccess
 from podq.operator.jobspec import InvalidJobSpec, engine_fields, rfc3339_to_epoch
 from podq.operator.registry import JobResource
+from podq.operator.status_values import rfc3339
 from podq.redact import redact
 
 ABORTED_BY_DELETE = "aborted: the Job resource was deleted"
@@ -22,9 +23,10 @@ ABORTED_BY_DELETE = "aborted: the Job resource was deleted"
 class Outcome:
     """What a domain function did, for logs, Events and tests."""
 
-    action: str  # enqueued | exists | refused | aborted | finished | missing
+    action: str  # enqueued | exists | waiting | refused | aborted | finished | missing
     reason: str = ""
     message: str = ""
+    until_s: float | None = None  # waiting: when it may go ahead (epoch s), if known
 
 
 def _state(job: Job) -> Status:
@@ -90,6 +92,8 @@ async def enqueue_jobs(
         if won == OWN_CLAIM:
             outcomes[resource.uid] = Outcome(
                 "exists", OWN_CLAIM, f"job {job.key} was enqueued for this resource already")
+        elif isinstance(won, HeldClaim):
+            outcomes[resource.uid] = won.outcome(job.key)
         elif job.key in enqueued:
             outcomes[resource.uid] = Outcome(
                 "enqueued", "" if won is True else "ClaimTakenOver",
@@ -162,19 +166,40 @@ TAKEN_OVER = "taken over"
 OWN_CLAIM = "OwnClaim"
 # The key's abort marker lives: its earlier run was aborted moments ago (_held_by_abort_marker)
 ABORT_PENDING = "AbortPending"
+# Another resource's fresh claim holds the key (two Jobs sharing a spec.key: the other's
+# run finished, or is being enqueued): this one waits until that claim may be taken over.
+CLAIM_HELD = "WaitingForKeyClaim"
 
 
-async def _claim(queue: Queue, resources: list[JobResource]) -> list[bool | str]:
-    """Claim each resource's key (only called for jobs missing from Redis). Returns per
-    resource True (claimed), False (another claim holds it), TAKEN_OVER: a claim older
-    than STALE_CLAIM_S was replaced (compare-and-set, so only one operator wins), or
-    OWN_CLAIM: this resource's own fresh claim holds it."""
+@dataclass(frozen=True)
+class HeldClaim:
+    """Another resource's claim that is not stale yet: whose (uid), and until when."""
+
+    claimant: str
+    stale_at: float
+
+    def outcome(self, key: str) -> Outcome:
+        return Outcome(
+            "waiting", CLAIM_HELD,
+            f"job {key} under this spec.key was enqueued for another Job (uid"
+            f" {self.claimant}), whose claim holds the key until"
+            f" {rfc3339(self.stale_at)} ({STALE_CLAIM_S} s after its enqueue, so that no"
+            " job runs twice); this Job follows that run if it is queued or running by"
+            " then, or runs anew", self.stale_at)
+
+
+async def _claim(queue: Queue, resources: list[JobResource]) -> list[bool | str | HeldClaim]:
+    """Claim each resource's key (only called for jobs missing from Redis, or finished
+    under a spec.key). Returns per resource True (claimed), TAKEN_OVER: a claim older
+    than STALE_CLAIM_S was replaced (compare-and-set, so only one operator wins),
+    OWN_CLAIM: this resource's own fresh claim holds it, a HeldClaim: another resource's
+    fresh claim holds it, or False (the claim changed meanwhile: look again)."""
     now = time.time()
     keys = [claim_key(queue, r.key) for r in resources]
     async with queue.redis.pipeline(transaction=False) as pipe:
         for key, resource in zip(keys, resources, strict=True):
             pipe.set(key, f"{resource.uid} {now:.3f}", nx=True, ex=CLAIM_TTL_S)
-        won: list[bool | str] = [bool(w) for w in await pipe.execute()]
+        won: list[bool | str | HeldClaim] = [bool(w) for w in await pipe.execute()]
     lost = [i for i, w in enumerate(won) if not w]
     if lost:
         values = await queue.redis.mget([keys[i] for i in lost])
@@ -183,10 +208,11 @@ async def _claim(queue: Queue, resources: list[JobResource]) -> list[bool | str]
             if value is None:
                 continue
             text = value.decode(errors="replace") if isinstance(value, bytes) else str(value)
-            stale = now - _claimed_at(text) > STALE_CLAIM_S
-            if not stale and text.partition(" ")[0] == resources[i].uid:
-                won[i] = OWN_CLAIM
-            elif stale and await take_over(
+            claimant, stale_at = text.partition(" ")[0], _claimed_at(text) + STALE_CLAIM_S
+            if now <= stale_at:
+                won[i] = OWN_CLAIM if claimant == resources[i].uid else HeldClaim(
+                    claimant, stale_at)
+            elif await take_over(
                     keys=[keys[i]], args=[text, f"{resources[i].uid} {now:.3f}", CLAIM_TTL_S]):
                 won[i] = TAKEN_OVER
     return won

@@ -31,7 +31,6 @@ from podq.operator.isolation import (
     read_jobs,
 )
 from podq.operator.jobs import (
-    ABORT_PENDING,
     OWN_CLAIM,
     Outcome,
     enqueue_jobs,
@@ -221,8 +220,8 @@ class StatusMirror:
             done, outcomes = await self._enqueue(queue, missing)
             self.counts.update(done)
             own = {uid for uid, outcome in outcomes.items() if outcome.reason == OWN_CLAIM}
-            waiting |= {uid: outcome.message for uid, outcome in outcomes.items()
-                        if outcome.reason == ABORT_PENDING}
+            waiting |= {uid: outcome for uid, outcome in outcomes.items()  # jobs.CLAIM_HELD too
+                        if outcome.action == "waiting"}
             # A job enqueued just now is written a moment later: by then an idle
             # worker has usually finished it (one patch instead of queued, active,
             # complete), and under load more changes coalesce. A job this resource

@@ -23,7 +23,7 @@ from typing import Any
 from podq import Job, Queue
 from podq.job import TERMINAL_STATUSES, Status
 from podq.operator.conditions import build_conditions, in_progress_facts
-from podq.operator.jobs import claim_key
+from podq.operator.jobs import CLAIM_HELD, Outcome, claim_key
 from podq.operator.registry import JobResource
 
 PREVIOUS_RUN = "WaitingForPreviousRun"
@@ -32,6 +32,8 @@ PREVIOUS_RUN = "WaitingForPreviousRun"
 # change feed); the rechecks cover a notification lost and the abort marker expiring.
 FIRST_RECHECK_S = 0.25
 MAX_RECHECK_S = 2.0
+# After the moment a wait ends (a claim turns stale: jobs.HeldClaim), so as to look after it
+PAST_DUE_S = 0.05
 
 
 def _claimant(value: Any) -> str | None:
@@ -44,7 +46,7 @@ def _claimant(value: Any) -> str | None:
 
 async def earlier_runs(
     queue: Queue, pairs: list[tuple[JobResource, Any]], live: Callable[[str], bool],
-) -> dict[str, str]:
+) -> dict[str, str | Outcome]:
     """uid -> why it waits, for those of the (resource, job read from Redis) pairs whose
     unfinished job is an earlier resource's run (see the module docstring); one round
     trip, only for resources that set spec.key and have no status.jobKey yet. live(uid)
@@ -55,7 +57,7 @@ async def earlier_runs(
     if not asked:
         return {}
     claims = await queue.redis.mget([claim_key(queue, r.key) for r, _ in asked])
-    waiting: dict[str, str] = {}
+    waiting: dict[str, str | Outcome] = {}
     for (resource, job), claim in zip(asked, claims, strict=True):
         claimant = _claimant(claim)
         if claimant == resource.uid:
@@ -73,32 +75,41 @@ async def earlier_runs(
 
 
 def previous_run_status(message: str, *, generation: int, previous: dict[str, Any],
-                        now_s: float) -> dict[str, Any]:
+                        now_s: float, reason: str = PREVIOUS_RUN) -> dict[str, Any]:
     """Status of a resource waiting for an earlier run under its key: conditions only, no
     jobKey and no status (neither is this resource's yet)."""
     return {"observedGeneration": generation,
-            "conditions": build_conditions(in_progress_facts(PREVIOUS_RUN, message),
+            "conditions": build_conditions(in_progress_facts(reason, message),
                                            previous.get("conditions"), generation, now_s)}
 
 
 class PreviousRuns:
-    """The resources waiting for an earlier run: each is looked at again after a delay
-    (mark_later(uid, delay_s): the status writer's), doubling from FIRST_RECHECK_S up to
-    MAX_RECHECK_S while it keeps waiting."""
+    """The resources waiting for an earlier run, or for another Job's claim on their key
+    (jobs.CLAIM_HELD): each is looked at again after a delay (mark_later(uid, delay_s):
+    the status writer's), doubling from FIRST_RECHECK_S up to MAX_RECHECK_S while it
+    keeps waiting, and no later than just after the moment its wait is known to end."""
 
     def __init__(self, mark_later: Callable[[str, float], bool]) -> None:
         self.mark_later = mark_later
         self._tries: dict[str, int] = {}
 
-    def hold(self, resource: JobResource, message: str, now_s: float) -> dict[str, Any]:
+    def hold(self, resource: JobResource, why: str | Outcome, now_s: float) -> dict[str, Any]:
         """Schedule the resource's next look (unless one is pending); returns the status
-        it should show meanwhile."""
+        it should show meanwhile. why: earlier_runs' message, or an enqueue's Outcome
+        (action "waiting": AbortPending, or CLAIM_HELD with the claim's end)."""
         tries = self._tries.get(resource.uid, 0)
-        if self.mark_later(resource.uid, min(FIRST_RECHECK_S * 2 ** min(tries, 16),
-                                             MAX_RECHECK_S)):
+        delay = min(FIRST_RECHECK_S * 2 ** min(tries, 16), MAX_RECHECK_S)
+        reason, message = PREVIOUS_RUN, why
+        if isinstance(why, Outcome):
+            message = why.message
+            if why.reason == CLAIM_HELD:
+                reason = CLAIM_HELD
+            if why.until_s is not None:
+                delay = min(delay, max(why.until_s - now_s, 0.0) + PAST_DUE_S)
+        if self.mark_later(resource.uid, delay):
             self._tries[resource.uid] = tries + 1
         return previous_run_status(message, generation=resource.generation,
-                                   previous=resource.status, now_s=now_s)
+                                   previous=resource.status, now_s=now_s, reason=reason)
 
     def forget(self, uid: str) -> None:
         """It waits no more (enqueued, or deleted)."""
