@@ -58,6 +58,27 @@ async def test_a_stale_claim_without_a_job_is_taken_over(redis_url: str) -> None
         await queue.disconnect()
 
 
+async def test_a_claim_dated_far_ahead_is_stale_not_held_for_good(redis_url: str) -> None:
+    """Foreign data under a claim key with a time in year 9999 would make the Job wait
+    for its claim to go stale forever; ahead by more than clocks differ, it is stale."""
+    queue = Queue.from_url(redis_url, name="claims")
+    try:
+        planted = resource(JobRegistry(), "d")
+        await queue.redis.set(claim_key(queue, planted.key), "someone 1e18")
+        taken = await enqueue_jobs(queue, [planted])
+        assert taken[planted.uid].action == "enqueued"
+        assert await queue.job(planted.key) is not None
+        # a claim a few seconds ahead (another operator's clock) still holds
+        skewed = resource(JobRegistry(), "e")
+        await queue.redis.set(claim_key(queue, skewed.key),
+                              f"other {time.time() + STALE_CLAIM_S / 2:.3f}")
+        held = await enqueue_jobs(queue, [skewed])
+        assert held[skewed.uid].action != "enqueued"
+        assert await queue.job(skewed.key) is None
+    finally:
+        await queue.disconnect()
+
+
 async def test_a_job_whose_record_expired_unread_is_enqueued_again_keeping_attempts(
     redis_url: str,
 ) -> None:

@@ -208,7 +208,7 @@ async def _claim(queue: Queue, resources: list[JobResource]) -> list[bool | str 
             if value is None:
                 continue
             text = value.decode(errors="replace") if isinstance(value, bytes) else str(value)
-            claimant, stale_at = text.partition(" ")[0], _claimed_at(text) + STALE_CLAIM_S
+            claimant, stale_at = text.partition(" ")[0], _claimed_at(text, now) + STALE_CLAIM_S
             if now <= stale_at:
                 won[i] = OWN_CLAIM if claimant == resources[i].uid else HeldClaim(
                     claimant, stale_at)
@@ -238,14 +238,15 @@ def write_back_deadline(resource: JobResource) -> float | None:
     return rfc3339_to_epoch(status["startedTime"]) + run_s + WRITE_BACK_MARGIN_S
 
 
-def _claimed_at(claim: str) -> float:
+def _claimed_at(claim: str, now: float) -> float:
     """When a claim ("<uid> <epoch s>") was written; 0 (stale) for anything else, such
-    as foreign data under the claim's key."""
+    as foreign data under the claim's key, including a time further ahead of `now` than
+    operators' clocks can differ (STALE_CLAIM_S): it would hold the key for good."""
     try:
         stamp = float(claim.partition(" ")[2])
     except ValueError:
         return 0.0
-    return stamp if math.isfinite(stamp) else 0.0
+    return stamp if math.isfinite(stamp) and stamp <= now + STALE_CLAIM_S else 0.0
 
 
 async def release_claim(queue: Queue, key: str) -> None:
