@@ -36,8 +36,12 @@ class FieldUse:
     mapping of a Job resource read (see `JOB_FIELDS`)."""
 
     caller: bool = True  # set by whoever enqueues; False: the framework sets it
-    stored: t.Literal["", "int", "text"] = ""  # a scalar of the Redis job hash (the Lua
-    # scripts read and write it without parsing the JSON; it wins over the JSON)
+    # its own field of the Redis job hash: a scalar the Lua scripts use without parsing
+    # the job's JSON (wins over it), or "json": its own JSON, not in the job's
+    stored: t.Literal["", "int", "number", "text", "json"] = ""
+    # read by a brief read (the operator's status reads: podq.queue.redis_read): a stored
+    # field that a Job resource's status shows or the operator decides on
+    brief: bool = False
     resource: str = ""  # its name in a Job resource's spec; "" = not there
     cli: bool = False  # an option of `podq enqueue`
     cron: bool = False  # settable on a CronJob
@@ -76,7 +80,7 @@ class Job:
     """
 
     function: str = _field(
-        stored="text", resource="function", help="name of a registered function"
+        stored="text", brief=True, resource="function", help="name of a registered function"
     )  # stored: take.lua finds its limits (podq.queue.limits)
     kwargs: dict[str, t.Any] | None = _field(None, resource="kwargs", cron=True)
     queue: Queue | None = _field(None, resource="queue")
@@ -87,7 +91,7 @@ class Job:
                           "worker's --timeout, else 10)")
     heartbeat: int = _field(0, stored="int", resource="heartbeat", cli=True, cron=True,
                             help="max seconds between heartbeats; 0 disables")
-    retries: int = _field(1, resource="retries", cli=True, cron=True,
+    retries: int = _field(1, stored="int", brief=True, resource="retries", cli=True, cron=True,
                           help="max total attempts")
     ttl: int = _field(600, stored="int", resource="ttl", cli=True, cron=True,
                       help="seconds a finished job is kept; 0 = forever")
@@ -95,32 +99,33 @@ class Job:
                                 help="base delay in seconds before a retry")
     retry_backoff: bool | float = _field(False, resource="retryBackoff", cron=True)
     # stored: a delayed retry's write (write.lua) sets it on Redis's clock
-    scheduled: int = _field(0, stored="int", resource="scheduled", cli=True,
+    scheduled: int = _field(0, stored="int", brief=True, resource="scheduled", cli=True,
                             help="an ISO 8601 time with its zone (2030-01-01T09:00:00Z, as "
                             "podq prints times), epoch seconds, or +N for N seconds from "
                             "now (default: now)")
-    progress: float = _field(0.0)
-    attempts: int = _field(0, caller=False, stored="int")
-    completed: int = _field(0, caller=False, stored="int")
-    queued: int = _field(0, caller=False)
-    started: int = _field(0, caller=False, stored="int")
+    progress: float = _field(0.0, stored="number", brief=True)
+    attempts: int = _field(0, caller=False, stored="int", brief=True)
+    completed: int = _field(0, caller=False, stored="int", brief=True)
+    queued: int = _field(0, caller=False, stored="int", brief=True)
+    started: int = _field(0, caller=False, stored="int", brief=True)
     touched: int = _field(0, caller=False, stored="int")
-    result: t.Any = _field(None, caller=False)
-    error: str | None = _field(None, caller=False, stored="text")
-    status: Status = _field(Status.NEW, caller=False, stored="text")
+    result: t.Any = _field(None, caller=False, stored="json", brief=True)
+    error: str | None = _field(None, caller=False, stored="text", brief=True)
+    status: Status = _field(Status.NEW, caller=False, stored="text", brief=True)
     priority: int = _field(0, stored="int", resource="priority", cli=True, cron=True,
                            help="lower runs first (default 0)")
     meta: dict[t.Any, t.Any] = _field(factory=dict, resource="meta", cron=True)
-    worker_id: str | None = _field(None, caller=False, stored="text")
+    worker_id: str | None = _field(None, caller=False, stored="text", brief=True)
     attempt_id: str | None = _field(None, caller=False, stored="text")
-    disruptions: int = _field(0, caller=False, stored="int")
-    last_disruption: str | None = _field(None, caller=False, stored="text")
+    disruptions: int = _field(0, caller=False, stored="int", brief=True)
+    last_disruption: str | None = _field(None, caller=False, stored="text",
+                                          brief=True)
     # keys of jobs of this queue that must complete first (docs/dependencies.md)
     depends_on: list[str] | None = _field(None)
     # why a queued job waits besides workers: dependencies, concurrency or rate (a limit
     # of its function: parked), or "queue rate" / "queue concurrency" (the queue's own
     # limit, set as it is read, not stored: podq.queue.redis_read.mark_queue_held)
-    blocked: str | None = _field(None, caller=False, stored="text")
+    blocked: str | None = _field(None, caller=False, stored="text", brief=True)
     # (declared last: the fields before it keep their positions, SAQ's Job's)
     # when the job last became ready to run, on Redis's clock (not SAQ's): set by the
     # scripts that make it ready (enqueue: its enqueue or scheduled time, whichever is
@@ -391,4 +396,5 @@ def _job_fields() -> dict[str, JobField]:
 # every Job field, in declaration order: the one place their names and uses are listed
 JOB_FIELDS: dict[str, JobField] = _job_fields()
 STORED_FIELDS = tuple(f for f in JOB_FIELDS.values() if f.use.stored)
+BRIEF_FIELDS = tuple(f for f in STORED_FIELDS if f.use.brief)
 CRON_FIELDS = tuple(name for name, f in JOB_FIELDS.items() if f.use.cron)

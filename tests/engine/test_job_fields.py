@@ -66,9 +66,10 @@ async def test_the_choice_survives_the_round_trip_through_redis(queue: Queue) ->
     caller = {f.name for f in STORED_FIELDS if f.use.caller}
     framework = {f.name for f in STORED_FIELDS if not f.use.caller}
     assert caller and framework
-    held = {k.decode() for k in raw} - {"job", "tdef", "enqueue_id"}
-    # status queued, and when it became ready (enqueue.lua stamps it): the ones set so far
-    assert caller <= held and held - caller == {"status", "ready_since"}
+    held = {k.decode() for k in raw} - {"job", "tdef", "jlen", "enqueue_id"}
+    # status queued, when it was enqueued, and when it became ready (enqueue.lua stamps
+    # it): the ones set so far
+    assert caller <= held and held - caller == {"status", "queued", "ready_since"}
 
 
 def test_the_hash_encoding_covers_every_stored_field_once() -> None:

@@ -4,14 +4,18 @@ older CRD or a value the schema cannot express)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
 import pytest
 
+from podq import Queue
+from podq.job import BRIEF_FIELDS, Status
 from podq.operator import safejson
+from podq.operator.isolation import CorruptRecord, read_jobs
 from podq.operator.jobspec import InvalidJobSpec, engine_fields
-from podq.operator.jobview import view_of
+from podq.operator.jobview import JobView, view_of
 from podq.operator.status import job_status
 from podq.operator.status_values import cap_result, rfc3339
 
@@ -76,3 +80,29 @@ def test_status_values_are_valid_bounded_json() -> None:
                         now_s=0)
     json.dumps(status, allow_nan=False)  # the API server takes it
     assert status["attempts"] == 0 and status["progress"] == 0.0
+
+
+def test_a_status_reads_only_brief_fields() -> None:
+    """What a Job resource's status shows (JobView) is all read briefly (podq.job
+    FieldUse.brief), so the operator's status reads need no job's kwargs or meta."""
+    shown = {f.name.replace("worker", "worker_id") for f in dataclasses.fields(JobView)}
+    assert shown <= {f.name for f in BRIEF_FIELDS}
+    assert not {"kwargs", "meta", "depends_on"} & {f.name for f in BRIEF_FIELDS}
+
+
+async def test_read_jobs_gives_statuses_without_arguments_and_marks_corrupt_records(
+        redis_url: str) -> None:
+    queue = Queue.from_url(redis_url, name="brief")
+    big = {"v": [[i % 10] for i in range(10_000)]}
+    try:
+        for key in ("a", "b"):
+            await queue.enqueue("f", key=key, kwargs=big, meta={"m": 1}, retries=3)
+        await queue.redis.hset(queue.job_id("b"), "job", "[1, 2]")
+        good, bad, gone = await read_jobs(queue, ["a", "b", "gone"])
+        assert good.kwargs is None and good.meta == {}
+        assert view_of(good) == view_of(await queue.job("a"))
+        assert view_of(good).retries == 3 and view_of(good).status == Status.QUEUED
+        assert isinstance(bad, CorruptRecord) and queue.job_id("b") in bad.message
+        assert gone is None
+    finally:
+        await queue.disconnect()

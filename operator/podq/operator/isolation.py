@@ -1,6 +1,6 @@
 """Each Job resource on its own: one resource's trouble never holds up the others.
 
-- `read_jobs` reads a queue's jobs in one round trip; a record that cannot be decoded
+- `read_jobs` reads a queue's jobs briefly in one round trip; a record that cannot be decoded
   (corrupted or foreign data under the queue's keys) becomes a `CorruptRecord` for its
   resource alone instead of failing the whole read.
 - `Quarantine` backs off the retries of a resource whose sync keeps failing
@@ -53,11 +53,13 @@ class CorruptRecord:
 
 
 async def read_jobs(queue: Queue, keys: list[str]) -> list[Any]:
-    """queue.jobs(keys), except that a record that cannot be read is a CorruptRecord in
-    its place (one round trip; outages propagate). Ready jobs that wait on the queue's
-    own rate limit come with `blocked` set (a second round trip, only under such a
-    limit): their resources say RateLimited."""
-    found = await queue.jobs_or_errors(keys, queue_held=True)
+    """queue.jobs(keys) read briefly (the fields a status shows, never kwargs or meta:
+    the operator's memory does not grow with the arguments of the jobs it watches),
+    except that a record that cannot be read is a CorruptRecord in its place (one round
+    trip; outages propagate). Ready jobs that wait on the queue's own rate limit come
+    with `blocked` set (a second round trip, only under such a limit): their resources
+    say RateLimited."""
+    found = await queue.jobs_or_errors(keys, queue_held=True, brief=True)
     return [CorruptRecord(queue.job_id(key), describe(item)) if isinstance(item, Exception)
             else item for key, item in zip(keys, found, strict=True)]
 

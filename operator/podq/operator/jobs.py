@@ -256,7 +256,7 @@ async def release_claim(queue: Queue, key: str) -> None:
 
 async def abort_job(queue: Queue, key: str, error: str = ABORTED_BY_DELETE) -> Outcome:
     """Abort the job if it has not finished; the worker cancels a running one."""
-    job = await queue.job(key)
+    (job,) = await queue.jobs([key], brief=True)  # its status: not its kwargs
     if job is None:
         return Outcome("missing")
     if _state(job) in TERMINAL_STATUSES:

@@ -93,7 +93,7 @@ class Queue(ABC):
 
     @abstractmethod
     async def jobs(
-        self, job_keys: Iterable[str], *, queue_held: bool = False
+        self, job_keys: Iterable[str], *, queue_held: bool = False, brief: bool = False
     ) -> list[Job | None]: ...
 
     @abstractmethod
@@ -208,17 +208,40 @@ class Queue(ABC):
         copy.choose("timeout", job.chose("timeout"))
         return copy
 
+    # the Job fields that the store keeps out of the job's JSON (RedisQueue: in fields
+    # of their own: podq.queue.store.APART)
+    _apart: t.ClassVar[tuple[str, ...]] = ()
+
     def _json(self, job: Job, what: str = "store") -> str:
-        """The job as JSON; TypeError naming the field that cannot be encoded."""
-        try:
-            return self.serialize(job)
-        except (TypeError, ValueError, RecursionError) as e:
-            problem = (
-                json_problem(job.kwargs, "kwargs")
-                or json_problem(job.meta, "meta")
-                or json_problem(job.result, "result")
-            )
-            raise TypeError(f"cannot {what} job {job.function!r}: {problem or e}") from None
+        """The job as JSON, without the fields kept apart; TypeError naming the field
+        that cannot be encoded. A job read briefly (no kwargs, meta) is never stored."""
+        self._whole(job, what)
+        job_dict = job.to_dict()
+        for name in self._apart:
+            job_dict.pop(name, None)
+        return self._dumper(job, what)(job_dict)
+
+    @staticmethod
+    def _whole(job: Job, what: str = "store") -> None:
+        """TypeError for a job read briefly (RedisQueue.jobs_or_errors(brief=True)): it
+        has no kwargs or meta, and storing it would lose them."""
+        if getattr(job, "_brief", False):
+            raise TypeError(f"cannot {what} job {job.key}: read briefly, without its kwargs")
+
+    def _dumper(self, job: Job, what: str = "store") -> t.Callable[[t.Any], t.Any]:
+        """The queue's JSON encoder, raising TypeError naming the field of the job that
+        cannot be encoded."""
+        def dump(value: t.Any) -> t.Any:
+            try:
+                return self._dump(value)
+            except (TypeError, ValueError, RecursionError) as e:
+                problem = (
+                    json_problem(job.kwargs, "kwargs")
+                    or json_problem(job.meta, "meta")
+                    or json_problem(job.result, "result")
+                )
+                raise TypeError(f"cannot {what} job {job.function!r}: {problem or e}") from None
+        return dump
 
     # -- enqueue ---------------------------------------------------------------------
 

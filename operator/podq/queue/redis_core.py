@@ -5,6 +5,7 @@ reading of a job hash, which every other part (podq.queue.redis_*) builds on.
 from __future__ import annotations
 
 import typing as t
+from collections.abc import Sequence
 
 from redis import asyncio as aioredis
 
@@ -13,7 +14,7 @@ from podq.queue import cluster
 from podq.queue import keys as redis_keys
 from podq.queue.base import Queue
 from podq.queue.batch import ScriptBatcher
-from podq.queue.store import Scripts, decode_hash, decode_values
+from podq.queue.store import APART, Scripts, decode_fields, decode_hash, job_hash
 
 STORED_NAMES = frozenset(f.name for f in STORED_FIELDS)
 
@@ -70,15 +71,31 @@ class RedisQueueCore(Queue):
 
     # -- (de)serialisation ---------------------------------------------------------
 
-    def _from_hash(self, raw: t.Any, positional: bool = False) -> Job | None:
-        """The Job of a job hash (HGETALL reply), or of the values of TAKE_FIELDS
-        (positional: take.lua's reply)."""
-        decoded = (decode_values if positional else decode_hash)(raw, self._load)
+    _apart = APART  # in hash fields of their own, not in the job's JSON
+
+    def _hash(self, job: Job, what: str = "store", fresh: bool = False) -> list[t.Any]:
+        """The job's hash as field/value pairs (job_hash), encoded by this queue."""
+        return job_hash(job, self._json(job, what), fresh, self._dumper(job, what))
+
+    def _from_hash(
+        self, raw: t.Any, names: Sequence[str] = (), *, key: str = "", json_size: int | None = None
+    ) -> Job | None:
+        """The Job of a job hash: an HGETALL reply, or the values of `names` (take.lua's
+        reply: TAKE_FIELDS). A brief read (the values of BRIEF_READ, and json_size: the
+        size of the JSON, which it does not read; see decode_fields) gives the Job of
+        `key` with its brief fields alone: no kwargs, meta or other field of the JSON,
+        and it cannot be written back."""
+        fields = (dict(zip(names, raw, strict=True)) if raw else {}) if names else None
+        decoded = (decode_fields(fields, self._load, json_size) if fields is not None
+                   else decode_hash(raw, self._load))
         if decoded is None:
             return None
         job_dict, timeout_chosen = decoded
+        if json_size is not None:
+            job_dict["key"] = key
         job = t.cast(Job, self.deserialize(job_dict))
         job.choose("timeout", timeout_chosen)
         # the stored fields as read: a guarded finish sends only those changed since
         job._read_as = {name: getattr(job, name) for name in STORED_NAMES}  # type: ignore[attr-defined]
+        job._brief = json_size is not None  # type: ignore[attr-defined]
         return job

@@ -10,7 +10,7 @@ import typing as t
 
 from podq.job import Job
 from podq.queue.redis_core import RedisQueueCore
-from podq.queue.store import job_hash, text
+from podq.queue.store import text
 from podq.utils import new_request_id
 
 if t.TYPE_CHECKING:
@@ -51,7 +51,7 @@ class EnqueueMixin(RedisQueueCore):
                 self.keys.job_prefix,
                 self.keys.pending_prefix,
                 self.keys.dependents_prefix,
-                *job_hash(job, self._json(job, "enqueue"), fresh=True),
+                *self._hash(job, "enqueue", fresh=True),
             ],
         )
 
@@ -117,7 +117,7 @@ class EnqueueMixin(RedisQueueCore):
                     self.keys.wake,
                 ]
                 for job in prepared[start : start + chunk]:
-                    pairs = job_hash(job, self._json(job, "enqueue"), fresh=True)
+                    pairs = self._hash(job, "enqueue", fresh=True)
                     args += [job.key, job.scheduled or 0, job.priority, len(pairs), *pairs]
                 await self._scripts.enqueue_many(
                     keys=[self.keys.queued, self.keys.scheduled, self.keys.seq, self.keys.stats],

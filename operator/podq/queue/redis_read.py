@@ -14,6 +14,7 @@ from podq.job import Job, Status
 from podq.queue.limits import Limit, limited_counts, read_limits, set_limits
 from podq.queue.redis_core import RedisQueueCore
 from podq.queue.store import (
+    BRIEF_READ,
     QUEUE_CONCURRENCY_HELD,
     QUEUE_LIMIT,
     QUEUE_RATE_HELD,
@@ -44,18 +45,18 @@ class ReadMixin(RedisQueueCore):
         return self._from_hash(await self.redis.hgetall(self.job_id(job_key)))
 
     async def jobs(
-        self, job_keys: Iterable[str], *, queue_held: bool = False
+        self, job_keys: Iterable[str], *, queue_held: bool = False, brief: bool = False
     ) -> list[Job | None]:
-        """The jobs of these keys (None: gone), in one round trip; queue_held: as
+        """The jobs of these keys (None: gone), in one round trip; queue_held, brief: as
         jobs_or_errors()'s."""
-        found = await self.jobs_or_errors(job_keys, queue_held=queue_held)
+        found = await self.jobs_or_errors(job_keys, queue_held=queue_held, brief=brief)
         for item in found:
             if isinstance(item, Exception):
                 raise item
         return found  # type: ignore[return-value]  # no exception left in it
 
     async def jobs_or_errors(
-        self, job_keys: Iterable[str], *, queue_held: bool = False
+        self, job_keys: Iterable[str], *, queue_held: bool = False, brief: bool = False
     ) -> list[Job | Exception | None]:
         """jobs(), except that a record that cannot be read (the wrong type, JSON that
         does not parse or is not a job) is the exception in its place, in the same one
@@ -64,25 +65,47 @@ class ReadMixin(RedisQueueCore):
         queue_held: also mark the ready jobs that wait on the queue's own limit (`Job.blocked`
         QUEUE_CONCURRENCY_HELD or QUEUE_RATE_HELD; see mark_queue_held): the queue's limit
         is read in the same round trip, and a second one is made only when it has one and
-        some of these jobs are queued."""
+        some of these jobs are queued.
+
+        brief: read only the brief fields of each job (BRIEF_READ, HMGET: what a Job
+        resource's status shows; podq.job.FieldUse.brief), never its JSON (kwargs, meta):
+        a read whose size does not grow with the jobs' arguments. Such a job cannot be
+        written back. Its JSON is checked against the size podq wrote (HSTRLEN): one
+        changed by others is a corrupt record, as one that does not parse is here."""
         keys = list(job_keys)
         if not keys:
             return []
         async with self.redis.pipeline(transaction=False) as pipe:
             for key in keys:
-                pipe.hgetall(self.job_id(key))
+                if brief:
+                    pipe.hmget(self.job_id(key), list(BRIEF_READ))
+                    pipe.hstrlen(self.job_id(key), "job")
+                else:
+                    pipe.hgetall(self.job_id(key))
             if queue_held:
                 pipe.hget(self.keys.limits, QUEUE_LIMIT)
             raws = await pipe.execute(raise_on_error=False)
         queue_limit = raws.pop() if queue_held else None
+        step = 2 if brief else 1
         found: list[Job | Exception | None] = []
-        for raw in raws:
-            if isinstance(raw, Exception) and not isinstance(raw, ResponseError):
-                raise raw  # not this record's doing
+        older: list[int] = []  # brief reads of records an older podq wrote (no JSON_SIZE)
+        for key, at in zip(keys, range(0, len(raws), step), strict=True):
+            replies = raws[at:at + step]
+            error = next((r for r in replies if isinstance(r, Exception)), None)
+            if error is not None and not isinstance(error, ResponseError):
+                raise error  # not this record's doing
+            if brief and error is None and replies[1] and replies[0][-1] is None:
+                older.append(len(found))
             try:
-                found.append(raw if isinstance(raw, Exception) else self._from_hash(raw))
-            except Exception as error:
-                found.append(error)
+                found.append(error or (
+                    self._from_hash(replies[0], BRIEF_READ, key=key, json_size=replies[1])
+                    if brief else self._from_hash(replies[0])))
+            except Exception as problem:
+                found.append(problem)
+        if older:  # whole: those fields of theirs are only in their JSON
+            again = await self.jobs_or_errors([keys[i] for i in older])
+            for i, job in zip(older, again, strict=True):
+                found[i] = job
         if queue_limit and not isinstance(queue_limit, Exception):
             await self.mark_queue_held(found, queue_limit)
         return found

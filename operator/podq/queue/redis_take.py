@@ -100,7 +100,7 @@ class TakeMixin(RedisQueueCore):
         jobs = []
         for i in range(2, len(raw), 2):
             try:
-                job = self._from_hash(raw[i + 1], positional=True)
+                job = self._from_hash(raw[i + 1], TAKE_FIELDS)
             except Exception as error:  # corrupted or foreign data: that job fails, not us
                 await self._fail_unreadable(text(raw[i]), raw[i + 1], error)
                 continue

@@ -9,15 +9,16 @@ import contextlib
 import logging
 import typing as t
 
-from podq.job import Job, Status
+from podq.job import STORED_FIELDS, Job, Status
 from podq.queue.base import WORKER_LOST
 from podq.queue.redis_core import STORED_NAMES, RedisQueueCore
-from podq.queue.store import encode, job_hash, number, text
+from podq.queue.store import encode, json_pairs, number, text
 from podq.utils import now
 
 logger = logging.getLogger("podq")
 
 _OWNED = "active,aborting"  # the statuses in which a run may write its attempt back
+_CALLER_STORED = tuple(f.name for f in STORED_FIELDS if f.use.caller)
 
 
 class WriteMixin(RedisQueueCore):
@@ -94,23 +95,23 @@ class WriteMixin(RedisQueueCore):
         job.completed = now()
         if job.status == Status.COMPLETE:
             job.progress = 1.0
-        payload = self._json(job)
         read_as = getattr(job, "_read_as", None)
         if expect and read_as is not None:
             # still this attempt: the stored fields not changed since the job was read
             # are as it read them, in Redis too (an update() there is sent again), but
             # for status and error, which an abort sets meanwhile: always sent
-            changed = ["job", payload, "status", encode("status", job.status),
+            dump = self._dumper(job)
+            changed = [*json_pairs(self._json(job)), "status", encode("status", job.status),
                        "error", encode("error", job.error)]
             for name, was in read_as.items():
                 value = getattr(job, name)
                 if value != was and name not in ("status", "error"):
-                    changed += [name, encode(name, value)]
+                    changed += [name, encode(name, value, dump)]
             wrote = await self._write(job, "finish", changed, expect=_OWNED, partial=True)
             if wrote == -1:  # Redis lost the job: write it back whole
-                wrote = await self._write(job, "finish", job_hash(job, payload), expect=_OWNED)
+                wrote = await self._write(job, "finish", self._hash(job), expect=_OWNED)
         else:
-            wrote = await self._write(job, "finish", job_hash(job, payload),
+            wrote = await self._write(job, "finish", self._hash(job),
                                       expect=_OWNED if expect else "")
         wrote = bool(wrote)
         if wrote:
@@ -138,7 +139,7 @@ class WriteMixin(RedisQueueCore):
         job.progress = 0.0
         job.touched = now()
         guard = _OWNED if expect is True else (expect or "")
-        state = job_hash(job, self._json(job))
+        state = self._hash(job)
         reply = await self._write(job, "retry", state, delay=delay, expect=guard)
         wrote = bool(reply)
         if wrote and not isinstance(reply, int):
@@ -177,13 +178,14 @@ class WriteMixin(RedisQueueCore):
         job.error = error
         job.completed = job.started = 0
         job.progress = 0.0
-        if await self._write(job, "requeue", job_hash(job, self._json(job)), expect=_OWNED):
+        if await self._write(job, "requeue", self._hash(job), expect=_OWNED):
             logger.info("Job %s put back after a disruption (%s)", job.key, reason)
             return Status.QUEUED
         return None
 
     async def update(self, job: Job, **kwargs: t.Any) -> None:
-        """Set fields on the job, refresh `touched` and store + notify (status only if given).
+        """Set fields on the job, refresh `touched` and store + notify (status only if given;
+        a stored field a caller sets, also when set on the job since it was read).
 
         On a job being run (it has an attempt id and is active or aborting) the update
         lands only while that attempt is current: a stale run cannot change a newer one.
@@ -191,15 +193,22 @@ class WriteMixin(RedisQueueCore):
         run): one set here is not stored, or a custom loop's own id, which has no
         liveness record, would have its job swept for a dead worker's.
         """
+        self._whole(job, "update")
         job.touched = now()
         for k, v in kwargs.items():
             if hasattr(job, k):
                 setattr(job, k, v)
         copy = self.copy(job)
-        fields: list[t.Any] = ["job", self._json(copy)]
-        for k in kwargs:
+        fields: list[t.Any] = json_pairs(self._json(copy))
+        dump = self._dumper(copy)
+        # what the caller changed: the fields given, and those a caller sets that differ
+        # from how the job was read (job.progress = 0.5, then update())
+        read_as = getattr(job, "_read_as", {})
+        changed = [*kwargs, *(name for name in _CALLER_STORED if name not in kwargs
+                              and name in read_as and getattr(copy, name) != read_as[name])]
+        for k in changed:
             if k not in ("touched", "worker_id") and k in STORED_NAMES:
-                fields += [k, encode(k, getattr(copy, k))]
+                fields += [k, encode(k, getattr(copy, k), dump)]
         running = job.attempt_id and job.status in (Status.ACTIVE, Status.ABORTING)
         await self._write(job, "update", fields, expect=_OWNED if running else "")
 

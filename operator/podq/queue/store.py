@@ -3,12 +3,13 @@ and the counts of a queue's sets read in one pipelined round trip."""
 
 from __future__ import annotations
 
+import json
 import math
 import typing as t
 from dataclasses import dataclass
 from importlib import resources
 
-from podq.job import JOB_FIELDS, STORED_FIELDS, Status
+from podq.job import BRIEF_FIELDS, JOB_FIELDS, STORED_FIELDS, Status
 from podq.utils import now_seconds
 
 if t.TYPE_CHECKING:
@@ -27,6 +28,9 @@ QUEUE_CONCURRENCY_HELD = "queue concurrency"
 
 # hash field: "1" when the job's timeout was not chosen (take.lua may apply a worker's)
 TIMEOUT_NOT_CHOSEN = "tdef"
+# hash field: the size in bytes of the job's JSON as podq wrote it, which a brief read
+# checks (HSTRLEN) without reading the JSON: one changed by others is a corrupt record
+JSON_SIZE = "jlen"
 
 
 def text(value: t.Any) -> str:
@@ -84,77 +88,95 @@ class Scripts:
         self.waiting_since: AsyncScript = redis.register_script(load_script("waiting_since.lua"))
 
 
-def encode(name: str, value: t.Any) -> t.Any:
-    """A stored Job field's value as the job hash holds it."""
+def encode(name: str, value: t.Any, dump: t.Callable[[t.Any], t.Any] = json.dumps) -> t.Any:
+    """A stored Job field's value as the job hash holds it (dump: a "json" field's)."""
     kind = JOB_FIELDS[name].use.stored
     if name == "status":
         return Status(value).value
-    if kind == "int":
+    if kind == "json":
+        return dump(value)
+    if kind in _NUMBERS:
         return value or 0
     return value or ""
 
 
-def job_hash(job: Job, payload: str, fresh: bool = False) -> list[t.Any]:
-    """The job hash as field/value pairs (what the Lua scripts HSET): the JSON, every
-    stored field of Job, and whether the timeout was chosen.
+def json_pairs(payload: str | bytes) -> list[t.Any]:
+    """The job's JSON as field/value pairs of its hash, with its size (JSON_SIZE)."""
+    size = len(payload.encode() if isinstance(payload, str) else payload)
+    return ["job", payload, JSON_SIZE, size]
+
+
+def job_hash(job: Job, payload: str, fresh: bool = False,
+             dump: t.Callable[[t.Any], t.Any] = json.dumps) -> list[t.Any]:
+    """The job hash as field/value pairs (what the Lua scripts HSET): the JSON (payload:
+    without the "json" fields), every stored field of Job, and whether the timeout was
+    chosen.
 
     fresh: for a new hash (enqueue), the framework's fields still at their empty
     default are left out: read back, a missing field is its default, and the scripts
     read each of them with that default."""
-    pairs: list[t.Any] = ["job", payload]
+    pairs = json_pairs(payload)
     for field in STORED_FIELDS:
         value = getattr(job, field.name)
         if fresh and not field.use.caller and not value:
             continue
-        pairs += [field.name, encode(field.name, value)]
+        pairs += [field.name, encode(field.name, value, dump)]
     pairs += [TIMEOUT_NOT_CHOSEN, "0" if job.chose("timeout") else "1"]
     return pairs
 
 
-# the fields take.lua returns of each job it takes, in this order (read by decode_values)
+_NUMBERS = ("int", "number")
+# Job fields kept out of the job's JSON: each is its own JSON in the hash
+APART = tuple(f.name for f in STORED_FIELDS if f.use.stored == "json")
+# the fields take.lua returns of each job it takes, in this order (decode_fields)
 TAKE_FIELDS = ("job", *(f.name for f in STORED_FIELDS), TIMEOUT_NOT_CHOSEN)
-_STORED_INT = tuple(f.use.stored == "int" for f in STORED_FIELDS)
-_STORED_NAMES = tuple(f.name for f in STORED_FIELDS)
+# the fields a brief read gets (HMGET, with the JSON's size: HSTRLEN), in this order
+BRIEF_READ = (*(f.name for f in BRIEF_FIELDS), JSON_SIZE)
 
 
-def decode_values(
-    values: list[t.Any], load: t.Callable[[t.Any], t.Any]
+def decode_fields(
+    fields: dict[str, t.Any], load: t.Callable[[t.Any], t.Any], json_size: int | None = None
 ) -> tuple[dict[str, t.Any], bool] | None:
-    """decode_hash for the values of TAKE_FIELDS, in that order (what take.lua returns):
-    the job dict and whether its timeout was chosen; None for no job."""
-    if not values or values[0] is None:
-        return None
-    job_dict = load(values[0])
-    for name, is_int, value in zip(_STORED_NAMES, _STORED_INT, values[1:-1], strict=True):
-        if value is not None:
-            job_dict[name] = number(value) if is_int else text(value) or None
-    return job_dict, text(values[-1] or "0") != "1"
+    """The job dict of the fields of a job hash as read (an HGETALL reply's, TAKE_FIELDS'
+    values: take.lua's reply, or BRIEF_READ's) and whether its timeout was chosen; None
+    for no job.
+
+    The stored fields win over the same names inside the JSON: the scripts update them
+    without parsing it. json_size (a brief read: HSTRLEN of the JSON, not read): the job
+    dict holds only the stored fields read, and a JSON that is not the size podq wrote
+    (changed by others) raises ValueError, as a JSON that does not parse would."""
+    if json_size is None:
+        if fields.get("job") is None:
+            return None
+        job_dict = load(fields["job"])
+    else:
+        if not json_size:
+            return None
+        written = fields.get(JSON_SIZE)
+        if written is not None and int(written) != json_size:
+            raise ValueError(f"its JSON ({json_size} bytes) is not the one podq wrote"
+                             f" ({text(written)} bytes)")
+        job_dict = {}
+    for field in STORED_FIELDS:
+        value = fields.get(field.name)
+        if value is None:
+            continue
+        kind = field.use.stored
+        job_dict[field.name] = (load(value) if kind == "json" else number(value)
+                                if kind == "int" else float(value) if kind == "number"
+                                else text(value) or None)
+    return job_dict, text(fields.get(TIMEOUT_NOT_CHOSEN) or "0") != "1"
 
 
 def decode_hash(
     raw: t.Any, load: t.Callable[[t.Any], t.Any]
 ) -> tuple[dict[str, t.Any], bool] | None:
-    """The job dict stored in a job hash (HGETALL reply, dict or flat list) and whether
-    its timeout was chosen; None for no job.
-
-    The stored fields win over the same names inside the JSON: the scripts update them
-    without parsing it."""
+    """decode_fields() of an HGETALL reply (dict or flat list)."""
     if not raw:
         return None
     if isinstance(raw, list):
         raw = dict(zip(raw[::2], raw[1::2], strict=True))
-    fields = {text(k): v for k, v in raw.items()}
-    if "job" not in fields:
-        return None
-    job_dict = load(fields["job"])
-    for field in STORED_FIELDS:
-        if field.name in fields:
-            value = fields[field.name]
-            if field.use.stored == "int":
-                job_dict[field.name] = number(value)
-            else:
-                job_dict[field.name] = text(value) or None
-    return job_dict, text(fields.get(TIMEOUT_NOT_CHOSEN, "0")) != "1"
+    return decode_fields({text(k): v for k, v in raw.items()}, load)
 
 
 @dataclass(frozen=True)
