@@ -238,6 +238,24 @@ def test_operator_under_the_chart_service_account_runs_jobs_and_is_not_over_priv
         after = plane.kubectl_json("get", "pod", pod, "-n", RELEASE_NS)
         assert after["metadata"]["labels"]["app.kubernetes.io/component"] == "worker"
         assert "other" not in after["metadata"]["annotations"]
+        # the pool opts out of autoscaling: the operator takes the costs it wrote off its
+        # pods, through pods/status under that policy (which lets the annotation go)
+        queue = plane.kubectl_json("get", "deployment", "podq-worker", "-n", RELEASE_NS)[
+            "metadata"]["labels"]["podq.dev/queue"]
+        plane.kubectl("label", "deployment", "podq-worker", "-n", RELEASE_NS,
+                      "podq.dev/queue-")
+
+        def stopped() -> list[str]:  # posted once the costs are off
+            return [e["message"].split("; ")[-1] for e in plane.kubectl_json(
+                "get", "events", "-n", RELEASE_NS, "--field-selector",
+                "involvedObject.name=podq-worker,reason=AutoscalingStopped")["items"]]
+        assert wait_for("an AutoscalingStopped Event", stopped, 60, operator.text) == [
+            "the controller.kubernetes.io/pod-deletion-cost podq wrote was removed from 2 of"
+            " its pods"]
+        assert annotated() == []
+        plane.kubectl("label", "deployment", "podq-worker", "-n", RELEASE_NS,
+                      f"podq.dev/queue={queue}")
+        wait_for("pod-deletion-cost on the pool's pods again", annotated, 60, operator.text)
         assert_nothing_forbidden(operator)
     finally:
         plane.kubectl("delete", "cronjob.podq.dev", "every-second", "-n", apps,

@@ -231,6 +231,13 @@ async def test_a_deployment_whose_queue_label_is_removed_is_no_longer_autoscaled
         await eventually(lambda name=name: _scaled_to(harness, name, 1), within=60,
                          what=f"{name} scaled from zero")
 
+    async def marked(name: str) -> bool:  # the ReplicaSet's pod, then a pass marks it
+        pods = await live_pods(harness, name)
+        return len(pods) == 1 and all(COST in a for a in pods.values())
+    for name in ("kept", "opted-out"):
+        await eventually(lambda name=name: marked(name), within=60,
+                         what=f"{name}'s pod-deletion-cost")
+
     await harness.apps.patch_namespaced_deployment(
         "opted-out", harness.namespace, {"metadata": {"labels": {"podq.dev/queue": None}}})
 
@@ -238,6 +245,8 @@ async def test_a_deployment_whose_queue_label_is_removed_is_no_longer_autoscaled
         return any(e.reason == "AutoscalingStopped" and e.type == "Normal"
                    for e in await harness.events("opted-out"))
     await eventually(said_so, within=30, what="an AutoscalingStopped Event")
+    # the cost podq wrote is gone from its pod (it stayed, for scale-downs to go by)
+    assert [COST in a for a in (await live_pods(harness, "opted-out")).values()] == [False]
     # two more jobs: one pass scales `kept` to 2, a later one to 3 (passes run one at a
     # time), so a pass that would have scaled `opted-out` too is over by then
     await harness.create_job("second", "noop", queue=queue)
@@ -245,6 +254,7 @@ async def test_a_deployment_whose_queue_label_is_removed_is_no_longer_autoscaled
     await harness.create_job("third", "noop", queue=queue)
     await eventually(lambda: _scaled_to(harness, "kept", 3), within=60, what="kept at 3")
     assert await replicas(harness, "opted-out") == 1
+    assert [COST in a for a in (await live_pods(harness, "opted-out")).values()] == [False]
 
     # the last Deployment of the queue opts out too, then its Job resources go: nothing
     # needs the queue any more, so its listener and connections go (the default

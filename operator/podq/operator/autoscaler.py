@@ -7,18 +7,20 @@ its Deployment from zero within about a second) and by a slow periodic pass.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from kubernetes_asyncio.client.rest import ApiException
 
 from podq.operator.access import REFUSED
-from podq.operator.kube import EventRecorder, KubeClients, ObjectRef
-from podq.operator.names import LABEL_QUEUE, POD_DELETION_COST
+from podq.operator.kube import EventRecorder, KubeClients, ObjectRef, refusal_text
+from podq.operator.names import LABEL_QUEUE
+from podq.operator.podcosts import ClearedCosts, clear_costs, live_costs, write_cost
 from podq.operator.queues import QueuePool
 from podq.operator.scaling import (
     Stabiliser,
@@ -115,17 +117,20 @@ class Autoscaler:
         self._poked.set()
         return deployment
 
-    async def refuse(self, body: Mapping[str, Any]) -> None:
+    async def refuse(self, body: Mapping[str, Any]) -> ClearedCosts | None:
         """A Deployment labelled with a queue granted to no namespace: not autoscaled,
         and its queue gets no connection or listener (anyone who may create a
         Deployment chooses that label; each made-up name cost a connection, a listener
         and metric series for good). A Warning Event says so, once until the Deployment
-        is gone or names a granted queue: refused again after that, it is said again."""
+        is gone or names a granted queue: refused again after that, it is said again.
+        Relabelled so from an autoscaled queue, it has opted out: returns the pod costs
+        removed (else None)."""
         meta = body["metadata"]
         key = (meta["namespace"], meta["name"])
-        self._untrack(key)
+        left = self._untrack(key)
+        cleared = await self._stop_marking(left) if left is not None else None
         if self.refused.get(key) == meta["uid"]:
-            return
+            return cleared
         self._unrefuse(key)  # an earlier Deployment of that name
         self.refused[key] = meta["uid"]
         queue = (meta.get("labels") or {}).get(LABEL_QUEUE)
@@ -134,37 +139,56 @@ class Autoscaler:
             f"label {LABEL_QUEUE}: queue {queue!r} is granted to no namespace, so the"
             f" operator does not autoscale this Deployment; the cluster admin grants"
             f" queues: chart value workers.pools[].namespaces, operator flag --allow-queue"))
+        return cleared
 
-    async def opt_out(self, body: Mapping[str, Any]) -> bool:
+    async def opt_out(self, body: Mapping[str, Any]) -> ClearedCosts | None:
         """A Deployment without the queue label: if it had it, it has opted out of
-        autoscaling (its replicas are its owner's again), and a Normal Event says so.
-        Called for every unlabelled Deployment of the cluster: quiet for the others.
-        Returns whether it had been autoscaled."""
+        autoscaling (its replicas are its owner's again, its pods lose the deletion
+        costs podq wrote), and a Normal Event says so. Called for every unlabelled
+        Deployment of the cluster: quiet for the others. Returns the pod costs removed,
+        None when it had not been autoscaled."""
         meta = body["metadata"]
         key = (meta["namespace"], meta["name"])
         self._unrefuse(key)
-        deployment = self.deployments.get(key)
+        deployment = self._untrack(key)
         if deployment is None:
-            return False
-        self._untrack(key)
-        scaling = self._scaling.get(key)
-        if scaling is not None:  # a pass is patching its replicas: that ends first, so
-            await scaling.wait()  # that nothing scales it once this Event is out
+            return None
+        cleared = await self._stop_marking(deployment)
         await self.events.post(deployment.ref, "Normal", OPTED_OUT, (
             f"label {LABEL_QUEUE} removed: the operator no longer scales this Deployment"
-            f" (it did for queue {deployment.queue}); its replicas are left as they are"))
-        return True
+            f" (it did for queue {deployment.queue}); its replicas are left as they are;"
+            f" {cleared.describe()}"))
+        return cleared
+
+    async def _stop_marking(self, deployment: WorkerDeployment) -> ClearedCosts:
+        """No longer autoscaled: once a write in flight has landed (a pass scaling it or
+        marking its pods: so nothing scales it once the Event is out), take the deletion
+        costs podq wrote off its pods, which it no longer keeps true."""
+        writing = self._scaling.get((deployment.namespace, deployment.name))
+        if writing is not None:
+            await writing.wait()
+        try:
+            return await clear_costs(self.kube.core, deployment.namespace, deployment.name,
+                                     deployment.match_labels)
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:  # no rights there, API trouble: the opt-out stands
+            why = refusal_text(error) if isinstance(error, ApiException) else type(error).__name__
+            log.warning("%s/%s: pod-deletion-cost not removed from its pods: %s",
+                        deployment.namespace, deployment.name, why)
+            return ClearedCosts(failed=why)
 
     def forget(self, namespace: str, name: str) -> None:
         """The Deployment is gone."""
         self._untrack((namespace, name))
         self._unrefuse((namespace, name))
 
-    def _untrack(self, key: tuple[str, str]) -> None:
+    def _untrack(self, key: tuple[str, str]) -> WorkerDeployment | None:
         deployment = self.deployments.pop(key, None)
         self.desired.pop(key, None)
         if deployment is not None:
             self._left(deployment.queue)
+        return deployment
 
     def uses(self, queue: str) -> bool:
         """Whether a Deployment autoscales on this queue (a QueuePool user)."""
@@ -300,14 +324,20 @@ class Autoscaler:
         self.desired[key] = desired
         if desired == current:
             return ScaleOutcome(current, desired, False)
+        async with self._writing(key):
+            await self._patch_replicas(deployment, current, desired, depth)
+        return ScaleOutcome(current, desired, True, "Scaled")
+
+    @contextlib.asynccontextmanager
+    async def _writing(self, key: tuple[str, str]) -> AsyncIterator[None]:
+        """A scale or pod cost patch in flight: opt_out() waits for it to land."""
         self._scaling[key] = done = asyncio.Event()
         try:
-            await self._patch_replicas(deployment, current, desired, depth)
+            yield
         finally:
             done.set()
             if self._scaling.get(key) is done:
                 del self._scaling[key]
-        return ScaleOutcome(current, desired, True, "Scaled")
 
     async def _patch_replicas(self, deployment: WorkerDeployment, current: int, desired: int,
                               depth: int) -> None:
@@ -327,32 +357,16 @@ class Autoscaler:
     async def mark_pods(self, deployment: WorkerDeployment, workers: list[dict]) -> int:
         """Annotate pods with pod-deletion-cost from their worker's running jobs; returns
         how many pods were patched (only changed values are written)."""
-        if not deployment.match_labels:
-            return 0
-        selector = ",".join(f"{k}={v}" for k, v in deployment.match_labels.items())
-        pods = await self.kube.core.list_namespaced_pod(deployment.namespace,
-                                                        label_selector=selector)
-        live = {
-            pod.metadata.name: (pod.metadata.annotations or {}).get(POD_DELETION_COST)
-            for pod in pods.items if not pod.metadata.deletion_timestamp
-        }
+        live = await live_costs(self.kube.core, deployment.namespace, deployment.match_labels)
+        deployment.costs = costs = deletion_costs(workers, live)
         patched = 0
-        for pod, cost in deletion_costs(workers, live).items():
-            if live[pod] == str(cost):
-                continue
-            try:
-                # through the status subresource: its strategy keeps the pod's spec, so
-                # the operator needs no right that could change an image or a command
-                # (docs/security.md); the annotation is metadata, which it does update
-                await self.kube.core.patch_namespaced_pod_status(
-                    pod, deployment.namespace,
-                    {"metadata": {"annotations": {POD_DELETION_COST: str(cost)}}},
-                )
-                patched += 1
-            except ApiException as error:
-                if error.status != 404:
-                    raise
-        deployment.costs = {pod: cost for pod, cost in deletion_costs(workers, live).items()}
+        async with self._writing((deployment.namespace, deployment.name)):
+            for pod, cost in costs.items():
+                # checked with no await before each write: an opt-out since removes what
+                # was written, so this pass writes no more (opt_out waits for a write)
+                if live[pod] != str(cost) and self.tracked(deployment):
+                    patched += await write_cost(self.kube.core, deployment.namespace, pod,
+                                                cost)
         return patched
 
     async def _externally_scaled(self, deployment: WorkerDeployment) -> bool:
