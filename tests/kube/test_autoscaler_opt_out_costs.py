@@ -6,7 +6,9 @@ through pods/status as a pass does, from workers' records of running jobs."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from kubernetes_asyncio import client
@@ -20,15 +22,49 @@ from podq.operator.queues import QueuePool
 QUEUE = "costs-q"
 
 
+class HeldCore(client.CoreV1Api):
+    """The real pods/status patch; once armed, the next one is held at its start until
+    `go` is set (a pass's cost write in flight), and from then on `calls` records when
+    it landed and when pod lists began."""
+
+    def __init__(self, api: client.ApiClient) -> None:
+        super().__init__(api)
+        self.armed = False
+        self.calls: list[str] = []
+        self.reached, self.go = asyncio.Event(), asyncio.Event()
+
+    def arm(self) -> None:
+        self.armed, self.calls = True, []
+        self.go.clear()
+
+    async def list_namespaced_pod(self, *args: Any, **kwargs: Any) -> Any:
+        self.calls.append("list")
+        return await super().list_namespaced_pod(*args, **kwargs)
+
+    async def patch_namespaced_pod_status(self, *args: Any, **kwargs: Any) -> Any:
+        if not self.armed:
+            return await super().patch_namespaced_pod_status(*args, **kwargs)
+        self.armed = False
+        self.reached.set()
+        await self.go.wait()
+        result = await super().patch_namespaced_pod_status(*args, **kwargs)
+        self.calls.append("written")
+        return result
+
+
+def autoscaler_as(api: client.ApiClient, events_api: client.ApiClient,
+                  pool: QueuePool) -> Autoscaler:
+    kube = KubeClients(api=api, custom=client.CustomObjectsApi(api), core=HeldCore(api),
+                       apps=client.AppsV1Api(api), autoscaling=client.AutoscalingV2Api(api))
+    return Autoscaler(kube, pool, EventRecorder(client.CoreV1Api(events_api)),
+                      stabilisation_s=0, owner_check_s=0)
+
+
 @pytest.fixture
 async def autoscaler(harness: Harness, kube_api: client.ApiClient) -> AsyncIterator[Autoscaler]:
     pool = QueuePool(harness.redis_url)
-    core = client.CoreV1Api(kube_api)
-    kube = KubeClients(api=kube_api, custom=client.CustomObjectsApi(kube_api), core=core,
-                       apps=client.AppsV1Api(kube_api),
-                       autoscaling=client.AutoscalingV2Api(kube_api))
     try:
-        yield Autoscaler(kube, pool, EventRecorder(core), stabilisation_s=0, owner_check_s=0)
+        yield autoscaler_as(kube_api, kube_api, pool)
     finally:
         await pool.close()
 
@@ -106,3 +142,49 @@ async def test_relabelled_to_a_queue_granted_to_none_its_pods_lose_their_costs(
     # refused again (another event of that Deployment): it was not autoscaled then
     again = await harness.apps.read_namespaced_deployment("moved", harness.namespace)
     assert await autoscaler.refuse(kube_api.sanitize_for_serialization(again)) is None
+
+
+async def test_an_opt_out_while_a_pass_writes_a_cost_removes_it_once_written(
+        harness: Harness, kube_api: client.ApiClient, autoscaler: Autoscaler) -> None:
+    """The pass has sent a pod's cost when the opt-out arrives: opt_out() waits for that
+    write, then takes it off (listed before it landed, the cost stayed for good)."""
+    [pod] = (await scaled_pods(harness, kube_api, autoscaler, {"racing": 1}))["racing"]
+    core = autoscaler.kube.core
+    assert isinstance(core, HeldCore)
+    passing = asyncio.create_task(autoscaler.autoscale_pass())
+    core.arm()  # the pass lists the pods first, then writes the cost: held
+    await asyncio.wait_for(core.reached.wait(), 30)
+    core.calls.clear()
+    opting_out = asyncio.create_task(
+        autoscaler.opt_out(await relabel(harness, kube_api, "racing", None)))
+    # one turn of the loop: opt_out runs up to its wait for the write (it does no I/O
+    # before it)
+    await asyncio.sleep(0)
+    assert not opting_out.done()
+    core.go.set()
+    cleared = await asyncio.wait_for(opting_out, 30)
+    await asyncio.wait_for(passing, 30)
+    assert core.calls == ["written", "list"]  # the opt-out's list: once the write landed
+    assert cleared is not None and cleared.cleared == (pod,)
+    assert await costs(harness, "racing") == {pod: None}
+
+
+async def test_an_opt_out_without_rights_on_pods_stands_and_says_so(
+        harness: Harness, kube_api: client.ApiClient,
+        kube_api_unprivileged: client.ApiClient) -> None:
+    """As the control plane's unprivileged user (no rights): the Deployment is no longer
+    autoscaled all the same, and its Event says the costs could not be removed."""
+    pool = QueuePool(harness.redis_url)
+    try:
+        autoscaler = autoscaler_as(kube_api_unprivileged, kube_api, pool)
+        created = await harness.apps.create_namespaced_deployment(
+            harness.namespace, deployment("unpermitted", QUEUE))
+        autoscaler.observe(kube_api.sanitize_for_serialization(created))
+        cleared = await autoscaler.opt_out(await relabel(harness, kube_api, "unpermitted",
+                                                         None))
+    finally:
+        await pool.close()
+    assert cleared is not None and cleared.failed.startswith("Forbidden: ")
+    assert autoscaler.deployments == {}
+    [event] = [e for e in await harness.events("unpermitted") if e.reason == OPTED_OUT]
+    assert f"its pods' {COST} could not be removed (Forbidden: " in event.message
