@@ -229,7 +229,7 @@ class Run:
         await self.redis.aclose()
         if self.api is not None:
             await self.api.close()
-        self.plane.kubectl("delete", "namespace", self.namespace, "--wait=false", check=False)
+        self.plane.discard_namespace(self.namespace)
 
     # -- helpers --------------------------------------------------------------------------
 

@@ -335,6 +335,19 @@ class ControlPlane:
                 raise AssertionError(f"timed out after {timeout}s waiting for {what}")
             time.sleep(interval)
 
+    def discard_namespace(self, name: str) -> None:
+        """Delete a test's namespace without waiting, and take the finalizers off the
+        podq resources left in it: with the test's operator gone nobody would remove
+        them, and the namespace would stay terminating for the rest of the run, its
+        objects listed again and again by the namespace controller (a loaded API
+        server for every later test)."""
+        self.kubectl("delete", "namespace", name, "--wait=false", check=False)
+        held = self.kubectl("get", "jobs.podq.dev,cronjobs.podq.dev", "-n", name,
+                            "-o", "name", check=False).stdout.split()
+        if held:
+            self.kubectl("patch", "-n", name, *held, "--type=merge",
+                         "-p", '{"metadata":{"finalizers":null}}', check=False)
+
     def wait_for_service_account(self, namespace: str, name: str = "default") -> None:
         """The serviceaccount controller creates `default` in each namespace shortly after it."""
         self.wait_for(

@@ -95,11 +95,12 @@ async def kube_api_unprivileged(
 
 @pytest.fixture
 def namespace(control_plane: ControlPlane) -> Iterator[str]:
-    """A fresh namespace per test (deleted afterwards, without waiting)."""
+    """A fresh namespace per test (deleted afterwards, without waiting; see
+    ControlPlane.discard_namespace)."""
     name = f"t-{uuid.uuid4().hex[:10]}"
     control_plane.kubectl("create", "namespace", name)
     yield name
-    control_plane.kubectl("delete", "namespace", name, "--wait=false", check=False)
+    control_plane.discard_namespace(name)
 
 
 @pytest.fixture(scope="module")

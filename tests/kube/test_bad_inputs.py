@@ -68,7 +68,7 @@ def stage(podq_crds: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> 
                 process.stop()
                 print(f"--- {process.log.name} ---\n{process.tail(60)}")
             for namespace in (poison, canary):
-                podq_crds.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+                podq_crds.discard_namespace(namespace)
 
 
 

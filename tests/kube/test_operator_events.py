@@ -187,4 +187,4 @@ async def test_a_namespace_flooding_events_delays_its_own_not_another_namespaces
         assert recorder.dropped == 0
     finally:
         await recorder.close()
-        harness.plane.kubectl("delete", "namespace", quiet, "--wait=false", check=False)
+        harness.plane.discard_namespace(quiet)

@@ -61,7 +61,7 @@ async def test_same_spec_key_in_two_namespaces_never_meets(
     finally:
         await harness.delete_job("long")
         await b.close()
-        harness.plane.kubectl("delete", "namespace", b.namespace, "--wait=false", check=False)
+        harness.plane.discard_namespace(b.namespace)
 
 
 async def test_job_enqueued_under_the_old_key_form_keeps_it(harness: Harness) -> None:
