@@ -132,6 +132,10 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
         await memo.mirror.close()
         await memo.pool.close()
         await memo.kube.close()
+    if hasattr(memo, "halt"):
+        # stopping anyway (SIGTERM): kopf's own waiter on its stop flag (main.py: the
+        # halt flag) would otherwise keep the exit waiting 5 s for a "hung" task
+        memo.halt.flag.set()
 
 
 # -- Job --------------------------------------------------------------------------------
