@@ -130,6 +130,11 @@ _NUMBERS = ("int", "number")
 APART = tuple(f.name for f in STORED_FIELDS if f.use.stored == "json")
 # the fields take.lua returns of each job it takes, in this order (decode_fields)
 TAKE_FIELDS = ("job", *(f.name for f in STORED_FIELDS), TIMEOUT_NOT_CHOSEN)
+# each stored field's name and kind, and how a scalar kind is read back: decode_fields
+# runs for every job taken, so none of this is looked up per job
+_STORED_KINDS = tuple((f.name, f.use.stored) for f in STORED_FIELDS)
+_DECODE: dict[str, t.Callable[[t.Any], t.Any]] = {
+    "int": number, "number": float, "text": lambda value: text(value) or None}
 # the fields a brief read gets (HMGET, with the JSON's size: HSTRLEN), in this order
 BRIEF_READ = (*(f.name for f in BRIEF_FIELDS), JSON_SIZE)
 
@@ -157,14 +162,10 @@ def decode_fields(
             raise ValueError(f"its JSON ({json_size} bytes) is not the one podq wrote"
                              f" ({text(written)} bytes)")
         job_dict = {}
-    for field in STORED_FIELDS:
-        value = fields.get(field.name)
-        if value is None:
-            continue
-        kind = field.use.stored
-        job_dict[field.name] = (load(value) if kind == "json" else number(value)
-                                if kind == "int" else float(value) if kind == "number"
-                                else text(value) or None)
+    for name, kind in _STORED_KINDS:
+        value = fields.get(name)
+        if value is not None:
+            job_dict[name] = load(value) if kind == "json" else _DECODE[kind](value)
     return job_dict, text(fields.get(TIMEOUT_NOT_CHOSEN) or "0") != "1"
 
 
