@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from redis.exceptions import ResponseError
 
@@ -42,6 +43,16 @@ def claim_key(queue: Queue, key: str) -> str:
     """Redis key recording that an operator enqueued this job (same hash tag as the
     queue, so it lives on the queue's shard)."""
     return queue.keys.operator_claim(key)
+
+
+def claim_text(value: Any) -> str:
+    """A claim ("<uid> <epoch s>") as read from Redis; foreign bytes do not raise."""
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+
+
+def claimant(claim: str) -> str:
+    """The resource uid a claim names."""
+    return claim.partition(" ")[0]
 
 
 async def enqueue_jobs(
@@ -207,11 +218,11 @@ async def _claim(queue: Queue, resources: list[JobResource]) -> list[bool | str 
         for i, value in zip(lost, values, strict=True):
             if value is None:
                 continue
-            text = value.decode(errors="replace") if isinstance(value, bytes) else str(value)
-            claimant, stale_at = text.partition(" ")[0], _claimed_at(text, now) + STALE_CLAIM_S
+            text = claim_text(value)
+            holder, stale_at = claimant(text), _claimed_at(text, now) + STALE_CLAIM_S
             if now <= stale_at:
-                won[i] = OWN_CLAIM if claimant == resources[i].uid else HeldClaim(
-                    claimant, stale_at)
+                won[i] = OWN_CLAIM if holder == resources[i].uid else HeldClaim(
+                    holder, stale_at)
             elif await take_over(
                     keys=[keys[i]], args=[text, f"{resources[i].uid} {now:.3f}", CLAIM_TTL_S]):
                 won[i] = TAKEN_OVER

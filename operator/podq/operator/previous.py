@@ -23,7 +23,7 @@ from typing import Any
 from podq import Job, Queue
 from podq.job import TERMINAL_STATUSES, Status
 from podq.operator.conditions import build_conditions, in_progress_facts
-from podq.operator.jobs import CLAIM_HELD, Outcome, claim_key
+from podq.operator.jobs import CLAIM_HELD, Outcome, claim_key, claim_text, claimant
 from podq.operator.registry import JobResource
 
 PREVIOUS_RUN = "WaitingForPreviousRun"
@@ -34,14 +34,6 @@ FIRST_RECHECK_S = 0.25
 MAX_RECHECK_S = 2.0
 # After the moment a wait ends (a claim turns stale: jobs.HeldClaim), so as to look after it
 PAST_DUE_S = 0.05
-
-
-def _claimant(value: Any) -> str | None:
-    """The resource uid a claim ("<uid> <epoch s>") names, None without a claim."""
-    if value is None:
-        return None
-    text = value.decode(errors="replace") if isinstance(value, bytes) else str(value)
-    return text.partition(" ")[0]
 
 
 async def earlier_runs(
@@ -59,17 +51,17 @@ async def earlier_runs(
     claims = await queue.redis.mget([claim_key(queue, r.key) for r, _ in asked])
     waiting: dict[str, str | Outcome] = {}
     for (resource, job), claim in zip(asked, claims, strict=True):
-        claimant = _claimant(claim)
-        if claimant == resource.uid:
+        holder = None if claim is None else claimant(claim_text(claim))
+        if holder == resource.uid:
             continue
         if Status(job.status) == Status.ABORTING:
             waiting[resource.uid] = (
                 f"job {job.key} of an earlier run is being aborted; this Job runs anew once"
                 " it has ended")
-        elif claimant is not None and not live(claimant):
+        elif holder is not None and not live(holder):
             waiting[resource.uid] = (
                 f"job {job.key} ({Status(job.status).value}) is the run of another Job, deleted"
-                f" or being deleted (uid {claimant}); this Job runs anew once that run has"
+                f" or being deleted (uid {holder}); this Job runs anew once that run has"
                 " ended")
     return waiting
 
